@@ -1,0 +1,39 @@
+"""deepnet: neural networks with explicit, readable backward passes on NumPy or CuPy."""
+
+from .backend import (
+    BackendError,
+    available_backends,
+    get_backend,
+    set_backend,
+    to_device,
+    to_host,
+    use_backend,
+)
+from .callbacks import Callback, EarlyStopping, KeepBest, LambdaCallback
+from .gradcheck import GradCheckError, check_layer, check_loss
+from .layers import (
+    Dense,
+    Identity,
+    Layer,
+    LeakyReLU,
+    Parameter,
+    ReLU,
+    ShapeError,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
+from .network import History, Network, NonFiniteError
+from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD", "Adam", "AdamW", "BackendError", "Callback", "Dense", "EarlyStopping", "GradCheckError",
+    "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
+    "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",
+    "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
+    "__version__", "available_backends", "check_layer", "check_loss", "get_backend", "set_backend",
+    "to_device", "to_host", "use_backend",
+]

@@ -1,0 +1,157 @@
+"""Backend registry, scoped selection and the two host/device transfer functions."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .ops import Ops
+
+#: Type alias for an array of whichever backend is in use (NumPy, CuPy, strict).
+Array = Any
+
+__all__ = [
+    "Array",
+    "BackendError",
+    "Ops",
+    "available_backends",
+    "get_backend",
+    "get_ops",
+    "host_rng",
+    "set_backend",
+    "to_device",
+    "to_host",
+    "use_backend",
+]
+
+_NAMES = ("numpy", "cupy", "strict")
+_ALIASES = {"np": "numpy", "cpu": "numpy", "cp": "cupy", "gpu": "cupy", "cuda": "cupy",
+            "array_api_strict": "strict"}
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that does not exist or cannot run here."""
+
+
+_instances: dict[str, Ops] = {}
+_instances_lock = threading.Lock()
+# None means "not chosen in this context": fall back to DEEPNET_BACKEND, then numpy.
+_current: contextvars.ContextVar[Ops | None] = contextvars.ContextVar("deepnet_backend", default=None)
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise BackendError(f"backend name must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _NAMES:
+        raise BackendError(
+            f"unknown backend {name!r}: expected one of {', '.join(_NAMES)}")
+    return key
+
+
+def _create(name: str) -> Ops:
+    if name == "numpy":
+        from .numpy_ops import NumpyOps
+        return NumpyOps()
+    if name == "strict":
+        from .strict_ops import StrictOps
+        return StrictOps()
+    from .cupy_ops import CupyOps  # imports CuPy lazily, with a clear error
+    return CupyOps()
+
+
+def get_ops(name: str | Ops) -> Ops:
+    """Return the (shared) :class:`Ops` object for a backend name."""
+    if isinstance(name, Ops):
+        return name
+    key = _canonical(name)
+    ops = _instances.get(key)
+    if ops is None:
+        with _instances_lock:
+            ops = _instances.get(key)
+            if ops is None:
+                ops = _instances[key] = _create(key)
+    return ops
+
+
+def get_backend() -> Ops:
+    """The backend of the current context: set by :func:`use_backend`/:func:`set_backend`,
+    else the ``DEEPNET_BACKEND`` environment variable, else NumPy."""
+    ops = _current.get()
+    if ops is None:
+        ops = get_ops(os.environ.get("DEEPNET_BACKEND", "numpy") or "numpy")
+    return ops
+
+
+def set_backend(name: str | Ops) -> Ops:
+    """Select a backend for the current thread or async context and return it."""
+    ops = get_ops(name)
+    _current.set(ops)
+    return ops
+
+
+@contextlib.contextmanager
+def use_backend(name: str | Ops) -> Iterator[Ops]:
+    """Use a backend inside a ``with`` block; the previous choice is restored on exit."""
+    token = _current.set(get_ops(name))
+    try:
+        yield _current.get()
+    finally:
+        _current.reset(token)
+
+
+def available_backends() -> dict[str, str]:
+    """Map each backend name to ``"available"`` or the reason it is not.
+
+    Probing CuPy here (and only here, never at import) may initialise CUDA.
+    """
+    out: dict[str, str] = {}
+    for name in _NAMES:
+        try:
+            get_ops(name)
+            out[name] = "available"
+        except BackendError as err:
+            out[name] = str(err)
+    return out
+
+
+def host_rng(seed: int | None) -> np.random.Generator:
+    """The seeded host generator of a run (initial weights, shuffling, dropout on CPU)."""
+    return np.random.default_rng(seed)
+
+
+def to_device(x: Any, ops: Ops | str | None = None, dtype: Any = None) -> Array:
+    """Move ``x`` (a NumPy array, a list, or an array of any backend) onto ``ops``.
+
+    This and :func:`to_host` are the only places arrays cross between host and device.
+    ``dtype`` is a NumPy dtype or a name such as ``"float32"``.
+    """
+    ops = get_backend() if ops is None else get_ops(ops)
+    if ops.owns(x):
+        return x if dtype is None else ops.astype(x, ops.dtype(dtype))
+    host = to_host(x)
+    if dtype is not None:
+        host = host.astype(np.dtype(dtype), copy=False)
+    return ops.from_host(np.ascontiguousarray(host))
+
+
+def to_host(x: Any) -> np.ndarray:
+    """Return ``x`` as a NumPy array, copying from the device if needed."""
+    if isinstance(x, np.ndarray):
+        return x
+    for ops in list(_instances.values()):
+        if ops.owns(x):
+            return ops.to_host(x)
+    mod = type(x).__module__.split(".")[0]
+    if mod == "cupy":
+        return get_ops("cupy").to_host(x)
+    if mod == "array_api_strict":
+        return get_ops("strict").to_host(x)
+    return np.asarray(x)

@@ -1,0 +1,72 @@
+"""Checks of user data on the host, once per call (never per training step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..layers.base import ShapeError
+
+
+def as_host_inputs(X: Any, n_in: int, where: str) -> np.ndarray:
+    """Validate a batch of inputs: 2-D, ``n_in`` wide, numeric, finite."""
+    from .core import to_host
+
+    arr = to_host(X)
+    if arr.ndim == 1 and n_in and arr.shape[0] == n_in:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ShapeError(f"{where}: inputs X must be 2-D (n, {n_in}), got shape {arr.shape}")
+    if arr.shape[1] != n_in:
+        raise ShapeError(f"{where}: the first layer expects inputs of width {n_in}, got X of shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ShapeError(f"{where}: X has no rows")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{where}: X must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{where}: X contains {int(bad.sum())} non-finite value(s) (NaN or inf); "
+                f"the first is X[{r}, {c}] = {arr[r, c]}")
+    return arr
+
+
+def as_host_targets(y: Any, n: int, k: int, where: str, allow_labels: bool = True) -> np.ndarray:
+    """Validate targets: integer labels in 0..k−1 of length n, or an (n, k) float array."""
+    from .core import to_host
+
+    arr = to_host(y)
+    if arr.ndim == 2 and arr.shape[1] == 1 and k != 1 and arr.dtype.kind in "iu":
+        arr = arr[:, 0]
+    if arr.ndim == 1:
+        if not allow_labels:
+            raise ShapeError(f"{where}: this loss needs targets of shape ({n}, {k}), got labels of shape {arr.shape}")
+        if arr.shape[0] != n:
+            raise ShapeError(f"{where}: X has {n} rows but y has {arr.shape[0]} labels")
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise ValueError(f"{where}: labels y must be whole numbers, got dtype {arr.dtype} with fractional or non-finite values")
+        elif arr.dtype.kind not in "iu":
+            raise TypeError(f"{where}: labels y must be integers, got dtype {arr.dtype}")
+        if arr.size:
+            lo, hi = arr.min(), arr.max()
+            if lo < 0 or hi >= k:
+                raise ValueError(f"{where}: labels must lie in 0..{k - 1} for {k} outputs, got values in {int(lo)}..{int(hi)}")
+        return arr.astype(np.int64, copy=False)
+    if arr.ndim == 2:
+        if arr.shape != (n, k):
+            raise ShapeError(f"{where}: targets y must have shape ({n}, {k}), got {arr.shape}")
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{where}: targets y must be numeric, got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{where}: targets y contain NaN or inf")
+        return arr
+    raise ShapeError(f"{where}: y must be labels (n,) or targets (n, {k}), got shape {arr.shape}")
+
+
+def host_concat(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate host result blocks along the batch axis."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

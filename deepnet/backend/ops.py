@@ -1,0 +1,321 @@
+"""Generic array operations, written only against the Python Array API standard.
+
+:class:`Ops` is the reference implementation every backend inherits.  Backends
+(`NumpyOps`, `CupyOps`) override hot paths with in-place or fused versions that must
+keep the generic method's signature and compute the same function; the test suite
+checks both.  Conventions:
+
+* methods ending in ``_`` update their first argument in place and return it;
+* ``out=``/``accumulate=`` let callers write into a preallocated buffer
+  (``accumulate=True`` adds to it, which is how layers accumulate ∂f/∂A);
+* scalars are Python floats, so float32 arrays stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Array = Any
+
+
+class DeviceRNG:
+    """Random numbers drawn where the arrays live, seeded from the run's host generator.
+
+    The generic version draws on the host with NumPy and transfers; backends with a
+    device generator override :meth:`Ops.device_rng`.
+    """
+
+    def __init__(self, ops: Ops, seed: int) -> None:
+        import numpy as np  # host-side generator, only for the generic fallback
+
+        self.ops = ops
+        self._gen = np.random.default_rng(seed)
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        """Uniform [0, 1) numbers of ``shape`` on the device."""
+        host = self._gen.random(shape, dtype="float32" if self.ops.dtype_name(dtype) == "float32" else "float64")
+        return self.ops.from_host(host)
+
+    def get_state(self) -> dict:
+        return self._gen.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self._gen.bit_generator.state = state
+
+
+class Ops:
+    """Array operations of one backend; ``xp`` is its array namespace."""
+
+    name = "generic"
+
+    def __init__(self, xp: Any, device: Any = None) -> None:
+        self.xp = xp
+        self.device = device
+        self.float32 = xp.float32
+        self.float64 = xp.float64
+        self.int64 = xp.int64
+        self.bool = xp.bool
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def __deepcopy__(self, memo: dict) -> Ops:
+        return self  # one shared Ops per backend; copying a layer keeps its backend
+
+    # ------------------------------------------------------------------ host <-> device
+    def from_host(self, host: Any) -> Array:
+        """Copy a NumPy array onto this backend (use :func:`deepnet.backend.to_device`)."""
+        return self.xp.asarray(host, device=self.device, copy=True)
+
+    def to_host(self, a: Array) -> Any:
+        """Copy an array of this backend to a NumPy array (use :func:`deepnet.backend.to_host`)."""
+        import numpy as np
+
+        return np.asarray(a)
+
+    def owns(self, a: Any) -> bool:
+        """True when ``a`` is an array of this backend (on its device)."""
+        return type(a).__module__.split(".")[0] == self.xp.__name__.split(".")[0] and (
+            self.device is None or getattr(a, "device", None) == self.device)
+
+    # ------------------------------------------------------------------ creation / dtypes
+    def dtype(self, spec: Any) -> Any:
+        """The backend dtype for a NumPy dtype, a name like ``"float32"`` or a backend dtype."""
+        name = self.dtype_name(spec)
+        try:
+            return getattr(self.xp, name)
+        except AttributeError:
+            raise TypeError(f"backend {self.name!r} has no dtype {name!r}") from None
+
+    @staticmethod
+    def dtype_name(dtype: Any) -> str:
+        name = getattr(dtype, "name", None)
+        if isinstance(name, str):
+            return name
+        if isinstance(dtype, str):
+            return dtype
+        text = str(dtype)  # array_api_strict.float32, <class 'numpy.float32'>
+        for cand in ("float16", "bfloat16", "float32", "float64", "int32", "int64", "uint8", "bool"):
+            if cand in text:
+                return cand
+        return text
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
+        return self.xp.zeros(shape, dtype=self.float32 if dtype is None else dtype, device=self.device)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
+        return self.xp.empty(shape, dtype=self.float32 if dtype is None else dtype, device=self.device)
+
+    def full(self, shape: tuple[int, ...], value: float, dtype: Any = None) -> Array:
+        return self.xp.full(shape, value, dtype=self.float32 if dtype is None else dtype, device=self.device)
+
+    def arange(self, n: int, dtype: Any = None) -> Array:
+        return self.xp.arange(n, dtype=self.int64 if dtype is None else dtype, device=self.device)
+
+    def astype(self, a: Array, dtype: Any) -> Array:
+        return self.xp.astype(a, dtype)
+
+    def copy(self, a: Array) -> Array:
+        return self.xp.asarray(a, copy=True)
+
+    def assign_(self, dst: Array, src: Array) -> Array:
+        dst[...] = src
+        return dst
+
+    def fill_(self, dst: Array, value: float) -> Array:
+        dst[...] = value
+        return dst
+
+    # ------------------------------------------------------------------ linear algebra
+    def gemm(self, a: Array, b: Array, *, trans_a: bool = False, trans_b: bool = False,
+             out: Array | None = None, accumulate: bool = False) -> Array:
+        """``op(a) · op(b)``; written into (or, with ``accumulate``, added to) ``out``."""
+        xp = self.xp
+        res = xp.matmul(xp.matrix_transpose(a) if trans_a else a,
+                        xp.matrix_transpose(b) if trans_b else b)
+        if out is None:
+            return res
+        if accumulate:
+            out += res
+        else:
+            out[...] = res
+        return out
+
+    def add_bias_(self, y: Array, b: Array) -> Array:
+        """y ← y + b, with b broadcast over the batch rows."""
+        y += b
+        return y
+
+    def sum_rows(self, a: Array, *, out: Array | None = None, accumulate: bool = False) -> Array:
+        """Σ over the batch (axis 0): the bias gradient from the error rows."""
+        res = self.xp.sum(a, axis=0)
+        if out is None:
+            return res
+        if accumulate:
+            out += res
+        else:
+            out[...] = res
+        return out
+
+    def sum(self, a: Array) -> Array:
+        """Σ of all elements as a 0-d device array (no host sync)."""
+        return self.xp.sum(a)
+
+    def sum_squares(self, a: Array) -> Array:
+        """Σ a² as a 0-d device array."""
+        return self.xp.sum(a * a)
+
+    def all_finite(self, a: Array) -> Array:
+        return self.xp.all(self.xp.isfinite(a))
+
+    def take_rows(self, a: Array, idx: Array) -> Array:
+        return self.xp.take(a, idx, axis=0)
+
+    def argmax_rows(self, a: Array) -> Array:
+        return self.xp.argmax(a, axis=1)
+
+    def count_equal(self, a: Array, b: Array) -> Array:
+        """Number of equal elements, as a 0-d device integer."""
+        return self.xp.sum(self.xp.astype(a == b, self.int64))
+
+    def one_hot(self, labels: Array, k: int, on: float = 1.0, off: float = 0.0,
+                dtype: Any = None) -> Array:
+        xp = self.xp
+        hit = xp.reshape(labels, (-1, 1)) == xp.reshape(self.arange(k, labels.dtype), (1, -1))
+        dtype = self.float32 if dtype is None else dtype
+        return xp.where(hit, xp.asarray(on, dtype=dtype, device=self.device),
+                        xp.asarray(off, dtype=dtype, device=self.device))
+
+    # ------------------------------------------------------------------ activations
+    # Each forward returns a new array (its input is never modified).  Each backward
+    # takes the error from above (∂f/∂output) and may overwrite it with ∂f/∂input.
+    def sigmoid(self, x: Array) -> Array:
+        """g(x) = 1/(1+e^{-x}), as ½·tanh(x/2)+½ (no overflow for any x)."""
+        y = self.xp.tanh(x * 0.5)
+        y *= 0.5
+        y += 0.5
+        return y
+
+    def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
+        """dy ∘ z ∘ (1 − z), the derivation's e ∘ z ∘ (1 − z)."""
+        dy *= y * (1.0 - y)
+        return dy
+
+    def tanh(self, x: Array) -> Array:
+        return self.xp.tanh(x)
+
+    def tanh_backward_(self, dy: Array, y: Array) -> Array:
+        dy *= 1.0 - y * y
+        return dy
+
+    def relu(self, x: Array) -> Array:
+        return self.xp.maximum(x, self.xp.zeros_like(x))
+
+    def relu_backward_(self, dy: Array, y: Array) -> Array:
+        dy *= self.xp.astype(y > 0, dy.dtype)
+        return dy
+
+    def leaky_relu(self, x: Array, slope: float) -> Array:
+        return self.xp.where(x > 0, x, x * slope)
+
+    def leaky_relu_backward_(self, dy: Array, x: Array, slope: float) -> Array:
+        dy *= self.xp.where(x > 0, self.xp.ones_like(x), self.xp.full_like(x, slope))
+        return dy
+
+    def softmax(self, x: Array) -> Array:
+        xp = self.xp
+        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+        e /= xp.sum(e, axis=1, keepdims=True)
+        return e
+
+    def softmax_backward_(self, dy: Array, y: Array) -> Array:
+        """Jacobian-vector product of softmax: y ∘ (dy − Σ_j dy_j y_j)."""
+        xp = self.xp
+        s = xp.sum(dy * y, axis=1, keepdims=True)
+        dy -= s
+        dy *= y
+        return dy
+
+    def log_softmax(self, x: Array) -> Array:
+        xp = self.xp
+        s = x - xp.max(x, axis=1, keepdims=True)
+        s -= xp.log(xp.sum(xp.exp(s), axis=1, keepdims=True))
+        return s
+
+    # ------------------------------------------------------------------ losses
+    def softmax_cross_entropy(self, logits: Array, target: Array, scale: float) -> tuple[Array, Array]:
+        """Fused, stable softmax cross-entropy.
+
+        ``target`` holds integer labels (shape (n,)) or probability rows (shape (n, k)).
+        Returns ``(scale · Σ −log p_target, scale · (p − y))`` with p = softmax(logits),
+        computed through log-sum-exp so no exponential overflows.
+        """
+        xp = self.xp
+        logp = self.log_softmax(logits)
+        p = xp.exp(logp)
+        if target.ndim == 1:
+            picked = xp.take_along_axis(logp, xp.reshape(target, (-1, 1)), axis=1)
+            loss = -xp.sum(picked) * scale
+            grad = p - self.one_hot(target, logits.shape[1], dtype=logits.dtype)
+        else:
+            loss = -xp.sum(target * logp) * scale
+            grad = p * xp.sum(target, axis=1, keepdims=True) - target
+        grad *= scale
+        return loss, grad
+
+    def squared_error(self, z: Array, y: Array, scale: float) -> tuple[Array, Array]:
+        """``(scale · Σ (z − y)², scale · 2e)`` with e = z − y."""
+        e = z - y
+        loss = self.xp.sum(e * e) * scale
+        e *= 2.0 * scale
+        return loss, e
+
+    # ------------------------------------------------------------------ optimizer kernels
+    def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
+        """w ← w − η g."""
+        w -= g * lr
+        return w
+
+    def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
+                         nesterov: bool) -> Array:
+        """v ← μ v + g;  w ← w − η v  (Nesterov: w ← w − η (g + μ v))."""
+        v *= mu
+        v += g
+        if nesterov:
+            w -= (g + v * mu) * lr
+        else:
+            w -= v * lr
+        return w
+
+    def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
+                     beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> Array:
+        """Adam (Kingma & Ba) with bias correction; ``decoupled_wd`` gives AdamW.
+
+        m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
+        w ← w − η·wd·w − η_t m / (√v + ε̂),  η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ)
+        """
+        xp = self.xp
+        c2 = math.sqrt(1.0 - beta2 ** step)
+        lr_t = lr * c2 / (1.0 - beta1 ** step)
+        eps_hat = eps * c2
+        m *= beta1
+        m += g * (1.0 - beta1)
+        v *= beta2
+        v += (g * g) * (1.0 - beta2)
+        if decoupled_wd:
+            w *= 1.0 - lr * decoupled_wd
+        w -= m / (xp.sqrt(v) + eps_hat) * lr_t
+        return w
+
+    def rmsprop_update_(self, w: Array, g: Array, s: Array, lr: float, rho: float, eps: float) -> Array:
+        """s ← ρ s + (1−ρ) g²;  w ← w − η g / (√s + ε)."""
+        s *= rho
+        s += (g * g) * (1.0 - rho)
+        w -= g / (self.xp.sqrt(s) + eps) * lr
+        return w
+
+    # ------------------------------------------------------------------ random numbers
+    def device_rng(self, seed: int) -> DeviceRNG:
+        """A generator on this backend seeded from the run's host generator."""
+        return DeviceRNG(self, seed)

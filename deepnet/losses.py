@@ -1,0 +1,142 @@
+"""Losses: each computes f and ∂f/∂z for the network output z and targets y.
+
+Every loss is the **mean over the batch of a per-sample loss** (``reduction="mean"``),
+so batch size 1 is exactly the seed's per-sample f and larger batches average the
+per-sample gradients; ``reduction="sum"`` adds them instead.  Values are returned as
+0-d device arrays, never read back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .backend import Array, Ops, get_ops
+from .layers.base import ShapeError
+
+
+class Loss:
+    """Base class: :meth:`forward_backward` returns ``(f, ∂f/∂z)`` in one pass."""
+
+    registry: ClassVar[dict[str, type[Loss]]] = {}
+    #: whether integer class labels are accepted as targets
+    accepts_labels = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Loss.registry[cls.__name__] = cls
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"{self.name}: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def get_config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction}
+
+    def _scale(self, n: int) -> float:
+        return 1.0 / n if self.reduction == "mean" else 1.0
+
+    def check(self, z: Array, y: Array) -> None:
+        """Raise :class:`ShapeError` when targets ``y`` do not fit outputs ``z``."""
+        if z.ndim != 2:
+            raise ShapeError(f"{self.name} expects outputs of shape (n, k), got {tuple(z.shape)}")
+        if y.ndim == 1:
+            if not self.accepts_labels:
+                raise ShapeError(f"{self.name} expects targets of shape {tuple(z.shape)}, got labels {tuple(y.shape)}")
+            if y.shape[0] != z.shape[0]:
+                raise ShapeError(f"{self.name}: {z.shape[0]} outputs but {y.shape[0]} labels")
+        elif tuple(y.shape) != tuple(z.shape):
+            raise ShapeError(f"{self.name} expects targets of shape {tuple(z.shape)}, got {tuple(y.shape)}")
+
+    def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
+        """Return the loss f (0-d array) and ∂f/∂z (a new array the caller may overwrite)."""
+        raise NotImplementedError
+
+    def __call__(self, z: Array, y: Array) -> Array:
+        self.check(z, y)
+        return self.forward_backward(z, y)[0]
+
+    def gradient(self, z: Array, y: Array) -> Array:
+        self.check(z, y)
+        return self.forward_backward(z, y)[1]
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+def _ops_of(z: Array) -> Ops:
+    from .backend.core import _instances
+
+    for ops in list(_instances.values()):
+        if ops.owns(z):
+            return ops
+    return get_ops("numpy")
+
+
+class SumOfSquares(Loss):
+    """The seed's f = Σ (z − y)² per sample; ∂f/∂z = 2e with e = z − y.
+
+    Integer labels are turned into targets ``off``/``on`` (the seed's 0.01/0.99).
+    """
+
+    def __init__(self, reduction: str = "mean", on: float = 0.99, off: float = 0.01) -> None:
+        super().__init__(reduction)
+        self.on = float(on)
+        self.off = float(off)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction, "on": self.on, "off": self.off}
+
+    def targets(self, ops: Ops, z: Array, y: Array) -> Array:
+        if y.ndim == 1:
+            return ops.one_hot(y, z.shape[1], self.on, self.off, dtype=z.dtype)
+        return y
+
+    def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
+        ops = _ops_of(z)
+        return ops.squared_error(z, self.targets(ops, z, y), self._scale(z.shape[0]))
+
+
+class MeanSquaredError(SumOfSquares):
+    """f = (1/k) Σ (z − y)² per sample (k outputs); ∂f/∂z = 2e/k."""
+
+    def __init__(self, reduction: str = "mean", on: float = 1.0, off: float = 0.0) -> None:
+        super().__init__(reduction, on, off)
+
+    def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
+        ops = _ops_of(z)
+        return ops.squared_error(z, self.targets(ops, z, y), self._scale(z.shape[0]) / z.shape[1])
+
+
+class SoftmaxCrossEntropy(Loss):
+    """f = −log softmax(z)_label per sample, from logits z, fused and stable.
+
+    Targets are integer labels (n,) or probability rows (n, k) such as one-hot.
+    ∂f/∂z = softmax(z) − y.  The network's last layer should output logits (no Softmax).
+    """
+
+    def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
+        return _ops_of(z).softmax_cross_entropy(z, y, self._scale(z.shape[0]))
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "sse": SumOfSquares,
+    "sum_of_squares": SumOfSquares,
+    "mse": MeanSquaredError,
+    "xent": SoftmaxCrossEntropy,
+    "cross_entropy": SoftmaxCrossEntropy,
+    "softmax_cross_entropy": SoftmaxCrossEntropy,
+}
+
+
+def get_loss(spec: str | Loss) -> Loss:
+    if isinstance(spec, Loss):
+        return spec
+    cls = LOSSES.get(spec) or Loss.registry.get(spec)
+    if cls is None:
+        raise ValueError(f"unknown loss {spec!r}: expected one of {sorted(LOSSES)}")
+    return cls()

@@ -1,0 +1,440 @@
+"""Network: a sequential stack of layers trained by explicit backpropagation.
+
+Forward applies the layers in order.  Backward walks them in reverse, handing each
+layer the error from the layer above and passing the error it returns (ẽ) to the layer
+below, which is the derivation's hidden-layer step applied L times.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host
+from .backend.host import as_host_inputs, as_host_targets, host_concat
+from .callbacks import Callback
+from .layers.base import Layer, Parameter, ShapeError
+from .losses import Loss, get_loss
+from .optimizers import Optimizer, get_optimizer
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN or inf; the message names the step, layer and last good state."""
+
+
+class History:
+    """Per-epoch metrics returned by :meth:`Network.fit` (host floats)."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epochs: list[int] = []
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.history
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epochs)}, keys={sorted(self.history)})"
+
+
+class Network:
+    """A sequential stack of :class:`~deepnet.layers.Layer` objects.
+
+    ``seed`` seeds the run's single host generator: initial weights are drawn from it
+    on the host (so every backend starts from the same network), and so are shuffles.
+    """
+
+    def __init__(self, layers: Sequence[Layer], seed: int | None = 0, backend: str | Ops | None = None,
+                 dtype: str = "float32", loss: str | Loss | None = None,
+                 optimizer: str | Optimizer | None = None) -> None:
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Network needs at least one layer, got an empty list")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Network: layer {i} must be a deepnet Layer, got {type(layer).__name__}")
+        self.layers = layers
+        self.ops = get_backend() if backend is None else get_ops(backend)
+        self.dtype_name = Ops.dtype_name(dtype)
+        if self.dtype_name not in ("float32", "float64", "float16"):
+            raise ValueError(f"Network: dtype must be float32, float64 or float16, got {dtype!r}")
+        self.seed = seed
+        self.rng = host_rng(seed)
+        self.loss: Loss | None = None if loss is None else get_loss(loss)
+        self.optimizer: Optimizer | None = None if optimizer is None else get_optimizer(optimizer)
+        self.stop_training = False
+        self.diagnostics: Any = None
+        self.step_count = 0
+        for layer in layers:
+            if layer.initialized:
+                layer.to(self.ops, self.dtype_name)
+            else:
+                layer.ops, layer.dtype = self.ops, self.ops.dtype(self.dtype_name)
+                layer.initialize(self.rng)
+        self.input_width, self.output_width = self._check_widths()
+        self._params = self._collect_params()
+        self._device_rng = None
+
+    # ------------------------------------------------------------------ structure
+    def _check_widths(self) -> tuple[int, int]:
+        width = None
+        first = None
+        for i, layer in enumerate(self.layers):
+            n_in = getattr(layer, "n_in", None)
+            if n_in is not None:
+                if width is not None and width != n_in:
+                    raise ShapeError(
+                        f"Network: layer {i} ({layer.name}) expects inputs of width {n_in}, "
+                        f"but the layers before it produce width {width}")
+                if first is None:
+                    first = n_in
+            if width is None and n_in is None:
+                continue
+            width = layer.output_width(n_in if width is None else width)
+        if first is None or width is None:
+            raise ValueError("Network: cannot infer the input width; the stack needs at least one Dense layer")
+        return first, width
+
+    def _collect_params(self) -> dict[str, Parameter]:
+        params: dict[str, Parameter] = {}
+        for i, layer in enumerate(self.layers):
+            for name, p in layer.parameters().items():
+                p.name = f"{i}.{name}"
+                params[p.name] = p
+        return params
+
+    def parameters(self) -> dict[str, Parameter]:
+        """All parameters by stable name ``"<layer index>.<name>"`` (e.g. ``"0.weight"``)."""
+        return self._params
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(p.shape) for p in self._params.values())
+
+    def zero_grad(self) -> None:
+        for p in self._params.values():
+            p._fresh = True
+
+    def get_weights(self) -> dict[str, Any]:
+        """Host (NumPy) copies of every parameter, by name."""
+        return {name: to_host(p.data).copy() for name, p in self._params.items()}
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Load host arrays by name; shapes must match exactly."""
+        missing = set(self._params) - set(weights)
+        extra = set(weights) - set(self._params)
+        if missing or extra:
+            raise KeyError(f"set_weights: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for name, p in self._params.items():
+            w = weights[name]
+            if tuple(w.shape) != p.shape:
+                raise ShapeError(f"set_weights: parameter {name} has shape {p.shape}, got {tuple(w.shape)}")
+        for name, p in self._params.items():
+            p.data = to_device(weights[name], self.ops, dtype=self.dtype_name)
+            p._grad = None
+            p._fresh = True
+
+    def to(self, backend: str | Ops) -> Network:
+        """Move the whole network (and its optimizer state) to another backend, in place."""
+        ops = get_ops(backend)
+        for layer in self.layers:
+            layer.to(ops, self.dtype_name)
+        self.ops = ops
+        self._device_rng = None
+        if self.optimizer is not None:
+            self.optimizer.to(ops)
+        return self
+
+    def summary(self) -> str:
+        """A readable table: layers, output shapes and parameter counts."""
+        rows = [("#", "layer", "output", "parameters")]
+        width = self.input_width
+        for i, layer in enumerate(self.layers):
+            width = layer.output_width(width)
+            n = sum(math.prod(p.shape) for p in layer.parameters().values())
+            shapes = ", ".join(f"{k}{p.shape}" for k, p in layer.parameters().items())
+            rows.append((str(i), repr(layer), f"(n, {width})", f"{n:,}" + (f"  {shapes}" if shapes else "")))
+        w = [max(len(r[c]) for r in rows) for c in range(4)]
+        line = "-" * (sum(w) + 6)
+        out = [f"Network on {self.ops.name}, {self.dtype_name}, input (n, {self.input_width})", line]
+        for j, r in enumerate(rows):
+            out.append("  ".join(r[c].ljust(w[c]) for c in range(4)).rstrip())
+            if j == 0:
+                out.append(line)
+        out += [line, f"total parameters: {self.n_params:,}"]
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        return f"Network({self.layers!r}, backend={self.ops.name!r})"
+
+    # ------------------------------------------------------------------ passes
+    def forward(self, x: Array, training: bool = False) -> Array:
+        """z = g(A … g(B x)): apply every layer in order."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad_output: Array) -> None:
+        """Walk the layers in reverse: each receives the error from above, accumulates its
+        gradients and hands ẽ down.  The first layer's input error is not computed."""
+        layers = self.layers
+        diag = self.diagnostics
+        for i in range(len(layers) - 1, -1, -1):
+            if diag is not None:
+                diag.record_error(i, grad_output)
+            grad_output = layers[i].backward(grad_output, i > 0)
+
+    def clear_cache(self) -> None:
+        for layer in self.layers:
+            layer.clear_cache()
+
+    # ------------------------------------------------------------------ training
+    def _device_inputs(self, X: Any, where: str) -> Array:
+        if self.ops.owns(X):
+            if X.ndim != 2 or X.shape[1] != self.input_width:
+                raise ShapeError(f"{where}: the first layer expects inputs of width {self.input_width}, got X of shape {tuple(X.shape)}")
+            return to_device(X, self.ops, dtype=self.dtype_name)
+        host = as_host_inputs(X, self.input_width, where)
+        return to_device(host, self.ops, dtype=self.dtype_name)
+
+    def _device_targets(self, y: Any, n: int, loss: Loss, where: str) -> tuple[Array, Array]:
+        """(targets for the loss, integer labels for accuracy), both on the device."""
+        host = as_host_targets(y, n, self.output_width, where, allow_labels=loss.accepts_labels)
+        if host.ndim == 1:
+            labels = to_device(host, self.ops, dtype="int64")
+            prepare = getattr(loss, "targets", None)
+            if prepare is not None:  # losses that work on target rows: build them once
+                dummy = self.ops.zeros((n, self.output_width), self.ops.dtype(self.dtype_name))
+                return prepare(self.ops, dummy, labels), labels
+            return labels, labels
+        targets = to_device(host, self.ops, dtype=self.dtype_name)
+        return targets, to_device(host.argmax(axis=1), self.ops, dtype="int64")
+
+    def fit(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
+            loss: str | Loss | None = None, optimizer: str | Optimizer | None = None,
+            shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
+            callbacks: Iterable[Callback] = (), verbose: bool = False,
+            check_finite: str = "raise", checkpoint: Any = None, resume: bool = False) -> History:
+        """Train with mini-batch gradient descent and return the per-epoch :class:`History`.
+
+        Each step: forward (training), f and ∂f/∂z from the loss, backward through every
+        layer, one optimizer update, gradients zeroed.  The loss is the batch mean of the
+        per-sample loss, so ``batch_size=1`` is exactly the seed's per-sample update.
+        ``X`` and ``y`` are moved to the backend once; batches are slices of a per-epoch
+        shuffled copy made on the device.  Losses and accuracy accumulate on the device
+        and are read once per epoch.
+
+        ``check_finite``: ``"raise"`` stops at the first non-finite loss before its update
+        is applied (named step and layer); ``"skip"`` drops that step and halves the
+        learning rate; ``"off"`` checks only at the end of each epoch.
+        ``checkpoint``: a :class:`deepnet.checkpoint.Checkpointer` (or a directory) to save
+        training state to; with ``resume=True`` training continues from its latest file.
+        """
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size!r}")
+        if check_finite not in ("raise", "skip", "off"):
+            raise ValueError(f"fit: check_finite must be 'raise', 'skip' or 'off', got {check_finite!r}")
+        if loss is not None:
+            self.loss = get_loss(loss)
+        if optimizer is not None:
+            self.optimizer = get_optimizer(optimizer)
+        if self.loss is None or self.optimizer is None:
+            raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
+        loss_fn, opt, ops = self.loss, self.optimizer, self.ops
+        Xd = self._device_inputs(X, "fit")
+        n = int(Xd.shape[0])
+        Td, Ld = self._device_targets(y, n, loss_fn, "fit")
+        val = None
+        if validation_data is not None:
+            Xv, yv = validation_data
+            Xv = self._device_inputs(Xv, "fit(validation_data)")
+            Tv, Lv = self._device_targets(yv, int(Xv.shape[0]), loss_fn, "fit(validation_data)")
+            val = (Xv, Tv, Lv)
+
+        ckpt = checkpoint
+        if isinstance(checkpoint, str) or hasattr(checkpoint, "__fspath__"):
+            from .checkpoint import Checkpointer  # local: checkpoint imports network
+
+            ckpt = Checkpointer(checkpoint)
+        callbacks = list(callbacks)
+        batch_cbs = [cb for cb in callbacks if cb.wants_batch_hooks()]
+        history = History()
+        start_epoch, start_batch, partial = 0, 0, None
+        if resume:
+            if ckpt is None:
+                raise ValueError("fit: resume=True needs checkpoint=<directory or Checkpointer>")
+            state = ckpt.restore(self)
+            if state is not None:
+                start_epoch, start_batch, partial, history = state
+        self.stop_training = False
+        logs: dict[str, Any] = {}
+        for cb in callbacks:
+            cb.on_train_begin(self, logs)
+        n_batches = -(-n // batch_size)
+        check_each_step = check_finite != "off" and ops.name != "cupy"
+
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            epoch_rng_state = self.rng.bit_generator.state
+            if shuffle:
+                perm = to_device(self.rng.permutation(n), ops, dtype="int64")
+                Xs, Ts, Ls = ops.take_rows(Xd, perm), ops.take_rows(Td, perm), ops.take_rows(Ld, perm)
+            else:
+                Xs, Ts, Ls = Xd, Td, Ld
+            for cb in callbacks:
+                cb.on_epoch_begin(self, epoch, logs)
+            if partial is not None:
+                loss_sum, correct, seen = (to_device(partial["loss_sum"], ops), to_device(partial["correct"], ops),
+                                           partial["seen"])
+                partial = None
+            else:
+                loss_sum = ops.zeros((), ops.float32)
+                correct = ops.zeros((), ops.int64)
+                seen = 0
+            first = start_batch if epoch == start_epoch else 0
+            for b in range(first, n_batches):
+                s = b * batch_size
+                e = min(s + batch_size, n)
+                xb, tb, lb = Xs[s:e, ...], Ts[s:e, ...], Ls[s:e, ...]
+                if batch_cbs:
+                    for cb in batch_cbs:
+                        cb.on_batch_begin(self, self.step_count, logs)
+                z = self.forward(xb, True)
+                batch_loss, dz = loss_fn.forward_backward(z, tb)
+                if check_each_step and not math.isfinite(float(batch_loss)):
+                    if self._on_nonfinite(check_finite, epoch, b, batch_loss, ckpt):
+                        continue
+                self.backward(dz)
+                opt.step(self._params, ops)
+                self.zero_grad()
+                self.step_count += 1
+                nb = e - s
+                loss_sum += batch_loss if (nb == 1 or loss_fn.reduction == "sum") else batch_loss * float(nb)
+                correct += ops.count_equal(ops.argmax_rows(z), lb)
+                seen += nb
+                if batch_cbs:
+                    logs = {"loss": batch_loss, "batch": b, "size": nb}
+                    for cb in batch_cbs:
+                        cb.on_batch_end(self, self.step_count, logs)
+                if ckpt is not None and ckpt.due(self.step_count):
+                    ckpt.save_training(self, epoch, b + 1, epoch_rng_state, history,
+                                       {"loss_sum": to_host(loss_sum), "correct": to_host(correct), "seen": seen})
+                if self.stop_training:
+                    break
+            self.clear_cache()
+            # -- once per epoch: read the device accumulators ---------------------
+            epoch_logs: dict[str, float] = {
+                "loss": float(to_host(loss_sum)) / max(seen, 1),
+                "accuracy": float(to_host(correct)) / max(seen, 1),
+            }
+            if not math.isfinite(epoch_logs["loss"]) or not self._weights_finite():
+                self._on_nonfinite("raise", epoch, n_batches - 1, None, ckpt)
+            if val is not None:
+                v = self._evaluate_device(*val, batch_size=max(batch_size, 1024))
+                epoch_logs["val_loss"], epoch_logs["val_accuracy"] = v["loss"], v["accuracy"]
+            epoch_logs["lr"] = opt.lr
+            epoch_logs["time"] = time.perf_counter() - t0
+            if self.diagnostics is not None:
+                self.diagnostics.end_epoch(self, epoch)
+            history.append(epoch, epoch_logs)
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs}  " + "  ".join(
+                    f"{k} {v:.4f}" for k, v in epoch_logs.items() if k != "time") + f"  ({epoch_logs['time']:.1f}s)",
+                    flush=True)
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch, epoch_logs)
+            if ckpt is not None:
+                ckpt.save_epoch(self, epoch, history, epoch_logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(self, {"history": history})
+        return history
+
+    def _weights_finite(self) -> bool:
+        flags = [self.ops.all_finite(p.data) for p in self._params.values()]
+        return all(bool(to_host(f)) for f in flags)
+
+    def _on_nonfinite(self, policy: str, epoch: int, batch: int, batch_loss: Any, ckpt: Any) -> bool:
+        """Handle a non-finite loss: raise (naming step and layer) or skip the step."""
+        if policy == "skip" and batch_loss is not None:
+            self.zero_grad()
+            self.clear_cache()
+            self.optimizer.lr *= 0.5
+            return True
+        layer = self._first_nonfinite_layer()
+        last = ckpt.last_path() if ckpt is not None else None
+        where = f"epoch {epoch + 1}, batch {batch + 1} (step {self.step_count + 1})"
+        what = "the loss is NaN or inf" if batch_loss is not None else "the weights or the epoch loss became NaN or inf"
+        raise NonFiniteError(
+            f"training stopped at {where}: {what}; first non-finite layer: {layer}; "
+            f"last good checkpoint: {last if last else 'none (pass checkpoint= to fit to keep one)'}. "
+            f"Lower the learning rate, clip gradients (clip_norm=) or use check_finite='skip'.")
+
+    def _first_nonfinite_layer(self) -> str:
+        for i, layer in enumerate(self.layers):
+            for name, p in layer.parameters().items():
+                if not bool(to_host(self.ops.all_finite(p.data))):
+                    return f"layer {i} ({layer.name}) parameter {name}"
+            cache = layer._cache
+            if cache is not None and hasattr(cache, "shape") and not bool(to_host(self.ops.all_finite(cache))):
+                return f"layer {i} ({layer.name}) input or output"
+        return "none found in the weights (the loss itself overflowed)"
+
+    # ------------------------------------------------------------------ inference
+    def _evaluate_device(self, Xd: Array, Td: Array, Ld: Array, batch_size: int) -> dict[str, float]:
+        ops, loss_fn = self.ops, self.loss
+        loss_sum = ops.zeros((), ops.float32)
+        correct = ops.zeros((), ops.int64)
+        n = int(Xd.shape[0])
+        for s in range(0, n, batch_size):
+            e = min(s + batch_size, n)
+            z = self.forward(Xd[s:e, ...], False)
+            if loss_fn is not None:
+                bl, _ = loss_fn.forward_backward(z, Td[s:e, ...])
+                loss_sum += bl if loss_fn.reduction == "sum" else bl * float(e - s)
+            correct += ops.count_equal(ops.argmax_rows(z), Ld[s:e, ...])
+        out = {"accuracy": float(to_host(correct)) / n}
+        out["loss"] = float(to_host(loss_sum)) / n if loss_fn is not None else math.nan
+        return out
+
+    def evaluate(self, X: Any, y: Any, batch_size: int = 1024, loss: str | Loss | None = None) -> dict[str, float]:
+        """Mean loss and accuracy over ``(X, y)`` in evaluation mode."""
+        loss_fn = get_loss(loss) if loss is not None else self.loss
+        saved, self.loss = self.loss, loss_fn
+        try:
+            Xd = self._device_inputs(X, "evaluate")
+            Td, Ld = self._device_targets(y, int(Xd.shape[0]), loss_fn or get_loss("xent"), "evaluate")
+            return self._evaluate_device(Xd, Td, Ld, batch_size)
+        finally:
+            self.loss = saved
+
+    def predict(self, X: Any, batch_size: int = 1024) -> Any:
+        """Network outputs z for every row of ``X``, as a NumPy array."""
+        Xd = self._device_inputs(X, "predict")
+        n = int(Xd.shape[0])
+        outs = [to_host(self.forward(Xd[s:min(s + batch_size, n), ...], False)) for s in range(0, n, batch_size)]
+        return host_concat(outs)
+
+    def predict_classes(self, X: Any, batch_size: int = 1024) -> Any:
+        """The index of the largest output for every row of ``X`` (NumPy int64)."""
+        return self.predict(X, batch_size).argmax(axis=1)
+
+    def device_rng(self) -> Any:
+        """The run's generator on the backend (dropout masks), seeded from the host one."""
+        if self._device_rng is None:
+            self._device_rng = self.ops.device_rng(int(self.rng.integers(2**63 - 1)))
+        return self._device_rng

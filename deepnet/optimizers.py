@@ -1,0 +1,227 @@
+"""Optimizers: in-place updates of named parameters, state kept per parameter name.
+
+Each update is one call into the backend (``ops.*_update_``), which the NumPy backend
+runs without temporaries and the CuPy backend as one fused kernel per parameter.
+Notation: w a parameter, g = ∂f/∂w, η the learning rate, t the step count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .backend import Array, Ops, to_device, to_host
+from .layers.base import Parameter
+
+
+class Optimizer:
+    """Base optimizer.
+
+    Common options, applied in this order each step:
+
+    * ``clip_norm``: scale all gradients so their global norm ‖g‖ is at most this
+      (computed on the device, no host sync);
+    * ``weight_decay``: L2 decay, g ← g + λ w (coupled; see :class:`AdamW` for decoupled);
+    * the update rule of the subclass (:meth:`update`);
+    * ``max_norm``: after the update, rescale each row of every 2-D weight (the incoming
+      weights of one unit) to norm at most this.
+    """
+
+    registry: ClassVar[dict[str, type[Optimizer]]] = {}
+    slots: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Optimizer.registry[cls.__name__] = cls
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 max_norm: float | None = None) -> None:
+        if not lr > 0:
+            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr!r}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.max_norm = None if max_norm is None else float(max_norm)
+        self.iterations = 0
+        self.state: dict[str, dict[str, Array]] = {}
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def get_config(self) -> dict[str, Any]:
+        cfg = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if self.clip_norm is not None:
+            cfg["clip_norm"] = self.clip_norm
+        if self.max_norm is not None:
+            cfg["max_norm"] = self.max_norm
+        return cfg
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+    def _slots_for(self, p: Parameter, ops: Ops) -> dict[str, Array]:
+        st = self.state.get(p.name)
+        if st is None or (self.slots and not ops.owns(st[self.slots[0]])):
+            st = self.state[p.name] = {k: p.data * 0.0 for k in self.slots}
+        return st
+
+    def step(self, params: dict[str, Parameter], ops: Ops) -> None:
+        """Apply one update to every parameter (keys are the stable parameter names)."""
+        self.iterations += 1
+        scale = self._clip_scale(params, ops) if self.clip_norm is not None else None
+        wd = self.coupled_weight_decay
+        for name, p in params.items():
+            g = p.grad
+            if scale is not None:
+                g *= scale
+            if wd:
+                g += p.data * wd
+            self.update(p.data, g, self._slots_for(p, ops), ops)
+            if self.max_norm is not None and p.data.ndim == 2:
+                self._apply_max_norm(p.data, ops)
+
+    @property
+    def coupled_weight_decay(self) -> float:
+        """λ of the L2 term added to the gradient (0 for decoupled decay)."""
+        return self.weight_decay
+
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+        raise NotImplementedError
+
+    def global_grad_norm(self, params: dict[str, Parameter], ops: Ops) -> Array:
+        """‖g‖ over all parameters, as a 0-d device array."""
+        total = None
+        for p in params.values():
+            s = ops.sum_squares(p.grad)
+            total = s if total is None else total + s
+        return ops.xp.sqrt(total)
+
+    def _clip_scale(self, params: dict[str, Parameter], ops: Ops) -> Array:
+        norm = self.global_grad_norm(params, ops)
+        return ops.xp.minimum(ops.xp.ones_like(norm), self.clip_norm / (norm + 1e-6))
+
+    def _apply_max_norm(self, w: Array, ops: Ops) -> None:
+        xp = ops.xp
+        norms = xp.sqrt(xp.sum(w * w, axis=1, keepdims=True))
+        w *= xp.minimum(xp.ones_like(norms), self.max_norm / (norms + 1e-7))
+
+    # -- state that moves with the model and goes into checkpoints ---------------
+    def state_dict(self) -> dict[str, Any]:
+        """Host copy of the optimizer: config, step count and per-parameter slots."""
+        return {
+            "type": self.name,
+            "config": self.get_config(),
+            "iterations": self.iterations,
+            "slots": {pname: {k: to_host(v).copy() for k, v in st.items()} for pname, st in self.state.items()},
+        }
+
+    def load_state_dict(self, sd: dict[str, Any], ops: Ops) -> None:
+        for k, v in sd.get("config", {}).items():
+            setattr(self, k, v)
+        self.iterations = int(sd.get("iterations", 0))
+        self.state = {pname: {k: to_device(v, ops) for k, v in st.items()} for pname, st in sd.get("slots", {}).items()}
+
+    def to(self, ops: Ops) -> Optimizer:
+        """Move the optimizer state to another backend (done by ``Network.to``)."""
+        self.state = {pname: {k: to_device(v, ops) for k, v in st.items()} for pname, st in self.state.items()}
+        return self
+
+
+class SGD(Optimizer):
+    """Plain gradient descent, the seed's rule: w ← w − η g.  With ``momentum`` μ > 0:
+    v ← μ v + g, w ← w − η v; with ``nesterov``: w ← w − η (g + μ v)."""
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, **kw: Any) -> None:
+        super().__init__(lr, **kw)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("SGD: nesterov=True needs momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.slots = ("velocity",) if momentum else ()
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+        if self.momentum:
+            ops.momentum_update_(w, g, state["velocity"], self.lr, self.momentum, self.nesterov)
+        else:
+            ops.sgd_update_(w, g, self.lr)
+
+
+class Momentum(SGD):
+    """SGD with (Nesterov) momentum, μ = 0.9 by default."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, nesterov: bool = False, **kw: Any) -> None:
+        super().__init__(lr, momentum=momentum, nesterov=nesterov, **kw)
+
+
+class Adam(Optimizer):
+    """Adam: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², w ← w − η m̂/(√v̂ + ε)
+    with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
+
+    slots = ("m", "v")
+    decoupled = False
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 **kw: Any) -> None:
+        super().__init__(lr, **kw)
+        for label, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"{self.name}: {label} must be in [0, 1), got {b!r}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+        ops.adam_update_(w, g, state["m"], state["v"], self.lr, self.beta1, self.beta2, self.eps,
+                         self.iterations)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): w ← w − η λ w − η m̂/(√v̂ + ε)."""
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01, **kw: Any) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay=weight_decay, **kw)
+
+    @property
+    def coupled_weight_decay(self) -> float:
+        return 0.0
+
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+        ops.adam_update_(w, g, state["m"], state["v"], self.lr, self.beta1, self.beta2, self.eps,
+                         self.iterations, decoupled_wd=self.weight_decay)
+
+
+class RMSProp(Optimizer):
+    """RMSProp: s ← ρ s + (1−ρ) g², w ← w − η g/(√s + ε)."""
+
+    slots = ("s",)
+
+    def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-8, **kw: Any) -> None:
+        super().__init__(lr, **kw)
+        self.rho, self.eps = float(rho), float(eps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho, "eps": self.eps}
+
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+        ops.rmsprop_update_(w, g, state["s"], self.lr, self.rho, self.eps)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "momentum": Momentum, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp,
+}
+
+
+def get_optimizer(spec: str | Optimizer, **kwargs: Any) -> Optimizer:
+    if isinstance(spec, Optimizer):
+        return spec
+    cls = OPTIMIZERS.get(spec.lower()) if isinstance(spec, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer {spec!r}: expected one of {sorted(OPTIMIZERS)}")
+    return cls(**kwargs)

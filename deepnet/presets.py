@@ -1,0 +1,97 @@
+"""Ready-made networks: the course notebook's seed network and simple MLP specs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import Array, Ops
+from .layers import Dense, LeakyReLU, ReLU, Sigmoid, Tanh
+from .layers.base import Layer
+from .losses import SumOfSquares
+from .network import Network
+from .optimizers import SGD
+
+
+class ShortcutSigmoidDense(Dense):
+    """z = g(x Wᵀ) with the course notebook's shortcut in backward (deliberately inexact).
+
+    ∂f/∂W is exact, 2(e ∘ z ∘ (1 − z))·xᵀ, but the error handed to the layer below is
+    ẽ = Aᵀe instead of Aᵀ(e ∘ z ∘ (1 − z)).  Only for reproducing the notebook's 94.65%;
+    it fails the gradient check by design.
+    """
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        y = super().forward(x, training)
+        z = self.ops.sigmoid(y)
+        self._cache = (x, z) if training else None
+        return z
+
+    def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
+        x, z = self._need_cache()
+        ops = self.ops
+        dx = ops.gemm(grad_output, self._params["weight"].data) if need_input_grad else None
+        delta = ops.sigmoid_backward_(grad_output, z)
+        gw, acc = self._params["weight"].grad_target()
+        ops.gemm(delta, x, trans_a=True, out=gw, accumulate=acc)
+        if self.bias:
+            gb, acc = self._params["bias"].grad_target()
+            ops.sum_rows(delta, out=gb, accumulate=acc)
+        return dx
+
+
+def seed_layers(shortcut: bool = False) -> list[Layer]:
+    """784-50-10, sigmoid on both layers, no biases, normal(0, 1/√n_in) weights."""
+    if shortcut:
+        return [Dense(784, 50, bias=False, init="normal"), Sigmoid(),
+                ShortcutSigmoidDense(50, 10, bias=False, init="normal")]
+    return [Dense(784, 50, bias=False, init="normal"), Sigmoid(),
+            Dense(50, 10, bias=False, init="normal"), Sigmoid()]
+
+
+def seed_network(seed: int = 0, shortcut: bool = False, backend: str | Ops | None = None) -> Network:
+    """The notebook's network with its loss (Σ(z − y)², targets 0.01/0.99) and SGD(η = 0.1).
+
+    Train it with ``batch_size=1`` on inputs scaled x/255·0.99 + 0.01.
+    """
+    return Network(seed_layers(shortcut), seed=seed, backend=backend,
+                   loss=SumOfSquares(on=0.99, off=0.01), optimizer=SGD(lr=0.1))
+
+
+ACTIVATIONS: dict[str, Any] = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU}
+
+
+def parse_spec(spec: str) -> list[int]:
+    """``"784-128-64-10"`` → [784, 128, 64, 10]."""
+    try:
+        sizes = [int(s) for s in spec.replace(",", "-").replace("x", "-").split("-") if s.strip()]
+    except ValueError:
+        raise ValueError(f"layer spec {spec!r}: expected sizes joined by '-', e.g. 784-128-10") from None
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise ValueError(f"layer spec {spec!r}: need at least an input and an output size, all positive")
+    return sizes
+
+
+def mlp_layers(spec: str | list[int], activation: str = "relu", output_activation: str | None = None,
+               bias: bool = True, init: str | None = None, hidden: Any = None) -> list[Layer]:
+    """Dense layers for ``spec`` with ``activation`` between them.
+
+    ``output_activation=None`` leaves logits (for softmax cross-entropy).  ``init``
+    defaults to He for ReLU-like activations and Glorot otherwise.  ``hidden``, if given,
+    is called with the hidden width and returns extra layers to insert after each
+    activation (e.g. dropout).
+    """
+    sizes = parse_spec(spec) if isinstance(spec, str) else list(spec)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
+    init = init or ("he" if activation in ("relu", "leaky_relu") else "glorot")
+    layers: list[Layer] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        last = i == len(sizes) - 2
+        layers.append(Dense(a, b, bias=bias, init="glorot" if last and activation in ("relu", "leaky_relu") else init))
+        if not last:
+            layers.append(ACTIVATIONS[activation]())
+            if hidden is not None:
+                layers.extend(hidden(b))
+        elif output_activation is not None:
+            layers.append(ACTIVATIONS[output_activation]())
+    return layers
