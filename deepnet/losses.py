@@ -29,6 +29,16 @@ class Loss:
         if reduction not in ("mean", "sum"):
             raise ValueError(f"{self.name}: reduction must be 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
+        self._ops: Ops | None = None
+        self._array_type: type | None = None
+
+    def ops_for(self, z: Array) -> Ops:
+        """The backend of ``z`` (cached by array type: the same type, the same backend)."""
+        if type(z) is self._array_type:
+            return self._ops
+        ops = self._ops = _ops_of(z)
+        self._array_type = type(z) if ops.device is None else None
+        return ops
 
     @property
     def name(self) -> str:
@@ -68,7 +78,10 @@ class Loss:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
 
-def _ops_of(z: Array) -> Ops:
+def _ops_of(z: Array, hint: Ops | None = None) -> Ops:
+    """The backend that owns ``z`` (``hint`` first: the one used last time)."""
+    if hint is not None and hint.owns(z):
+        return hint
     from .backend.core import _instances
 
     for ops in list(_instances.values()):
@@ -97,7 +110,7 @@ class SumOfSquares(Loss):
         return y
 
     def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
-        ops = _ops_of(z)
+        ops = self.ops_for(z)
         return ops.squared_error(z, self.targets(ops, z, y), self._scale(z.shape[0]))
 
 
@@ -108,7 +121,7 @@ class MeanSquaredError(SumOfSquares):
         super().__init__(reduction, on, off)
 
     def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
-        ops = _ops_of(z)
+        ops = self.ops_for(z)
         return ops.squared_error(z, self.targets(ops, z, y), self._scale(z.shape[0]) / z.shape[1])
 
 
@@ -120,7 +133,7 @@ class SoftmaxCrossEntropy(Loss):
     """
 
     def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
-        return _ops_of(z).softmax_cross_entropy(z, y, self._scale(z.shape[0]))
+        return self.ops_for(z).softmax_cross_entropy(z, y, self._scale(z.shape[0]))
 
 
 LOSSES: dict[str, type[Loss]] = {

@@ -75,13 +75,13 @@ class Network:
         self.diagnostics: Any = None
         self.step_count = 0
         for layer in layers:
-            if layer.initialized:
-                layer.to(self.ops, self.dtype_name)
-            else:
-                layer.ops, layer.dtype = self.ops, self.ops.dtype(self.dtype_name)
+            was_initialized = layer.initialized
+            layer.to(self.ops, self.dtype_name)
+            if not was_initialized:
                 layer.initialize(self.rng)
         self.input_width, self.output_width = self._check_widths()
         self._params = self._collect_params()
+        self._param_list = list(self._params.values())
         self._device_rng = None
 
     # ------------------------------------------------------------------ structure
@@ -121,7 +121,7 @@ class Network:
         return sum(math.prod(p.shape) for p in self._params.values())
 
     def zero_grad(self) -> None:
-        for p in self._params.values():
+        for p in self._param_list:
             p._fresh = True
 
     def get_weights(self) -> dict[str, Any]:
@@ -139,8 +139,7 @@ class Network:
             if tuple(w.shape) != p.shape:
                 raise ShapeError(f"set_weights: parameter {name} has shape {p.shape}, got {tuple(w.shape)}")
         for name, p in self._params.items():
-            p.data = to_device(weights[name], self.ops, dtype=self.dtype_name)
-            p._grad = None
+            p.data = to_device(weights[name], self.ops, dtype=self.dtype_name, copy=True)
             p._fresh = True
 
     def to(self, backend: str | Ops) -> Network:
@@ -190,9 +189,13 @@ class Network:
         gradients and hands ẽ down.  The first layer's input error is not computed."""
         layers = self.layers
         diag = self.diagnostics
+        if diag is None:
+            for i in range(len(layers) - 1, 0, -1):
+                grad_output = layers[i].backward(grad_output, True)
+            layers[0].backward(grad_output, False)
+            return
         for i in range(len(layers) - 1, -1, -1):
-            if diag is not None:
-                diag.record_error(i, grad_output)
+            diag.record_error(i, grad_output)
             grad_output = layers[i].backward(grad_output, i > 0)
 
     def clear_cache(self) -> None:
@@ -201,12 +204,17 @@ class Network:
 
     # ------------------------------------------------------------------ training
     def _device_inputs(self, X: Any, where: str) -> Array:
-        if self.ops.owns(X):
+        """Validate inputs once and put them on the backend in the network's dtype."""
+        ops = self.ops
+        if ops.owns(X) and ops.name != "numpy":   # already on the device: check it there
             if X.ndim != 2 or X.shape[1] != self.input_width:
-                raise ShapeError(f"{where}: the first layer expects inputs of width {self.input_width}, got X of shape {tuple(X.shape)}")
-            return to_device(X, self.ops, dtype=self.dtype_name)
+                raise ShapeError(f"{where}: the first layer expects inputs of width {self.input_width}, "
+                                 f"got X of shape {tuple(X.shape)}")
+            if not bool(to_host(ops.all_finite(X))):
+                raise ValueError(f"{where}: X contains non-finite values (NaN or inf)")
+            return to_device(X, ops, dtype=self.dtype_name)
         host = as_host_inputs(X, self.input_width, where)
-        return to_device(host, self.ops, dtype=self.dtype_name)
+        return to_device(host, ops, dtype=self.dtype_name)
 
     def _device_targets(self, y: Any, n: int, loss: Loss, where: str) -> tuple[Array, Array]:
         """(targets for the loss, integer labels for accuracy), both on the device."""
@@ -284,7 +292,10 @@ class Network:
         for cb in callbacks:
             cb.on_train_begin(self, logs)
         n_batches = -(-n // batch_size)
+        t_is_labels = Td.ndim == 1
+        fdtype = ops.dtype(self.dtype_name)
         check_each_step = check_finite != "off" and ops.name != "cupy"
+        argmax_rows, isfinite = ops.argmax_rows, math.isfinite
 
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
@@ -296,49 +307,48 @@ class Network:
                 Xs, Ts, Ls = Xd, Td, Ld
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch, logs)
-            if partial is not None:
-                loss_sum, correct, seen = (to_device(partial["loss_sum"], ops), to_device(partial["correct"], ops),
-                                           partial["seen"])
-                partial = None
-            else:
-                loss_sum = ops.zeros((), ops.float32)
-                correct = ops.zeros((), ops.int64)
-                seen = 0
             first = start_batch if epoch == start_epoch else 0
+            # Per-batch losses and per-sample predictions are written into device buffers
+            # (one store each per step) and reduced once at the end of the epoch.
+            batch_losses = ops.zeros((n_batches,), fdtype)
+            preds = ops.zeros((n,), ops.int64)
             for b in range(first, n_batches):
                 s = b * batch_size
-                e = min(s + batch_size, n)
-                xb, tb, lb = Xs[s:e, ...], Ts[s:e, ...], Ls[s:e, ...]
+                e = s + batch_size if s + batch_size < n else n
+                xb, tb = Xs[s:e, :], (Ts[s:e] if t_is_labels else Ts[s:e, :])
                 if batch_cbs:
                     for cb in batch_cbs:
                         cb.on_batch_begin(self, self.step_count, logs)
                 z = self.forward(xb, True)
                 batch_loss, dz = loss_fn.forward_backward(z, tb)
-                if check_each_step and not math.isfinite(float(batch_loss)):
+                if check_each_step and not isfinite(batch_loss):
                     if self._on_nonfinite(check_finite, epoch, b, batch_loss, ckpt):
                         continue
                 self.backward(dz)
                 opt.step(self._params, ops)
                 self.zero_grad()
                 self.step_count += 1
-                nb = e - s
-                loss_sum += batch_loss if (nb == 1 or loss_fn.reduction == "sum") else batch_loss * float(nb)
-                correct += ops.count_equal(ops.argmax_rows(z), lb)
-                seen += nb
+                batch_losses[b] = batch_loss
+                preds[s:e] = argmax_rows(z)
                 if batch_cbs:
-                    logs = {"loss": batch_loss, "batch": b, "size": nb}
+                    logs = {"loss": batch_loss, "batch": b, "size": e - s}
                     for cb in batch_cbs:
                         cb.on_batch_end(self, self.step_count, logs)
                 if ckpt is not None and ckpt.due(self.step_count):
                     ckpt.save_training(self, epoch, b + 1, epoch_rng_state, history,
-                                       {"loss_sum": to_host(loss_sum), "correct": to_host(correct), "seen": seen})
+                                       self._partial_totals(partial, batch_losses, preds, Ls, first, b + 1,
+                                                            batch_size, n, loss_fn))
                 if self.stop_training:
                     break
+            done = b + 1 if n_batches > first else first
+            totals = self._partial_totals(partial, batch_losses, preds, Ls, first, done, batch_size, n, loss_fn)
+            partial = None
+            loss_total, correct, seen = totals["loss_sum"], totals["correct"], totals["seen"]
             self.clear_cache()
             # -- once per epoch: read the device accumulators ---------------------
             epoch_logs: dict[str, float] = {
-                "loss": float(to_host(loss_sum)) / max(seen, 1),
-                "accuracy": float(to_host(correct)) / max(seen, 1),
+                "loss": loss_total / max(seen, 1),
+                "accuracy": correct / max(seen, 1),
             }
             if not math.isfinite(epoch_logs["loss"]) or not self._weights_finite():
                 self._on_nonfinite("raise", epoch, n_batches - 1, None, ckpt)
@@ -363,6 +373,27 @@ class Network:
         for cb in callbacks:
             cb.on_train_end(self, {"history": history})
         return history
+
+    def _partial_totals(self, partial: dict[str, Any] | None, batch_losses: Array, preds: Array, labels: Array,
+                        first: int, done: int, batch_size: int, n: int, loss_fn: Loss) -> dict[str, Any]:
+        """Host totals (Σ per-sample loss, correct count, samples seen) for batches first..done−1,
+        plus those carried over from a resumed checkpoint.  Reads the device once."""
+        ops = self.ops
+        s, e = first * batch_size, min(done * batch_size, n)
+        loss_sum = correct = 0.0
+        if e > s:
+            weights = ops.full((done - first,), 1.0 if loss_fn.reduction == "sum" else float(batch_size),
+                               batch_losses.dtype)
+            if e - s < (done - first) * batch_size and loss_fn.reduction != "sum":
+                weights[-1] = float(e - s - (done - first - 1) * batch_size)
+            loss_sum = float(to_host(ops.xp.sum(batch_losses[first:done] * weights)))
+            correct = float(to_host(ops.count_equal(preds[s:e], labels[s:e])))
+        seen = e - s if e > s else 0
+        if partial is not None:
+            loss_sum += partial["loss_sum"]
+            correct += partial["correct"]
+            seen += partial["seen"]
+        return {"loss_sum": loss_sum, "correct": correct, "seen": seen}
 
     def _weights_finite(self) -> bool:
         flags = [self.ops.all_finite(p.data) for p in self._params.values()]
@@ -397,7 +428,7 @@ class Network:
     # ------------------------------------------------------------------ inference
     def _evaluate_device(self, Xd: Array, Td: Array, Ld: Array, batch_size: int) -> dict[str, float]:
         ops, loss_fn = self.ops, self.loss
-        loss_sum = ops.zeros((), ops.float32)
+        loss_sum = ops.zeros((), ops.dtype(self.dtype_name))
         correct = ops.zeros((), ops.int64)
         n = int(Xd.shape[0])
         for s in range(0, n, batch_size):

@@ -60,9 +60,8 @@ class Optimizer:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
     def _slots_for(self, p: Parameter, ops: Ops) -> dict[str, Array]:
-        st = self.state.get(p.name)
-        if st is None or (self.slots and not ops.owns(st[self.slots[0]])):
-            st = self.state[p.name] = {k: p.data * 0.0 for k in self.slots}
+        """Create the state slots of a parameter (zeros like it) on first use."""
+        st = self.state[p.name] = {k: p.data * 0.0 for k in self.slots}
         return st
 
     def step(self, params: dict[str, Parameter], ops: Ops) -> None:
@@ -70,14 +69,20 @@ class Optimizer:
         self.iterations += 1
         scale = self._clip_scale(params, ops) if self.clip_norm is not None else None
         wd = self.coupled_weight_decay
-        for name, p in params.items():
-            g = p.grad
+        max_norm = self.max_norm
+        update = self.update
+        for p in params.values():
+            if p._fresh:  # no backward pass reached this parameter: its gradient is zero
+                g = p.grad
+            else:
+                g = p._grad
             if scale is not None:
                 g *= scale
             if wd:
                 g += p.data * wd
-            self.update(p.data, g, self._slots_for(p, ops), ops)
-            if self.max_norm is not None and p.data.ndim == 2:
+            st = self.state.get(p.name)
+            update(p.data, g, self._slots_for(p, ops) if st is None else st, ops)
+            if max_norm is not None and p.data.ndim == 2:
                 self._apply_max_norm(p.data, ops)
 
     @property
@@ -119,7 +124,8 @@ class Optimizer:
         for k, v in sd.get("config", {}).items():
             setattr(self, k, v)
         self.iterations = int(sd.get("iterations", 0))
-        self.state = {pname: {k: to_device(v, ops) for k, v in st.items()} for pname, st in sd.get("slots", {}).items()}
+        self.state = {pname: {k: to_device(v, ops, copy=True) for k, v in st.items()}
+                      for pname, st in sd.get("slots", {}).items()}
 
     def to(self, ops: Ops) -> Optimizer:
         """Move the optimizer state to another backend (done by ``Network.to``)."""
@@ -143,6 +149,16 @@ class SGD(Optimizer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+    def step(self, params: dict[str, Parameter], ops: Ops) -> None:
+        if self.momentum or self.weight_decay or self.clip_norm is not None or self.max_norm is not None:
+            return super().step(params, ops)
+        # plain w ← w − η g; a parameter no backward pass reached has g = 0 and is left alone
+        self.iterations += 1
+        update, lr = ops.sgd_update_, self.lr
+        for p in params.values():
+            if not p._fresh:
+                update(p.data, p._grad, lr)
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
         if self.momentum:

@@ -127,15 +127,18 @@ def host_rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def to_device(x: Any, ops: Ops | str | None = None, dtype: Any = None) -> Array:
+def to_device(x: Any, ops: Ops | str | None = None, dtype: Any = None, copy: bool = False) -> Array:
     """Move ``x`` (a NumPy array, a list, or an array of any backend) onto ``ops``.
 
     This and :func:`to_host` are the only places arrays cross between host and device.
-    ``dtype`` is a NumPy dtype or a name such as ``"float32"``.
+    ``dtype`` is a NumPy dtype or a name such as ``"float32"``.  An array already on
+    ``ops`` in that dtype is returned as is unless ``copy=True`` (parameters always copy,
+    so they never alias an array the caller keeps).
     """
     ops = get_backend() if ops is None else get_ops(ops)
     if ops.owns(x):
-        return x if dtype is None else ops.astype(x, ops.dtype(dtype))
+        out = x if dtype is None else ops.astype(x, ops.dtype(dtype))
+        return ops.copy(out) if copy and out is x else out
     host = to_host(x)
     if dtype is not None:
         host = host.astype(np.dtype(dtype), copy=False)

@@ -36,25 +36,23 @@ class NumpyOps(Ops):
 
     def gemm(self, a: Array, b: Array, *, trans_a: bool = False, trans_b: bool = False,
              out: Array | None = None, accumulate: bool = False) -> Array:
+        # np.dot goes to BLAS for every 2-D case, including the batch-1 outer product
+        # δ·z̃ᵀ (k = 1), for which np.matmul falls back to a slow loop.
         at = a.T if trans_a else a
         bt = b.T if trans_b else b
-        if trans_a and not trans_b and a.shape[0] == 1:
-            # ∂f/∂A for one sample is the outer product δ·z̃ᵀ: a broadcast multiply beats
-            # matmul, which does not use BLAS for a column times a row.
-            if out is None:
-                return np.multiply(at, bt)
-            if accumulate:
-                out += at * bt
-            else:
-                np.multiply(at, bt, out=out)
-            return out
         if out is None:
-            return np.matmul(at, bt)
+            return np.dot(at, bt)
         if accumulate:
-            out += np.matmul(at, bt)
+            out += np.dot(at, bt)
         else:
-            np.matmul(at, bt, out=out)
+            np.dot(at, bt, out=out)
         return out
+
+    def linear(self, x: Array, w: Array) -> Array:
+        return np.dot(x, w.T)
+
+    def argmax_rows(self, a: Array) -> Array:
+        return a.argmax(axis=1)
 
     def sum_rows(self, a: Array, *, out: Array | None = None, accumulate: bool = False) -> Array:
         if out is None:
@@ -85,6 +83,17 @@ class NumpyOps(Ops):
         dy *= y > 0
         return dy
 
+    def squared_error(self, z: Array, y: Array, scale: float) -> tuple[Array, Array]:
+        e = np.subtract(z, y)
+        flat = e.reshape(-1)
+        if scale == 1.0:
+            loss = np.dot(flat, flat)
+            e *= 2.0
+        else:
+            loss = np.dot(flat, flat) * scale
+            e *= 2.0 * scale
+        return loss, e
+
     def softmax_cross_entropy(self, logits: Array, target: Array, scale: float) -> tuple[Array, Array]:
         if target.ndim != 1:
             return super().softmax_cross_entropy(logits, target, scale)
@@ -97,61 +106,56 @@ class NumpyOps(Ops):
         p[rows, target] -= scale
         return np.asarray(loss, dtype=logits.dtype), p
 
+    # Optimizer kernels: the gradient buffer g is consumed by the update and used as the
+    # scratch space, so no temporary is allocated and only w, g (and the slots) are touched.
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
-        w -= lr * g if g.size < 4096 else np.multiply(g, lr, out=_scratch(g))
+        g *= lr
+        w -= g
         return w
 
     def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
                          nesterov: bool) -> Array:
         v *= mu
         v += g
-        t = _scratch(g)
         if nesterov:
-            np.multiply(v, mu, out=t)
-            t += g
-            t *= lr
+            g += v * mu
+            g *= lr
         else:
-            np.multiply(v, lr, out=t)
-        w -= t
+            np.multiply(v, lr, out=g)
+        w -= g
         return w
 
     def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
                      beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> Array:
         c2 = (1.0 - beta2 ** step) ** 0.5
         lr_t = lr * c2 / (1.0 - beta1 ** step)
-        t = _scratch(g)
+        m -= g                          # m ← β₁m + (1−β₁)g  =  β₁(m − g) + g
         m *= beta1
-        np.multiply(g, 1.0 - beta1, out=t)
-        m += t
+        m += g
+        g *= g
+        g *= 1.0 - beta2
         v *= beta2
-        np.multiply(g, g, out=t)
-        t *= 1.0 - beta2
-        v += t
+        v += g
         if decoupled_wd:
             w *= 1.0 - lr * decoupled_wd
-        np.sqrt(v, out=t)
-        t += eps * c2
-        np.divide(m, t, out=t)
-        t *= lr_t
-        w -= t
+        np.sqrt(v, out=g)
+        g += eps * c2
+        np.divide(m, g, out=g)
+        g *= lr_t
+        w -= g
+        return w
+
+    def rmsprop_update_(self, w: Array, g: Array, s: Array, lr: float, rho: float, eps: float) -> Array:
+        s *= rho
+        t = np.multiply(g, g)
+        t *= 1.0 - rho
+        s += t
+        np.sqrt(s, out=t)
+        t += eps
+        np.divide(g, t, out=g)
+        g *= lr
+        w -= g
         return w
 
     def device_rng(self, seed: int) -> DeviceRNG:
         return _NumpyRNG(self, seed)
-
-
-_scratch_buffers: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
-
-
-def _scratch(like: np.ndarray) -> np.ndarray:
-    """A reusable buffer shaped like ``like`` for optimizer temporaries.
-
-    Its contents are meaningless between calls; callers use it within one method and
-    never return it.  The update functions run on one thread per parameter, so sharing
-    is safe for sequential training loops.
-    """
-    key = (like.shape, like.dtype.str)
-    buf = _scratch_buffers.get(key)
-    if buf is None:
-        buf = _scratch_buffers[key] = np.empty_like(like)
-    return buf

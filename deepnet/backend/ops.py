@@ -142,6 +142,10 @@ class Ops:
             out[...] = res
         return out
 
+    def linear(self, x: Array, w: Array) -> Array:
+        """x · wᵀ: a batch of rows x through weights w shaped (n_out, n_in)."""
+        return self.xp.matmul(x, self.xp.matrix_transpose(w))
+
     def add_bias_(self, y: Array, b: Array) -> Array:
         """y ← y + b, with b broadcast over the batch rows."""
         y += b

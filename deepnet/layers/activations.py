@@ -11,16 +11,30 @@ from .base import Layer
 class Activation(Layer):
     """An activation z = g(x) without parameters.
 
-    Subclasses define ``_forward(x)`` and ``_backward_(dy, x, y)`` which returns
-    dy ∘ g'(x), overwriting ``dy``.  ``keep`` says what backward needs ("y" or "x").
+    Built-in activations name their backend kernels in ``op`` and ``op_backward``
+    (``ops.<op>(x)`` and ``ops.<op_backward>(dy, kept)``), bound once so a step costs
+    one call.  A user-defined activation instead overrides ``_forward(x)`` and
+    ``_backward_(dy, kept)``, returning dy ∘ g'(x) (it may overwrite dy).  ``keep``
+    says what backward needs: the output ``"y"`` or the input ``"x"``.
     """
 
     keep = "y"
+    op: str | None = None
+    op_backward: str | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._on_moved()
+
+    def _on_moved(self) -> None:
+        if self.op is not None:
+            self._forward = getattr(self.ops, self.op)  # type: ignore[method-assign]
+            self._backward_ = getattr(self.ops, self.op_backward)  # type: ignore[method-assign]
 
     def _forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
+    def _backward_(self, dy: Array, kept: Array) -> Array:
         raise NotImplementedError
 
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -34,12 +48,12 @@ class Activation(Layer):
         return y
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        kept = self._need_cache()
+        kept = self._cache
+        if kept is None:
+            kept = self._need_cache()
         if not need_input_grad:
             return None
-        if self.keep == "y":
-            return self._backward_(grad_output, None, kept)
-        return self._backward_(grad_output, kept, None)
+        return self._backward_(grad_output, kept)
 
 
 class Identity(Activation):
@@ -48,38 +62,36 @@ class Identity(Activation):
     def _forward(self, x: Array) -> Array:
         return self.ops.copy(x)
 
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
+    def _backward_(self, dy: Array, kept: Array) -> Array:
         return dy
 
 
 class Sigmoid(Activation):
     """g(x) = 1/(1+e^{−x}); backward: e ∘ z ∘ (1 − z)."""
 
-    def _forward(self, x: Array) -> Array:
-        return self.ops.sigmoid(x)
-
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
-        return self.ops.sigmoid_backward_(dy, y)
+    op, op_backward = "sigmoid", "sigmoid_backward_"
 
 
 class Tanh(Activation):
     """g(x) = tanh x; backward: dy ∘ (1 − z²)."""
 
-    def _forward(self, x: Array) -> Array:
-        return self.ops.tanh(x)
-
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
-        return self.ops.tanh_backward_(dy, y)
+    op, op_backward = "tanh", "tanh_backward_"
 
 
 class ReLU(Activation):
     """g(x) = max(x, 0); backward: dy ∘ [z > 0]."""
 
-    def _forward(self, x: Array) -> Array:
-        return self.ops.relu(x)
+    op, op_backward = "relu", "relu_backward_"
 
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
-        return self.ops.relu_backward_(dy, y)
+
+class Softmax(Activation):
+    """g(x)_i = e^{x_i} / Σ_j e^{x_j} per row (stable: the row maximum is subtracted).
+
+    For classification prefer logits with :class:`~deepnet.losses.SoftmaxCrossEntropy`,
+    which fuses both and is cheaper and more accurate.
+    """
+
+    op, op_backward = "softmax", "softmax_backward_"
 
 
 class LeakyReLU(Activation):
@@ -97,19 +109,5 @@ class LeakyReLU(Activation):
     def _forward(self, x: Array) -> Array:
         return self.ops.leaky_relu(x, self.slope)
 
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
-        return self.ops.leaky_relu_backward_(dy, x, self.slope)
-
-
-class Softmax(Activation):
-    """g(x)_i = e^{x_i} / Σ_j e^{x_j} per row (stable: the row maximum is subtracted).
-
-    For classification prefer logits with :class:`~deepnet.losses.SoftmaxCrossEntropy`,
-    which fuses both and is cheaper and more accurate.
-    """
-
-    def _forward(self, x: Array) -> Array:
-        return self.ops.softmax(x)
-
-    def _backward_(self, dy: Array, x: Array | None, y: Array | None) -> Array:
-        return self.ops.softmax_backward_(dy, y)
+    def _backward_(self, dy: Array, kept: Array) -> Array:
+        return self.ops.leaky_relu_backward_(dy, kept, self.slope)

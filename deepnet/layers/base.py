@@ -14,43 +14,50 @@ class ShapeError(ValueError):
 class Parameter:
     """A trainable array and its accumulated gradient ∂f/∂(array).
 
-    The gradient is zeroed lazily: :meth:`zero_grad` only marks it stale, and the next
-    backward pass writes into it instead of adding, so no pass over memory is spent on
-    zeroing.  Reading :attr:`grad` always gives the correct value.
+    The gradient buffer always matches ``data`` in shape, dtype and backend (assigning
+    ``data`` reallocates it when they change).  It is zeroed lazily: :meth:`zero_grad`
+    only marks it stale and the next backward pass writes into it instead of adding,
+    so no pass over memory is spent on zeroing.  Reading :attr:`grad` is always correct.
     """
 
-    __slots__ = ("name", "data", "_grad", "_fresh")
+    __slots__ = ("name", "_data", "_grad", "_fresh")
 
     def __init__(self, name: str, data: Array) -> None:
         self.name = name
-        self.data = data
-        self._grad: Array | None = None
+        self._data = data
+        self._grad = data * 0.0
         self._fresh = True
 
     @property
+    def data(self) -> Array:
+        return self._data
+
+    @data.setter
+    def data(self, value: Array) -> None:
+        old = self._data
+        self._data = value
+        if (type(value) is not type(old) or value.shape != old.shape or value.dtype != old.dtype
+                or getattr(value, "device", None) != getattr(old, "device", None)):
+            self._grad = value * 0.0
+            self._fresh = True
+
+    @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def grad(self) -> Array:
         """∂f/∂(this parameter), accumulated over backward passes since :meth:`zero_grad`."""
-        if self._grad is None or self._grad.shape != self.data.shape or self._grad.dtype != self.data.dtype:
-            self._grad = self.data * 0.0
-            self._fresh = False
-        elif self._fresh:
+        if self._fresh:
             self._grad[...] = 0.0
             self._fresh = False
         return self._grad
 
     def grad_target(self) -> tuple[Array, bool]:
         """(buffer, accumulate): where a backward pass writes its contribution."""
-        g = self._grad
-        if g is None or g.shape != self.data.shape or g.dtype != self.data.dtype:
-            g = self._grad = self.data * 0.0
-            self._fresh = True
         acc = not self._fresh
         self._fresh = False
-        return g, acc
+        return self._grad, acc
 
     def zero_grad(self) -> None:
         self._fresh = True
@@ -114,13 +121,12 @@ class Layer:
 
     def add_param(self, name: str, host_value: Any) -> Parameter:
         """Register a parameter from a host (NumPy) array; it is moved to ``self.ops``."""
-        data = to_device(host_value, self.ops, dtype=self.ops.dtype_name(self.dtype))
+        data = to_device(host_value, self.ops, dtype=self.ops.dtype_name(self.dtype), copy=True)
         p = self._params.get(name)
         if p is None:
             p = self._params[name] = Parameter(name, data)
         else:
             p.data = data
-            p._grad = None
         return p
 
     def parameters(self) -> dict[str, Parameter]:
@@ -142,9 +148,7 @@ class Layer:
         ops = self.ops if backend is None else get_ops(backend)
         name = self.ops.dtype_name(self.dtype if dtype is None else dtype)
         for p in self._params.values():
-            p.data = to_device(to_host(p.data), ops, dtype=name)
-            p._grad = None
-            p._fresh = True
+            p.data = to_device(p.data if ops is self.ops else to_host(p.data), ops, dtype=name, copy=True)
         self.ops = ops
         self.dtype = ops.dtype(name)
         self._cache = None

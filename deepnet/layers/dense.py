@@ -47,23 +47,24 @@ class Dense(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         if x.ndim != 2 or x.shape[1] != self.n_in:
             self._check_input(x, self.n_in)
-        params = self._params
-        y = self.ops.gemm(x, params["weight"].data, trans_b=True)
+        y = self.ops.linear(x, self._params["weight"].data)
         if self.bias:
-            self.ops.add_bias_(y, params["bias"].data)
+            self.ops.add_bias_(y, self._params["bias"].data)
         self._cache = x if training else None
         return y
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        x = self._need_cache()
+        x = self._cache
+        if x is None:
+            x = self._need_cache()
         ops = self.ops
-        params = self._params
-        w = params["weight"]
-        gw, acc = w.grad_target()
-        ops.gemm(grad_output, x, trans_a=True, out=gw, accumulate=acc)
+        w = self._params["weight"]
+        ops.gemm(grad_output, x, trans_a=True, out=w._grad, accumulate=not w._fresh)
+        w._fresh = False
         if self.bias:
-            gb, acc = params["bias"].grad_target()
-            ops.sum_rows(grad_output, out=gb, accumulate=acc)
+            b = self._params["bias"]
+            ops.sum_rows(grad_output, out=b._grad, accumulate=not b._fresh)
+            b._fresh = False
         if not need_input_grad:
             return None
         return ops.gemm(grad_output, w.data)

@@ -1,0 +1,157 @@
+"""Backend selection, scoping, lazy CuPy import, transfers and seeded initial weights."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet.backend import BackendError, get_backend, get_ops, set_backend, to_device, to_host, use_backend
+from deepnet.backend.cupy_ops import CupyOps
+from deepnet.backend.numpy_ops import NumpyOps
+from deepnet.backend.ops import Ops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_py(code: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": ROOT, **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=60)
+
+
+def test_default_is_numpy():
+    out = run_py("import deepnet; print(deepnet.get_backend().name)", DEEPNET_BACKEND="")
+    assert out.stdout.strip() == "numpy", out.stderr
+
+
+def test_environment_variable_selects_backend():
+    out = run_py("import deepnet; print(deepnet.get_backend().name)", DEEPNET_BACKEND="strict")
+    assert out.stdout.strip() == "strict", out.stderr
+
+
+def test_importing_deepnet_never_imports_cupy():
+    out = run_py("import sys, deepnet; import deepnet.backend.cupy_ops; "
+                 "print('cupy' in sys.modules, 'cupy_backends' in sys.modules)")
+    assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_use_backend_is_scoped_and_restored():
+    before = get_backend()
+    with use_backend("strict") as ops:
+        assert get_backend() is ops and ops.name == "strict"
+        with use_backend("numpy"):
+            assert get_backend().name == "numpy"
+        assert get_backend().name == "strict"
+    assert get_backend() is before
+
+
+def test_set_backend_does_not_leak_into_other_threads():
+    seen = {}
+
+    def worker():
+        seen["thread"] = get_backend().name
+
+    with use_backend("numpy"):
+        token_ops = set_backend("strict")
+        assert get_backend() is token_ops
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        set_backend("numpy")
+    assert seen["thread"] == os.environ.get("DEEPNET_BACKEND", "numpy") or seen["thread"] == "numpy"
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(BackendError, match=r"unknown backend 'torch': expected one of numpy, cupy, strict"):
+        get_ops("torch")
+    with pytest.raises(BackendError, match="unknown backend"):
+        dn.Network([dn.Dense(2, 2)], backend="jax")
+
+
+def test_missing_cupy_says_what_and_how():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match=r"needs CuPy, which is not installed.*pip install 'deepnet\[cuda12\]'"):
+            get_ops("cupy")
+    else:
+        pytest.skip("CuPy is installed here")
+
+
+def test_available_backends_reports_reasons():
+    report = dn.available_backends()
+    assert report["numpy"] == "available"
+    assert report["strict"] == "available"
+    assert "cupy" in report
+
+
+def test_transfers_round_trip(backend):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    d = to_device(x)
+    assert backend.owns(d)
+    back = to_host(d)
+    assert isinstance(back, np.ndarray) and back.dtype == np.float32
+    np.testing.assert_array_equal(back, x)
+    assert to_host(to_device(x, dtype="float64")).dtype == np.float64
+
+
+def test_strict_backend_refuses_numpy_idioms():
+    ops = get_ops("strict")
+    a = to_device(np.ones((2, 3), np.float32), ops)
+    with pytest.raises(Exception):
+        np.asarray(a)                 # no implicit conversion off the fake device
+    with pytest.raises(TypeError):
+        a * np.float64(2.0)           # NumPy scalars would silently promote
+
+
+def test_same_seed_same_initial_network_on_every_backend():
+    def weights(name):
+        with use_backend(name):
+            net = dn.Network([dn.Dense(6, 4), dn.ReLU(), dn.Dense(4, 2)], seed=42)
+            return net.get_weights()
+
+    a, b = weights("numpy"), weights("strict")
+    assert list(a) == list(b) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    c = dn.Network([dn.Dense(6, 4), dn.ReLU(), dn.Dense(4, 2)], seed=43).get_weights()
+    assert not np.array_equal(a["0.weight"], c["0.weight"])
+
+
+def _public_methods(cls):
+    return {n: m for n, m in vars(cls).items() if callable(m) and not n.startswith("__")}
+
+
+@pytest.mark.parametrize("cls", [NumpyOps, CupyOps], ids=lambda c: c.__name__)
+def test_backend_overrides_keep_the_generic_signature(cls):
+    """Every fused/in-place override must be callable exactly like the generic method
+    (checked without a GPU: CupyOps is importable without CuPy)."""
+    for name, method in _public_methods(cls).items():
+        generic = getattr(Ops, name, None)
+        if generic is None or name.startswith("_"):
+            continue
+        def params(f):
+            return [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
+
+        assert params(method) == params(generic), name
+
+
+def test_network_moves_between_backends(rng):
+    net = dn.Network([dn.Dense(3, 4), dn.Tanh(), dn.Dense(4, 2)], seed=0, optimizer=dn.Adam(), loss="xent")
+    X = rng.normal(size=(8, 3)).astype(np.float32)
+    y = np.array([0, 1] * 4)
+    net.fit(X, y, epochs=1, batch_size=4)
+    ref = net.predict(X)
+    net.to("strict")
+    assert all(get_ops("strict").owns(p.data) for p in net.parameters().values())
+    assert all(get_ops("strict").owns(v) for st in net.optimizer.state.values() for v in st.values())
+    np.testing.assert_allclose(net.predict(X), ref, rtol=1e-6)
+    net.fit(X, y, epochs=1, batch_size=4)       # keeps training there
+    net.to("numpy")
+    assert isinstance(net.parameters()["0.weight"].data, np.ndarray)

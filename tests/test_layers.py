@@ -1,0 +1,180 @@
+"""Every built-in layer: forward against a plain NumPy reference, float64 gradient
+check, float32 in gives float32 out, non-contiguous input, evaluation keeps nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet import check_layer, to_device, to_host
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# name -> (factory, NumPy reference of forward given (layer, x))
+LAYERS = {
+    "Dense": (lambda: dn.Dense(5, 3), lambda L, x: x @ L.W.T + L.b),
+    "Dense-nobias": (lambda: dn.Dense(5, 3, bias=False), lambda L, x: x @ L.W.T),
+    "Sigmoid": (dn.Sigmoid, lambda L, x: _sigmoid(x)),
+    "Tanh": (dn.Tanh, lambda L, x: np.tanh(x)),
+    "ReLU": (dn.ReLU, lambda L, x: np.maximum(x, 0)),
+    "LeakyReLU": (lambda: dn.LeakyReLU(0.1), lambda L, x: np.where(x > 0, x, 0.1 * x)),
+    "Softmax": (dn.Softmax, lambda L, x: _softmax(x)),
+    "Identity": (dn.Identity, lambda L, x: x),
+}
+
+
+def build(factory):
+    layer = factory()
+    layer.to(dn.get_backend())
+    if not layer.initialized:
+        layer.initialize(np.random.default_rng(7))
+    params = {k: to_host(p.data) for k, p in layer.parameters().items()}
+    layer.W = params.get("weight")
+    layer.b = params.get("bias")
+    return layer
+
+
+def inputs(rng, n=4, width=5):
+    x = rng.normal(size=(n, width))
+    # keep ReLU-like kinks away from 0 so finite differences are meaningful
+    return np.where(np.abs(x) < 0.05, 0.3, x)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_forward_matches_reference(backend, rng, name):
+    factory, ref = LAYERS[name]
+    layer = build(factory)
+    x = inputs(rng).astype(np.float32)
+    y = layer.forward(to_device(x), training=False)
+    np.testing.assert_allclose(to_host(y), ref(layer, x.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_gradient_check_float64(backend, rng, name):
+    layer = build(LAYERS[name][0])
+    report = check_layer(layer, inputs(rng))
+    assert report.max_abs_error["input"] < 1e-6
+    assert set(report.checked) == {"input", *layer.parameters()}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_float32_in_float32_out(backend, rng, name):
+    layer = build(LAYERS[name][0])
+    x = to_device(inputs(rng).astype(np.float32))
+    y = layer.forward(x, training=True)
+    dx = layer.backward(to_device(np.ones(tuple(y.shape), np.float32)))
+    assert to_host(y).dtype == np.float32
+    assert to_host(dx).dtype == np.float32
+    for p in layer.parameters().values():
+        assert to_host(p.grad).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_non_contiguous_input(rng, name):
+    factory, ref = LAYERS[name]
+    layer = build(factory)
+    wide = inputs(rng, n=4, width=10).astype(np.float32)
+    x = wide[:, ::2]                       # a strided view, not C-contiguous
+    assert not x.flags.c_contiguous
+    y = layer.forward(x, training=True)
+    np.testing.assert_allclose(y, ref(layer, np.ascontiguousarray(x).astype(np.float64)), rtol=1e-5, atol=1e-6)
+    yt = layer.forward(np.asfortranarray(x), training=True)
+    np.testing.assert_allclose(yt, y, rtol=1e-6)
+    check_layer(layer, x.T.copy().T)        # Fortran-ordered float64 copy
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_evaluation_keeps_nothing(backend, rng, name):
+    layer = build(LAYERS[name][0])
+    x = to_device(inputs(rng).astype(np.float32))
+    layer.forward(x, training=True)
+    layer.forward(x, training=False)
+    assert layer._cache is None
+    with pytest.raises(RuntimeError, match="without a training forward"):
+        layer.backward(to_device(np.ones((4, layer.output_width(5)), np.float32)))
+
+
+def test_backward_without_forward_names_layer():
+    layer = dn.Dense(3, 2)
+    layer.initialize(np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match=r"Dense\.backward called without a training forward"):
+        layer.backward(np.ones((1, 2), np.float32))
+
+
+def test_wrong_input_width_names_layer_and_shapes():
+    layer = dn.Dense(784, 50)
+    layer.initialize(np.random.default_rng(0))
+    with pytest.raises(dn.ShapeError, match=r"Dense expects inputs of width 784, got shape \(2, 100\)"):
+        layer.forward(np.zeros((2, 100), np.float32))
+    with pytest.raises(dn.ShapeError, match=r"2-D batch"):
+        layer.forward(np.zeros((784,), np.float32))
+
+
+def test_gradients_accumulate_until_zeroed(rng):
+    layer = build(LAYERS["Dense"][0])
+    x = inputs(rng).astype(np.float32)
+    dy = rng.normal(size=(4, 3)).astype(np.float32)
+    layer.forward(x, training=True)
+    layer.backward(dy.copy())
+    once = layer.parameters()["weight"].grad.copy()
+    layer.forward(x, training=True)
+    layer.backward(dy.copy())
+    np.testing.assert_allclose(layer.parameters()["weight"].grad, 2 * once, rtol=1e-6)
+    layer.zero_grad()
+    np.testing.assert_array_equal(layer.parameters()["weight"].grad, 0)
+    np.testing.assert_allclose(once, dy.T @ x, rtol=1e-5)
+
+
+def test_dense_weight_shape_is_n_out_by_n_in():
+    layer = dn.Dense(784, 50, bias=False)
+    layer.initialize(np.random.default_rng(0))
+    assert layer.parameters()["weight"].shape == (50, 784)
+    assert list(layer.parameters()) == ["weight"]
+
+
+def test_gradcheck_catches_a_wrong_backward(rng):
+    class BrokenSquare(dn.Layer):
+        def forward(self, x, training=False):
+            self._cache = x if training else None
+            return x * x
+
+        def backward(self, grad_output, need_input_grad=True):
+            x = self._need_cache()
+            return grad_output * x  # should be 2x
+
+    with pytest.raises(dn.GradCheckError, match=r"(?s)BrokenSquare.*input\[flat"):
+        check_layer(BrokenSquare(), rng.normal(size=(2, 3)))
+
+
+def test_gradcheck_leaves_layer_untouched(rng):
+    layer = build(LAYERS["Dense"][0])
+    before = to_host(layer.parameters()["weight"].data).copy()
+    check_layer(layer, inputs(rng))
+    after = layer.parameters()["weight"].data
+    assert after.dtype == np.float32
+    np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("init", ["normal", "glorot", "glorot_normal", "he", "he_uniform"])
+def test_initializer_statistics(init):
+    layer = dn.Dense(400, 300, init=init)
+    layer.initialize(np.random.default_rng(0))
+    w = layer.parameters()["weight"].data
+    std = {"normal": 1 / np.sqrt(400), "glorot": np.sqrt(2 / 700), "glorot_normal": np.sqrt(2 / 700),
+           "he": np.sqrt(2 / 400), "he_uniform": np.sqrt(2 / 400)}[init]
+    assert abs(w.std() - std) / std < 0.02
+    assert abs(w.mean()) < 0.01 * std * 10
+
+
+def test_unknown_initializer_is_refused():
+    with pytest.raises(ValueError, match="unknown initializer 'zeros'"):
+        dn.Dense(3, 2, init="zeros")
