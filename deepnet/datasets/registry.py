@@ -1,0 +1,147 @@
+"""One entry point for every data set: :func:`load_dataset`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .download import locate
+from .errors import DatasetError
+from .mnist import load_mnist_folder, scale_pixels
+from .tabular import load_csv, load_npz, load_seed_csv
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot"]
+
+
+@dataclass
+class Dataset:
+    """Train and test splits: X float32 (n, d) scaled as ``scaling`` says, y int64."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    description: str = ""
+    scaling: str = ""
+    image_shape: tuple[int, int] | None = None
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max()) + 1)
+
+    def validation_split(self, fraction: float, seed: int = 0
+                         ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Deterministic (for a seed) split of the training set into train and validation."""
+        return train_val_split(self.X_train, self.y_train, fraction, seed)
+
+
+def train_val_split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0
+                    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    perm = np.random.default_rng(seed).permutation(len(X))
+    n_val = max(1, int(round(len(X) * fraction)))
+    val, tr = perm[:n_val], perm[n_val:]
+    return (X[tr], y[tr]), (X[val], y[val])
+
+
+def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    (Xtr, ytr), (Xte, yte) = train_val_split(X, y, test_fraction, seed)
+    return Xtr, ytr, Xte, yte
+
+
+def load_digits(scale: str = "unit", seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 real images; no internet).
+
+    Pixels 0..16 scaled to [0, 1] ("unit") or to [0.01, 1] ("seed").  The test split is
+    a deterministic ``test_fraction`` of the images for ``seed``.
+    """
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise DatasetError(None, "the built-in 'digits' data set needs scikit-learn: "
+                                 "pip install 'deepnet[digits]' (or use --dataset mnist)") from None
+    d = sk_digits()
+    X = d.data.astype(np.float32) / np.float32(16.0)
+    if scale == "seed":
+        X = X * np.float32(0.99) + np.float32(0.01)
+    Xtr, ytr, Xte, yte = _split(X, d.target.astype(np.int64), test_fraction, seed)
+    return Dataset("digits", Xtr, ytr, Xte, yte,
+                   "scikit-learn's 8x8 handwritten digits (1,797 images, bundled, no download)",
+                   scale, (8, 8), [str(i) for i in range(10)])
+
+
+def _idx_dataset(name: str, path: str | os.PathLike[str] | None, scale: str, download: bool,
+                 log: Callable[[str], None] | None) -> Dataset:
+    folder = locate(name, path, download_ok=download, log=log)
+    (X, y), (Xt, yt) = load_mnist_folder(folder, scale=scale)
+    desc = f"{'MNIST' if name == 'mnist' else 'Fashion-MNIST'} from {folder} (60,000 train / 10,000 test)"
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+    return Dataset(name, X, y, Xt, yt, desc, scale, (28, 28), classes)
+
+
+def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = None, *, scale: str = "unit",
+                 download: bool = True, label_column: int | str = "label", test_fraction: float = 0.2,
+                 seed: int = 0, log: Callable[[str], None] | None = None) -> Dataset:
+    """Load a data set by name: ``digits``, ``mnist``, ``fashion-mnist``, ``csv``, ``seed-csv``, ``npz``.
+
+    * ``digits``: bundled with scikit-learn, works offline.
+    * ``mnist`` / ``fashion-mnist``: IDX files from ``path``, ``$DEEPNET_DATA``, the cache,
+      or a verified download.
+    * ``seed-csv``: the notebook's CSV (label then 784 pixels); ``path`` is a train CSV and
+      a test CSV is looked for beside it (``*_train*`` → ``*_test*``), else split off.
+    * ``csv``: any CSV with a label column (``label_column``: name or index), split
+      deterministically into train/test by ``test_fraction`` and ``seed``.
+    * ``npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+
+    Pixel data is scaled by ``scale``: "unit" x/255, "seed" x/255·0.99 + 0.01, "raw".
+    """
+    key = name.lower().replace("_", "-")
+    if key == "digits":
+        return load_digits(scale, seed)
+    if key in ("mnist", "fashion-mnist", "fashion"):
+        return _idx_dataset("fashion-mnist" if key.startswith("fashion") else "mnist", path, scale, download, log)
+    if path is None:
+        raise DatasetError(None, f"data set {name!r} needs a path (--data FILE)")
+    if key == "seed-csv":
+        X, y = load_seed_csv(path)
+        test_path = Path(str(path).replace("_train", "_test"))
+        if test_path != Path(path) and test_path.is_file():
+            Xt, yt = load_seed_csv(test_path)
+        else:
+            X, y, Xt, yt = _split(X, y, test_fraction, seed)
+        return Dataset("seed-csv", scale_pixels(X, scale), y, scale_pixels(Xt, scale), yt,
+                       f"notebook-format CSV {path}", scale, (28, 28), [str(i) for i in range(10)])
+    if key == "csv":
+        X, y, names = load_csv(path, label_column)
+        Xtr, ytr, Xte, yte = _split(X, y, test_fraction, seed)
+        return Dataset("csv", Xtr, ytr, Xte, yte, f"CSV {path} ({len(names)} features)", "as in the file")
+    if key == "npz":
+        d = load_npz(path)
+        out = []
+        for k in ("x_train", "y_train", "x_test", "y_test"):
+            a = d[k]
+            if k.startswith("x"):
+                a = a.reshape(a.shape[0], -1).astype(np.float32)
+            elif a.dtype.kind not in "iu":
+                raise DatasetError(path, f"{k} must hold integer labels, got dtype {a.dtype}")
+            out.append(a)
+        if out[0].shape[0] != out[1].shape[0] or out[2].shape[0] != out[3].shape[0]:
+            raise DatasetError(path, f"x_train/y_train or x_test/y_test have different lengths "
+                                     f"({out[0].shape[0]}/{out[1].shape[0]}, {out[2].shape[0]}/{out[3].shape[0]})")
+        shape = tuple(d["x_train"].shape[1:3]) if d["x_train"].ndim == 3 else None
+        return Dataset("npz", out[0], out[1].astype(np.int64), out[2], out[3].astype(np.int64),
+                       f".npz file {path}", "as in the file", shape)  # type: ignore[arg-type]
+    raise DatasetError(None, f"unknown data set {name!r}: expected digits, mnist, fashion-mnist, "
+                             "seed-csv, csv or npz")
