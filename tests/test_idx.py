@@ -22,6 +22,7 @@ def idx_bytes(arr):
 
 def make_folder(tmp_path, n_train=20, n_test=10, labels=None, gz=True):
     rng = np.random.default_rng(0)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         imgs = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         lab = rng.integers(0, 10, size=n).astype(np.uint8) if labels is None else labels

@@ -1,6 +1,6 @@
 """Data sets: MNIST/Fashion-MNIST IDX files, CSV, .npz and an offline default (digits)."""
 
-from .download import cache_dir, download, locate, sha256_of, verify
+from .sources import cache_dir, download, locate, sha256_of, verify
 from .errors import DatasetError
 from .idx import parse_idx, read_idx, write_idx
 from .mnist import load_mnist_folder, scale_pixels

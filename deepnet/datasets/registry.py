@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import locate
+from .sources import locate
 from .errors import DatasetError
 from .mnist import load_mnist_folder, scale_pixels
 from .tabular import load_csv, load_npz, load_seed_csv

@@ -1,0 +1,271 @@
+"""Model files: architecture (plain JSON) and weights in one file, never pickle.
+
+Two containers hold the same content:
+
+* ``.npz`` (NumPy only): the tensors by name plus ``__deepnet__``, the JSON header as
+  UTF-8 bytes; read with ``allow_pickle=False``.
+* ``.safetensors`` (``pip install "deepnet[safetensors]"``): tensors plus the JSON header
+  in the file's metadata.
+
+The header names each layer's type and constructor settings; loading looks the type up
+in deepnet's layer registry and calls the constructor, so no code ever comes from the
+file.  It also stores the parameter names, shapes, dtypes and a SHA-256 of the tensor
+bytes, all checked on load.  Files are written atomically (temporary file in the same
+folder, flushed, fsynced, renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+FORMAT = "deepnet-model"
+VERSION = 1
+HEADER_KEY = "__deepnet__"
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file cannot be used; the message names the file and why."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path, self.problem = os.fspath(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+# ---------------------------------------------------------------- atomic files
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file so that a crash at any moment leaves either the old or the new file.
+
+    ``write`` receives a binary file object; the data goes to a temporary file in the
+    same folder, is flushed and fsynced, then renamed over ``path`` (and the folder
+    fsynced so the rename itself is durable).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some file systems do not allow fsync on folders
+        pass
+    return path
+
+
+# ---------------------------------------------------------------- tensors + header
+def tensor_checksum(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the tensors, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], header: dict[str, Any]) -> Path:
+    """Atomically write tensors and a JSON header (.npz, or .safetensors by extension)."""
+    header = {**header, "checksum": tensor_checksum(tensors),
+              "tensors": {k: [v.dtype.str, list(v.shape)] for k, v in tensors.items()}}
+    text = json.dumps(header, sort_keys=True)
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import save
+        except ImportError:
+            raise ModelFileError(path, "writing .safetensors needs the safetensors package: "
+                                       "pip install 'deepnet[safetensors]' (or use a .npz file)") from None
+        blob = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={HEADER_KEY: text})
+        return atomic_write(path, lambda fh: fh.write(blob))
+
+    def write_npz(fh: IO[bytes]) -> None:
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        arrays[HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        np.savez(fh, **arrays)
+
+    return atomic_write(path, write_npz)
+
+
+def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
+                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and verify a file written by :func:`write_tensors`: (tensors, header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x80\x04" or raw[:1] == b"\x80" or raw[:2] in (b"(d", b"(l", b"}q", b"]q"):
+        raise ModelFileError(path, "this is a Python pickle, which deepnet never loads (it could run code)")
+    if path.suffix == ".safetensors" or (raw[:8] and raw[:2] != b"PK"):
+        tensors, text = _read_safetensors(path, raw)
+    else:
+        tensors, text = _read_npz(path, raw)
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFileError(path, f"header is not valid JSON ({err})") from None
+    if not isinstance(header, dict) or header.get("format") != expect_format:
+        raise ModelFileError(path, f"not a {expect_format} file (format {header.get('format') if isinstance(header, dict) else None!r})")
+    version = header.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise ModelFileError(path, f"format version {version} is newer than this deepnet supports ({VERSION}); "
+                                   "upgrade deepnet")
+    declared = header.get("tensors", {})
+    if set(declared) != set(tensors):
+        raise ModelFileError(path, f"tensors {sorted(set(declared) ^ set(tensors))} are missing or unexpected")
+    for k, (dt, shape) in declared.items():
+        if tensors[k].dtype.str != dt or list(tensors[k].shape) != shape:
+            raise ModelFileError(path, f"tensor {k} is {tensors[k].dtype.str}{list(tensors[k].shape)}, "
+                                       f"the header says {dt}{shape}")
+    actual = tensor_checksum(tensors)
+    if actual != header.get("checksum"):
+        raise ModelFileError(path, f"tensor checksum mismatch (file damaged): expected {header.get('checksum')}, got {actual}")
+    return tensors, header
+
+
+def _read_npz(path: Path, raw: bytes) -> tuple[dict[str, np.ndarray], str]:
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            tensors = {k: data[k] for k in data.files}
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise ModelFileError(path, "the file contains pickled objects, which deepnet refuses to load") from None
+        raise ModelFileError(path, f"damaged or not a .npz model file ({err})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, zipfile.LargeZipFile) as err:
+        raise ModelFileError(path, f"damaged or truncated .npz file ({err})") from None
+    except Exception as err:  # zlib.error and friends from a corrupt member
+        raise ModelFileError(path, f"damaged .npz file ({type(err).__name__}: {err})") from None
+    head = tensors.pop(HEADER_KEY, None)
+    if head is None or head.dtype != np.uint8 or head.ndim != 1:
+        raise ModelFileError(path, f"no deepnet header ({HEADER_KEY}) in the file")
+    return tensors, head.tobytes().decode("utf-8", errors="replace")
+
+
+def _read_safetensors(path: Path, raw: bytes) -> tuple[dict[str, np.ndarray], str]:
+    try:
+        from safetensors.numpy import load
+    except ImportError:
+        raise ModelFileError(path, "reading .safetensors needs the safetensors package: "
+                                   "pip install 'deepnet[safetensors]'") from None
+    if len(raw) < 8:
+        raise ModelFileError(path, "truncated safetensors file")
+    n = int.from_bytes(raw[:8], "little")
+    if n > len(raw) - 8:
+        raise ModelFileError(path, f"truncated safetensors file (header of {n} bytes, file of {len(raw)})")
+    try:
+        meta = json.loads(raw[8:8 + n]).get("__metadata__", {})
+        tensors = load(raw)
+    except Exception as err:  # SafetensorError, JSON errors
+        raise ModelFileError(path, f"damaged safetensors file ({err})") from None
+    text = meta.get(HEADER_KEY)
+    if text is None:
+        raise ModelFileError(path, f"no deepnet header ({HEADER_KEY}) in the safetensors metadata")
+    return dict(tensors), text
+
+
+# ---------------------------------------------------------------- networks
+def architecture(net: Any) -> list[dict[str, Any]]:
+    """The network's layers as plain data: type name and constructor settings."""
+    return [{"type": type(layer).__name__, "config": layer.get_config()} for layer in net.layers]
+
+
+def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<model>") -> list[Any]:
+    """Rebuild layers from :func:`architecture` data, by registered type name only."""
+    from . import layers as _builtin  # noqa: F401  (registers the built-in layers)
+    from . import presets as _presets  # noqa: F401  (registers preset layers)
+    from .layers.base import Layer
+
+    out = []
+    for i, item in enumerate(spec):
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise ModelFileError(path, f"layer {i}: malformed entry {item!r}")
+        cls = Layer.registry.get(item["type"])
+        if cls is None:
+            raise ModelFileError(path, f"layer {i}: unknown layer type {item['type']!r} "
+                                       "(import the module that defines it before loading)")
+        cfg = item.get("config", {})
+        if not isinstance(cfg, dict) or not all(isinstance(v, (int, float, str, bool, type(None), list))
+                                                for v in cfg.values()):
+            raise ModelFileError(path, f"layer {i} ({item['type']}): settings must be plain data")
+        try:
+            out.append(cls(**cfg))
+        except (TypeError, ValueError) as err:
+            raise ModelFileError(path, f"layer {i} ({item['type']}): bad settings {cfg}: {err}") from None
+    return out
+
+
+def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+    """Write ``net``'s architecture and weights to one file (``.npz`` or ``.safetensors``)."""
+    header = {"format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
+              "params": list(net.parameters()), "extra": extra or {}}
+    if net.loss is not None:
+        header["loss"] = {"type": type(net.loss).__name__, "config": net.loss.get_config()}
+    tensors = net.get_weights()
+    tensors.update(_layer_state(net))
+    return write_tensors(path, tensors, header)
+
+
+def _layer_state(net: Any) -> dict[str, np.ndarray]:
+    """Non-parameter arrays layers keep (e.g. BatchNorm running statistics)."""
+    out: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(net.layers):
+        for k, v in getattr(layer, "state_arrays", lambda: {})().items():
+            out[f"{i}.{k}"] = v
+    return out
+
+
+def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current)."""
+    from .losses import Loss
+    from .network import Network
+
+    tensors, header = read_tensors(path)
+    layers = build_layers(header.get("layers", []), path)
+    if not layers:
+        raise ModelFileError(path, "the file describes no layers")
+    try:
+        net = Network(layers, seed=0, backend=backend, dtype=header.get("dtype", "float32"))
+    except (ValueError, TypeError) as err:
+        raise ModelFileError(path, f"the architecture is inconsistent: {err}") from None
+    expected = {name: p.shape for name, p in net.parameters().items()}
+    weights = {k: v for k, v in tensors.items() if k in expected}
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        raise ModelFileError(path, f"missing weights for {missing}")
+    for name, shape in expected.items():
+        if tuple(weights[name].shape) != shape:
+            raise ModelFileError(path, f"parameter {name} has shape {tuple(weights[name].shape)} in the file "
+                                       f"but the architecture needs {shape}")
+    net.set_weights(weights)
+    for i, layer in enumerate(net.layers):
+        load_state = getattr(layer, "load_state_arrays", None)
+        if load_state is not None:
+            prefix = f"{i}."
+            load_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k not in expected})
+    loss = header.get("loss")
+    if isinstance(loss, dict) and loss.get("type") in Loss.registry:
+        net.loss = Loss.registry[loss["type"]](**loss.get("config", {}))
+    net.metadata = header.get("extra", {})
+    return net
