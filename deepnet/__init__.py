@@ -12,7 +12,13 @@ from .backend import (
 from .callbacks import Callback, EarlyStopping, KeepBest, LambdaCallback
 from .gradcheck import GradCheckError, check_layer, check_loss
 from .layers import (
+    ELU,
+    GELU,
+    BatchNorm,
     Dense,
+    Dropout,
+    LayerNorm,
+    Softplus,
     Identity,
     Layer,
     LeakyReLU,
@@ -30,6 +36,7 @@ from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
 __version__ = "0.1.0"
 
 __all__ = [
+    "ELU", "GELU", "BatchNorm", "Dropout", "LayerNorm", "Softplus",
     "SGD", "Adam", "AdamW", "BackendError", "Callback", "Dense", "EarlyStopping", "GradCheckError",
     "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",

@@ -83,6 +83,7 @@ class Network:
         self._params = self._collect_params()
         self._param_list = list(self._params.values())
         self._device_rng = None
+        self._give_rng()
 
     # ------------------------------------------------------------------ structure
     def _check_widths(self) -> tuple[int, int]:
@@ -142,13 +143,23 @@ class Network:
             p.data = to_device(weights[name], self.ops, dtype=self.dtype_name, copy=True)
             p._fresh = True
 
+    def _give_rng(self) -> None:
+        """Hand the run's device generator to layers that draw random numbers (dropout)."""
+        for layer in self.layers:
+            if getattr(layer, "stochastic", False):
+                layer.set_rng(self.device_rng())
+
     def to(self, backend: str | Ops) -> Network:
-        """Move the whole network (and its optimizer state) to another backend, in place."""
+        """Move the whole network (and its optimizer state) to another backend, in place.
+
+        Dropout masks after the move come from a generator on the new backend, seeded
+        from the run's host generator."""
         ops = get_ops(backend)
         for layer in self.layers:
             layer.to(ops, self.dtype_name)
         self.ops = ops
         self._device_rng = None
+        self._give_rng()
         if self.optimizer is not None:
             self.optimizer.to(ops)
         return self
@@ -197,6 +208,7 @@ class Network:
         for i in range(len(layers) - 1, -1, -1):
             diag.record_error(i, grad_output)
             grad_output = layers[i].backward(grad_output, i > 0)
+        diag.record_grads(self._params)
 
     def clear_cache(self) -> None:
         for layer in self.layers:

@@ -225,3 +225,8 @@ def test_csv_round_trip(n, d, data):
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown data set 'cifar'"):
         load_dataset("cifar", Path("."))
+
+
+def test_csv_huge_label_is_refused():
+    with pytest.raises(DatasetError, match=r"line 1: label '1e30' is not a class number"):
+        parse_csv("1e30,0,0\n", "h.csv", label_column=0, header=False)

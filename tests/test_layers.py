@@ -29,6 +29,14 @@ LAYERS = {
     "LeakyReLU": (lambda: dn.LeakyReLU(0.1), lambda L, x: np.where(x > 0, x, 0.1 * x)),
     "Softmax": (dn.Softmax, lambda L, x: _softmax(x)),
     "Identity": (dn.Identity, lambda L, x: x),
+    "GELU": (dn.GELU, lambda L, x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
+    "ELU": (lambda: dn.ELU(0.7), lambda L, x: np.where(x > 0, x, 0.7 * (np.exp(x) - 1))),
+    "Softplus": (dn.Softplus, lambda L, x: np.log1p(np.exp(x))),
+    # in evaluation: running statistics (initially mean 0, variance 1), γ = 1, β = 0
+    "BatchNorm": (lambda: dn.BatchNorm(5), lambda L, x: x / np.sqrt(1 + 1e-5)),
+    "LayerNorm": (lambda: dn.LayerNorm(5),
+                  lambda L, x: (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)),
+    "Dropout": (lambda: dn.Dropout(0.3), lambda L, x: x),          # identity in evaluation
 }
 
 
@@ -82,13 +90,19 @@ def test_float32_in_float32_out(backend, rng, name):
 def test_non_contiguous_input(rng, name):
     factory, ref = LAYERS[name]
     layer = build(factory)
+    if getattr(layer, "stochastic", False):
+        layer.freeze_randomness(True)
     wide = inputs(rng, n=4, width=10).astype(np.float32)
     x = wide[:, ::2]                       # a strided view, not C-contiguous
     assert not x.flags.c_contiguous
-    y = layer.forward(x, training=True)
-    np.testing.assert_allclose(y, ref(layer, np.ascontiguousarray(x).astype(np.float64)), rtol=1e-5, atol=1e-6)
-    yt = layer.forward(np.asfortranarray(x), training=True)
-    np.testing.assert_allclose(yt, y, rtol=1e-6)
+    np.testing.assert_allclose(layer.forward(x, training=False),
+                               ref(layer, np.ascontiguousarray(x).astype(np.float64)), rtol=1e-5, atol=1e-6)
+    y = layer.forward(np.ascontiguousarray(x), training=True)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    dx = layer.backward(dy.copy())
+    for variant in (x, np.asfortranarray(x)):
+        np.testing.assert_allclose(layer.forward(variant, training=True), y, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(layer.backward(dy.copy()), dx, rtol=1e-5, atol=1e-6)
     check_layer(layer, x.T.copy().T)        # Fortran-ordered float64 copy
 
 

@@ -73,7 +73,8 @@ def parse_csv(text: str, path: str | os.PathLike[str] | None = None, label_colum
                     raise DatasetError(path, f"line {first_line + i}, column {j + 1}: {c!r} is not a number") from None
         raise
     labels = data[:, label_column]
-    bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0) | (labels > 2**31)
     if bad.any():
         i = int(np.argmax(bad))
         raise DatasetError(path, f"line {first_line + i}: label {body[i][label_column]!r} is not a class "

@@ -1,10 +1,12 @@
 """Built-in layers.  Each has an explicit forward and backward pass."""
 
-from .activations import Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activations import ELU, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from .base import Layer, Parameter, ShapeError
 from .dense import Dense
+from .dropout import Dropout
+from .normalization import BatchNorm, LayerNorm
 
 __all__ = [
-    "Activation", "Dense", "Identity", "Layer", "LeakyReLU", "Parameter", "ReLU",
-    "ShapeError", "Sigmoid", "Softmax", "Tanh",
+    "ELU", "GELU", "Activation", "BatchNorm", "Dense", "Dropout", "Identity", "Layer", "LayerNorm", "LeakyReLU",
+    "Parameter", "ReLU", "ShapeError", "Sigmoid", "Softmax", "Softplus", "Tanh",
 ]

@@ -111,3 +111,59 @@ class LeakyReLU(Activation):
 
     def _backward_(self, dy: Array, kept: Array) -> Array:
         return self.ops.leaky_relu_backward_(dy, kept, self.slope)
+
+
+class GELU(Activation):
+    """g(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), the tanh form of GELU
+    (PyTorch's ``approximate="tanh"``; the Array API has no erf)."""
+
+    keep = "x"
+    _c = 0.7978845608028654  # √(2/π)
+
+    def _forward(self, x: Array) -> Array:
+        t = self.ops.xp.tanh((x + x * x * x * 0.044715) * self._c)
+        t += 1.0
+        t *= x
+        t *= 0.5
+        return t
+
+    def _backward_(self, dy: Array, kept: Array) -> Array:
+        x = kept
+        t = self.ops.xp.tanh((x + x * x * x * 0.044715) * self._c)
+        dt = (1.0 - t * t) * ((1.0 + x * x * (3 * 0.044715)) * self._c)
+        dy *= (1.0 + t) * 0.5 + x * dt * 0.5
+        return dy
+
+
+class ELU(Activation):
+    """g(x) = x for x > 0, α(eˣ − 1) otherwise; g'(x) = 1 or z + α."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def _forward(self, x: Array) -> Array:
+        xp = self.ops.xp
+        return xp.where(x > 0, x, xp.expm1(xp.minimum(x, xp.zeros_like(x))) * self.alpha)
+
+    def _backward_(self, dy: Array, kept: Array) -> Array:
+        xp = self.ops.xp
+        y = kept
+        dy *= xp.where(y > 0, xp.ones_like(y), y + self.alpha)
+        return dy
+
+
+class Softplus(Activation):
+    """g(x) = log(1 + eˣ), computed as logaddexp(0, x); g'(x) = sigmoid(x)."""
+
+    keep = "x"
+
+    def _forward(self, x: Array) -> Array:
+        return self.ops.xp.logaddexp(self.ops.xp.zeros_like(x), x)
+
+    def _backward_(self, dy: Array, kept: Array) -> Array:
+        dy *= self.ops.sigmoid(kept)
+        return dy

@@ -1,0 +1,132 @@
+"""Batch and layer normalization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Array, to_device, to_host
+from .base import Layer
+
+
+def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int, xp: Any) -> Array:
+    """∂f/∂x from ∂f/∂x̂ for x̂ = (x − μ)/σ over ``axis`` (n entries):
+    (1/σ)·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))."""
+    m1 = xp.mean(dxhat, axis=axis, keepdims=True)
+    m2 = xp.mean(dxhat * xhat, axis=axis, keepdims=True)
+    dxhat -= m1
+    dxhat -= xhat * m2
+    dxhat *= inv_std
+    return dxhat
+
+
+class BatchNorm(Layer):
+    """Normalize each feature over the batch, then scale and shift: y = γ x̂ + β.
+
+    Training uses the batch mean μ and variance σ² (x̂ = (x − μ)/√(σ² + ε)) and updates
+    running averages (``momentum`` is the weight of the old value; the running variance
+    uses the unbiased batch variance); evaluation uses the running averages.
+    """
+
+    def __init__(self, n_features: int, momentum: float = 0.9, eps: float = 1e-5) -> None:
+        super().__init__()
+        if not isinstance(n_features, int) or n_features < 1:
+            raise ValueError(f"BatchNorm: n_features must be a positive integer, got {n_features!r}")
+        self.n_in = n_features
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.running_mean: Array | None = None
+        self.running_var: Array | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"n_features": self.n_in, "momentum": self.momentum, "eps": self.eps}
+
+    def initialize(self, rng: Any) -> None:
+        self.add_param("gamma", [1.0] * self.n_in)
+        self.add_param("beta", [0.0] * self.n_in)
+        self.running_mean = to_device([0.0] * self.n_in, self.ops, dtype=self.ops.dtype_name(self.dtype))
+        self.running_var = to_device([1.0] * self.n_in, self.ops, dtype=self.ops.dtype_name(self.dtype))
+        self.initialized = True
+
+    def state_arrays(self) -> dict[str, Any]:
+        return {"running_mean": to_host(self.running_mean).copy(), "running_var": to_host(self.running_var).copy()}
+
+    def load_state_arrays(self, arrays: dict[str, Any]) -> None:
+        name = self.ops.dtype_name(self.dtype)
+        if "running_mean" in arrays:
+            self.running_mean = to_device(arrays["running_mean"], self.ops, dtype=name, copy=True)
+        if "running_var" in arrays:
+            self.running_var = to_device(arrays["running_var"], self.ops, dtype=name, copy=True)
+
+    def _on_moved(self) -> None:
+        if self.running_mean is not None:
+            self.load_state_arrays(self.state_arrays())
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        self._check_input(x, self.n_in)
+        xp = self.ops.xp
+        p = self._params
+        if training:
+            n = x.shape[0]
+            if n < 2:
+                raise ValueError(f"BatchNorm needs at least 2 samples per training batch, got {n}")
+            mu = xp.mean(x, axis=0)
+            var = xp.var(x, axis=0)
+            m = self.momentum
+            self.running_mean = self.running_mean * m + mu * (1.0 - m)
+            self.running_var = self.running_var * m + var * ((1.0 - m) * n / (n - 1))
+        else:
+            mu, var = self.running_mean, self.running_var
+        inv_std = 1.0 / xp.sqrt(var + self.eps)
+        xhat = (x - mu) * inv_std
+        self._cache = (xhat, inv_std) if training else None
+        return xhat * p["gamma"].data + p["beta"].data
+
+    def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
+        xhat, inv_std = self._need_cache()
+        xp = self.ops.xp
+        g, b = self._params["gamma"], self._params["beta"]
+        g.grad[...] += xp.sum(grad_output * xhat, axis=0)
+        b.grad[...] += xp.sum(grad_output, axis=0)
+        if not need_input_grad:
+            return None
+        grad_output *= g.data
+        return _normalize_backward(grad_output, xhat, inv_std, 0, xp)
+
+
+class LayerNorm(Layer):
+    """Normalize each sample over its features, then scale and shift: y = γ x̂ + β."""
+
+    def __init__(self, n_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        if not isinstance(n_features, int) or n_features < 1:
+            raise ValueError(f"LayerNorm: n_features must be a positive integer, got {n_features!r}")
+        self.n_in = n_features
+        self.eps = float(eps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"n_features": self.n_in, "eps": self.eps}
+
+    def initialize(self, rng: Any) -> None:
+        self.add_param("gamma", [1.0] * self.n_in)
+        self.add_param("beta", [0.0] * self.n_in)
+        self.initialized = True
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        self._check_input(x, self.n_in)
+        xp = self.ops.xp
+        mu = xp.mean(x, axis=1, keepdims=True)
+        inv_std = 1.0 / xp.sqrt(xp.var(x, axis=1, keepdims=True) + self.eps)
+        xhat = (x - mu) * inv_std
+        self._cache = (xhat, inv_std) if training else None
+        return xhat * self._params["gamma"].data + self._params["beta"].data
+
+    def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
+        xhat, inv_std = self._need_cache()
+        xp = self.ops.xp
+        g, b = self._params["gamma"], self._params["beta"]
+        g.grad[...] += xp.sum(grad_output * xhat, axis=0)
+        b.grad[...] += xp.sum(grad_output, axis=0)
+        if not need_input_grad:
+            return None
+        grad_output *= g.data
+        return _normalize_backward(grad_output, xhat, inv_std, 1, xp)
