@@ -104,9 +104,39 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
     def write_npz(fh: IO[bytes]) -> None:
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         arrays[HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        np.savez(fh, **arrays)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        fh.write(seal(buf.getvalue()))
 
     return atomic_write(path, write_npz)
+
+
+SEAL = b"deepnet-sha256:"
+_SEAL_LEN = len(SEAL) + 64
+
+
+def seal(zip_bytes: bytes) -> bytes:
+    """Append, as the zip archive's comment, the SHA-256 of every byte before it.
+
+    The result is still a valid .npz; :func:`check_seal` detects a change to any byte.
+    """
+    eocd = zip_bytes.rfind(b"PK\x05\x06")
+    if eocd < 0 or eocd + 22 != len(zip_bytes):
+        raise ValueError("seal: expected a zip archive without a comment")
+    head = zip_bytes[:eocd + 20] + _SEAL_LEN.to_bytes(2, "little") + SEAL
+    return head + hashlib.sha256(head).hexdigest().encode()
+
+
+def check_seal(path: str | os.PathLike[str], raw: bytes) -> None:
+    """Refuse a sealed .npz whose bytes changed (or a deepnet .npz that lost its seal)."""
+    tail = raw[-_SEAL_LEN:]
+    if len(raw) < _SEAL_LEN + 22 or not tail.startswith(SEAL):
+        raise ModelFileError(path, "damaged or truncated file: its integrity seal (a SHA-256 in the zip "
+                                   "comment) is missing")
+    actual = hashlib.sha256(raw[:-64]).hexdigest()
+    if actual.encode() != tail[len(SEAL):]:
+        raise ModelFileError(path, f"damaged file: SHA-256 of its contents is {actual}, "
+                                   f"the seal says {tail[len(SEAL):].decode(errors='replace')}")
 
 
 def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
@@ -121,6 +151,7 @@ def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
     if path.suffix == ".safetensors" or (raw[:8] and raw[:2] != b"PK"):
         tensors, text = _read_safetensors(path, raw)
     else:
+        check_seal(path, raw)
         tensors, text = _read_npz(path, raw)
     try:
         header = json.loads(text)
@@ -129,7 +160,7 @@ def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
     if not isinstance(header, dict) or header.get("format") != expect_format:
         raise ModelFileError(path, f"not a {expect_format} file (format {header.get('format') if isinstance(header, dict) else None!r})")
     version = header.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or version > VERSION:  # both file formats are at version 1
         raise ModelFileError(path, f"format version {version} is newer than this deepnet supports ({VERSION}); "
                                    "upgrade deepnet")
     declared = header.get("tensors", {})

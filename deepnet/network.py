@@ -355,6 +355,9 @@ class Network:
             done = b + 1 if n_batches > first else first
             totals = self._partial_totals(partial, batch_losses, preds, Ls, first, done, batch_size, n, loss_fn)
             partial = None
+            if done < n_batches and ckpt is not None:
+                # stopped inside the epoch: save where we are so resume finishes this epoch
+                ckpt.save_training(self, epoch, done, epoch_rng_state, history, totals)
             loss_total, correct, seen = totals["loss_sum"], totals["correct"], totals["seen"]
             self.clear_cache()
             # -- once per epoch: read the device accumulators ---------------------
@@ -378,7 +381,7 @@ class Network:
                     flush=True)
             for cb in callbacks:
                 cb.on_epoch_end(self, epoch, epoch_logs)
-            if ckpt is not None:
+            if ckpt is not None and done == n_batches:
                 ckpt.save_epoch(self, epoch, history, epoch_logs)
             if self.stop_training:
                 break

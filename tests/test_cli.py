@@ -92,3 +92,14 @@ def test_seed_preset_one_epoch_on_real_mnist(tmp_path, capsys):
     assert rc == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["test"]["accuracy"] > 0.935     # 94.06% after one epoch (96.2% after five)
+
+
+def test_train_checkpoints_and_resume(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--epochs", "2", "--checkpoint-every", "10", "--out", out, "--quiet"]) == 0
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert "best.npz" in ckpts and any(n.startswith("ckpt-e0002") for n in ckpts)
+    capsys.readouterr()
+    assert main(["train", "--epochs", "4", "--resume", "--out", out, "--quiet"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["history"]["loss"]) == 4          # epochs 1-2 from the checkpoint, 3-4 trained now

@@ -1,0 +1,165 @@
+"""Training checkpoints: stop, resume, and continue exactly as if never stopped.
+
+A checkpoint holds the model (architecture and weights), the optimizer's state, the
+epoch and batch position, the step count, the random generators' states and the
+history so far.  ``fit(..., checkpoint=dir, resume=True)`` restores the latest one and
+continues; on NumPy the final weights are bit-for-bit those of an uninterrupted run.
+
+Files are written atomically (see :func:`deepnet.io.atomic_write`), the last ``keep``
+are kept plus ``best.npz`` (best monitored metric at the end of an epoch), and every
+file is verified (format, version, tensor checksum, shapes) before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import to_device
+from .io import ModelFileError, architecture, read_tensors, write_tensors
+
+FORMAT = "deepnet-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
+
+
+class Checkpointer:
+    """Save training state into ``directory`` every ``every_steps`` steps (0: only at
+    the end of each epoch) and at every epoch end; keep the last ``keep`` files and the
+    best one by ``monitor`` (``"val_loss"`` falls back to ``"loss"`` without validation)."""
+
+    def __init__(self, directory: str | os.PathLike[str], every_steps: int = 0, keep: int = 3,
+                 monitor: str = "val_loss", mode: str = "auto") -> None:
+        self.directory = Path(directory)
+        self.every_steps = int(every_steps or 0)
+        self.keep = max(1, int(keep))
+        self.monitor = monitor
+        self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+        self.best: float | None = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".*.tmp"):   # left by a crash during a write
+            stale.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ files
+    def paths(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        found = [(int(m[2]), int(m[1]), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
+        return [p for _, _, p in sorted(found)]
+
+    def last_path(self) -> Path | None:
+        paths = self.paths()
+        return paths[-1] if paths else None
+
+    def due(self, step: int) -> bool:
+        return self.every_steps > 0 and step % self.every_steps == 0
+
+    def _write(self, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
+               partial: dict | None, name: str | None = None) -> Path:
+        tensors: dict[str, np.ndarray] = {f"model/{k}": v for k, v in net.get_weights().items()}
+        for i, layer in enumerate(net.layers):
+            for k, v in getattr(layer, "state_arrays", lambda: {})().items():
+                tensors[f"state/{i}.{k}"] = v
+        opt = net.optimizer.state_dict() if net.optimizer is not None else None
+        if opt is not None:
+            for pname, slots in opt.pop("slots").items():
+                for k, v in slots.items():
+                    tensors[f"opt/{pname}/{k}"] = v
+        header = {
+            "format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
+            "loss": None if net.loss is None else {"type": type(net.loss).__name__, "config": net.loss.get_config()},
+            "optimizer": opt, "epoch": epoch, "next_batch": next_batch, "step_count": net.step_count,
+            "host_rng": rng_state,
+            "device_rng": None if net._device_rng is None else net._device_rng.get_state(),
+            "history": {"epochs": history.epochs, "history": history.history},
+            "partial": partial, "best": self.best,
+        }
+        path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
+        write_tensors(path, tensors, header)
+        if name is None:
+            for old in self.paths()[:-self.keep]:
+                old.unlink(missing_ok=True)
+        return path
+
+    def save_training(self, net: Any, epoch: int, next_batch: int, epoch_rng_state: dict, history: Any,
+                      partial: dict) -> Path:
+        """Mid-epoch: resume redraws this epoch's shuffle from ``epoch_rng_state``."""
+        return self._write(net, epoch, next_batch, epoch_rng_state, history, partial)
+
+    def save_epoch(self, net: Any, epoch: int, history: Any, logs: dict[str, float]) -> Path:
+        """End of epoch ``epoch``: the next run starts at epoch + 1; also updates best.npz."""
+        path = self._write(net, epoch + 1, 0, net.rng.bit_generator.state, history, None)
+        key = self.monitor if self.monitor in logs else "loss"
+        value = logs.get(key)
+        if value is not None and np.isfinite(value):
+            better = self.best is None or (value < self.best if self.mode == "min" or key == "loss" else value > self.best)
+            if better:
+                self.best = float(value)
+                self._write(net, epoch + 1, 0, net.rng.bit_generator.state, history, None, name="best.npz")
+        return path
+
+    # ------------------------------------------------------------------ restore
+    def restore(self, net: Any, path: str | os.PathLike[str] | None = None) -> tuple[int, int, dict | None, Any] | None:
+        """Load the latest (or the given) checkpoint into ``net`` and its optimizer.
+
+        Returns ``(epoch, next_batch, partial totals, history)`` or None if there is none.
+        """
+        from .network import History
+        from .optimizers import get_optimizer
+
+        path = Path(path) if path is not None else self.last_path()
+        if path is None:
+            return None
+        tensors, header = read_tensors(path, expect_format=FORMAT)
+        if header.get("version", 0) > VERSION:
+            raise ModelFileError(path, f"checkpoint version {header['version']} is newer than supported ({VERSION})")
+        if header.get("layers") != architecture(net):
+            raise ModelFileError(path, "the checkpoint's architecture differs from this network's: "
+                                       f"{[layer['type'] for layer in header.get('layers', [])]}")
+        weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        expected = {k: p.shape for k, p in net.parameters().items()}
+        for k, shape in expected.items():
+            if k not in weights:
+                raise ModelFileError(path, f"missing weights for {k}")
+            if tuple(weights[k].shape) != shape:
+                raise ModelFileError(path, f"parameter {k} has shape {tuple(weights[k].shape)} in the file "
+                                           f"but the network needs {shape}")
+        net.set_weights(weights)
+        for i, layer in enumerate(net.layers):
+            load = getattr(layer, "load_state_arrays", None)
+            if load is not None:
+                load({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"state/{i}.")})
+        opt = header.get("optimizer")
+        if opt is not None:
+            slots: dict[str, dict[str, np.ndarray]] = {}
+            for k, v in tensors.items():
+                if k.startswith("opt/"):
+                    pname, slot = k[4:].rsplit("/", 1)
+                    slots.setdefault(pname, {})[slot] = v
+            if net.optimizer is None or type(net.optimizer).__name__ != opt["type"]:
+                net.optimizer = get_optimizer(opt["type"].lower(), **opt["config"])
+            net.optimizer.load_state_dict({**opt, "slots": slots}, net.ops)
+        net.step_count = int(header.get("step_count", 0))
+        net.rng.bit_generator.state = header["host_rng"]
+        if header.get("device_rng") is not None:
+            net.device_rng().set_state(header["device_rng"])
+        self.best = header.get("best")
+        history = History()
+        hist = header.get("history") or {}
+        history.epochs = list(hist.get("epochs", []))
+        history.history = {k: list(v) for k, v in (hist.get("history") or {}).items()}
+        return int(header["epoch"]), int(header["next_batch"]), header.get("partial"), history
+
+
+def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+    """Rebuild just the network (architecture and weights) from a checkpoint file."""
+    from .io import build_layers
+    from .network import Network
+
+    tensors, header = read_tensors(path, expect_format=FORMAT)
+    net = Network(build_layers(header["layers"], path), seed=0, backend=backend, dtype=header.get("dtype", "float32"))
+    net.set_weights({k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")})
+    return net

@@ -1,0 +1,115 @@
+"""Exchange weights with PyTorch's ``torch.nn.Sequential`` (PyTorch optional).
+
+deepnet's Dense weights are (n_out, n_in) like ``torch.nn.Linear`` and parameters are
+named ``"<layer index>.<name>"`` like a ``Sequential``'s state dict, so a stack maps
+layer for layer.  :func:`to_torch_state_dict` needs no PyTorch (NumPy arrays keyed as
+PyTorch expects); :func:`to_torch` builds the module; :func:`from_torch` builds a deepnet
+network from a ``Sequential``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backend import to_host
+
+# deepnet layer -> (torch.nn class name, constructor kwargs from the deepnet layer)
+_TO_TORCH: dict[str, Any] = {
+    "Dense": lambda L: ("Linear", {"in_features": L.n_in, "out_features": L.n_out, "bias": L.bias}),
+    "ReLU": lambda L: ("ReLU", {}),
+    "Sigmoid": lambda L: ("Sigmoid", {}),
+    "Tanh": lambda L: ("Tanh", {}),
+    "LeakyReLU": lambda L: ("LeakyReLU", {"negative_slope": L.slope}),
+    "Softmax": lambda L: ("Softmax", {"dim": 1}),
+    "Identity": lambda L: ("Identity", {}),
+    "GELU": lambda L: ("GELU", {"approximate": "tanh"}),
+    "ELU": lambda L: ("ELU", {"alpha": L.alpha}),
+    "Softplus": lambda L: ("Softplus", {}),
+    "Dropout": lambda L: ("Dropout", {"p": L.p}),
+    "BatchNorm": lambda L: ("BatchNorm1d", {"num_features": L.n_in, "eps": L.eps, "momentum": 1.0 - L.momentum}),
+    "LayerNorm": lambda L: ("LayerNorm", {"normalized_shape": L.n_in, "eps": L.eps}),
+}
+_RENAME = {"gamma": "weight", "beta": "bias"}
+
+
+def torch_modules(net: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The ``torch.nn`` class name and arguments for each layer, in order."""
+    out = []
+    for i, layer in enumerate(net.layers):
+        make = _TO_TORCH.get(type(layer).__name__)
+        if make is None:
+            raise ValueError(f"layer {i} ({layer.name}) has no PyTorch equivalent")
+        out.append(make(layer))
+    return out
+
+
+def to_torch_state_dict(net: Any) -> dict[str, np.ndarray]:
+    """Weights keyed as ``torch.nn.Sequential(*modules).state_dict()`` expects (NumPy)."""
+    torch_modules(net)  # refuse unsupported layers early
+    sd: dict[str, np.ndarray] = {}
+    for i, layer in enumerate(net.layers):
+        for name, p in layer.parameters().items():
+            sd[f"{i}.{_RENAME.get(name, name)}"] = to_host(p.data).copy()
+        for name, v in getattr(layer, "state_arrays", lambda: {})().items():
+            sd[f"{i}.{name}"] = v
+        if type(layer).__name__ == "BatchNorm":
+            sd[f"{i}.num_batches_tracked"] = np.array(0, dtype=np.int64)
+    return sd
+
+
+def to_torch(net: Any) -> Any:
+    """A ``torch.nn.Sequential`` computing the same function, weights loaded (float32)."""
+    import torch
+
+    modules = [getattr(torch.nn, cls)(**kw) for cls, kw in torch_modules(net)]
+    seq = torch.nn.Sequential(*modules)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch_state_dict(net).items()}
+    seq.load_state_dict(state)
+    return seq.eval()
+
+
+def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
+    """Build a deepnet :class:`~deepnet.Network` from a ``torch.nn.Sequential``."""
+    from . import layers as L
+    from .network import Network
+
+    layers: list[Any] = []
+    for i, m in enumerate(module):
+        cls = type(m).__name__
+        if cls == "Linear":
+            layers.append(L.Dense(m.in_features, m.out_features, bias=m.bias is not None))
+        elif cls in ("ReLU", "Sigmoid", "Tanh", "Identity", "Softplus"):
+            layers.append(getattr(L, cls)())
+        elif cls == "LeakyReLU":
+            layers.append(L.LeakyReLU(m.negative_slope))
+        elif cls == "ELU":
+            layers.append(L.ELU(m.alpha))
+        elif cls == "GELU":
+            if m.approximate != "tanh":
+                raise ValueError(f"module {i}: deepnet's GELU is the tanh form; got approximate={m.approximate!r}")
+            layers.append(L.GELU())
+        elif cls == "Softmax":
+            layers.append(L.Softmax())
+        elif cls == "Dropout":
+            layers.append(L.Dropout(m.p))
+        elif cls == "BatchNorm1d":
+            layers.append(L.BatchNorm(m.num_features, momentum=1.0 - (m.momentum or 0.1), eps=m.eps))
+        elif cls == "LayerNorm":
+            layers.append(L.LayerNorm(int(m.normalized_shape[0]), eps=m.eps))
+        else:
+            raise ValueError(f"module {i} ({cls}) has no deepnet equivalent")
+    net = Network(layers, seed=seed, backend=backend)
+    sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    back = {"weight": "weight", "bias": "bias"}
+    weights = {}
+    for name, p in net.parameters().items():
+        idx, pname = name.split(".", 1)
+        tname = {"gamma": "weight", "beta": "bias"}.get(pname, back.get(pname, pname))
+        weights[name] = sd[f"{idx}.{tname}"]
+    net.set_weights(weights)
+    for i, layer in enumerate(net.layers):
+        if hasattr(layer, "load_state_arrays"):
+            layer.load_state_arrays({k: sd[f"{i}.{k}"] for k in ("running_mean", "running_var") if f"{i}.{k}" in sd})
+    return net

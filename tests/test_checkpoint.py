@@ -1,0 +1,324 @@
+"""Checkpoints and model files: kill-and-resume, atomic writes, integrity, numerical
+safety, cross-backend round trips and PyTorch interoperability."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet import io as dio
+from deepnet.checkpoint import Checkpointer
+from deepnet.io import ModelFileError, load_model, read_tensors, save_model
+from deepnet.presets import mlp_layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent("""
+    import sys, time, numpy as np, deepnet as dn
+    from deepnet.checkpoint import Checkpointer
+    mode, folder, out = sys.argv[1:4]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 600)
+    net = dn.Network([dn.Dense(8, 32), dn.ReLU(), dn.Dropout(0.2), dn.Dense(32, 32), dn.Tanh(), dn.Dense(32, 4)],
+                     seed=3, loss="xent", optimizer=dn.Adam(0.01))
+    class Slow(dn.Callback):                       # gives the test time to kill us mid-epoch
+        def on_batch_end(self, net, step, logs):
+            time.sleep(0.02)
+    ckpt = None if mode == "plain" else Checkpointer(folder, every_steps=7)
+    net.fit(X, y, epochs=3, batch_size=20, callbacks=[Slow()] if mode == "train" else [],
+            checkpoint=ckpt, resume=(mode == "resume"))
+    np.savez(out, **net.get_weights())
+""")
+
+
+def _run(tmp_path, mode, wait=True):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    args = [sys.executable, str(script), mode, str(tmp_path / "ckpt"), str(tmp_path / f"{mode}.npz")]
+    if wait:
+        subprocess.run(args, check=True, env=env, timeout=300)
+        return None
+    return subprocess.Popen(args, env=env)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    _run(tmp_path, "plain")
+    proc = _run(tmp_path, "train", wait=False)
+    deadline = time.time() + 120
+    folder = tmp_path / "ckpt"
+    while time.time() < deadline:
+        names = [p.name for p in folder.glob("ckpt-*.npz")] if folder.exists() else []
+        if any(int(n.split("-s")[1][:8]) >= 35 for n in names):   # step 35 = epoch 2, batch 5
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert not (tmp_path / "train.npz").exists()                    # it really died before finishing
+    last = Checkpointer(folder).last_path()
+    _, header = read_tensors(last, expect_format="deepnet-checkpoint")
+    assert header["next_batch"] > 0, "the kill should land in the middle of an epoch"
+    _run(tmp_path, "resume")
+    ref, got = np.load(tmp_path / "plain.npz"), np.load(tmp_path / "resume.npz")
+    assert sorted(ref.files) == sorted(got.files)
+    for k in ref.files:
+        np.testing.assert_array_equal(got[k], ref[k])             # bit for bit
+
+
+def small_net(backend=None, seed=0):
+    return dn.Network([dn.Dense(5, 8), dn.ReLU(), dn.BatchNorm(8), dn.Dense(8, 3)], seed=seed, backend=backend,
+                      loss="xent", optimizer=dn.Momentum(0.05))
+
+
+def trained(rng, backend=None):
+    net = small_net(backend)
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    net.fit(X, rng.integers(0, 3, 40), epochs=2, batch_size=8)
+    return net, X
+
+
+@pytest.mark.parametrize("src, dst", [("strict", "numpy"), ("numpy", "strict"),
+                                      pytest.param("cupy", "numpy", marks=pytest.mark.cupy),
+                                      pytest.param("numpy", "cupy", marks=pytest.mark.cupy)])
+@pytest.mark.parametrize("ext", ["npz", "safetensors"])
+def test_model_round_trip_across_backends(tmp_path, rng, src, dst, ext):
+    net, X = trained(rng, src)
+    path = save_model(net, tmp_path / f"m.{ext}")
+    loaded = load_model(path, backend=dst)
+    assert loaded.ops.name == dst
+    np.testing.assert_allclose(loaded.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
+    for k, v in net.get_weights().items():
+        np.testing.assert_array_equal(loaded.get_weights()[k], v)
+
+
+def test_checkpoint_round_trip_across_backends(tmp_path, rng):
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    net = small_net("strict")
+    net.fit(X, y, epochs=2, batch_size=8, checkpoint=Checkpointer(tmp_path))
+    other = small_net("numpy", seed=99)
+    state = Checkpointer(tmp_path).restore(other)
+    assert state is not None and state[0] == 2
+    for k, v in net.get_weights().items():
+        np.testing.assert_array_equal(other.get_weights()[k], v)
+    assert other.optimizer.iterations == net.optimizer.iterations
+    np.testing.assert_array_equal(other.optimizer.state["0.weight"]["velocity"],
+                                  dn.to_host(net.optimizer.state["0.weight"]["velocity"]))
+
+
+def test_keeps_last_n_and_best(tmp_path, rng):
+    X = rng.normal(size=(40, 5)).astype(np.float32)
+    ck = Checkpointer(tmp_path, every_steps=2, keep=3)
+    small_net().fit(X, rng.integers(0, 3, 40), epochs=3, batch_size=8, checkpoint=ck)
+    assert len(ck.paths()) == 3 and (tmp_path / "best.npz").exists()
+    assert ck.last_path().name == "ckpt-e0003-s00000015.npz"
+
+
+def test_a_crash_while_writing_leaves_the_previous_file_intact(tmp_path, rng, monkeypatch):
+    net, X = trained(rng)
+    path = save_model(net, tmp_path / "model.npz")
+    before = path.read_bytes()
+
+    def exploding_savez(fh, **arrays):
+        fh.write(b"PK\x03\x04 half a zip file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dio.np, "savez", exploding_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(net, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]     # no temporary left behind
+    monkeypatch.undo()
+    load_model(path)
+
+
+def test_resume_without_checkpoints_starts_fresh(tmp_path, rng):
+    X = rng.normal(size=(16, 5)).astype(np.float32)
+    hist = small_net().fit(X, rng.integers(0, 3, 16), epochs=1, batch_size=8, checkpoint=tmp_path / "c", resume=True)
+    assert hist.epochs == [0]
+
+
+# ---------------------------------------------------------------- damaged files
+@pytest.fixture
+def model_file(tmp_path, rng):
+    net, _ = trained(rng)
+    return save_model(net, tmp_path / "good.npz")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3, 0.6, 0.95, 0.999])
+def test_truncated_files_are_refused(tmp_path, model_file, fraction):
+    data = model_file.read_bytes()
+    bad = tmp_path / "truncated.npz"
+    bad.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelFileError, match=r"truncated\.npz: "):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("position", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_flipped_bytes_are_refused(tmp_path, model_file, position):
+    data = bytearray(model_file.read_bytes())
+    i = int(len(data) * position)
+    data[i] ^= 0x5A
+    bad = tmp_path / "flipped.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"flipped\.npz: "):
+        load_model(bad)
+
+
+def _resave(dst, arrays):
+    """Write arrays as a deepnet .npz with a valid seal (to test the checks behind it)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    dst.write_bytes(dio.seal(buf.getvalue()))
+
+
+def test_unsealed_npz_is_refused(tmp_path, model_file):
+    with np.load(model_file, allow_pickle=False) as z:
+        np.savez(tmp_path / "plain.npz", **{k: z[k] for k in z.files})
+    with pytest.raises(ModelFileError, match="integrity seal .* is missing"):
+        load_model(tmp_path / "plain.npz")
+
+
+def test_tensor_changed_consistently_fails_the_checksum(tmp_path, model_file):
+    with np.load(model_file, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["0.weight"] = arrays["0.weight"] + 1.0
+    _resave(tmp_path / "tampered.npz", arrays)
+    with pytest.raises(ModelFileError, match="tensor checksum mismatch"):
+        load_model(tmp_path / "tampered.npz")
+
+
+@pytest.mark.parametrize("position", range(0, 100, 3))
+def test_every_flipped_byte_is_refused(tmp_path, model_file, position):
+    data = bytearray(model_file.read_bytes())
+    data[len(data) * position // 100] ^= 0x01
+    (tmp_path / "bit.npz").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"bit\.npz: "):
+        load_model(tmp_path / "bit.npz")
+
+
+def _rewrite_header(src, dst, change):
+    import json
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays["__deepnet__"].tobytes())
+    change(header)
+    arrays["__deepnet__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    _resave(dst, arrays)
+
+
+def test_newer_format_version_is_refused(tmp_path, model_file):
+    _rewrite_header(model_file, tmp_path / "future.npz", lambda h: h.update(version=99))
+    with pytest.raises(ModelFileError, match="format version 99 is newer than this deepnet supports"):
+        load_model(tmp_path / "future.npz")
+
+
+def test_shapes_that_do_not_fit_the_architecture(tmp_path, model_file):
+    def widen(h):
+        h["layers"][0]["config"]["n_out"] = 9
+    _rewrite_header(model_file, tmp_path / "shape.npz", widen)
+    with pytest.raises(ModelFileError, match=r"(inconsistent|parameter 0\.weight has shape \(8, 5\))"):
+        load_model(tmp_path / "shape.npz")
+
+
+def test_unknown_layer_type_runs_no_code(tmp_path, model_file):
+    _rewrite_header(model_file, tmp_path / "evil.npz",
+                    lambda h: h["layers"].insert(0, {"type": "os.system", "config": {"command": "touch pwned"}}))
+    with pytest.raises(ModelFileError, match="unknown layer type 'os.system'"):
+        load_model(tmp_path / "evil.npz")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))       # would create a file if ever unpickled
+
+
+def test_pickles_are_never_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+    raw = tmp_path / "model.npz"
+    raw.write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model(raw)
+    inside = tmp_path / "objects.npz"
+    _resave(inside, {"__deepnet__": np.frombuffer(b"{}", np.uint8), "w": np.array([_Payload(str(marker))], dtype=object)})
+    with pytest.raises(ModelFileError, match="pickled objects"):
+        load_model(inside)
+    import io as _io
+
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("w.npy", pickle.dumps(_Payload(str(marker))))
+    (tmp_path / "zipped.npz").write_bytes(dio.seal(buf.getvalue()))
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "zipped.npz")
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, rng):
+    X = rng.normal(size=(16, 5)).astype(np.float32)
+    small_net().fit(X, rng.integers(0, 3, 16), epochs=1, batch_size=8, checkpoint=tmp_path)
+    other = dn.Network(mlp_layers("5-4-3", "relu"), loss="xent", optimizer="sgd")
+    with pytest.raises(ModelFileError, match="architecture differs"):
+        other.fit(X, rng.integers(0, 3, 16), epochs=2, batch_size=8, checkpoint=tmp_path, resume=True)
+
+
+# ---------------------------------------------------------------- numerical safety
+def test_non_finite_loss_stops_with_step_layer_and_checkpoint(tmp_path, rng):
+    X = rng.normal(size=(64, 5)).astype(np.float32) * 100
+    net = dn.Network(mlp_layers("5-64-64-3", "relu"), seed=0, loss="xent", optimizer=dn.SGD(1e6))
+    with pytest.raises(dn.NonFiniteError, match=r"training stopped at epoch \d+, batch \d+ \(step \d+\).*"
+                                                r"first non-finite layer: layer \d+.*last good checkpoint: .*ckpt-"):
+        net.fit(X, rng.integers(0, 3, 64), epochs=50, batch_size=8, checkpoint=Checkpointer(tmp_path, every_steps=1))
+    # the update that would have made things worse was not applied: a checkpoint of the
+    # last good state exists and loads
+    Checkpointer(tmp_path).restore(dn.Network(mlp_layers("5-64-64-3", "relu"), loss="xent", optimizer=dn.SGD(1.0)))
+
+
+def test_skip_policy_drops_bad_steps_and_lowers_the_learning_rate(rng):
+    X = rng.normal(size=(64, 5)).astype(np.float32) * 100
+    net = dn.Network(mlp_layers("5-64-64-3", "relu"), seed=0, loss="xent", optimizer=dn.SGD(1e6))
+    net.fit(X, rng.integers(0, 3, 64), epochs=30, batch_size=8, check_finite="skip")
+    assert net.optimizer.lr < 1e6
+    assert all(np.all(np.isfinite(w)) for w in net.get_weights().values())
+
+
+# ---------------------------------------------------------------- PyTorch
+def test_pytorch_parity_of_an_exported_model(rng):
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch, to_torch, to_torch_state_dict
+
+    net = dn.Network([dn.Dense(6, 32), dn.ReLU(), dn.Dense(32, 16), dn.Tanh(), dn.Dense(16, 8), dn.Sigmoid(),
+                      dn.Dense(8, 4), dn.LeakyReLU(0.1), dn.Dense(4, 3)], seed=0)
+    X = rng.normal(size=(100, 6)).astype(np.float32)
+    net.fit(X, rng.integers(0, 3, 100), epochs=2, batch_size=10, loss="xent", optimizer="adam")
+    module = to_torch(net)
+    assert set(module.state_dict()) == set(to_torch_state_dict(net))
+    with torch.no_grad():
+        out = module(torch.from_numpy(X)).numpy()
+    assert np.abs(out - net.predict(X)).max() < 1e-5
+    back = from_torch(module)
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+
+
+def test_state_dict_export_needs_no_pytorch():
+    from deepnet.interop import to_torch_state_dict
+
+    net = dn.Network([dn.Dense(3, 2), dn.ReLU()], seed=0)
+    sd = to_torch_state_dict(net)
+    assert list(sd) == ["0.weight", "0.bias"] and sd["0.weight"].shape == (2, 3)
