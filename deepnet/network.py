@@ -245,7 +245,8 @@ class Network:
             loss: str | Loss | None = None, optimizer: str | Optimizer | None = None,
             shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
             callbacks: Iterable[Callback] = (), verbose: bool = False,
-            check_finite: str = "raise", checkpoint: Any = None, resume: bool = False) -> History:
+            check_finite: str = "raise", checkpoint: Any = None, resume: bool = False,
+            stream_chunk_rows: int | None = None) -> History:
         """Train with mini-batch gradient descent and return the per-epoch :class:`History`.
 
         Each step: forward (training), f and ∂f/∂z from the loss, backward through every
@@ -260,6 +261,10 @@ class Network:
         learning rate; ``"off"`` checks only at the end of each epoch.
         ``checkpoint``: a :class:`deepnet.checkpoint.Checkpointer` (or a directory) to save
         training state to; with ``resume=True`` training continues from its latest file.
+        ``stream_chunk_rows``: keep X on the host and stream it to the device in shuffled
+        chunks of this many rows, the next chunk staged while the current one trains (for
+        data sets larger than device memory; on CuPy chosen automatically when the data
+        would not fit).  Results are identical to resident training.
         """
         if not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
@@ -274,9 +279,19 @@ class Network:
         if self.loss is None or self.optimizer is None:
             raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
         loss_fn, opt, ops = self.loss, self.optimizer, self.ops
-        Xd = self._device_inputs(X, "fit")
+        if stream_chunk_rows is None and not ops.owns(X):
+            stream_chunk_rows = ops.stream_rows_for(X, batch_size)
+        if stream_chunk_rows:
+            if stream_chunk_rows < batch_size or stream_chunk_rows % batch_size:
+                raise ValueError(f"fit: stream_chunk_rows must be a multiple of batch_size ({batch_size}), "
+                                 f"got {stream_chunk_rows}")
+            Xd = as_host_inputs(X, self.input_width, "fit").astype(self.dtype_name, copy=False)
+        else:
+            Xd = self._device_inputs(X, "fit")
         n = int(Xd.shape[0])
         Td, Ld = self._device_targets(y, n, loss_fn, "fit")
+        if stream_chunk_rows and Td.ndim == 2:
+            Td = to_host(Td)
         val = None
         if validation_data is not None:
             Xv, yv = validation_data
@@ -312,11 +327,9 @@ class Network:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             epoch_rng_state = self.rng.bit_generator.state
-            if shuffle:
-                perm = to_device(self.rng.permutation(n), ops, dtype="int64")
-                Xs, Ts, Ls = ops.take_rows(Xd, perm), ops.take_rows(Td, perm), ops.take_rows(Ld, perm)
-            else:
-                Xs, Ts, Ls = Xd, Td, Ld
+            perm_host = self.rng.permutation(n) if shuffle else None
+            perm = None if perm_host is None else to_device(perm_host, ops, dtype="int64")
+            Ls = Ld if perm is None else ops.take_rows(Ld, perm)
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch, logs)
             first = start_batch if epoch == start_epoch else 0
@@ -324,35 +337,42 @@ class Network:
             # (one store each per step) and reduced once at the end of the epoch.
             batch_losses = ops.zeros((n_batches,), fdtype)
             preds = ops.zeros((n,), ops.int64)
-            for b in range(first, n_batches):
-                s = b * batch_size
-                e = s + batch_size if s + batch_size < n else n
-                xb, tb = Xs[s:e, :], (Ts[s:e] if t_is_labels else Ts[s:e, :])
-                if batch_cbs:
-                    for cb in batch_cbs:
-                        cb.on_batch_begin(self, self.step_count, logs)
-                z = self.forward(xb, True)
-                batch_loss, dz = loss_fn.forward_backward(z, tb)
-                if check_each_step and not isfinite(batch_loss):
-                    if self._on_nonfinite(check_finite, epoch, b, batch_loss, ckpt):
-                        continue
-                self.backward(dz)
-                opt.step(self._params, ops)
-                self.zero_grad()
-                self.step_count += 1
-                batch_losses[b] = batch_loss
-                preds[s:e] = argmax_rows(z)
-                if batch_cbs:
-                    logs = {"loss": batch_loss, "batch": b, "size": e - s}
-                    for cb in batch_cbs:
-                        cb.on_batch_end(self, self.step_count, logs)
-                if ckpt is not None and ckpt.due(self.step_count):
-                    ckpt.save_training(self, epoch, b + 1, epoch_rng_state, history,
-                                       self._partial_totals(partial, batch_losses, preds, Ls, first, b + 1,
-                                                            batch_size, n, loss_fn))
+            b = first - 1
+            for seg_start, Xs, Ts in self._segments(Xd, Td, perm, perm_host, stream_chunk_rows,
+                                                    first * batch_size):
+                seg_rows = int(Xs.shape[0])
+                for b in range(seg_start // batch_size, -(-(seg_start + seg_rows) // batch_size)):
+                    s = b * batch_size
+                    e = s + batch_size if s + batch_size < n else n
+                    xb = Xs[s - seg_start:e - seg_start, :]
+                    tb = Ts[s - seg_start:e - seg_start] if t_is_labels else Ts[s - seg_start:e - seg_start, :]
+                    if batch_cbs:
+                        for cb in batch_cbs:
+                            cb.on_batch_begin(self, self.step_count, logs)
+                    z = self.forward(xb, True)
+                    batch_loss, dz = loss_fn.forward_backward(z, tb)
+                    if check_each_step and not isfinite(batch_loss):
+                        if self._on_nonfinite(check_finite, epoch, b, batch_loss, ckpt):
+                            continue
+                    self.backward(dz)
+                    opt.step(self._params, ops)
+                    self.zero_grad()
+                    self.step_count += 1
+                    batch_losses[b] = batch_loss
+                    preds[s:e] = argmax_rows(z)
+                    if batch_cbs:
+                        logs = {"loss": batch_loss, "batch": b, "size": e - s}
+                        for cb in batch_cbs:
+                            cb.on_batch_end(self, self.step_count, logs)
+                    if ckpt is not None and ckpt.due(self.step_count):
+                        ckpt.save_training(self, epoch, b + 1, epoch_rng_state, history,
+                                           self._partial_totals(partial, batch_losses, preds, Ls, first, b + 1,
+                                                                batch_size, n, loss_fn))
+                    if self.stop_training:
+                        break
                 if self.stop_training:
                     break
-            done = b + 1 if n_batches > first else first
+            done = b + 1
             totals = self._partial_totals(partial, batch_losses, preds, Ls, first, done, batch_size, n, loss_fn)
             partial = None
             if done < n_batches and ckpt is not None:
@@ -388,6 +408,37 @@ class Network:
         for cb in callbacks:
             cb.on_train_end(self, {"history": history})
         return history
+
+    def _segments(self, Xd: Array, Td: Array, perm: Array | None, perm_host: Any, chunk_rows: int | None,
+                  start_row: int) -> Any:
+        """Yield (first row, X rows, targets rows) of this epoch's shuffled data from
+        ``start_row`` on.  Resident data: one segment gathered on the device.  Streamed data:
+        chunks gathered on the host, each staged to the device while the previous trains."""
+        ops = self.ops
+        if not chunk_rows:
+            if perm is None:
+                yield 0, Xd, Td
+            else:
+                yield 0, ops.take_rows(Xd, perm), ops.take_rows(Td, perm)
+            return
+        n = int(Xd.shape[0])
+        t_host = not ops.owns(Td) or ops.name == "numpy"
+
+        def stage(lo: int) -> Any:
+            idx = slice(lo, min(lo + chunk_rows, n)) if perm_host is None else perm_host[lo:lo + chunk_rows]
+            return ops.stage(Xd[idx]), (ops.stage(Td[idx]) if t_host else None)
+
+        first = start_row - start_row % chunk_rows
+        pending = stage(first) if first < n else None
+        for lo in range(first, n, chunk_rows):
+            xs, ts = pending
+            pending = stage(lo + chunk_rows) if lo + chunk_rows < n else None   # overlap the next copy
+            hi = min(lo + chunk_rows, n)
+            if ts is None:
+                tsl = Td[lo:hi] if perm is None else ops.take_rows(Td, perm[lo:hi])
+            else:
+                tsl = ops.ready(ts)
+            yield lo, ops.ready(xs), tsl
 
     def _partial_totals(self, partial: dict[str, Any] | None, batch_losses: Array, preds: Array, labels: Array,
                         first: int, done: int, batch_size: int, n: int, loss_fn: Loss) -> dict[str, Any]:

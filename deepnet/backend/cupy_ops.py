@@ -62,7 +62,64 @@ class CupyOps(Ops):
         self.use_fused = True
 
     def from_host(self, host: Any) -> Array:
-        return self.xp.asarray(host)
+        try:
+            return self.xp.asarray(host)
+        except self.xp.cuda.memory.OutOfMemoryError:
+            raise self.out_of_memory(getattr(host, "nbytes", 0), "copying data to the GPU") from None
+
+    def out_of_memory(self, needed: int, what: str) -> MemoryError:
+        info = self.memory_info()
+        return MemoryError(
+            f"GPU out of memory while {what}: needed {needed / 2**20:,.1f} MiB more, "
+            f"{info['free_bytes'] / 2**20:,.1f} MiB free of {info['total_bytes'] / 2**20:,.1f} MiB "
+            f"(pool: {info['pool_used_bytes'] / 2**20:,.1f} MiB used, {info['pool_cached_bytes'] / 2**20:,.1f} MiB cached). "
+            "Use a smaller batch, fit(..., stream_chunk_rows=...), or CUPY_GPU_MEMORY_LIMIT.")
+
+    # -- memory ---------------------------------------------------------------
+    def memory_info(self) -> dict[str, Any]:
+        pool = self.xp.get_default_memory_pool()
+        free, total = self.xp.cuda.runtime.memGetInfo()
+        return {"pool_used_bytes": int(pool.used_bytes()), "pool_cached_bytes": int(pool.total_bytes() - pool.used_bytes()),
+                "pool_limit_bytes": int(pool.get_limit()), "free_bytes": int(free), "total_bytes": int(total)}
+
+    def release_memory(self) -> None:
+        self.xp.get_default_memory_pool().free_all_blocks()
+        self.xp.get_default_pinned_memory_pool().free_all_blocks()
+
+    def device_info(self) -> dict[str, Any]:
+        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        return {"name": name, **self.memory_info()}
+
+    # -- streaming: pinned host buffers, copies on a side stream -----------------
+    def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
+        nbytes = getattr(host_X, "nbytes", 0) * 2          # inputs plus their shuffled copy
+        if nbytes < 0.6 * self.memory_info()["free_bytes"]:
+            return None
+        row = max(1, host_X.nbytes // max(1, host_X.shape[0]))
+        rows = max(batch_size, int(0.1 * self.memory_info()["free_bytes"] // row) // batch_size * batch_size)
+        return rows
+
+    def stage(self, host: Any) -> Any:
+        import numpy as np
+
+        cp = self.xp
+        if not hasattr(self, "_copy_stream"):
+            self._copy_stream = cp.cuda.Stream(non_blocking=True)
+        src = np.ascontiguousarray(host)
+        pinned_mem = cp.cuda.alloc_pinned_memory(src.nbytes)
+        pinned = np.frombuffer(pinned_mem, src.dtype, src.size).reshape(src.shape)
+        pinned[...] = src
+        with self._copy_stream:
+            dev = cp.empty(src.shape, src.dtype)
+            dev.set(pinned, stream=self._copy_stream)
+            event = self._copy_stream.record()
+        return dev, event, pinned_mem
+
+    def ready(self, staged: Any) -> Array:
+        dev, event, _pinned = staged
+        self.xp.cuda.get_current_stream().wait_event(event)
+        return dev
 
     def to_host(self, a: Array) -> Any:
         return self.xp.asnumpy(a)

@@ -31,6 +31,9 @@ class NumpyOps(Ops):
     def owns(self, a: Any) -> bool:
         return isinstance(a, np.ndarray)
 
+    def stage(self, host: Any) -> Any:
+        return np.ascontiguousarray(host)
+
     def astype(self, a: Array, dtype: Any) -> Array:
         return a.astype(dtype, copy=False)
 

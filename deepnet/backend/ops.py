@@ -319,6 +319,32 @@ class Ops:
         w -= g / (self.xp.sqrt(s) + eps) * lr
         return w
 
+    # ------------------------------------------------------------------ memory and streaming
+    def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
+        """Rows per streamed chunk if ``host_X`` should not be moved whole (None: resident)."""
+        return None
+
+    def stage(self, host: Any) -> Any:
+        """Start copying a host array to the device; :meth:`ready` returns the device array.
+        Generic: a synchronous copy."""
+        import numpy as np
+
+        return self.from_host(np.ascontiguousarray(host))
+
+    def ready(self, staged: Any) -> Array:
+        return staged
+
+    def memory_info(self) -> dict[str, Any]:
+        """Device memory: pool used and cached bytes, device free and total (GPU backends)."""
+        return {}
+
+    def release_memory(self) -> None:
+        """Return cached, unused device memory to the driver (GPU backends)."""
+
+    def device_info(self) -> dict[str, Any]:
+        """Name and memory of the device (GPU backends); raises on CPU backends."""
+        raise NotImplementedError(f"backend {self.name!r} has no GPU")
+
     # ------------------------------------------------------------------ random numbers
     def device_rng(self, seed: int) -> DeviceRNG:
         """A generator on this backend seeded from the run's host generator."""

@@ -1,0 +1,112 @@
+"""GPU path: fused CuPy kernels against the generic code, streaming, memory; and the GPU
+check script's CPU dry run (which needs no GPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet.backend import get_ops, to_device, to_host
+from deepnet.presets import mlp_layers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_check_script_dry_run(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run"], capture_output=True,
+                         text=True, env=env, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "== summary ==" in out.stdout and "| config |" in out.stdout
+    parity = json.loads((tmp_path / "parity.json").read_text())
+    assert parity["fused"]["ok"]
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert bench["dry_run"] and set(bench["results"]) == {"medium", "seed", "wide"}
+
+
+@pytest.mark.cupy
+@pytest.mark.parametrize("method, args", [
+    ("sigmoid_backward_", ((8, 5), (8, 5))),
+    ("tanh_backward_", ((8, 5), (8, 5))),
+    ("relu_backward_", ((8, 5), (8, 5))),
+])
+def test_fused_activation_kernels_match_generic(rng, method, args):
+    ops = get_ops("cupy")
+    dy = rng.normal(size=args[0]).astype(np.float32)
+    y = rng.random(args[1]).astype(np.float32) - 0.3
+    results = []
+    for fused in (True, False):
+        ops.use_fused = fused
+        results.append(to_host(getattr(ops, method)(to_device(dy, ops), to_device(y, ops))))
+    ops.use_fused = True
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.cupy
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_fused_optimizer_kernels_match_generic(rng, opt):
+    ops = get_ops("cupy")
+    make = {"sgd": lambda: dn.SGD(0.1), "momentum": lambda: dn.SGD(0.1, momentum=0.9),
+            "nesterov": lambda: dn.SGD(0.1, momentum=0.9, nesterov=True), "adam": lambda: dn.Adam(0.01),
+            "adamw": lambda: dn.AdamW(0.01, weight_decay=0.1)}[opt]
+    X = rng.normal(size=(64, 10)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    weights = []
+    for fused in (True, False):
+        ops.use_fused = fused
+        net = dn.Network(mlp_layers("10-16-3", "relu"), seed=0, backend="cupy", loss="xent", optimizer=make())
+        net.fit(X, y, epochs=2, batch_size=8, shuffle=False)
+        weights.append(net.get_weights())
+    ops.use_fused = True
+    for k in weights[0]:
+        np.testing.assert_allclose(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.cupy
+def test_cupy_matches_numpy_over_many_steps(rng):
+    X = rng.normal(size=(512, 20)).astype(np.float32)
+    y = rng.integers(0, 4, 512)
+    out = {}
+    for backend in ("numpy", "cupy"):
+        net = dn.Network(mlp_layers("20-32-32-4", "relu"), seed=0, backend=backend, loss="xent", optimizer=dn.Adam(1e-3))
+        out[backend] = (net.fit(X, y, epochs=3, batch_size=16)["loss"], net.get_weights())
+    np.testing.assert_allclose(out["cupy"][0], out["numpy"][0], rtol=1e-4)
+    for k in out["numpy"][1]:
+        np.testing.assert_allclose(out["cupy"][1][k], out["numpy"][1][k], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.cupy
+def test_streaming_from_pinned_host_memory_matches_resident(rng):
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    w = []
+    for chunk in (None, 60):
+        net = dn.Network(mlp_layers("8-16-3", "relu"), seed=0, backend="cupy", loss="xent", optimizer=dn.SGD(0.1))
+        net.fit(X, y, epochs=2, batch_size=20, stream_chunk_rows=chunk)
+        w.append(net.get_weights())
+    for k in w[0]:
+        np.testing.assert_array_equal(w[0][k], w[1][k])
+
+
+@pytest.mark.cupy
+def test_memory_info_release_and_clear_out_of_memory_error():
+    ops = get_ops("cupy")
+    info = ops.memory_info()
+    assert {"pool_used_bytes", "pool_cached_bytes", "free_bytes", "total_bytes"} <= set(info)
+    ops.release_memory()
+    assert "name" in ops.device_info()
+    pool = ops.xp.get_default_memory_pool()
+    limit = pool.get_limit()
+    pool.set_limit(size=pool.used_bytes() + 2**20)          # as CUPY_GPU_MEMORY_LIMIT would
+    try:
+        with pytest.raises(MemoryError, match="GPU out of memory while copying data to the GPU: needed 16.0 MiB"):
+            to_device(np.zeros((4, 2**20), np.float32), ops)
+    finally:
+        pool.set_limit(size=limit)
