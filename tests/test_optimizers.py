@@ -71,6 +71,31 @@ CASES = {
 }
 
 
+@pytest.fixture(params=["numpy-kernels", "compiled-kernels"])
+def numpy_kernels(request):
+    """The NumPy backend's pure-NumPy updates, and its numba-compiled ones where numba is installed."""
+    from deepnet.backend.numpy_ops import _load_numba
+
+    ops = dn.backend.get_ops("numpy")
+    if request.param == "compiled-kernels" and _load_numba() is None:
+        pytest.skip("numba is not installed (pip install 'deepnet[fast]')")
+    ops.use_numba = request.param == "compiled-kernels"
+    yield ops
+    ops.use_numba = True
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (64, 80)], ids=["small", "large"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_numpy_update_kernels_match_equations(numpy_kernels, rng, case, shape):
+    factory, kw = CASES[case]
+    name = case.split("+")[0].replace("nesterov", "momentum")
+    w0 = rng.normal(size=shape)
+    grads = [rng.normal(size=shape) for _ in range(4)]
+    got = run_steps(factory(), w0, grads, numpy_kernels)
+    for t, (a, b) in enumerate(zip(got, reference(name, w0, grads, **kw), strict=True)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"step {t + 1}")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_optimizer_steps_match_equations(backend, rng, case):
     factory, kw = CASES[case]

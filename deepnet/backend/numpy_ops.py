@@ -16,11 +16,37 @@ class _NumpyRNG(DeviceRNG):
         return self._gen.random(shape, dtype=np.dtype(dtype))
 
 
+_NUMBA_MIN_SIZE = 2048   # below this, a compiled call costs about as much as NumPy's passes
+
+
+def _load_numba() -> Any:
+    """The compiled kernels, or None when numba is missing or disabled (DEEPNET_NUMBA=0)."""
+    import os
+
+    if os.environ.get("DEEPNET_NUMBA", "1") == "0":
+        return None
+    try:
+        from . import numba_kernels
+    except ImportError:
+        return None
+    return numba_kernels
+
+
 class NumpyOps(Ops):
     name = "numpy"
 
     def __init__(self) -> None:
         super().__init__(np)
+        self._numba: Any = False          # not looked for yet: numba is imported on first use
+        self.use_numba = True
+
+    def _kernels(self, w: Array, g: Array) -> Any:
+        """numba kernels for this update, or None for the pure-NumPy path."""
+        if not self.use_numba or w.size < _NUMBA_MIN_SIZE or not (w.flags.c_contiguous and g.flags.c_contiguous):
+            return None
+        if self._numba is False:
+            self._numba = _load_numba()
+        return self._numba
 
     def from_host(self, host: Any) -> Array:
         return np.array(host, copy=True)
@@ -112,12 +138,20 @@ class NumpyOps(Ops):
     # Optimizer kernels: the gradient buffer g is consumed by the update and used as the
     # scratch space, so no temporary is allocated and only w, g (and the slots) are touched.
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
+        k = self._kernels(w, g)
+        if k is not None:
+            k.sgd(w.reshape(-1), g.reshape(-1), lr)
+            return w
         g *= lr
         w -= g
         return w
 
     def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
                          nesterov: bool) -> Array:
+        k = self._kernels(w, g)
+        if k is not None:
+            k.momentum(w.reshape(-1), g.reshape(-1), v.reshape(-1), lr, mu, nesterov)
+            return w
         v *= mu
         v += g
         if nesterov:
@@ -132,6 +166,11 @@ class NumpyOps(Ops):
                      beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> Array:
         c2 = (1.0 - beta2 ** step) ** 0.5
         lr_t = lr * c2 / (1.0 - beta1 ** step)
+        k = self._kernels(w, g)
+        if k is not None:
+            k.adam(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), lr_t, beta1, beta2, eps * c2,
+                   1.0 - lr * decoupled_wd)
+            return w
         m -= g                          # m ← β₁m + (1−β₁)g  =  β₁(m − g) + g
         m *= beta1
         m += g
