@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .backend import to_device
-from .io import ModelFileError, architecture, read_tensors, write_tensors
+from .io import ModelFileError, apply_tensors, architecture, read_tensors, write_tensors
 
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
@@ -119,19 +119,8 @@ class Checkpointer:
         if header.get("layers") != architecture(net):
             raise ModelFileError(path, "the checkpoint's architecture differs from this network's: "
                                        f"{[layer['type'] for layer in header.get('layers', [])]}")
-        weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-        expected = {k: p.shape for k, p in net.parameters().items()}
-        for k, shape in expected.items():
-            if k not in weights:
-                raise ModelFileError(path, f"missing weights for {k}")
-            if tuple(weights[k].shape) != shape:
-                raise ModelFileError(path, f"parameter {k} has shape {tuple(weights[k].shape)} in the file "
-                                           f"but the network needs {shape}")
-        net.set_weights(weights)
-        for i, layer in enumerate(net.layers):
-            load = getattr(layer, "load_state_arrays", None)
-            if load is not None:
-                load({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"state/{i}.")})
+        apply_tensors(net, {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")},
+                      {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, path)
         opt = header.get("optimizer")
         if opt is not None:
             slots: dict[str, dict[str, np.ndarray]] = {}

@@ -267,6 +267,22 @@ def _layer_state(net: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def apply_tensors(net: Any, weights: dict[str, np.ndarray], states: dict[str, np.ndarray],
+                  path: str | os.PathLike[str]) -> None:
+    """Load parameters (by name, every shape checked) and layer state (``"<i>.<key>"``)."""
+    for name, p in net.parameters().items():
+        if name not in weights:
+            raise ModelFileError(path, f"missing weights for {name}")
+        if tuple(weights[name].shape) != p.shape:
+            raise ModelFileError(path, f"parameter {name} has shape {tuple(weights[name].shape)} in the file "
+                                       f"but the architecture needs {p.shape}")
+    net.set_weights({name: weights[name] for name in net.parameters()})
+    for i, layer in enumerate(net.layers):
+        load_state = getattr(layer, "load_state_arrays", None)
+        if load_state is not None:
+            load_state({k.split(".", 1)[1]: v for k, v in states.items() if k.startswith(f"{i}.")})
+
+
 def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
     """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current)."""
     from .losses import Loss
@@ -280,21 +296,9 @@ def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
         net = Network(layers, seed=0, backend=backend, dtype=header.get("dtype", "float32"))
     except (ValueError, TypeError) as err:
         raise ModelFileError(path, f"the architecture is inconsistent: {err}") from None
-    expected = {name: p.shape for name, p in net.parameters().items()}
-    weights = {k: v for k, v in tensors.items() if k in expected}
-    missing = sorted(set(expected) - set(weights))
-    if missing:
-        raise ModelFileError(path, f"missing weights for {missing}")
-    for name, shape in expected.items():
-        if tuple(weights[name].shape) != shape:
-            raise ModelFileError(path, f"parameter {name} has shape {tuple(weights[name].shape)} in the file "
-                                       f"but the architecture needs {shape}")
-    net.set_weights(weights)
-    for i, layer in enumerate(net.layers):
-        load_state = getattr(layer, "load_state_arrays", None)
-        if load_state is not None:
-            prefix = f"{i}."
-            load_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and k not in expected})
+    expected = net.parameters()
+    apply_tensors(net, {k: v for k, v in tensors.items() if k in expected},
+                  {k: v for k, v in tensors.items() if k not in expected}, path)
     loss = header.get("loss")
     if isinstance(loss, dict) and loss.get("type") in Loss.registry:
         net.loss = Loss.registry[loss["type"]](**loss.get("config", {}))

@@ -97,25 +97,20 @@ def plot_gradient_flow(records: dict[str, Any], path: str | os.PathLike[str]) ->
     """Norm of the error ẽ arriving at each layer and of each weight gradient, per epoch."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    err = np.asarray(records["error_norm"])          # (epochs, layers)
-    grad = np.asarray(records["grad_norm"])          # (epochs, dense layers)
-    labels = records["layer_names"]
-    for e in range(err.shape[0]):
-        axes[0].semilogy(range(err.shape[1]), err[e], "o-", alpha=0.4 + 0.6 * (e + 1) / err.shape[0],
-                         label=f"epoch {e + 1}")
-    axes[0].set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-    axes[0].set_ylabel("‖ẽ‖ arriving at the layer (mean per batch)")
-    axes[0].set_title("Error flowing back through the layers")
-    axes[0].grid(alpha=0.3, which="both")
+    panels = ((axes[0], records["error_norm"], records["layer_names"], "‖ẽ‖ arriving at the layer (mean per batch)",
+               "Error flowing back through the layers"),
+              (axes[1], records["grad_norm"], records["weight_names"], "‖∂f/∂W‖ (mean per batch)",
+               "Weight gradient per layer"))
+    for ax, values, labels, ylabel, title in panels:
+        values = np.asarray(values)                    # (epochs, layers)
+        for e in range(values.shape[0]):
+            ax.semilogy(range(values.shape[1]), values[e], "o-", alpha=0.4 + 0.6 * (e + 1) / values.shape[0],
+                        label=f"epoch {e + 1}")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    wl = records["weight_names"]
-    for e in range(grad.shape[0]):
-        axes[1].semilogy(range(grad.shape[1]), grad[e], "o-", alpha=0.4 + 0.6 * (e + 1) / grad.shape[0],
-                         label=f"epoch {e + 1}")
-    axes[1].set_xticks(range(len(wl)), wl, rotation=60, ha="right", fontsize=7)
-    axes[1].set_ylabel("‖∂f/∂W‖ (mean per batch)")
-    axes[1].set_title("Weight gradient per layer")
-    axes[1].grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

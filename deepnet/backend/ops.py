@@ -19,6 +19,17 @@ from typing import Any
 Array = Any
 
 
+def _store(res: Array, out: Array | None, accumulate: bool) -> Array:
+    """Return ``res``, or write it into ``out`` (``accumulate``: add to it) and return ``out``."""
+    if out is None:
+        return res
+    if accumulate:
+        out += res
+    else:
+        out[...] = res
+    return out
+
+
 class DeviceRNG:
     """Random numbers drawn where the arrays live, seeded from the run's host generator.
 
@@ -134,13 +145,7 @@ class Ops:
         xp = self.xp
         res = xp.matmul(xp.matrix_transpose(a) if trans_a else a,
                         xp.matrix_transpose(b) if trans_b else b)
-        if out is None:
-            return res
-        if accumulate:
-            out += res
-        else:
-            out[...] = res
-        return out
+        return _store(res, out, accumulate)
 
     def linear(self, x: Array, w: Array) -> Array:
         """x · wᵀ: a batch of rows x through weights w shaped (n_out, n_in)."""
@@ -153,14 +158,7 @@ class Ops:
 
     def sum_rows(self, a: Array, *, out: Array | None = None, accumulate: bool = False) -> Array:
         """Σ over the batch (axis 0): the bias gradient from the error rows."""
-        res = self.xp.sum(a, axis=0)
-        if out is None:
-            return res
-        if accumulate:
-            out += res
-        else:
-            out[...] = res
-        return out
+        return _store(self.xp.sum(a, axis=0), out, accumulate)
 
     def sum(self, a: Array) -> Array:
         """Σ of all elements as a 0-d device array (no host sync)."""

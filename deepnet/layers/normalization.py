@@ -19,6 +19,20 @@ def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int, xp
     return dxhat
 
 
+def _affine_normalize_backward(layer: Layer, dy: Array, need_input_grad: bool, axis: int) -> Array | None:
+    """Backward of y = γ x̂ + β with x̂ normalized over ``axis``: ∂f/∂γ = Σ_rows dy ∘ x̂,
+    ∂f/∂β = Σ_rows dy, and ∂f/∂x through :func:`_normalize_backward`."""
+    xhat, inv_std = layer._need_cache()
+    xp = layer.ops.xp
+    g, b = layer._params["gamma"], layer._params["beta"]
+    g.grad[...] += xp.sum(dy * xhat, axis=0)
+    b.grad[...] += xp.sum(dy, axis=0)
+    if not need_input_grad:
+        return None
+    dy *= g.data
+    return _normalize_backward(dy, xhat, inv_std, axis, xp)
+
+
 class BatchNorm(Layer):
     """Normalize each feature over the batch, then scale and shift: y = γ x̂ + β.
 
@@ -82,15 +96,7 @@ class BatchNorm(Layer):
         return xhat * p["gamma"].data + p["beta"].data
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        xhat, inv_std = self._need_cache()
-        xp = self.ops.xp
-        g, b = self._params["gamma"], self._params["beta"]
-        g.grad[...] += xp.sum(grad_output * xhat, axis=0)
-        b.grad[...] += xp.sum(grad_output, axis=0)
-        if not need_input_grad:
-            return None
-        grad_output *= g.data
-        return _normalize_backward(grad_output, xhat, inv_std, 0, xp)
+        return _affine_normalize_backward(self, grad_output, need_input_grad, axis=0)
 
 
 class LayerNorm(Layer):
@@ -121,12 +127,4 @@ class LayerNorm(Layer):
         return xhat * self._params["gamma"].data + self._params["beta"].data
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        xhat, inv_std = self._need_cache()
-        xp = self.ops.xp
-        g, b = self._params["gamma"], self._params["beta"]
-        g.grad[...] += xp.sum(grad_output * xhat, axis=0)
-        b.grad[...] += xp.sum(grad_output, axis=0)
-        if not need_input_grad:
-            return None
-        grad_output *= g.data
-        return _normalize_backward(grad_output, xhat, inv_std, 1, xp)
+        return _affine_normalize_backward(self, grad_output, need_input_grad, axis=1)
