@@ -84,7 +84,7 @@ def numpy_kernels(request):
     ops.use_numba = True
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (64, 80)], ids=["small", "large"])
+@pytest.mark.parametrize("shape", [(4, 3), (64, 80), (300, 256)], ids=["small", "serial", "parallel"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_numpy_update_kernels_match_equations(numpy_kernels, rng, case, shape):
     factory, kw = CASES[case]

@@ -1,8 +1,10 @@
 """One-pass optimizer updates for the NumPy backend, compiled with numba (optional).
 
 The pure-NumPy updates in ``numpy_ops`` need 4–12 passes over each parameter; these do
-one.  They compute the same formulas element by element (IEEE arithmetic, no fastmath).
-Compiled lazily on first use and cached on disk.
+one, vectorized, and split large parameters over the CPU's threads.  They compute the
+same formulas element by element in the parameter's dtype (the caller passes scalars of
+that dtype; NumPy's error model, so no per-element zero-division check blocks SIMD; no
+fastmath).  Compiled lazily on first use and cached on disk.
 """
 
 from __future__ import annotations
@@ -12,31 +14,48 @@ from typing import Any
 import numba
 import numpy as np
 
+# numba's OpenMP/TBB pools keep their threads spinning after a parallel loop, which on a
+# small machine fights OpenBLAS's threads for the cores; the workqueue pool does not spin.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
 
-@numba.njit(cache=True, nogil=True)
-def sgd(w: Any, g: Any, lr: float) -> None:  # pragma: no cover - compiled
-    for i in range(w.size):
+PARALLEL_MIN_SIZE = 1 << 20   # measured: below ~1M elements, starting threads costs what it saves
+_opts = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def _sgd(w: Any, g: Any, lr: Any) -> None:  # pragma: no cover - compiled
+    for i in numba.prange(w.size):
         w[i] -= lr * g[i]
 
 
-@numba.njit(cache=True, nogil=True)
-def momentum(w: Any, g: Any, v: Any, lr: float, mu: float, nesterov: bool) -> None:  # pragma: no cover
-    for i in range(w.size):
-        vi = mu * v[i] + g[i]
-        v[i] = vi
-        if nesterov:
+def _momentum(w: Any, g: Any, v: Any, lr: Any, mu: Any, nesterov: bool) -> None:  # pragma: no cover
+    if nesterov:                      # two loops, so neither has a branch that blocks SIMD
+        for i in numba.prange(w.size):
+            vi = mu * v[i] + g[i]
+            v[i] = vi
             w[i] -= lr * (g[i] + mu * vi)
-        else:
+    else:
+        for i in numba.prange(w.size):
+            vi = mu * v[i] + g[i]
+            v[i] = vi
             w[i] -= lr * vi
 
 
-@numba.njit(cache=True, nogil=True)
-def adam(w: Any, g: Any, m: Any, v: Any, lr_t: float, b1: float, b2: float, eps_hat: float,
-         decay: float) -> None:  # pragma: no cover - compiled
-    for i in range(w.size):
+def _adam(w: Any, g: Any, m: Any, v: Any, lr_t: Any, b1: Any, b2: Any, eps_hat: Any, decay: Any) -> None:  # pragma: no cover
+    one = b1 - b1 + 1          # 1 in the parameters' dtype
+    for i in numba.prange(w.size):
         gi = g[i]
-        mi = b1 * m[i] + (1.0 - b1) * gi
-        vi = b2 * v[i] + (1.0 - b2) * gi * gi
+        mi = b1 * m[i] + (one - b1) * gi
+        vi = b2 * v[i] + (one - b2) * gi * gi
         m[i] = mi
         v[i] = vi
         w[i] = w[i] * decay - lr_t * mi / (np.sqrt(vi) + eps_hat)
+
+
+_serial = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sgd, _momentum, _adam)}
+_parallel = {f.__name__[1:]: numba.njit(parallel=True, **_opts)(f) for f in (_sgd, _momentum, _adam)}
+
+
+def kernel(name: str, size: int) -> Any:
+    """The compiled update ``name`` (sgd, momentum, adam) suited to ``size`` elements."""
+    return (_parallel if size >= PARALLEL_MIN_SIZE else _serial)[name]

@@ -39,6 +39,8 @@ class NumpyOps(Ops):
         super().__init__(np)
         self._numba: Any = False          # not looked for yet: numba is imported on first use
         self.use_numba = True
+        self._zero_cache: dict[tuple, np.ndarray] = {}
+        self._rows_cache: dict[int, np.ndarray] = {}
 
     def _kernels(self, w: Array, g: Array) -> Any:
         """numba kernels for this update, or None for the pure-NumPy path."""
@@ -106,7 +108,19 @@ class NumpyOps(Ops):
         return y
 
     def relu(self, x: Array) -> Array:
-        return np.maximum(x, 0, dtype=x.dtype)
+        # against a zero array of the same shape: several times faster than a scalar 0
+        return np.maximum(x, self._zeros_like(x))
+
+    def _zeros_like(self, x: Array) -> Array:
+        """A cached, read-only array of zeros shaped like ``x`` (never written to)."""
+        key = (x.shape, x.dtype.char)
+        z = self._zero_cache.get(key)
+        if z is None:
+            if len(self._zero_cache) > 32:
+                self._zero_cache.clear()
+            z = self._zero_cache[key] = np.zeros(x.shape, x.dtype)
+            z.flags.writeable = False
+        return z
 
     def relu_backward_(self, dy: Array, y: Array) -> Array:
         dy *= y > 0
@@ -126,21 +140,33 @@ class NumpyOps(Ops):
     def softmax_cross_entropy(self, logits: Array, target: Array, scale: float) -> tuple[Array, Array]:
         if target.ndim != 1:
             return super().softmax_cross_entropy(logits, target, scale)
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z)
+        n = logits.shape[0]
+        rows = self._rows(n)
+        m = logits.max(axis=1, keepdims=True)
+        p = np.subtract(logits, m)
+        picked = p[rows, target]                       # z_y − max z
+        np.exp(p, out=p)
         s = p.sum(axis=1, keepdims=True)
-        rows = np.arange(z.shape[0])
-        loss = (np.log(s[:, 0]).sum() - z[rows, target].sum()) * scale
+        loss = (np.log(s).sum() - picked.sum()) * scale
         p *= scale / s
-        p[rows, target] -= scale
+        p[rows, target] -= scale                      # scale · (softmax(z) − one_hot(y))
         return np.asarray(loss, dtype=logits.dtype), p
+
+    def _rows(self, n: int) -> Array:
+        r = self._rows_cache.get(n)
+        if r is None:
+            if len(self._rows_cache) > 8:
+                self._rows_cache.clear()
+            r = self._rows_cache[n] = np.arange(n)
+        return r
 
     # Optimizer kernels: the gradient buffer g is consumed by the update and used as the
     # scratch space, so no temporary is allocated and only w, g (and the slots) are touched.
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
         k = self._kernels(w, g)
         if k is not None:
-            k.sgd(w.reshape(-1), g.reshape(-1), lr)
+            t = w.dtype.type
+            k.kernel("sgd", w.size)(w.reshape(-1), g.reshape(-1), t(lr))
             return w
         g *= lr
         w -= g
@@ -150,7 +176,8 @@ class NumpyOps(Ops):
                          nesterov: bool) -> Array:
         k = self._kernels(w, g)
         if k is not None:
-            k.momentum(w.reshape(-1), g.reshape(-1), v.reshape(-1), lr, mu, nesterov)
+            t = w.dtype.type
+            k.kernel("momentum", w.size)(w.reshape(-1), g.reshape(-1), v.reshape(-1), t(lr), t(mu), nesterov)
             return w
         v *= mu
         v += g
@@ -168,8 +195,9 @@ class NumpyOps(Ops):
         lr_t = lr * c2 / (1.0 - beta1 ** step)
         k = self._kernels(w, g)
         if k is not None:
-            k.adam(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), lr_t, beta1, beta2, eps * c2,
-                   1.0 - lr * decoupled_wd)
+            t = w.dtype.type
+            k.kernel("adam", w.size)(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
+                                     t(beta2), t(eps * c2), t(1.0 - lr * decoupled_wd))
             return w
         m -= g                          # m ← β₁m + (1−β₁)g  =  β₁(m − g) + g
         m *= beta1
