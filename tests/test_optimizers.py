@@ -149,3 +149,15 @@ def test_invalid_settings_are_refused():
         dn.SGD(nesterov=True)
     with pytest.raises(ValueError, match="beta2 must be in"):
         dn.Adam(beta2=1.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 50), (64, 30), (100, 100)], ids=["batch1", "small", "large"])
+def test_numpy_sigmoid_paths_agree(numpy_kernels, rng, shape):
+    """The compiled small-array sigmoid (numba) and the pure-NumPy one compute the same function."""
+    x = (rng.normal(size=shape) * 4).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    y = numpy_kernels.sigmoid(x)
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))), rtol=2e-6, atol=1e-7)
+    assert y.dtype == np.float32
+    d = numpy_kernels.sigmoid_backward_(dy.copy(), y)
+    np.testing.assert_allclose(d, dy * y * (1 - y), rtol=1e-6, atol=1e-8)

@@ -52,7 +52,19 @@ def _adam(w: Any, g: Any, m: Any, v: Any, lr_t: Any, b1: Any, b2: Any, eps_hat: 
         w[i] = w[i] * decay - lr_t * mi / (np.sqrt(vi) + eps_hat)
 
 
+def _sigmoid(x: Any, y: Any) -> None:  # pragma: no cover - compiled
+    for i in range(x.size):
+        y[i] = 0.5 * np.tanh(0.5 * x[i]) + 0.5
+
+
+def _sigmoid_backward(dy: Any, y: Any) -> None:  # pragma: no cover - compiled
+    for i in range(dy.size):
+        dy[i] *= y[i] * (1 - y[i])
+
+
 _serial = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sgd, _momentum, _adam)}
+#: elementwise activations for small arrays, where one compiled call replaces several ufunc calls
+elementwise = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sigmoid, _sigmoid_backward)}
 _parallel = {f.__name__[1:]: numba.njit(parallel=True, **_opts)(f) for f in (_sgd, _momentum, _adam)}
 
 

@@ -16,7 +16,8 @@ class _NumpyRNG(DeviceRNG):
         return self._gen.random(shape, dtype=np.dtype(dtype))
 
 
-_NUMBA_MIN_SIZE = 2048   # below this, a compiled call costs about as much as NumPy's passes
+_NUMBA_MIN_SIZE = 2048   # below this, a compiled update costs about as much as NumPy's passes
+_NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
 
 
 def _load_numba() -> Any:
@@ -100,12 +101,33 @@ class NumpyOps(Ops):
         flat = a.reshape(-1)
         return np.asarray(np.dot(flat, flat))
 
+    def _small_kernels(self, a: Array) -> Any:
+        """Compiled elementwise kernels for small contiguous arrays (call overhead regime)."""
+        if not self.use_numba or a.size > _NUMBA_SMALL_MAX or not a.flags.c_contiguous:
+            return None
+        if self._numba is False:
+            self._numba = _load_numba()
+        return self._numba
+
     def sigmoid(self, x: Array) -> Array:
+        k = self._small_kernels(x)
+        if k is not None:
+            y = np.empty_like(x)
+            k.elementwise["sigmoid"](x.reshape(-1), y.reshape(-1))
+            return y
         y = np.multiply(x, 0.5)
         np.tanh(y, out=y)
         y *= 0.5
         y += 0.5
         return y
+
+    def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
+        k = self._small_kernels(dy)
+        if k is not None and y.flags.c_contiguous:
+            k.elementwise["sigmoid_backward"](dy.reshape(-1), y.reshape(-1))
+            return dy
+        dy *= y * (1.0 - y)
+        return dy
 
     def relu(self, x: Array) -> Array:
         # against a zero array of the same shape: several times faster than a scalar 0
