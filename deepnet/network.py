@@ -341,7 +341,7 @@ class Network:
             for seg_start, Xs, Ts in self._segments(Xd, Td, perm, perm_host, stream_chunk_rows,
                                                     first * batch_size):
                 seg_rows = int(Xs.shape[0])
-                for b in range(seg_start // batch_size, -(-(seg_start + seg_rows) // batch_size)):
+                for b in range(max(first, seg_start // batch_size), -(-(seg_start + seg_rows) // batch_size)):
                     s = b * batch_size
                     e = s + batch_size if s + batch_size < n else n
                     xb = Xs[s - seg_start:e - seg_start, :]

@@ -322,3 +322,31 @@ def test_state_dict_export_needs_no_pytorch():
     net = dn.Network([dn.Dense(3, 2), dn.ReLU()], seed=0)
     sd = to_torch_state_dict(net)
     assert list(sd) == ["0.weight", "0.bias"] and sd["0.weight"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("chunk", [None, 40])
+def test_stop_mid_epoch_and_resume_in_process(tmp_path, rng, chunk):
+    """The same guarantee without a subprocess, for resident and streamed data."""
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 200)
+
+    def make():
+        return dn.Network([dn.Dense(4, 16), dn.ReLU(), dn.Dropout(0.3), dn.Dense(16, 3)], seed=1, loss="xent",
+                          optimizer=dn.Adam(0.01))
+
+    ref = make()
+    ref.fit(X, y, epochs=3, batch_size=10, stream_chunk_rows=chunk)
+
+    class StopAt(dn.Callback):
+        def on_batch_end(self, net, step, logs):
+            if step == 27:                      # epoch 2, batch 8 of 20
+                net.stop_training = True
+
+    make().fit(X, y, epochs=3, batch_size=10, stream_chunk_rows=chunk, callbacks=[StopAt()],
+               checkpoint=Checkpointer(tmp_path, every_steps=5))
+    resumed = make()
+    hist = resumed.fit(X, y, epochs=3, batch_size=10, stream_chunk_rows=chunk,
+                       checkpoint=Checkpointer(tmp_path, every_steps=5), resume=True)
+    assert hist.epochs == [0, 1, 2]
+    for k, v in ref.get_weights().items():
+        np.testing.assert_array_equal(resumed.get_weights()[k], v)
