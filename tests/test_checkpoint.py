@@ -279,6 +279,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, rng):
 
 
 # ---------------------------------------------------------------- numerical safety
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")          # the overflow is the point
 def test_non_finite_loss_stops_with_step_layer_and_checkpoint(tmp_path, rng):
     X = rng.normal(size=(64, 5)).astype(np.float32) * 100
     net = dn.Network(mlp_layers("5-64-64-3", "relu"), seed=0, loss="xent", optimizer=dn.SGD(1e6))
@@ -290,6 +291,7 @@ def test_non_finite_loss_stops_with_step_layer_and_checkpoint(tmp_path, rng):
     Checkpointer(tmp_path).restore(dn.Network(mlp_layers("5-64-64-3", "relu"), loss="xent", optimizer=dn.SGD(1.0)))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_skip_policy_drops_bad_steps_and_lowers_the_learning_rate(rng):
     X = rng.normal(size=(64, 5)).astype(np.float32) * 100
     net = dn.Network(mlp_layers("5-64-64-3", "relu"), seed=0, loss="xent", optimizer=dn.SGD(1e6))
