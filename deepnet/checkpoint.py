@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .backend import to_device
-from .io import ModelFileError, apply_tensors, architecture, read_tensors, write_tensors
+from .io import ModelFileError, apply_tensors, architecture, layer_state, read_tensors, write_tensors
 
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
@@ -60,9 +60,7 @@ class Checkpointer:
     def _write(self, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
                partial: dict | None, name: str | None = None) -> Path:
         tensors: dict[str, np.ndarray] = {f"model/{k}": v for k, v in net.get_weights().items()}
-        for i, layer in enumerate(net.layers):
-            for k, v in getattr(layer, "state_arrays", lambda: {})().items():
-                tensors[f"state/{i}.{k}"] = v
+        tensors.update({f"state/{k}": v for k, v in layer_state(net).items()})
         opt = net.optimizer.state_dict() if net.optimizer is not None else None
         if opt is not None:
             for pname, slots in opt.pop("slots").items():

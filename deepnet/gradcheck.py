@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as _host  # the checker works on host copies; it is a test utility, not a layer
 
-from .backend import get_ops, host_rng, to_device, to_host
+from .backend import get_backend, get_ops, host_rng, to_device, to_host
 from .layers.base import Layer
 from .losses import Loss
 
@@ -136,10 +136,7 @@ def check_loss(loss: Loss, z: Any, y: Any, *, eps: float = 1e-6, rtol: float = 1
 
     ``y`` may be integer labels or target rows; it is passed to the loss unchanged.
     """
-    ops = get_ops(backend) if backend is not None else None
-    from .backend import get_backend
-
-    ops = ops or get_backend()
+    ops = get_ops(backend) if backend is not None else get_backend()
     z_host = _host.array(to_host(z), dtype=_host.float64)
     y_host = to_host(y)
     y_dev = to_device(y_host, ops, dtype="int64" if y_host.dtype.kind in "iu" else "float64")

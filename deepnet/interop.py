@@ -102,12 +102,10 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
             raise ValueError(f"module {i} ({cls}) has no deepnet equivalent")
     net = Network(layers, seed=seed, backend=backend)
     sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-    back = {"weight": "weight", "bias": "bias"}
     weights = {}
-    for name, p in net.parameters().items():
+    for name in net.parameters():
         idx, pname = name.split(".", 1)
-        tname = {"gamma": "weight", "beta": "bias"}.get(pname, back.get(pname, pname))
-        weights[name] = sd[f"{idx}.{tname}"]
+        weights[name] = sd[f"{idx}.{_RENAME.get(pname, pname)}"]
     net.set_weights(weights)
     for i, layer in enumerate(net.layers):
         if hasattr(layer, "load_state_arrays"):

@@ -254,11 +254,11 @@ def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | N
     if net.loss is not None:
         header["loss"] = {"type": type(net.loss).__name__, "config": net.loss.get_config()}
     tensors = net.get_weights()
-    tensors.update(_layer_state(net))
+    tensors.update(layer_state(net))
     return write_tensors(path, tensors, header)
 
 
-def _layer_state(net: Any) -> dict[str, np.ndarray]:
+def layer_state(net: Any) -> dict[str, np.ndarray]:
     """Non-parameter arrays layers keep (e.g. BatchNorm running statistics)."""
     out: dict[str, np.ndarray] = {}
     for i, layer in enumerate(net.layers):

@@ -199,3 +199,11 @@ def test_gradient_flow_flags_vanishing_error_in_deep_sigmoid_nets(rng):
     relu.diagnostics = GradientFlow()
     relu.fit(X, y, epochs=2, batch_size=16, loss="xent", optimizer=dn.SGD(0.05))
     assert relu.diagnostics.warnings() == []
+
+
+def test_dropout_with_zero_rate_is_the_identity_in_training(backend, rng):
+    layer = dn.Dropout(0.0)
+    layer.to(backend)
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(to_host(layer.forward(to_device(x), training=True)), x)
+    np.testing.assert_array_equal(to_host(layer.backward(to_device(x.copy()))), x)

@@ -47,10 +47,12 @@ class Dropout(Layer):
     def forward(self, x: Array, training: bool = False) -> Array:
         if x.ndim != 2:
             self._check_input(x, None)
-        if not training or self.p == 0.0:
+        if not training:
             self._cache = None
-            return self.ops.copy(x) if not training else x * 1.0
-        if not (self._frozen and self._mask is not None and self._mask.shape == x.shape):
+            return self.ops.copy(x)
+        if self.p == 0.0:
+            self._mask = 1.0          # keeps nothing: y = x
+        elif not (self._frozen and self._mask is not None and self._mask.shape == x.shape):
             if self.rng is None:
                 self.rng = self.ops.device_rng(self.seed)
             u = self.rng.uniform(tuple(x.shape), x.dtype)
@@ -61,8 +63,6 @@ class Dropout(Layer):
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
         mask = self._cache
         if mask is None:
-            if self.p == 0.0 and self._mask is None:
-                return grad_output if need_input_grad else None
             mask = self._need_cache()
         if not need_input_grad:
             return None
