@@ -86,7 +86,11 @@ def numpy_kernels(request):
 
 @pytest.mark.parametrize("shape", [(4, 3), (64, 80), (300, 256)], ids=["small", "serial", "parallel"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_numpy_update_kernels_match_equations(numpy_kernels, rng, case, shape):
+def test_numpy_update_kernels_match_equations(numpy_kernels, rng, case, shape, monkeypatch):
+    if shape == (300, 256) and numpy_kernels.use_numba:
+        from deepnet.backend import numba_kernels   # the parallel loops, without a 1M-element test array
+
+        monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 50_000)
     factory, kw = CASES[case]
     name = case.split("+")[0].replace("nesterov", "momentum")
     w0 = rng.normal(size=shape)
@@ -161,3 +165,26 @@ def test_numpy_sigmoid_paths_agree(numpy_kernels, rng, shape):
     assert y.dtype == np.float32
     d = numpy_kernels.sigmoid_backward_(dy.copy(), y)
     np.testing.assert_allclose(d, dy * y * (1 - y), rtol=1e-6, atol=1e-8)
+
+
+def test_compiled_kernels_stay_in_float32():
+    """A float32 update must run in float32: a Python literal such as ``1 - b1`` in a numba
+    loop silently promotes every element to float64 (2.8x slower Adam, measured)."""
+    numba = pytest.importorskip("numba")
+    from deepnet.backend import numba_kernels as nk
+
+    f = np.float32
+    a = np.ones(8, f)
+    calls = {
+        nk._sgd: (a, a.copy(), f(0.1)),
+        nk._momentum: (a, a.copy(), a.copy(), f(0.1), f(0.9), False),
+        nk._adam: (a, a.copy(), a.copy(), a.copy(), *(f(x) for x in (1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 1.0))),
+        nk._sigmoid: (a, a.copy(), f(0.5)),
+        nk._sigmoid_backward: (a, a.copy(), f(1.0)),
+    }
+    for fn, args in calls.items():
+        compiled = numba.njit(error_model="numpy")(fn)     # fresh, uncached: its types are inspectable
+        compiled(*args)
+        (cres,) = compiled.overloads.values()
+        types = {str(t) for t in cres.type_annotation.typemap.values()}
+        assert not any("float64" in t for t in types), f"{fn.__name__} computes in float64: {sorted(types)}"

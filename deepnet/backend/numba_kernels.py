@@ -2,9 +2,10 @@
 
 The pure-NumPy updates in ``numpy_ops`` need 4–12 passes over each parameter; these do
 one, vectorized, and split large parameters over the CPU's threads.  They compute the
-same formulas element by element in the parameter's dtype (the caller passes scalars of
-that dtype; NumPy's error model, so no per-element zero-division check blocks SIMD; no
-fastmath).  Compiled lazily on first use and cached on disk.
+same formulas element by element in the parameter's dtype: the caller passes every scalar,
+constants such as 1 and ½ included, in that dtype, because a Python literal in the loop
+would promote a float32 loop to float64.  NumPy's error model, so no per-element
+zero-division check blocks SIMD; no fastmath.  Compiled lazily on first use and cached on disk.
 """
 
 from __future__ import annotations
@@ -41,25 +42,28 @@ def _momentum(w: Any, g: Any, v: Any, lr: Any, mu: Any, nesterov: bool) -> None:
             w[i] -= lr * vi
 
 
-def _adam(w: Any, g: Any, m: Any, v: Any, lr_t: Any, b1: Any, b2: Any, eps_hat: Any, decay: Any) -> None:  # pragma: no cover
-    one = b1 - b1 + 1          # 1 in the parameters' dtype
+def _adam(w: Any, g: Any, m: Any, v: Any, lr_t: Any, b1: Any, b2: Any, c1: Any, c2: Any, eps_hat: Any,
+          decay: Any) -> None:  # pragma: no cover
+    # c1 = 1 − β₁, c2 = 1 − β₂ come in as scalars of the parameters' dtype: an integer
+    # literal such as ``1 - b1`` would make numba compute the whole loop in float64
+    # (measured: 2.8× slower on 670K float32 weights).
     for i in numba.prange(w.size):
         gi = g[i]
-        mi = b1 * m[i] + (one - b1) * gi
-        vi = b2 * v[i] + (one - b2) * gi * gi
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + c2 * gi * gi
         m[i] = mi
         v[i] = vi
         w[i] = w[i] * decay - lr_t * mi / (np.sqrt(vi) + eps_hat)
 
 
-def _sigmoid(x: Any, y: Any) -> None:  # pragma: no cover - compiled
-    for i in range(x.size):
-        y[i] = 0.5 * np.tanh(0.5 * x[i]) + 0.5
+def _sigmoid(x: Any, y: Any, half: Any) -> None:  # pragma: no cover - compiled
+    for i in range(x.size):            # σ(x) = ½ tanh(½x) + ½, with ½ in the array's dtype
+        y[i] = half * np.tanh(half * x[i]) + half
 
 
-def _sigmoid_backward(dy: Any, y: Any) -> None:  # pragma: no cover - compiled
-    for i in range(dy.size):
-        dy[i] *= y[i] * (1 - y[i])
+def _sigmoid_backward(dy: Any, y: Any, one: Any) -> None:  # pragma: no cover - compiled
+    for i in range(dy.size):           # dy ∘ y ∘ (1 − y), with 1 in the array's dtype
+        dy[i] *= y[i] * (one - y[i])
 
 
 _serial = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sgd, _momentum, _adam)}

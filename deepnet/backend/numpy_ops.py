@@ -113,7 +113,7 @@ class NumpyOps(Ops):
         k = self._small_kernels(x)
         if k is not None:
             y = np.empty_like(x)
-            k.elementwise["sigmoid"](x.reshape(-1), y.reshape(-1))
+            k.elementwise["sigmoid"](x.reshape(-1), y.reshape(-1), x.dtype.type(0.5))
             return y
         y = np.multiply(x, 0.5)
         np.tanh(y, out=y)
@@ -124,7 +124,7 @@ class NumpyOps(Ops):
     def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
         k = self._small_kernels(dy)
         if k is not None and y.flags.c_contiguous:
-            k.elementwise["sigmoid_backward"](dy.reshape(-1), y.reshape(-1))
+            k.elementwise["sigmoid_backward"](dy.reshape(-1), y.reshape(-1), dy.dtype.type(1.0))
             return dy
         dy *= y * (1.0 - y)
         return dy
@@ -219,7 +219,7 @@ class NumpyOps(Ops):
         if k is not None:
             t = w.dtype.type
             k.kernel("adam", w.size)(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
-                                     t(beta2), t(eps * c2), t(1.0 - lr * decoupled_wd))
+                                     t(beta2), t(1.0 - beta1), t(1.0 - beta2), t(eps * c2), t(1.0 - lr * decoupled_wd))
             return w
         m -= g                          # m ← β₁m + (1−β₁)g  =  β₁(m − g) + g
         m *= beta1
