@@ -240,6 +240,31 @@ def blas_floor(cfg: Config, n: int) -> Callable[[], None]:
     return go
 
 
+def torch_blas_floor(cfg: Config, n: int) -> Callable[[], None]:
+    """The same matrix products with PyTorch's BLAS (MKL in its x86 CPU builds): the floor
+    that PyTorch's own training runs against.  deepnet / NumPy cannot beat PyTorch by more
+    than (NumPy floor / PyTorch floor) × (PyTorch's fraction of its floor)⁻¹."""
+    import torch
+
+    B = cfg.batch
+    g = torch.Generator().manual_seed(0)
+    Ws = [torch.rand((o, i), generator=g) for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True)]
+    acts = [torch.rand((B, k), generator=g) for k in cfg.sizes]
+    grads = [torch.empty_like(W) for W in Ws]
+    errs = [torch.empty((B, k)) for k in cfg.sizes]
+
+    def go() -> None:
+        with torch.no_grad():
+            for _ in range(n // B):
+                for i, W in enumerate(Ws):
+                    torch.mm(acts[i], W.T, out=acts[i + 1])
+                for i in range(len(Ws) - 1, -1, -1):
+                    torch.mm(acts[i + 1].T, acts[i], out=grads[i])
+                    if i > 0:
+                        torch.mm(acts[i + 1], Ws[i], out=errs[i])
+    return go
+
+
 # ---------------------------------------------------------------- harness
 def _limit_threads(threads: int) -> None:
     try:
@@ -262,7 +287,10 @@ def worker(config: str, framework: str, threads: int, scale: float) -> None:
     if framework.startswith("torch"):
         import torch
         torch.set_num_threads(threads)
-        go = run_torch(cfg, X, y, fused=framework == "torch fused")
+        if framework == "torch BLAS floor":
+            go = torch_blas_floor(cfg, len(X))
+        else:
+            go = run_torch(cfg, X, y, fused=framework == "torch fused")
     else:
         go = {"deepnet": run_deepnet, "numpy loop": run_numpy, "sklearn": run_sklearn,
               "BLAS floor": lambda c, X, y: blas_floor(c, len(X))}[framework](cfg, X, y)
@@ -291,6 +319,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the samples per repetition")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated subset of frameworks to run (deepnet and the BLAS floor always run)")
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -319,6 +349,11 @@ def main() -> None:
         if sk_version and cfg.loss == "xent":
             frameworks.append("sklearn")
         frameworks.append("BLAS floor")
+        if torch_version:
+            frameworks.append("torch BLAS floor")
+        if args.only:
+            keep = set(args.only.split(",")) | {"deepnet", "BLAS floor"}
+            frameworks = [k for k in frameworks if k in keep]
         sps: dict[str, list[float]] = {k: [] for k in frameworks}
         n = 0
         for _ in range(args.reps):                 # interleaved: every framework once per repetition
@@ -328,10 +363,16 @@ def main() -> None:
                 sps[k].append(n / r["seconds"])
         res = {"samples": n, "batch": cfg.batch, "samples_per_s": sps,
                "median": {k: statistics.median(v) for k, v in sps.items()}}
-        if torch_version:
-            best_torch = [max(a, b) for a, b in zip(sps["torch"], sps["torch fused"], strict=True)]
+        torch_runs = [sps[k] for k in ("torch", "torch fused") if k in sps]
+        if torch_runs:
+            best_torch = [max(r) for r in zip(*torch_runs, strict=True)]
             res["ratio_vs_torch"] = [d / t for d, t in zip(sps["deepnet"], best_torch, strict=True)]
+        if "torch" in sps:
             res["ratio_vs_torch_default"] = [d / t for d, t in zip(sps["deepnet"], sps["torch"], strict=True)]
+        if "torch BLAS floor" in sps:
+            res["torch_fraction_of_its_floor"] = [max(r) / f for r, f in
+                                                  zip(zip(*torch_runs, strict=True), sps["torch BLAS floor"],
+                                                      strict=True)]
         res["fraction_of_blas_floor"] = [d / f for d, f in zip(sps["deepnet"], sps["BLAS floor"], strict=True)]
         results[name] = res
         print(_table_block(name, cfg, res), flush=True)
@@ -371,25 +412,33 @@ def _table_block(name: str, cfg: Config, res: dict) -> str:
         lines.append(f"  deepnet / PyTorch (faster of default, fused) per rep: {', '.join(f'{x:.2f}' for x in r)}")
     f = res["fraction_of_blas_floor"]
     lines.append(f"  deepnet / BLAS floor per rep: {', '.join(f'{x:.2f}' for x in f)}")
+    if "torch_fraction_of_its_floor" in res:
+        f = res["torch_fraction_of_its_floor"]
+        lines.append(f"  PyTorch (best) / its own BLAS floor per rep: {', '.join(f'{x:.2f}' for x in f)}")
     return "\n".join(lines)
 
 
 def summary_table(results: dict, meta: dict) -> str:
     head = (f"{meta['date']}, {meta['processor']}, {meta['threads']} threads, numpy {meta['numpy']}, "
             f"torch {meta['torch']}, scikit-learn {meta['sklearn']}")
-    rows = ["| config | deepnet samples/s | PyTorch (best) | numpy loop | sklearn | deepnet/PyTorch median (min-max) | "
-            "deepnet/BLAS floor median (min-max) |", "|---|---|---|---|---|---|---|"]
+    rows = ["| config | deepnet samples/s | PyTorch best (default / fused) | numpy loop | sklearn | BLAS floor NumPy / "
+            "PyTorch | deepnet / PyTorch median (min-max) | deepnet / its BLAS floor | PyTorch / its BLAS floor |",
+            "|---|---|---|---|---|---|---|---|---|"]
+
+    def spread(v: list[float] | None) -> str:
+        return f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" if v else "n/a"
+
+    def num(med: dict, k: str) -> str:
+        return f"{med[k]:,.0f}" if k in med else "n/a"
+
     for name, r in results.items():
         med = r["median"]
-        torch_best = max(med.get("torch", 0), med.get("torch fused", 0)) or None
-        rt = r.get("ratio_vs_torch")
-        rows.append(
-            f"| {name} | {med['deepnet']:,.0f} | {torch_best:,.0f} | {med['numpy loop']:,.0f} | "
-            + (f"{med['sklearn']:,.0f}" if "sklearn" in med else "n/a") + " | "
-            + (f"{statistics.median(rt):.2f} ({min(rt):.2f}-{max(rt):.2f})" if rt else "n/a") + " | "
-            + f"{statistics.median(r['fraction_of_blas_floor']):.2f} ({min(r['fraction_of_blas_floor']):.2f}-"
-              f"{max(r['fraction_of_blas_floor']):.2f}) |"
-            if torch_best else f"| {name} | {med['deepnet']:,.0f} | n/a | {med['numpy loop']:,.0f} | | | |")
+        best = max(med.get("torch", 0), med.get("torch fused", 0))
+        torch_cell = f"{best:,.0f} ({num(med, 'torch')} / {num(med, 'torch fused')})" if best else "n/a"
+        rows.append(f"| {name} | {med['deepnet']:,.0f} | {torch_cell} | {num(med, 'numpy loop')} | "
+                    f"{num(med, 'sklearn')} | {num(med, 'BLAS floor')} / {num(med, 'torch BLAS floor')} | "
+                    f"{spread(r.get('ratio_vs_torch'))} | {spread(r['fraction_of_blas_floor'])} | "
+                    f"{spread(r.get('torch_fraction_of_its_floor'))} |")
     return head + "\n" + "\n".join(rows)
 
 

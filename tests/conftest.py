@@ -54,3 +54,17 @@ def mnist_dir() -> Path | None:
 
 
 requires_mnist = pytest.mark.skipif(mnist_dir() is None, reason="set DEEPNET_MNIST to the MNIST folder")
+
+
+@pytest.fixture(params=["numpy-kernels", "compiled-kernels"])
+def numpy_kernels(request):
+    """The NumPy backend with its pure-NumPy kernels, and with its numba-compiled ones where numba
+    is installed (optimizer updates, small sigmoids, ReLU backward, softmax cross-entropy)."""
+    from deepnet.backend.numpy_ops import _load_numba
+
+    ops = get_ops("numpy")
+    if request.param == "compiled-kernels" and _load_numba() is None:
+        pytest.skip("numba is not installed (pip install 'deepnet[fast]')")
+    ops.use_numba = request.param == "compiled-kernels"
+    yield ops
+    ops.use_numba = True

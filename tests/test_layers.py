@@ -192,3 +192,17 @@ def test_initializer_statistics(init):
 def test_unknown_initializer_is_refused():
     with pytest.raises(ValueError, match="unknown initializer 'zeros'"):
         dn.Dense(3, 2, init="zeros")
+
+
+@pytest.mark.parametrize("shape", [(1, 5), (64, 128), (256, 300)])
+def test_numpy_relu_backward_and_bias_sum_paths_agree(numpy_kernels, rng, shape):
+    """ReLU backward and Σ_rows (bias gradient) through the compiled / BLAS paths and plain NumPy."""
+    y = np.maximum(rng.normal(size=shape), 0).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    got = numpy_kernels.relu_backward_(dy.copy(), y)
+    np.testing.assert_array_equal(got, dy * (y > 0))
+    out = np.full(shape[1], 0.5, np.float32)
+    numpy_kernels.sum_rows(got, out=out, accumulate=True)
+    np.testing.assert_allclose(out, 0.5 + got.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+    numpy_kernels.sum_rows(got, out=out)
+    np.testing.assert_allclose(out, got.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)

@@ -87,3 +87,27 @@ def test_loss_shape_errors():
         dn.SumOfSquares()(z, np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
         dn.SumOfSquares(reduction="avg")
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (64, 10), (300, 257)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_softmax_xent_paths_agree(numpy_kernels, rng, shape, dtype):
+    """Labels through the compiled kernel (numba) and the pure-NumPy one: same f and ∂f/∂z."""
+    z = (rng.normal(size=shape) * 5).astype(dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    loss, grad = numpy_kernels.softmax_cross_entropy(z, labels, 1.0 / shape[0])
+    z64 = z.astype(np.float64)
+    logp = z64 - z64.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    want = -logp[np.arange(shape[0]), labels].mean()
+    p = np.exp(logp)
+    p[np.arange(shape[0]), labels] -= 1
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss.dtype == dtype and grad.dtype == dtype
+    np.testing.assert_allclose(float(loss), want, rtol=tol)
+    np.testing.assert_allclose(grad, p / shape[0], rtol=tol * 10, atol=tol / 10)
+
+
+def test_numpy_softmax_xent_refuses_labels_out_of_range(numpy_kernels):
+    with pytest.raises(IndexError):
+        numpy_kernels.softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 3]), 0.5)

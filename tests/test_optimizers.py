@@ -71,19 +71,6 @@ CASES = {
 }
 
 
-@pytest.fixture(params=["numpy-kernels", "compiled-kernels"])
-def numpy_kernels(request):
-    """The NumPy backend's pure-NumPy updates, and its numba-compiled ones where numba is installed."""
-    from deepnet.backend.numpy_ops import _load_numba
-
-    ops = dn.backend.get_ops("numpy")
-    if request.param == "compiled-kernels" and _load_numba() is None:
-        pytest.skip("numba is not installed (pip install 'deepnet[fast]')")
-    ops.use_numba = request.param == "compiled-kernels"
-    yield ops
-    ops.use_numba = True
-
-
 @pytest.mark.parametrize("shape", [(4, 3), (64, 80), (300, 256)], ids=["small", "serial", "parallel"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_numpy_update_kernels_match_equations(numpy_kernels, rng, case, shape, monkeypatch):
@@ -177,14 +164,37 @@ def test_compiled_kernels_stay_in_float32():
     a = np.ones(8, f)
     calls = {
         nk._sgd: (a, a.copy(), f(0.1)),
-        nk._momentum: (a, a.copy(), a.copy(), f(0.1), f(0.9), False),
-        nk._adam: (a, a.copy(), a.copy(), a.copy(), *(f(x) for x in (1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 1.0))),
+        nk._momentum: (a, a.copy(), a.copy(), f(0.1), f(0.9), False, f(1e-38)),
+        nk._adam: (a, a.copy(), a.copy(), a.copy(), *(f(x) for x in (1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 1.0, 1e-38))),
         nk._sigmoid: (a, a.copy(), f(0.5)),
         nk._sigmoid_backward: (a, a.copy(), f(1.0)),
-    }
+        nk._relu_backward: (a, a.copy(), f(0.0)),
+    }   # (_softmax_xent sums its per-row losses in float64 on purpose; its rows stay float32)
     for fn, args in calls.items():
         compiled = numba.njit(error_model="numpy")(fn)     # fresh, uncached: its types are inspectable
         compiled(*args)
         (cres,) = compiled.overloads.values()
         types = {str(t) for t in cres.type_annotation.typemap.values()}
         assert not any("float64" in t for t in types), f"{fn.__name__} computes in float64: {sorted(types)}"
+
+
+def test_compiled_updates_flush_subnormal_state_to_zero(numpy_kernels):
+    """Decaying optimizer state must not sink into subnormals (100x slower arithmetic):
+    the compiled updates flush it to zero; the pure-NumPy path may keep it (same function
+    to within 1e-38)."""
+    tiny = np.finfo(np.float32).tiny
+    for opt in (dn.SGD(lr=0.1, momentum=0.9), dn.Adam(lr=0.1)):
+        p = Parameter("w", np.ones(4096, np.float32))
+        p.grad[...] = 1e-3
+        opt.step({"w": p}, numpy_kernels)
+        for _ in range(900):                 # gradient now exactly zero: the state only decays
+            p.grad[...] = 0.0
+            opt.step({"w": p}, numpy_kernels)
+        counts = {}
+        for name, st in opt.state["w"].items():
+            assert st.dtype == np.float32
+            counts[name] = int(((np.abs(st) < tiny) & (st != 0)).sum())
+        if numpy_kernels.use_numba:
+            assert sum(counts.values()) == 0, f"{type(opt).__name__}: subnormal state {counts}"
+        else:          # the setup does reach subnormals (without the flush)
+            assert max(counts.values()) == 4096, counts

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .ops import Array, DeviceRNG, Ops
+from .ops import Array, DeviceRNG, Ops, _store
 
 
 class _NumpyRNG(DeviceRNG):
@@ -16,7 +16,7 @@ class _NumpyRNG(DeviceRNG):
         return self._gen.random(shape, dtype=np.dtype(dtype))
 
 
-_NUMBA_MIN_SIZE = 2048   # below this, a compiled update costs about as much as NumPy's passes
+_NUMBA_MIN_SIZE = 256    # below this, numba's ~5 µs call costs more than NumPy's passes
 _NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
 
 
@@ -42,6 +42,7 @@ class NumpyOps(Ops):
         self.use_numba = True
         self._zero_cache: dict[tuple, np.ndarray] = {}
         self._rows_cache: dict[int, np.ndarray] = {}
+        self._ones_cache: dict[tuple, np.ndarray] = {}
 
     def _kernels(self, w: Array, g: Array) -> Any:
         """numba kernels for this update, or None for the pure-NumPy path."""
@@ -89,17 +90,34 @@ class NumpyOps(Ops):
     def sum_rows(self, a: Array, *, out: Array | None = None, accumulate: bool = False) -> Array:
         if out is None:
             return a.sum(axis=0)
+        if a.shape[0] == 1:
+            if accumulate:
+                out += a[0]
+            else:
+                out[...] = a[0]
+            return out
+        if a.ndim != 2 or a.dtype != out.dtype or not out.flags.c_contiguous:
+            return _store(a.sum(axis=0), out, accumulate)
+        # 1ᵀ·a through BLAS (gemv): 2-4x faster than np.sum(axis=0) for error rows
+        ones = self._ones(a.shape[0], a.dtype)
         if accumulate:
-            out += a.sum(axis=0)
-        elif a.shape[0] == 1:
-            out[...] = a[0]
+            out += np.dot(ones, a)
         else:
-            np.sum(a, axis=0, out=out)
+            np.dot(ones, a, out=out)
         return out
 
     def sum_squares(self, a: Array) -> Array:
         flat = a.reshape(-1)
         return np.asarray(np.dot(flat, flat))
+
+    def _compiled(self, a: Array, b: Array) -> Any:
+        """Compiled elementwise kernels for two contiguous arrays of one shape and dtype, any size."""
+        if not (self.use_numba and a.flags.c_contiguous and b.flags.c_contiguous and a.shape == b.shape
+                and a.dtype == b.dtype):
+            return None
+        if self._numba is False:
+            self._numba = _load_numba()
+        return self._numba
 
     def _small_kernels(self, a: Array) -> Any:
         """Compiled elementwise kernels for small contiguous arrays (call overhead regime)."""
@@ -145,6 +163,10 @@ class NumpyOps(Ops):
         return z
 
     def relu_backward_(self, dy: Array, y: Array) -> Array:
+        k = self._compiled(dy, y)
+        if k is not None:                 # one pass; 3-4x faster than the boolean mask
+            k.elementwise["relu_backward"](dy.reshape(-1), y.reshape(-1), dy.dtype.type(0))
+            return dy
         dy *= y > 0
         return dy
 
@@ -162,6 +184,12 @@ class NumpyOps(Ops):
     def softmax_cross_entropy(self, logits: Array, target: Array, scale: float) -> tuple[Array, Array]:
         if target.ndim != 1:
             return super().softmax_cross_entropy(logits, target, scale)
+        k = self._compiled(logits, logits)
+        if k is not None and target.dtype.kind in "iu":      # one compiled pass over the rows
+            grad = np.empty_like(logits)
+            t = logits.dtype.type
+            loss = k.elementwise["softmax_xent"](logits, target, t(scale), grad)
+            return np.asarray(loss, dtype=logits.dtype), grad
         n = logits.shape[0]
         rows = self._rows(n)
         m = logits.max(axis=1, keepdims=True)
@@ -173,6 +201,16 @@ class NumpyOps(Ops):
         p *= scale / s
         p[rows, target] -= scale                      # scale · (softmax(z) − one_hot(y))
         return np.asarray(loss, dtype=logits.dtype), p
+
+    def _ones(self, n: int, dtype: Any) -> Array:
+        key = (n, np.dtype(dtype).char)
+        r = self._ones_cache.get(key)
+        if r is None:
+            if len(self._ones_cache) > 8:
+                self._ones_cache.clear()
+            r = self._ones_cache[key] = np.ones(n, dtype)
+            r.flags.writeable = False
+        return r
 
     def _rows(self, n: int) -> Array:
         r = self._rows_cache.get(n)
@@ -199,7 +237,8 @@ class NumpyOps(Ops):
         k = self._kernels(w, g)
         if k is not None:
             t = w.dtype.type
-            k.kernel("momentum", w.size)(w.reshape(-1), g.reshape(-1), v.reshape(-1), t(lr), t(mu), nesterov)
+            k.kernel("momentum", w.size)(w.reshape(-1), g.reshape(-1), v.reshape(-1), t(lr), t(mu), nesterov,
+                                         t(np.finfo(w.dtype).tiny))
             return w
         v *= mu
         v += g
@@ -219,7 +258,8 @@ class NumpyOps(Ops):
         if k is not None:
             t = w.dtype.type
             k.kernel("adam", w.size)(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
-                                     t(beta2), t(1.0 - beta1), t(1.0 - beta2), t(eps * c2), t(1.0 - lr * decoupled_wd))
+                                     t(beta2), t(1.0 - beta1), t(1.0 - beta2), t(eps * c2), t(1.0 - lr * decoupled_wd),
+                                     t(np.finfo(w.dtype).tiny))
             return w
         m -= g                          # m ← β₁m + (1−β₁)g  =  β₁(m − g) + g
         m *= beta1
