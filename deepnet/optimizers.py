@@ -67,6 +67,16 @@ class Optimizer:
     def step(self, params: dict[str, Parameter], ops: Ops) -> None:
         """Apply one update to every parameter (keys are the stable parameter names)."""
         self.iterations += 1
+        if self.clip_norm is None and self.max_norm is None and not self.coupled_weight_decay:
+            # the common case: one multi-tensor update for all parameters (see update_many)
+            ws, gs, states, state = [], [], [], self.state
+            for p in params.values():
+                ws.append(p._data)
+                gs.append(p.grad if p._fresh else p._grad)   # no backward reached it: g = 0
+                st = state.get(p.name)
+                states.append(self._slots_for(p, ops) if st is None else st)
+            self.update_many(ws, gs, states, ops)
+            return
         scale = self._clip_scale(params, ops) if self.clip_norm is not None else None
         wd = self.coupled_weight_decay
         max_norm = self.max_norm
@@ -92,6 +102,12 @@ class Optimizer:
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
         raise NotImplementedError
+
+    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
+        """:meth:`update` for all parameters at once.  Subclasses with a multi-tensor
+        backend kernel override this (one call per step instead of one per parameter)."""
+        for w, g, st in zip(ws, gs, states, strict=True):
+            self.update(w, g, st, ops)
 
     def global_grad_norm(self, params: dict[str, Parameter], ops: Ops) -> Array:
         """‖g‖ over all parameters, as a 0-d device array."""
@@ -155,16 +171,25 @@ class SGD(Optimizer):
             return super().step(params, ops)
         # plain w ← w − η g; a parameter no backward pass reached has g = 0 and is left alone
         self.iterations += 1
-        update, lr = ops.sgd_update_, self.lr
+        ws, gs = [], []
         for p in params.values():
             if not p._fresh:
-                update(p.data, p._grad, lr)
+                ws.append(p._data)
+                gs.append(p._grad)
+        ops.sgd_update_many_(ws, gs, self.lr)
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
         if self.momentum:
             ops.momentum_update_(w, g, state["velocity"], self.lr, self.momentum, self.nesterov)
         else:
             ops.sgd_update_(w, g, self.lr)
+
+    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
+        if self.momentum:
+            ops.momentum_update_many_(ws, gs, [st["velocity"] for st in states], self.lr, self.momentum,
+                                      self.nesterov)
+        else:
+            ops.sgd_update_many_(ws, gs, self.lr)
 
 
 class Momentum(SGD):
@@ -194,7 +219,15 @@ class Adam(Optimizer):
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
         ops.adam_update_(w, g, state["m"], state["v"], self.lr, self.beta1, self.beta2, self.eps,
-                         self.iterations)
+                         self.iterations, decoupled_wd=self._decoupled_wd)
+
+    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
+        ops.adam_update_many_(ws, gs, [st["m"] for st in states], [st["v"] for st in states], self.lr,
+                              self.beta1, self.beta2, self.eps, self.iterations, decoupled_wd=self._decoupled_wd)
+
+    @property
+    def _decoupled_wd(self) -> float:
+        return 0.0
 
 
 class AdamW(Adam):
@@ -208,9 +241,9 @@ class AdamW(Adam):
     def coupled_weight_decay(self) -> float:
         return 0.0
 
-    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
-        ops.adam_update_(w, g, state["m"], state["v"], self.lr, self.beta1, self.beta2, self.eps,
-                         self.iterations, decoupled_wd=self.weight_decay)
+    @property
+    def _decoupled_wd(self) -> float:
+        return self.weight_decay
 
 
 class RMSProp(Optimizer):

@@ -198,3 +198,41 @@ def test_compiled_updates_flush_subnormal_state_to_zero(numpy_kernels):
             assert sum(counts.values()) == 0, f"{type(opt).__name__}: subnormal state {counts}"
         else:          # the setup does reach subnormals (without the flush)
             assert max(counts.values()) == 4096, counts
+
+
+@pytest.mark.parametrize("case", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_multi_tensor_update_matches_per_parameter_updates(rng, case, monkeypatch):
+    """One compiled call for many parameters (NumPy backend + numba) computes what the
+    per-parameter NumPy updates compute: mixed sizes (one large enough for the parallel
+    kernel), a float64 parameter among float32 ones, a parameter no backward reached, and
+    arrays rebound between steps (the cached lists must follow)."""
+    pytest.importorskip("numba")
+    from deepnet.backend import numba_kernels
+
+    monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 5000)
+    ops = dn.backend.get_ops("numpy")
+    factory, _ = CASES[case]
+    shapes = [(3,), (40, 30), (100, 60), (7, 5), (13,)]
+    dtypes = [np.float32, np.float32, np.float32, np.float64, np.float32]
+    w0 = [rng.normal(size=s).astype(d) for s, d in zip(shapes, dtypes, strict=True)]
+    results = []
+    for compiled in (True, False):
+        ops.use_numba = compiled
+        try:
+            params = {f"p{i}": Parameter(f"p{i}", w.copy()) for i, w in enumerate(w0)}
+            opt = factory()
+            for step in range(4):
+                for i, p in enumerate(params.values()):
+                    if i != 4 or step == 2:          # p4 gets a gradient only at step 2
+                        p.grad[...] = np.sin(np.arange(p.data.size) * (step + 1.0) + i).reshape(p.shape)
+                if step == 2:                          # rebind one parameter: caches must notice
+                    params["p1"].data = params["p1"].data.copy()
+                opt.step(params, ops)
+                for p in params.values():
+                    p.zero_grad()
+            results.append([p.data.copy() for p in params.values()])
+        finally:
+            ops.use_numba = True
+    for i, (a, b) in enumerate(zip(*results, strict=True)):
+        assert a.dtype == b.dtype == dtypes[i]
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6, err_msg=f"parameter {i} ({case})")

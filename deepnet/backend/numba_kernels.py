@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numba
+import numba.typed
 import numpy as np
 
 # numba's OpenMP/TBB pools keep their threads spinning after a parallel loop, which on a
@@ -112,6 +113,39 @@ _serial = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sgd, _momentum, _ad
 elementwise = {f.__name__[1:]: numba.njit(**_opts)(f)
                for f in (_sigmoid, _sigmoid_backward, _relu_backward, _softmax_xent)}
 _parallel = {f.__name__[1:]: numba.njit(parallel=True, **_opts)(f) for f in (_sgd, _momentum, _adam)}
+
+
+_sgd_one, _momentum_one, _adam_one = _serial["sgd"], _serial["momentum"], _serial["adam"]
+
+
+# Multi-tensor updates: one call walks a typed list of parameters, so a network's update
+# costs one dispatch instead of one per parameter (each dispatch ~5 µs, and several times
+# that when the preceding matrix product has evicted the interpreter from the caches).
+def _sgd_many(ws: Any, gs: Any, lr: Any) -> None:  # pragma: no cover - compiled
+    for t in range(len(ws)):
+        _sgd_one(ws[t], gs[t], lr)
+
+
+def _momentum_many(ws: Any, gs: Any, vs: Any, lr: Any, mu: Any, nesterov: bool, tiny: Any) -> None:  # pragma: no cover
+    for t in range(len(ws)):
+        _momentum_one(ws[t], gs[t], vs[t], lr, mu, nesterov, tiny)
+
+
+def _adam_many(ws: Any, gs: Any, ms: Any, vs: Any, lr_t: Any, b1: Any, b2: Any, c1: Any, c2: Any, eps_hat: Any,
+               decay: Any, tiny: Any) -> None:  # pragma: no cover - compiled
+    for t in range(len(ws)):
+        _adam_one(ws[t], gs[t], ms[t], vs[t], lr_t, b1, b2, c1, c2, eps_hat, decay, tiny)
+
+
+many = {f.__name__[1:-5]: numba.njit(**_opts)(f) for f in (_sgd_many, _momentum_many, _adam_many)}
+
+
+def typed_list(arrays: list) -> Any:
+    """A numba typed list of 1-D views (built once per set of parameters and cached)."""
+    out = numba.typed.List()
+    for a in arrays:
+        out.append(a.reshape(-1))
+    return out
 
 
 def kernel(name: str, size: int) -> Any:

@@ -43,6 +43,7 @@ class NumpyOps(Ops):
         self._zero_cache: dict[tuple, np.ndarray] = {}
         self._rows_cache: dict[int, np.ndarray] = {}
         self._ones_cache: dict[tuple, np.ndarray] = {}
+        self._multi_cache: dict[tuple, tuple] = {}
 
     def _kernels(self, w: Array, g: Array) -> Any:
         """numba kernels for this update, or None for the pure-NumPy path."""
@@ -288,6 +289,64 @@ class NumpyOps(Ops):
         g *= lr
         w -= g
         return w
+
+    # Multi-tensor updates: every parameter below the parallel size goes into one compiled
+    # call over typed lists (built once per set of arrays, cached); large parameters get the
+    # parallel one-parameter kernel; anything the compiled code cannot take (mixed dtypes,
+    # non-contiguous) the NumPy path.
+    def _multi(self, groups: tuple[list[Array], ...]) -> tuple[Any, list[int], Any]:
+        """(typed lists or None, indices of the parameters left over, scalar type)."""
+        key = tuple(id(a) for grp in groups for a in grp)
+        hit = self._multi_cache.get(key)
+        if hit is not None:
+            return hit[0], hit[1], hit[2]
+        if self._numba is False:
+            self._numba = _load_numba()
+        k, ws = self._numba, groups[0]
+        dtype = ws[0].dtype if ws else None
+        batched, rest = [], []
+        for i, w in enumerate(ws):
+            fits = k is not None and w.size < k.PARALLEL_MIN_SIZE and all(
+                grp[i].dtype == dtype and grp[i].shape == w.shape and grp[i].flags.c_contiguous for grp in groups)
+            (batched if fits else rest).append(i)
+        lists = tuple(k.typed_list([grp[i] for i in batched]) for grp in groups) if batched else None
+        if len(self._multi_cache) > 8:
+            self._multi_cache.clear()
+        # the arrays are kept with the entry, so their ids cannot be reused while it lives
+        self._multi_cache[key] = (lists, rest, None if dtype is None else dtype.type, groups)
+        return lists, rest, None if dtype is None else dtype.type
+
+    def sgd_update_many_(self, ws: list[Array], gs: list[Array], lr: float) -> None:
+        if not self.use_numba:
+            return super().sgd_update_many_(ws, gs, lr)
+        lists, rest, t = self._multi((ws, gs))
+        if lists is not None:
+            self._numba.many["sgd"](*lists, t(lr))
+        for i in rest:
+            self.sgd_update_(ws[i], gs[i], lr)
+
+    def momentum_update_many_(self, ws: list[Array], gs: list[Array], vs: list[Array], lr: float, mu: float,
+                              nesterov: bool) -> None:
+        if not self.use_numba:
+            return super().momentum_update_many_(ws, gs, vs, lr, mu, nesterov)
+        lists, rest, t = self._multi((ws, gs, vs))
+        if lists is not None:
+            self._numba.many["momentum"](*lists, t(lr), t(mu), nesterov, t(np.finfo(t).tiny))
+        for i in rest:
+            self.momentum_update_(ws[i], gs[i], vs[i], lr, mu, nesterov)
+
+    def adam_update_many_(self, ws: list[Array], gs: list[Array], ms: list[Array], vs: list[Array], lr: float,
+                          beta1: float, beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> None:
+        if not self.use_numba:
+            return super().adam_update_many_(ws, gs, ms, vs, lr, beta1, beta2, eps, step, decoupled_wd)
+        lists, rest, t = self._multi((ws, gs, ms, vs))
+        if lists is not None:
+            c2 = (1.0 - beta2 ** step) ** 0.5
+            lr_t = lr * c2 / (1.0 - beta1 ** step)
+            self._numba.many["adam"](*lists, t(lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
+                                     t(eps * c2), t(1.0 - lr * decoupled_wd), t(np.finfo(t).tiny))
+        for i in rest:
+            self.adam_update_(ws[i], gs[i], ms[i], vs[i], lr, beta1, beta2, eps, step, decoupled_wd)
 
     def device_rng(self, seed: int) -> DeviceRNG:
         return _NumpyRNG(self, seed)

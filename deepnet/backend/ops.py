@@ -317,6 +317,22 @@ class Ops:
         w -= g / (self.xp.sqrt(s) + eps) * lr
         return w
 
+    # Multi-tensor forms: one call for all parameters of a network.  Generic: a loop over the
+    # one-parameter kernels; the NumPy backend compiles the loop (one dispatch per step).
+    def sgd_update_many_(self, ws: list[Array], gs: list[Array], lr: float) -> None:
+        for w, g in zip(ws, gs, strict=True):
+            self.sgd_update_(w, g, lr)
+
+    def momentum_update_many_(self, ws: list[Array], gs: list[Array], vs: list[Array], lr: float, mu: float,
+                              nesterov: bool) -> None:
+        for w, g, v in zip(ws, gs, vs, strict=True):
+            self.momentum_update_(w, g, v, lr, mu, nesterov)
+
+    def adam_update_many_(self, ws: list[Array], gs: list[Array], ms: list[Array], vs: list[Array], lr: float,
+                          beta1: float, beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> None:
+        for w, g, m, v in zip(ws, gs, ms, vs, strict=True):
+            self.adam_update_(w, g, m, v, lr, beta1, beta2, eps, step, decoupled_wd)
+
     # ------------------------------------------------------------------ memory and streaming
     def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
         """Rows per streamed chunk if ``host_X`` should not be moved whole (None: resident)."""
