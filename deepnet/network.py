@@ -143,6 +143,12 @@ class Network:
             p.data = to_device(weights[name], self.ops, dtype=self.dtype_name, copy=True)
             p._fresh = True
 
+    def _arrange_layouts(self, batch_size: int) -> None:
+        """Let the first layer (which never computes ẽ) pick its backend's fastest weight
+        layout for this batch size; optimizer slots follow at the next step."""
+        if self.layers[0].arrange_as_first_layer(batch_size) and self.optimizer is not None:
+            self.optimizer._layouts_checked = False
+
     def _give_rng(self) -> None:
         """Hand the run's device generator to layers that draw random numbers (dropout)."""
         for layer in self.layers:
@@ -314,6 +320,7 @@ class Network:
             state = ckpt.restore(self)
             if state is not None:
                 start_epoch, start_batch, partial, history = state
+        self._arrange_layouts(batch_size)   # after a restore, which replaces the weights
         self.stop_training = False
         logs: dict[str, Any] = {}
         for cb in callbacks:

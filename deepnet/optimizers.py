@@ -43,6 +43,7 @@ class Optimizer:
         self.max_norm = None if max_norm is None else float(max_norm)
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
+        self._layouts_checked = True
 
     @property
     def name(self) -> str:
@@ -67,6 +68,8 @@ class Optimizer:
     def step(self, params: dict[str, Parameter], ops: Ops) -> None:
         """Apply one update to every parameter (keys are the stable parameter names)."""
         self.iterations += 1
+        if not self._layouts_checked:
+            self._match_layouts(params)
         if self.clip_norm is None and self.max_norm is None and not self.coupled_weight_decay:
             # the common case: one multi-tensor update for all parameters (see update_many)
             ws, gs, states, state = [], [], [], self.state
@@ -94,6 +97,18 @@ class Optimizer:
             update(p.data, g, self._slots_for(p, ops) if st is None else st, ops)
             if max_norm is not None and p.data.ndim == 2:
                 self._apply_max_norm(p.data, ops)
+
+    def _match_layouts(self, params: dict[str, Parameter]) -> None:
+        """Give loaded or moved state slots the memory layout of their parameter (a
+        column-major weight with row-major slots would leave the fast kernels)."""
+        for p in params.values():
+            st = self.state.get(p.name)
+            for k, a in (st or {}).items():
+                if a.shape == p._data.shape and getattr(a, "strides", None) != getattr(p._data, "strides", None):
+                    b = p._data * 0.0
+                    b[...] = a
+                    st[k] = b
+        self._layouts_checked = True
 
     @property
     def coupled_weight_decay(self) -> float:
@@ -142,10 +157,12 @@ class Optimizer:
         self.iterations = int(sd.get("iterations", 0))
         self.state = {pname: {k: to_device(v, ops, copy=True) for k, v in st.items()}
                       for pname, st in sd.get("slots", {}).items()}
+        self._layouts_checked = False
 
     def to(self, ops: Ops) -> Optimizer:
         """Move the optimizer state to another backend (done by ``Network.to``)."""
         self.state = {pname: {k: to_device(v, ops) for k, v in st.items()} for pname, st in self.state.items()}
+        self._layouts_checked = False
         return self
 
 

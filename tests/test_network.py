@@ -211,3 +211,42 @@ def test_weights_given_or_taken_never_alias_the_network(rng):
     for k in saved:
         np.testing.assert_array_equal(given[k], saved[k])
         assert not np.array_equal(net.get_weights()[k], saved[k])
+
+
+def test_numpy_first_layer_weight_is_column_major_and_trains_the_same(rng, tmp_path):
+    """On NumPy the first layer stores W column-major (x Wᵀ becomes a plain product); shape,
+    values, training and checkpoints are unaffected: it trains like the strict backend, and
+    a saved and resumed run keeps the layout with matching optimizer slots."""
+    X = rng.random((96, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+
+    def make(backend):
+        return dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 3)], seed=4, backend=backend,
+                          loss="xent", optimizer=dn.Adam(0.01))
+
+    net = make("numpy")
+    net.fit(X, y, epochs=1, batch_size=1, shuffle=False)        # batch 1: row-major is faster
+    assert net.layers[0].parameters()["weight"].data.flags.c_contiguous
+    net = make("numpy")
+    net.fit(X, y, epochs=2, batch_size=16, shuffle=False)
+    w = net.layers[0].parameters()["weight"]
+    assert w.data.shape == (16, 12) and w.data.flags.f_contiguous and w.grad.flags.f_contiguous
+    assert net.layers[2].parameters()["weight"].data.flags.c_contiguous
+    ref = make("strict")
+    ref.fit(X, y, epochs=2, batch_size=16, shuffle=False)
+    for name, a in net.get_weights().items():
+        np.testing.assert_allclose(a, ref.get_weights()[name], rtol=2e-5, atol=2e-6, err_msg=name)
+    assert all(s.flags.f_contiguous for s in net.optimizer.state["0.weight"].values())
+
+    from deepnet.io import load_model, save_model
+
+    path = tmp_path / "m.npz"
+    save_model(net, path)
+    back = load_model(path)
+    np.testing.assert_array_equal(back.get_weights()["0.weight"], net.get_weights()["0.weight"])
+    net.fit(X, y, epochs=1, batch_size=2, shuffle=False)          # switching layout keeps training right
+    ref.fit(X, y, epochs=1, batch_size=2, shuffle=False)
+    assert net.layers[0].parameters()["weight"].data.flags.c_contiguous
+    assert all(s.flags.c_contiguous for s in net.optimizer.state["0.weight"].values())
+    for name, a in net.get_weights().items():
+        np.testing.assert_allclose(a, ref.get_weights()[name], rtol=5e-5, atol=5e-6, err_msg=name)

@@ -33,6 +33,21 @@ def _load_numba() -> Any:
     return numba_kernels
 
 
+def _flat_views(arrays: tuple[Array, ...]) -> tuple[Array, ...] | None:
+    """1-D views of arrays that share one shape, dtype and contiguous layout (all row-major
+    or all column-major), element i of each being the same entry; None otherwise (then a
+    flat view could be a copy, and an in-place kernel would write into the copy)."""
+    a0 = arrays[0]
+    for a in arrays[1:]:
+        if a.shape != a0.shape or a.dtype != a0.dtype:
+            return None
+    if all(a.flags.c_contiguous for a in arrays):
+        return tuple(a.reshape(-1) for a in arrays)
+    if all(a.flags.f_contiguous for a in arrays):
+        return tuple(a.T.reshape(-1) for a in arrays)
+    return None
+
+
 class NumpyOps(Ops):
     name = "numpy"
 
@@ -45,13 +60,17 @@ class NumpyOps(Ops):
         self._ones_cache: dict[tuple, np.ndarray] = {}
         self._multi_cache: dict[tuple, tuple] = {}
 
-    def _kernels(self, w: Array, g: Array) -> Any:
-        """numba kernels for this update, or None for the pure-NumPy path."""
-        if not self.use_numba or w.size < _NUMBA_MIN_SIZE or not (w.flags.c_contiguous and g.flags.c_contiguous):
-            return None
+    def _kernels(self, *arrays: Array) -> tuple[Any, tuple[Array, ...]]:
+        """(numba kernels, flat views of ``arrays``) for an update, or (None, ()) for the
+        pure-NumPy path."""
+        if not self.use_numba or arrays[0].size < _NUMBA_MIN_SIZE:
+            return None, ()
+        flat = _flat_views(arrays)
+        if flat is None:
+            return None, ()
         if self._numba is False:
             self._numba = _load_numba()
-        return self._numba
+        return self._numba, flat
 
     def from_host(self, host: Any) -> Array:
         return np.array(host, copy=True)
@@ -78,12 +97,25 @@ class NumpyOps(Ops):
             return np.dot(at, bt)
         if accumulate:
             out += np.dot(at, bt)
-        else:
+        elif out.flags.c_contiguous:
             np.dot(at, bt, out=out)
+        else:                    # column-major out (the first layer's ∂f/∂W): outᵀ = op(b)ᵀ op(a)ᵀ
+            np.dot(bt.T, at.T, out=out.T)
         return out
 
     def linear(self, x: Array, w: Array) -> Array:
-        return np.dot(x, w.T)
+        return np.dot(x, w.T)      # w column-major (first layer): wᵀ is row-major, a plain NN product
+
+    def first_layer_weight(self, w: Array, batch_size: int) -> Array:
+        # The first layer computes only y = x Wᵀ and ∂f/∂W = δᵀ x (never ẽ = δ W).  With W
+        # column-major, x Wᵀ is a plain row-major product and ∂f/∂W is written as xᵀ δ:
+        # 10-30% less time in OpenBLAS from batches of ~16 rows on (measured for 784 inputs
+        # and 50-512 outputs); for 1-2 rows the row-major layout is faster.
+        if w.ndim != 2 or w.shape[0] == 1:
+            return w
+        if batch_size >= 16:
+            return w if w.flags.f_contiguous else np.asfortranarray(w)
+        return w if w.flags.c_contiguous else np.ascontiguousarray(w)
 
     def argmax_rows(self, a: Array) -> Array:
         return a.argmax(axis=1)
@@ -224,10 +256,10 @@ class NumpyOps(Ops):
     # Optimizer kernels: the gradient buffer g is consumed by the update and used as the
     # scratch space, so no temporary is allocated and only w, g (and the slots) are touched.
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
-        k = self._kernels(w, g)
+        k, flat = self._kernels(w, g)
         if k is not None:
             t = w.dtype.type
-            k.kernel("sgd", w.size)(w.reshape(-1), g.reshape(-1), t(lr))
+            k.kernel("sgd", w.size)(*flat, t(lr))
             return w
         g *= lr
         w -= g
@@ -235,11 +267,10 @@ class NumpyOps(Ops):
 
     def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
                          nesterov: bool) -> Array:
-        k = self._kernels(w, g)
+        k, flat = self._kernels(w, g, v)
         if k is not None:
             t = w.dtype.type
-            k.kernel("momentum", w.size)(w.reshape(-1), g.reshape(-1), v.reshape(-1), t(lr), t(mu), nesterov,
-                                         t(np.finfo(w.dtype).tiny))
+            k.kernel("momentum", w.size)(*flat, t(lr), t(mu), nesterov, t(np.finfo(w.dtype).tiny))
             return w
         v *= mu
         v += g
@@ -255,10 +286,10 @@ class NumpyOps(Ops):
                      beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> Array:
         c2 = (1.0 - beta2 ** step) ** 0.5
         lr_t = lr * c2 / (1.0 - beta1 ** step)
-        k = self._kernels(w, g)
+        k, flat = self._kernels(w, g, m, v)
         if k is not None:
             t = w.dtype.type
-            k.kernel("adam", w.size)(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(lr_t), t(beta1),
+            k.kernel("adam", w.size)(*flat, t(lr_t), t(beta1),
                                      t(beta2), t(1.0 - beta1), t(1.0 - beta2), t(eps * c2), t(1.0 - lr * decoupled_wd),
                                      t(np.finfo(w.dtype).tiny))
             return w
@@ -305,11 +336,17 @@ class NumpyOps(Ops):
         k, ws = self._numba, groups[0]
         dtype = ws[0].dtype if ws else None
         batched, rest = [], []
+        views = []
         for i, w in enumerate(ws):
-            fits = k is not None and w.size < k.PARALLEL_MIN_SIZE and all(
-                grp[i].dtype == dtype and grp[i].shape == w.shape and grp[i].flags.c_contiguous for grp in groups)
-            (batched if fits else rest).append(i)
-        lists = tuple(k.typed_list([grp[i] for i in batched]) for grp in groups) if batched else None
+            flat = None
+            if k is not None and w.size < k.PARALLEL_MIN_SIZE and w.dtype == dtype:
+                flat = _flat_views(tuple(grp[i] for grp in groups))
+            if flat is None:
+                rest.append(i)
+            else:
+                batched.append(i)
+                views.append(flat)
+        lists = tuple(k.typed_list([v[j] for v in views]) for j in range(len(groups))) if batched else None
         if len(self._multi_cache) > 8:
             self._multi_cache.clear()
         # the arrays are kept with the entry, so their ids cannot be reused while it lives

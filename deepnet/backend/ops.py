@@ -151,6 +151,12 @@ class Ops:
         """x · wᵀ: a batch of rows x through weights w shaped (n_out, n_in)."""
         return self.xp.matmul(x, self.xp.matrix_transpose(w))
 
+    def first_layer_weight(self, w: Array, batch_size: int) -> Array:
+        """The first layer's weight W in the memory layout fastest for its two products
+        (y = x Wᵀ and ∂f/∂W; it never computes ẽ) at this batch size.  Same shape and
+        values; generic: as is."""
+        return w
+
     def add_bias_(self, y: Array, b: Array) -> Array:
         """y ← y + b, with b broadcast over the batch rows."""
         y += b

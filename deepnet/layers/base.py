@@ -14,8 +14,8 @@ class ShapeError(ValueError):
 class Parameter:
     """A trainable array and its accumulated gradient ∂f/∂(array).
 
-    The gradient buffer always matches ``data`` in shape, dtype and backend (assigning
-    ``data`` reallocates it when they change).  It is zeroed lazily: :meth:`zero_grad`
+    The gradient buffer always matches ``data`` in shape, dtype, memory layout and backend
+    (assigning ``data`` reallocates it when they change).  It is zeroed lazily: :meth:`zero_grad`
     only marks it stale and the next backward pass writes into it instead of adding,
     so no pass over memory is spent on zeroing.  Reading :attr:`grad` is always correct.
     """
@@ -37,7 +37,7 @@ class Parameter:
         old = self._data
         self._data = value
         if (type(value) is not type(old) or value.shape != old.shape or value.dtype != old.dtype
-                or getattr(value, "device", None) != getattr(old, "device", None)):
+                or getattr(value, "strides", None) != getattr(old, "strides", None) or getattr(value, "device", None) != getattr(old, "device", None)):
             self._grad = value * 0.0
             self._fresh = True
 
@@ -154,6 +154,13 @@ class Layer:
         self._cache = None
         self._on_moved()
         return self
+
+    def arrange_as_first_layer(self, batch_size: int) -> bool:
+        """Called by :meth:`Network.fit` on its first layer, whose input error is never
+        computed: a layer may let the backend store its weights in the layout fastest for
+        the products it still needs at this batch size.  Returns whether an array was
+        replaced.  Default: nothing."""
+        return False
 
     def _on_moved(self) -> None:
         """Hook for layers that hold non-parameter arrays (e.g. running statistics)."""

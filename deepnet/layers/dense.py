@@ -38,6 +38,17 @@ class Dense(Layer):
             self.add_param("bias", w[:, 0] * 0.0)
         self.initialized = True
 
+    def arrange_as_first_layer(self, batch_size: int) -> bool:
+        # W keeps its shape (n_out, n_in) and values; only its memory layout may change
+        w = self._params.get("weight")
+        if w is None:
+            return False
+        laid = self.ops.first_layer_weight(w.data, batch_size)
+        if laid is w.data:
+            return False
+        w.data = laid
+        return True
+
     def get_config(self) -> dict[str, Any]:
         return {"n_in": self.n_in, "n_out": self.n_out, "bias": self.bias, "init": self.init}
 
