@@ -206,3 +206,14 @@ def test_numpy_relu_backward_and_bias_sum_paths_agree(numpy_kernels, rng, shape)
     np.testing.assert_allclose(out, 0.5 + got.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
     numpy_kernels.sum_rows(got, out=out)
     np.testing.assert_allclose(out, got.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (64, 128), (128, 300)])
+def test_numpy_relu_forward_and_bias_paths_agree(numpy_kernels, rng, shape):
+    x = rng.normal(size=shape).astype(np.float32)
+    b = rng.normal(size=shape[1]).astype(np.float32)
+    y = numpy_kernels.relu(x)
+    assert y is not x and y.dtype == np.float32
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    got = numpy_kernels.add_bias_(x.copy(), b)
+    np.testing.assert_array_equal(got, x + b)

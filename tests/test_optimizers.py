@@ -169,6 +169,8 @@ def test_compiled_kernels_stay_in_float32():
         nk._sigmoid: (a, a.copy(), f(0.5)),
         nk._sigmoid_backward: (a, a.copy(), f(1.0)),
         nk._relu_backward: (a, a.copy(), f(0.0)),
+        nk._relu: (a, a.copy(), f(0.0)),
+        nk._add_bias: (a.reshape(2, 4).copy(), np.ones(4, f)),
     }   # (_softmax_xent sums its per-row losses in float64 on purpose; its rows stay float32)
     for fn, args in calls.items():
         compiled = numba.njit(error_model="numpy")(fn)     # fresh, uncached: its types are inspectable

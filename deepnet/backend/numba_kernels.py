@@ -83,6 +83,19 @@ def _relu_backward(dy: Any, y: Any, zero: Any) -> None:  # pragma: no cover - co
         dy[i] = dy[i] if y[i] > zero else zero
 
 
+def _relu(x: Any, y: Any, zero: Any) -> None:  # pragma: no cover - compiled
+    for i in range(x.size):            # y = max(x, 0): reads x once, no zero array
+        v = x[i]
+        y[i] = v if v > zero else zero
+
+
+def _add_bias(y: Any, b: Any) -> None:  # pragma: no cover - compiled
+    n, k = y.shape                     # y ← y + b on every row, in place
+    for r in range(n):
+        for j in range(k):
+            y[r, j] += b[j]
+
+
 def _softmax_xent(z: Any, labels: Any, scale: Any, grad: Any) -> float:  # pragma: no cover - compiled
     """Per row r: p = softmax(z_r) (max subtracted), f_r = log Σ exp(z_r − max) − (z_r,y − max),
     grad_r = scale · (p − onehot(y)).  Returns scale · Σ_r f_r (accumulated in float64)."""
@@ -111,7 +124,7 @@ def _softmax_xent(z: Any, labels: Any, scale: Any, grad: Any) -> float:  # pragm
 _serial = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sgd, _momentum, _adam)}
 #: elementwise activations for small arrays, where one compiled call replaces several ufunc calls
 elementwise = {f.__name__[1:]: numba.njit(**_opts)(f)
-               for f in (_sigmoid, _sigmoid_backward, _relu_backward, _softmax_xent)}
+               for f in (_sigmoid, _sigmoid_backward, _relu, _relu_backward, _add_bias, _softmax_xent)}
 _parallel = {f.__name__[1:]: numba.njit(parallel=True, **_opts)(f) for f in (_sgd, _momentum, _adam)}
 
 

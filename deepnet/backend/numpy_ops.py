@@ -17,6 +17,7 @@ class _NumpyRNG(DeviceRNG):
 
 
 _NUMBA_MIN_SIZE = 256    # below this, numba's ~5 µs call costs more than NumPy's passes
+_NUMBA_LARGE_MIN = 16384  # ReLU forward: from here one compiled pass beats np.maximum
 _NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
 
 
@@ -181,8 +182,23 @@ class NumpyOps(Ops):
         return dy
 
     def relu(self, x: Array) -> Array:
+        if x.size >= _NUMBA_LARGE_MIN:
+            k = self._compiled(x, x)
+            if k is not None:             # one read of x (1.5x faster from ~16K elements)
+                y = np.empty_like(x)
+                k.elementwise["relu"](x.reshape(-1), y.reshape(-1), x.dtype.type(0))
+                return y
         # against a zero array of the same shape: several times faster than a scalar 0
         return np.maximum(x, self._zeros_like(x))
+
+    def add_bias_(self, y: Array, b: Array) -> Array:
+        if y.ndim == 2 and y.shape[0] > 1 and b.ndim == 1 and y.dtype == b.dtype and b.flags.c_contiguous:
+            k = self._compiled(y, y)
+            if k is not None:             # one in-place pass, 2x faster than the broadcast add
+                k.elementwise["add_bias"](y, b)
+                return y
+        y += b
+        return y
 
     def _zeros_like(self, x: Array) -> Array:
         """A cached, read-only array of zeros shaped like ``x`` (never written to)."""
