@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,17 @@ def _load_numba() -> Any:
     except ImportError:
         return None
     return numba_kernels
+
+
+_TINY: dict[Any, Any] = {}
+
+
+def _tiny(t: Any) -> Any:
+    """The smallest normal number of scalar type ``t``, as a ``t`` (cached: np.finfo costs ~1 µs)."""
+    v = _TINY.get(t)
+    if v is None:
+        v = _TINY[t] = t(np.finfo(t).tiny)
+    return v
 
 
 def _flat_views(arrays: tuple[Array, ...]) -> tuple[Array, ...] | None:
@@ -286,7 +298,7 @@ class NumpyOps(Ops):
         k, flat = self._kernels(w, g, v)
         if k is not None:
             t = w.dtype.type
-            k.kernel("momentum", w.size)(*flat, t(lr), t(mu), nesterov, t(np.finfo(w.dtype).tiny))
+            k.kernel("momentum", w.size)(*flat, t(lr), t(mu), nesterov, _tiny(w.dtype.type))
             return w
         v *= mu
         v += g
@@ -307,7 +319,7 @@ class NumpyOps(Ops):
             t = w.dtype.type
             k.kernel("adam", w.size)(*flat, t(lr_t), t(beta1),
                                      t(beta2), t(1.0 - beta1), t(1.0 - beta2), t(eps * c2), t(1.0 - lr * decoupled_wd),
-                                     t(np.finfo(w.dtype).tiny))
+                                     _tiny(w.dtype.type))
             return w
         m -= g                          # m ← β₁m + (1−β₁)g  =  β₁(m − g) + g
         m *= beta1
@@ -343,7 +355,7 @@ class NumpyOps(Ops):
     # non-contiguous) the NumPy path.
     def _multi(self, groups: tuple[list[Array], ...]) -> tuple[Any, list[int], Any]:
         """(typed lists or None, indices of the parameters left over, scalar type)."""
-        key = tuple(id(a) for grp in groups for a in grp)
+        key = tuple(map(id, chain.from_iterable(groups)))
         hit = self._multi_cache.get(key)
         if hit is not None:
             return hit[0], hit[1], hit[2]
@@ -384,7 +396,7 @@ class NumpyOps(Ops):
             return super().momentum_update_many_(ws, gs, vs, lr, mu, nesterov)
         lists, rest, t = self._multi((ws, gs, vs))
         if lists is not None:
-            self._numba.many["momentum"](*lists, t(lr), t(mu), nesterov, t(np.finfo(t).tiny))
+            self._numba.many["momentum"](*lists, t(lr), t(mu), nesterov, _tiny(t))
         for i in rest:
             self.momentum_update_(ws[i], gs[i], vs[i], lr, mu, nesterov)
 
@@ -397,7 +409,7 @@ class NumpyOps(Ops):
             c2 = (1.0 - beta2 ** step) ** 0.5
             lr_t = lr * c2 / (1.0 - beta1 ** step)
             self._numba.many["adam"](*lists, t(lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
-                                     t(eps * c2), t(1.0 - lr * decoupled_wd), t(np.finfo(t).tiny))
+                                     t(eps * c2), t(1.0 - lr * decoupled_wd), _tiny(t))
         for i in rest:
             self.adam_update_(ws[i], gs[i], ms[i], vs[i], lr, beta1, beta2, eps, step, decoupled_wd)
 
