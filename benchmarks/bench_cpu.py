@@ -240,6 +240,30 @@ def blas_floor(cfg: Config, n: int) -> Callable[[], None]:
     return go
 
 
+def mkl_blas_floor(cfg: Config, n: int) -> Callable[[], None]:
+    """The same matrix products through deepnet's oneMKL binding (what ``DEEPNET_BLAS=mkl`` uses)."""
+    from deepnet.backend.mkl_blas import MklBlas
+
+    mkl = MklBlas()
+    mkl.MIN_WORK = 0
+    B = cfg.batch
+    rng = np.random.default_rng(0)
+    Ws = [rng.random((o, i), dtype=np.float32) for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True)]
+    acts = [rng.random((B, k), dtype=np.float32) for k in cfg.sizes]
+    grads = [np.empty_like(W) for W in Ws]
+    errs = [np.empty((B, k), np.float32) for k in cfg.sizes]
+
+    def go() -> None:
+        for _ in range(n // B):
+            for i, W in enumerate(Ws):
+                mkl.gemm(acts[i], W.T, acts[i + 1], 0.0)
+            for i in range(len(Ws) - 1, -1, -1):
+                mkl.gemm(acts[i + 1].T, acts[i], grads[i], 0.0)
+                if i > 0:
+                    mkl.gemm(acts[i + 1], Ws[i], errs[i], 0.0)
+    return go
+
+
 def torch_blas_floor(cfg: Config, n: int) -> Callable[[], None]:
     """The same matrix products with PyTorch's BLAS (MKL in its x86 CPU builds): the floor
     that PyTorch's own training runs against.  deepnet / NumPy cannot beat PyTorch by more
@@ -280,6 +304,9 @@ def worker(config: str, framework: str, threads: int, scale: float) -> None:
     Each framework runs alone in its process so that idle, spinning threads of another
     library's pool (OpenMP, OpenBLAS) never compete with it for the cores.
     """
+    if framework in ("deepnet mkl", "MKL floor"):
+        os.environ["DEEPNET_BLAS"] = "mkl"        # read when deepnet's NumPy backend is created
+        os.environ["MKL_NUM_THREADS"] = str(threads)
     _limit_threads(threads)
     cfg = CONFIGS[config]
     n = max(cfg.batch, int(cfg.samples * scale) // cfg.batch * cfg.batch)
@@ -292,8 +319,9 @@ def worker(config: str, framework: str, threads: int, scale: float) -> None:
         else:
             go = run_torch(cfg, X, y, fused=framework == "torch fused")
     else:
-        go = {"deepnet": run_deepnet, "numpy loop": run_numpy, "sklearn": run_sklearn,
-              "BLAS floor": lambda c, X, y: blas_floor(c, len(X))}[framework](cfg, X, y)
+        go = {"deepnet": run_deepnet, "deepnet mkl": run_deepnet, "numpy loop": run_numpy, "sklearn": run_sklearn,
+              "BLAS floor": lambda c, X, y: blas_floor(c, len(X)),
+              "MKL floor": lambda c, X, y: mkl_blas_floor(c, len(X))}[framework](cfg, X, y)
     go()                                   # warm-up: first-touch allocations, caches
     t0 = time.perf_counter()
     go()
@@ -319,6 +347,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the samples per repetition")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--no-mkl", action="store_true", help="skip the 'deepnet mkl' run even if oneMKL is installed")
     ap.add_argument("--only", default=None,
                     help="comma-separated subset of frameworks to run (deepnet and the BLAS floor always run)")
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "FRAMEWORK"), help=argparse.SUPPRESS)
@@ -340,19 +369,24 @@ def main() -> None:
         sk_version = None
         print("scikit-learn not installed: its column is skipped")
 
+    mkl = _mkl_available() and not args.no_mkl
+    if not mkl:
+        print("oneMKL not available (pip install 'deepnet[mkl]'): the 'deepnet mkl' column is skipped")
     results: dict[str, dict] = {}
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
-        frameworks = ["deepnet", "numpy loop"]
+        frameworks = ["deepnet"] + (["deepnet mkl"] if mkl else []) + ["numpy loop"]
         if torch_version:
             frameworks += ["torch", "torch fused"]
         if sk_version and cfg.loss == "xent":
             frameworks.append("sklearn")
         frameworks.append("BLAS floor")
+        if mkl:
+            frameworks.append("MKL floor")
         if torch_version:
             frameworks.append("torch BLAS floor")
         if args.only:
-            keep = set(args.only.split(",")) | {"deepnet", "BLAS floor"}
+            keep = set(args.only.split(",")) | {"deepnet", "BLAS floor", "deepnet mkl", "MKL floor"}
             frameworks = [k for k in frameworks if k in keep]
         sps: dict[str, list[float]] = {k: [] for k in frameworks}
         n = 0
@@ -374,6 +408,11 @@ def main() -> None:
                                                   zip(zip(*torch_runs, strict=True), sps["torch BLAS floor"],
                                                       strict=True)]
         res["fraction_of_blas_floor"] = [d / f for d, f in zip(sps["deepnet"], sps["BLAS floor"], strict=True)]
+        if "deepnet mkl" in sps:
+            res["mkl_fraction_of_mkl_floor"] = [d / f for d, f in zip(sps["deepnet mkl"], sps["MKL floor"],
+                                                                      strict=True)]
+            if torch_runs:
+                res["mkl_ratio_vs_torch"] = [d / t for d, t in zip(sps["deepnet mkl"], best_torch, strict=True)]
         results[name] = res
         print(_table_block(name, cfg, res), flush=True)
 
@@ -385,6 +424,16 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"meta": meta, "results": results}, fh, indent=2)
+
+
+def _mkl_available() -> bool:
+    try:
+        from deepnet.backend.mkl_blas import MklBlas
+
+        MklBlas()
+        return True
+    except Exception:
+        return False
 
 
 def _cpu_name() -> str:
@@ -412,6 +461,12 @@ def _table_block(name: str, cfg: Config, res: dict) -> str:
         lines.append(f"  deepnet / PyTorch (faster of default, fused) per rep: {', '.join(f'{x:.2f}' for x in r)}")
     f = res["fraction_of_blas_floor"]
     lines.append(f"  deepnet / BLAS floor per rep: {', '.join(f'{x:.2f}' for x in f)}")
+    if "mkl_ratio_vs_torch" in res:
+        r = res["mkl_ratio_vs_torch"]
+        lines.append(f"  deepnet mkl / PyTorch per rep: {', '.join(f'{x:.2f}' for x in r)}")
+    if "mkl_fraction_of_mkl_floor" in res:
+        f = res["mkl_fraction_of_mkl_floor"]
+        lines.append(f"  deepnet mkl / MKL floor per rep: {', '.join(f'{x:.2f}' for x in f)}")
     if "torch_fraction_of_its_floor" in res:
         f = res["torch_fraction_of_its_floor"]
         lines.append(f"  PyTorch (best) / its own BLAS floor per rep: {', '.join(f'{x:.2f}' for x in f)}")
@@ -421,9 +476,10 @@ def _table_block(name: str, cfg: Config, res: dict) -> str:
 def summary_table(results: dict, meta: dict) -> str:
     head = (f"{meta['date']}, {meta['processor']}, {meta['threads']} threads, numpy {meta['numpy']}, "
             f"torch {meta['torch']}, scikit-learn {meta['sklearn']}")
-    rows = ["| config | deepnet samples/s | PyTorch best (default / fused) | numpy loop | sklearn | BLAS floor NumPy / "
-            "PyTorch | deepnet / PyTorch median (min-max) | deepnet / its BLAS floor | PyTorch / its BLAS floor |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| config | deepnet (NumPy BLAS) | deepnet (oneMKL) | PyTorch best (default / fused) | numpy loop | "
+            "sklearn | BLAS floor NumPy / MKL / PyTorch | deepnet / PyTorch | deepnet mkl / PyTorch | "
+            "deepnet / NumPy floor | deepnet mkl / MKL floor | PyTorch / its floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def spread(v: list[float] | None) -> str:
         return f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})" if v else "n/a"
@@ -435,10 +491,11 @@ def summary_table(results: dict, meta: dict) -> str:
         med = r["median"]
         best = max(med.get("torch", 0), med.get("torch fused", 0))
         torch_cell = f"{best:,.0f} ({num(med, 'torch')} / {num(med, 'torch fused')})" if best else "n/a"
-        rows.append(f"| {name} | {med['deepnet']:,.0f} | {torch_cell} | {num(med, 'numpy loop')} | "
-                    f"{num(med, 'sklearn')} | {num(med, 'BLAS floor')} / {num(med, 'torch BLAS floor')} | "
-                    f"{spread(r.get('ratio_vs_torch'))} | {spread(r['fraction_of_blas_floor'])} | "
-                    f"{spread(r.get('torch_fraction_of_its_floor'))} |")
+        rows.append(f"| {name} | {num(med, 'deepnet')} | {num(med, 'deepnet mkl')} | {torch_cell} | "
+                    f"{num(med, 'numpy loop')} | {num(med, 'sklearn')} | {num(med, 'BLAS floor')} / "
+                    f"{num(med, 'MKL floor')} / {num(med, 'torch BLAS floor')} | {spread(r.get('ratio_vs_torch'))} | "
+                    f"{spread(r.get('mkl_ratio_vs_torch'))} | {spread(r['fraction_of_blas_floor'])} | "
+                    f"{spread(r.get('mkl_fraction_of_mkl_floor'))} | {spread(r.get('torch_fraction_of_its_floor'))} |")
     return head + "\n" + "\n".join(rows)
 
 
