@@ -188,6 +188,11 @@ class SGD(Optimizer):
             return super().step(params, ops)
         # plain w ← w − η g; a parameter no backward pass reached has g = 0 and is left alone
         self.iterations += 1
+        if len(params) < 3:            # one or two parameters (the seed network): direct calls
+            for p in params.values():
+                if not p._fresh:
+                    ops.sgd_update_(p._data, p._grad, self.lr)
+            return
         ws, gs = [], []
         for p in params.values():
             if not p._fresh:

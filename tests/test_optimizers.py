@@ -166,7 +166,7 @@ def test_compiled_kernels_stay_in_float32():
         nk._sgd: (a, a.copy(), f(0.1)),
         nk._momentum: (a, a.copy(), a.copy(), f(0.1), f(0.9), False, f(1e-38)),
         nk._adam: (a, a.copy(), a.copy(), a.copy(), *(f(x) for x in (1e-3, 0.9, 0.999, 0.1, 1e-3, 1e-8, 1.0, 1e-38))),
-        nk._sigmoid: (a, a.copy(), f(0.5)),
+        nk._sigmoid: (a, a.copy(), f(1.0)),
         nk._sigmoid_backward: (a, a.copy(), f(1.0)),
         nk._relu_backward: (a, a.copy(), f(0.0)),
         nk._relu: (a, a.copy(), f(0.0)),

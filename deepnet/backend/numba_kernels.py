@@ -68,9 +68,9 @@ def _adam(w: Any, g: Any, m: Any, v: Any, lr_t: Any, b1: Any, b2: Any, c1: Any, 
         w[i] = w[i] * decay - lr_t * mi / (np.sqrt(vi) + eps_hat)
 
 
-def _sigmoid(x: Any, y: Any, half: Any) -> None:  # pragma: no cover - compiled
-    for i in range(x.size):            # σ(x) = ½ tanh(½x) + ½, with ½ in the array's dtype
-        y[i] = half * np.tanh(half * x[i]) + half
+def _sigmoid(x: Any, y: Any, one: Any) -> None:  # pragma: no cover - compiled
+    for i in range(x.size):            # σ(x) = 1 / (1 + e^(−x)), with 1 in the array's dtype;
+        y[i] = one / (one + np.exp(-x[i]))   # e^(−x) = inf for x < −88 gives exactly 0: no NaN
 
 
 def _sigmoid_backward(dy: Any, y: Any, one: Any) -> None:  # pragma: no cover - compiled

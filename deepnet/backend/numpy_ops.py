@@ -18,9 +18,10 @@ class _NumpyRNG(DeviceRNG):
         return self._gen.random(shape, dtype=np.dtype(dtype))
 
 
-_NUMBA_MIN_SIZE = 256    # below this, numba's ~5 µs call costs more than NumPy's passes
+_NUMBA_MIN_SIZE = 1024   # one parameter alone: below this NumPy's passes cost less than a compiled call
 _NUMBA_LARGE_MIN = 16384  # ReLU forward: from here one compiled pass beats np.maximum
 _NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
+_MKL_MIN_WORK = 1 << 17    # multiply-adds below which np.dot beats a ctypes call into MKL
 
 
 def _load_numba() -> Any:
@@ -47,18 +48,35 @@ def _tiny(t: Any) -> Any:
     return v
 
 
+_CONST: dict[tuple, Any] = {}
+
+
+def _const(t: Any, value: float) -> Any:
+    """``t(value)``, cached: kernels take their constants in the arrays' dtype."""
+    key = (t, value)
+    v = _CONST.get(key)
+    if v is None:
+        v = _CONST[key] = t(value)
+    return v
+
+
 def _flat_views(arrays: tuple[Array, ...]) -> tuple[Array, ...] | None:
     """1-D views of arrays that share one shape, dtype and contiguous layout (all row-major
     or all column-major), element i of each being the same entry; None otherwise (then a
     flat view could be a copy, and an in-place kernel would write into the copy)."""
     a0 = arrays[0]
-    for a in arrays[1:]:
-        if a.shape != a0.shape or a.dtype != a0.dtype:
+    shape, dtype = a0.shape, a0.dtype
+    c_order = f_order = True
+    for a in arrays:                   # a plain loop: this runs for every update call
+        if a.shape != shape or a.dtype != dtype:
             return None
-    if all(a.flags.c_contiguous for a in arrays):
-        return tuple(a.reshape(-1) for a in arrays)
-    if all(a.flags.f_contiguous for a in arrays):
-        return tuple(a.T.reshape(-1) for a in arrays)
+        flags = a.flags
+        c_order = c_order and flags.c_contiguous
+        f_order = f_order and flags.f_contiguous
+    if c_order:
+        return tuple([a.reshape(-1) for a in arrays])
+    if f_order:
+        return tuple([a.T.reshape(-1) for a in arrays])
     return None
 
 
@@ -83,9 +101,14 @@ class NumpyOps(Ops):
     def _kernels(self, *arrays: Array) -> tuple[Any, tuple[Array, ...]]:
         """(numba kernels, flat views of ``arrays``) for an update, or (None, ()) for the
         pure-NumPy path."""
-        if not self.use_numba or arrays[0].size < _NUMBA_MIN_SIZE:
+        w = arrays[0]
+        if not self.use_numba or w.size < _NUMBA_MIN_SIZE:
             return None, ()
-        flat = _flat_views(arrays)
+        if len(arrays) == 2 and w.flags.c_contiguous and arrays[1].flags.c_contiguous and \
+                arrays[1].shape == w.shape and arrays[1].dtype == w.dtype:
+            flat = (w.reshape(-1), arrays[1].reshape(-1))       # plain SGD, the batch-1 hot path
+        else:
+            flat = _flat_views(arrays)
         if flat is None:
             return None, ()
         if self._numba is False:
@@ -136,7 +159,8 @@ class NumpyOps(Ops):
         # δ·z̃ᵀ (k = 1), for which np.matmul falls back to a slow loop.
         at = a.T if trans_a else a
         bt = b.T if trans_b else b
-        if self._blas_name == "mkl":
+        if self._blas_name == "mkl" and at.ndim == 2 == bt.ndim and \
+                at.shape[0] * at.shape[1] * bt.shape[1] >= _MKL_MIN_WORK:
             mkl = self._mkl_lib()
             if out is None:
                 res = np.empty((at.shape[0], bt.shape[1]), np.result_type(at, bt))
@@ -219,7 +243,7 @@ class NumpyOps(Ops):
         k = self._small_kernels(x)
         if k is not None:
             y = np.empty_like(x)
-            k.elementwise["sigmoid"](x.reshape(-1), y.reshape(-1), x.dtype.type(0.5))
+            k.elementwise["sigmoid"](x.reshape(-1), y.reshape(-1), _const(x.dtype.type, 1.0))
             return y
         y = np.multiply(x, 0.5)
         np.tanh(y, out=y)
@@ -230,7 +254,7 @@ class NumpyOps(Ops):
     def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
         k = self._small_kernels(dy)
         if k is not None and y.flags.c_contiguous:
-            k.elementwise["sigmoid_backward"](dy.reshape(-1), y.reshape(-1), dy.dtype.type(1.0))
+            k.elementwise["sigmoid_backward"](dy.reshape(-1), y.reshape(-1), _const(dy.dtype.type, 1.0))
             return dy
         dy *= y * (1.0 - y)
         return dy
@@ -240,7 +264,7 @@ class NumpyOps(Ops):
             k = self._compiled(x, x)
             if k is not None:             # one read of x (1.5x faster from ~16K elements)
                 y = np.empty_like(x)
-                k.elementwise["relu"](x.reshape(-1), y.reshape(-1), x.dtype.type(0))
+                k.elementwise["relu"](x.reshape(-1), y.reshape(-1), _const(x.dtype.type, 0.0))
                 return y
         # against a zero array of the same shape: several times faster than a scalar 0
         return np.maximum(x, self._zeros_like(x))
@@ -268,7 +292,7 @@ class NumpyOps(Ops):
     def relu_backward_(self, dy: Array, y: Array) -> Array:
         k = self._compiled(dy, y)
         if k is not None:                 # one pass; 3-4x faster than the boolean mask
-            k.elementwise["relu_backward"](dy.reshape(-1), y.reshape(-1), dy.dtype.type(0))
+            k.elementwise["relu_backward"](dy.reshape(-1), y.reshape(-1), _const(dy.dtype.type, 0.0))
             return dy
         dy *= y > 0
         return dy
@@ -424,7 +448,7 @@ class NumpyOps(Ops):
         return lists, rest, None if dtype is None else dtype.type
 
     def sgd_update_many_(self, ws: list[Array], gs: list[Array], lr: float) -> None:
-        if not self.use_numba:
+        if not self.use_numba or len(ws) < 3:    # typed lists pay off from 3 parameters on
             return super().sgd_update_many_(ws, gs, lr)
         lists, rest, t = self._multi((ws, gs))
         if lists is not None:
@@ -434,7 +458,7 @@ class NumpyOps(Ops):
 
     def momentum_update_many_(self, ws: list[Array], gs: list[Array], vs: list[Array], lr: float, mu: float,
                               nesterov: bool) -> None:
-        if not self.use_numba:
+        if not self.use_numba or len(ws) < 3:    # typed lists pay off from 3 parameters on
             return super().momentum_update_many_(ws, gs, vs, lr, mu, nesterov)
         lists, rest, t = self._multi((ws, gs, vs))
         if lists is not None:
@@ -444,7 +468,7 @@ class NumpyOps(Ops):
 
     def adam_update_many_(self, ws: list[Array], gs: list[Array], ms: list[Array], vs: list[Array], lr: float,
                           beta1: float, beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> None:
-        if not self.use_numba:
+        if not self.use_numba or len(ws) < 3:    # typed lists pay off from 3 parameters on
             return super().adam_update_many_(ws, gs, ms, vs, lr, beta1, beta2, eps, step, decoupled_wd)
         lists, rest, t = self._multi((ws, gs, ms, vs))
         if lists is not None:
