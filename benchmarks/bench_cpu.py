@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -219,74 +220,53 @@ def run_sklearn(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]
     return go
 
 
-def blas_floor(cfg: Config, n: int) -> Callable[[], None]:
+def _products_floor(cfg: Config, n: int, make: Callable[[tuple[int, int]], Any],
+                    mm: Callable[[Any, Any, Any], Any]) -> Callable[[], None]:
     """Only the matrix products of each step: forward h = a Wᵀ, backward ∂W = δᵀ a and
-    (except the first layer) ẽ = δ W, into preallocated arrays."""
+    (except the first layer) ẽ = δ W, into preallocated arrays made by ``make``."""
     B = cfg.batch
-    rng = np.random.default_rng(0)
-    Ws = [rng.random((o, i), dtype=np.float32) for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True)]
-    acts = [rng.random((B, k), dtype=np.float32) for k in cfg.sizes]
-    grads = [np.empty_like(W) for W in Ws]
-    errs = [np.empty((B, k), np.float32) for k in cfg.sizes]
+    Ws = [make((o, i)) for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True)]
+    acts = [make((B, k)) for k in cfg.sizes]
+    grads = [make(tuple(W.shape)) for W in Ws]
+    errs = [make((B, k)) for k in cfg.sizes]
 
     def go() -> None:
         for _ in range(n // B):
             for i, W in enumerate(Ws):
-                np.dot(acts[i], W.T, out=acts[i + 1])
+                mm(acts[i], W.T, acts[i + 1])
             for i in range(len(Ws) - 1, -1, -1):
-                np.dot(acts[i + 1].T, acts[i], out=grads[i])
+                mm(acts[i + 1].T, acts[i], grads[i])
                 if i > 0:
-                    np.dot(acts[i + 1], Ws[i], out=errs[i])
+                    mm(acts[i + 1], Ws[i], errs[i])
     return go
 
 
+def blas_floor(cfg: Config, n: int) -> Callable[[], None]:
+    """The products with NumPy (OpenBLAS in its wheels): what deepnet uses by default."""
+    rng = np.random.default_rng(0)
+    return _products_floor(cfg, n, lambda shape: rng.random(shape, dtype=np.float32),
+                           lambda a, b, out: np.dot(a, b, out=out))
+
+
 def mkl_blas_floor(cfg: Config, n: int) -> Callable[[], None]:
-    """The same matrix products through deepnet's oneMKL binding (what ``DEEPNET_BLAS=mkl`` uses)."""
+    """The products through deepnet's oneMKL binding (what ``DEEPNET_BLAS=mkl`` uses)."""
     from deepnet.backend.mkl_blas import MklBlas
 
     mkl = MklBlas()
     mkl.MIN_WORK = 0
-    B = cfg.batch
     rng = np.random.default_rng(0)
-    Ws = [rng.random((o, i), dtype=np.float32) for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True)]
-    acts = [rng.random((B, k), dtype=np.float32) for k in cfg.sizes]
-    grads = [np.empty_like(W) for W in Ws]
-    errs = [np.empty((B, k), np.float32) for k in cfg.sizes]
-
-    def go() -> None:
-        for _ in range(n // B):
-            for i, W in enumerate(Ws):
-                mkl.gemm(acts[i], W.T, acts[i + 1], 0.0)
-            for i in range(len(Ws) - 1, -1, -1):
-                mkl.gemm(acts[i + 1].T, acts[i], grads[i], 0.0)
-                if i > 0:
-                    mkl.gemm(acts[i + 1], Ws[i], errs[i], 0.0)
-    return go
+    return _products_floor(cfg, n, lambda shape: rng.random(shape, dtype=np.float32),
+                           lambda a, b, out: mkl.gemm(a, b, out, 0.0))
 
 
 def torch_blas_floor(cfg: Config, n: int) -> Callable[[], None]:
-    """The same matrix products with PyTorch's BLAS (MKL in its x86 CPU builds): the floor
-    that PyTorch's own training runs against.  deepnet / NumPy cannot beat PyTorch by more
-    than (NumPy floor / PyTorch floor) × (PyTorch's fraction of its floor)⁻¹."""
+    """The products with PyTorch's BLAS (MKL in its x86 CPU builds): the floor PyTorch's own
+    training runs against."""
     import torch
 
-    B = cfg.batch
     g = torch.Generator().manual_seed(0)
-    Ws = [torch.rand((o, i), generator=g) for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:], strict=True)]
-    acts = [torch.rand((B, k), generator=g) for k in cfg.sizes]
-    grads = [torch.empty_like(W) for W in Ws]
-    errs = [torch.empty((B, k)) for k in cfg.sizes]
-
-    def go() -> None:
-        with torch.no_grad():
-            for _ in range(n // B):
-                for i, W in enumerate(Ws):
-                    torch.mm(acts[i], W.T, out=acts[i + 1])
-                for i in range(len(Ws) - 1, -1, -1):
-                    torch.mm(acts[i + 1].T, acts[i], out=grads[i])
-                    if i > 0:
-                        torch.mm(acts[i + 1], Ws[i], out=errs[i])
-    return go
+    return _products_floor(cfg, n, lambda shape: torch.rand(shape, generator=g),
+                           lambda a, b, out: torch.mm(a, b, out=out))
 
 
 # ---------------------------------------------------------------- harness
@@ -432,7 +412,7 @@ def _mkl_available() -> bool:
 
         MklBlas()
         return True
-    except Exception:
+    except (ImportError, OSError, RuntimeError, AttributeError):   # not installed, not loadable
         return False
 
 

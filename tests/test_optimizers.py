@@ -75,7 +75,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_numpy_update_kernels_match_equations(numpy_kernels, rng, case, shape, monkeypatch):
     if shape == (300, 256) and numpy_kernels.use_numba:
-        from deepnet.backend import numba_kernels   # the parallel loops, without a 1M-element test array
+        from deepnet.backend import numba_kernels  # the parallel loops, without a 1M-element test array
 
         monkeypatch.setattr(numba_kernels, "PARALLEL_MIN_SIZE", 50_000)
     factory, kw = CASES[case]

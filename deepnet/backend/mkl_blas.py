@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
 
 import numpy as np
 
@@ -61,7 +60,6 @@ class MklBlas:
             raise MklUnavailable(f"could not load oneMKL from {path}: {exc}") from exc
         self.path = path
         self._lib = lib
-        self._ones_cache: dict[tuple, np.ndarray] = {}
         i, p = ctypes.c_int, ctypes.c_void_p
         self._gemm = {}
         self._gemv = {}
@@ -114,24 +112,15 @@ class MklBlas:
            out.ctypes.data, max(n, 1))
         return True
 
-    def column_sums(self, a: np.ndarray, out: np.ndarray, beta: float) -> bool:
-        """out ← 1ᵀ·a + β·out (Σ over the rows of a row-major 2-D ``a``)."""
+    def column_sums(self, a: np.ndarray, ones: np.ndarray, out: np.ndarray, beta: float) -> bool:
+        """out ← onesᵀ·a + β·out (Σ over the rows of a row-major 2-D ``a``; ``ones`` holds
+        a.shape[0] ones of a's dtype)."""
         if (a.ndim != 2 or a.dtype != out.dtype or not a.flags.c_contiguous or not out.flags.c_contiguous
                 or out.shape != (a.shape[1],) or a.size < 4096):
             return False
         fn = self._gemv.get(a.dtype)
         if fn is None:
             return False
-        ones = self._ones(a.shape[0], a.dtype)
         fn(_ROW_MAJOR, _TRANS, a.shape[0], a.shape[1], 1.0, a.ctypes.data, a.shape[1], ones.ctypes.data, 1, beta,
            out.ctypes.data, 1)
         return True
-
-    def _ones(self, n: int, dtype: Any) -> np.ndarray:
-        key = (n, np.dtype(dtype).char)
-        o = self._ones_cache.get(key)
-        if o is None:
-            if len(self._ones_cache) > 8:
-                self._ones_cache.clear()
-            o = self._ones_cache[key] = np.ones(n, dtype)
-        return o

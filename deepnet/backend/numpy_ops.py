@@ -208,7 +208,8 @@ class NumpyOps(Ops):
             return out
         if a.ndim != 2 or a.dtype != out.dtype or not out.flags.c_contiguous:
             return _store(a.sum(axis=0), out, accumulate)
-        if self._blas_name == "mkl" and self._mkl_lib().column_sums(a, out, 1.0 if accumulate else 0.0):
+        if self._blas_name == "mkl" and self._mkl_lib().column_sums(a, self._ones(a.shape[0], a.dtype), out,
+                                                                    1.0 if accumulate else 0.0):
             return out
         # 1ᵀ·a through BLAS (gemv): 2-4x faster than np.sum(axis=0) for error rows
         ones = self._ones(a.shape[0], a.dtype)
