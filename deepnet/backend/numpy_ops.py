@@ -442,10 +442,13 @@ class NumpyOps(Ops):
                 batched.append(i)
                 views.append(flat)
         lists = tuple(k.typed_list([v[j] for v in views]) for j in range(len(groups))) if batched else None
-        if len(self._multi_cache) > 8:
+        if len(self._multi_cache) >= 4:
             self._multi_cache.clear()
-        # the arrays are kept with the entry, so their ids cannot be reused while it lives
-        self._multi_cache[key] = (lists, rest, None if dtype is None else dtype.type, groups)
+        # The typed lists hold views of the batched arrays, so their ids cannot be reused by
+        # other arrays while the entry lives; the others are looked up by index in the
+        # caller's lists on every call.  Nothing else is kept alive (a stale entry holds
+        # only parameters below the parallel size).
+        self._multi_cache[key] = (lists, rest, None if dtype is None else dtype.type)
         return lists, rest, None if dtype is None else dtype.type
 
     def sgd_update_many_(self, ws: list[Array], gs: list[Array], lr: float) -> None:
