@@ -188,11 +188,6 @@ class SGD(Optimizer):
             return super().step(params, ops)
         # plain w ← w − η g; a parameter no backward pass reached has g = 0 and is left alone
         self.iterations += 1
-        if len(params) < 3:            # one or two parameters (the seed network): direct calls
-            for p in params.values():
-                if not p._fresh:
-                    ops.sgd_update_(p._data, p._grad, self.lr)
-            return
         ws, gs = [], []
         for p in params.values():
             if not p._fresh:
@@ -226,7 +221,7 @@ class Adam(Optimizer):
     with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
 
     slots = ("m", "v")
-    decoupled = False
+    decoupled = False          #: AdamW: weight decay applied to w directly, not added to g
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  **kw: Any) -> None:
@@ -248,24 +243,22 @@ class Adam(Optimizer):
                               self.beta1, self.beta2, self.eps, self.iterations, decoupled_wd=self._decoupled_wd)
 
     @property
+    def coupled_weight_decay(self) -> float:
+        return 0.0 if self.decoupled else self.weight_decay
+
+    @property
     def _decoupled_wd(self) -> float:
-        return 0.0
+        return self.weight_decay if self.decoupled else 0.0
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): w ← w − η λ w − η m̂/(√v̂ + ε)."""
 
+    decoupled = True
+
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.01, **kw: Any) -> None:
         super().__init__(lr, beta1, beta2, eps, weight_decay=weight_decay, **kw)
-
-    @property
-    def coupled_weight_decay(self) -> float:
-        return 0.0
-
-    @property
-    def _decoupled_wd(self) -> float:
-        return self.weight_decay
 
 
 class RMSProp(Optimizer):

@@ -37,7 +37,8 @@ class Parameter:
         old = self._data
         self._data = value
         if (type(value) is not type(old) or value.shape != old.shape or value.dtype != old.dtype
-                or getattr(value, "strides", None) != getattr(old, "strides", None) or getattr(value, "device", None) != getattr(old, "device", None)):
+                or getattr(value, "strides", None) != getattr(old, "strides", None)
+                or getattr(value, "device", None) != getattr(old, "device", None)):
             self._grad = value * 0.0
             self._fresh = True
 
