@@ -51,8 +51,8 @@ def test_evaluate_and_predict(tmp_path, capsys):
 
 def test_train_on_idx_folder_with_seed_preset(tmp_path, capsys):
     folder = make_folder(tmp_path / "mnist", n_train=30, n_test=10)
-    rc = main(["train", "--preset", "seed", "--data", str(folder), "--epochs", "1", "--out", str(tmp_path / "o"),
-               "--quiet"])
+    rc = main(["train", "--preset", "seed", "--dataset", "idx", "--data", str(folder), "--epochs", "1",
+               "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["config"]["batch_size"] == 1 and summary["config"]["loss"] == "sse"

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepnet.datasets import DatasetError, load_mnist_folder, parse_idx, read_idx, write_idx
+from deepnet.datasets.idx import read_bytes
 from tests.conftest import mnist_dir, requires_mnist
 
 
@@ -143,3 +150,128 @@ def test_round_trip_and_any_truncation(shape, data):
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(DatasetError):
         parse_idx(raw[:cut], "cut")
+
+
+# ---------------------------------------------------------------- streaming reads (issue 11, item 5)
+_BOMB_READER = """
+import json, resource, sys
+from deepnet.datasets import DatasetError, read_idx
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_idx(sys.argv[1])
+    outcome = "loaded"
+except DatasetError as err:
+    outcome = str(err)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"outcome": outcome, "peak_delta_mib": (after - before) / 1024}))
+"""
+
+
+def test_gzip_bomb_is_refused_without_expanding_it(tmp_path):
+    """A 1 MB .gz whose header declares 7,840 bytes but which expands to 1 GiB is refused
+    after reading 7,841 of them; the old reader peaked at 2 GiB of RSS on this file."""
+    head = idx_bytes(np.zeros((10, 28, 28), np.uint8))
+    zeros = gzip.compress(bytes(16 << 20))            # one gzip member: 16 MiB of zeros
+    bomb = tmp_path / "bomb.gz"
+    bomb.write_bytes(gzip.compress(head) + zeros * 64)  # concatenated members are valid gzip
+    assert bomb.stat().st_size < 2 << 20
+    run = subprocess.run([sys.executable, "-c", _BOMB_READER, str(bomb)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    res = json.loads(run.stdout)
+    assert "header says shape (10, 28, 28) (7840 data bytes) but the decompressed file holds more data" \
+        in res["outcome"]
+    assert res["peak_delta_mib"] < 200
+
+
+def test_header_declaring_more_than_gzip_can_expand_to_is_refused_before_allocating(tmp_path):
+    header = bytes([0, 0, 0x08, 3]) + (2**31).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / "huge.gz").write_bytes(gzip.compress(header + bytes(100)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=r"huge\.gz: header says shape \(2147483648, 28, 28\) "
+                                               r"\(1683627180032 data bytes\) but a \d+-byte gzip file "
+                                               r"expands to at most \d+ bytes"):
+            read_idx(tmp_path / "huge.gz")
+        assert tracemalloc.get_traced_memory()[1] < 4 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_read_peak_memory_is_about_one_array(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, size=(2000, 64, 64), dtype=np.uint8)   # 8 MiB
+    (tmp_path / "big.gz").write_bytes(gzip.compress(idx_bytes(arr), compresslevel=1))
+    tracemalloc.start()
+    try:
+        out = read_idx(tmp_path / "big.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, arr)
+    assert peak < 1.3 * arr.nbytes                 # the array and 1 MiB chunks, not 3 copies
+
+
+def test_trailing_data_after_a_gzipped_idx_is_refused(tmp_path):
+    (tmp_path / "t.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(10, np.uint8)) + b"\0" * 100))
+    with pytest.raises(DatasetError, match=r"t\.gz: header says shape \(10,\) \(10 data bytes\) but the "
+                                           r"decompressed file holds more data after them"):
+        read_idx(tmp_path / "t.gz")
+
+
+def test_short_gzipped_idx_says_how_much_it_holds(tmp_path):
+    (tmp_path / "s.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(10, np.uint8))[:-3]))
+    with pytest.raises(DatasetError, match=r"s\.gz: header says shape \(10,\) \(10 data bytes\) but the file "
+                                           r"holds 7 data bytes \(truncated\)"):
+        read_idx(tmp_path / "s.gz")
+
+
+def test_sizes_whose_product_overflows_int64_are_a_dataset_error():
+    header = bytes([0, 0, 0x08, 4]) + (65536).to_bytes(4, "big") * 4      # 2**64 bytes declared
+    with pytest.raises(DatasetError, match=r"fuzz: header says shape \(65536, 65536, 65536, 65536\)"):
+        parse_idx(header, "fuzz")
+
+
+def test_wider_types_read_in_native_byte_order(tmp_path):
+    arr = np.arange(-6, 6, dtype=">i4").reshape(3, 4)
+    raw = bytes([0, 0, 0x0C, 2]) + (3).to_bytes(4, "big") + (4).to_bytes(4, "big") + arr.tobytes()
+    (tmp_path / "i4.gz").write_bytes(gzip.compress(raw))
+    out = read_idx(tmp_path / "i4.gz")
+    assert out.dtype == np.dtype("=i4")
+    np.testing.assert_array_equal(out, arr)
+    np.testing.assert_array_equal(parse_idx(raw), arr)
+
+
+def test_content_digest_is_checked_while_reading(tmp_path):
+    data = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
+    (tmp_path / "a.gz").write_bytes(gzip.compress(data, mtime=0))
+    with gzip.GzipFile(tmp_path / "b.gz", "wb", mtime=99, compresslevel=1) as fh:   # another gzip header
+        fh.write(data)
+    want = hashlib.sha256(data).hexdigest()
+    for name in ("a.gz", "b.gz"):
+        np.testing.assert_array_equal(read_idx(tmp_path / name, content_sha256=want), np.arange(12).reshape(3, 4))
+    (tmp_path / "c.gz").write_bytes(gzip.compress(data[:-1] + b"\x63"))
+    got = hashlib.sha256(data[:-1] + b"\x63").hexdigest()
+    with pytest.raises(DatasetError, match=rf"c\.gz: decompressed content SHA-256 mismatch: expected {want}, "
+                                           rf"got {got} \(damaged, or not the official file\)$"):
+        read_idx(tmp_path / "c.gz", content_sha256=want)
+
+
+def test_read_bytes_limit(tmp_path):
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(b"1,2\n" * 1000))
+    assert read_bytes(tmp_path / "t.csv.gz", limit=4000) == b"1,2\n" * 1000
+    with pytest.raises(DatasetError, match=r"t\.csv\.gz: decompresses to more than the 3999 bytes allowed"):
+        read_bytes(tmp_path / "t.csv.gz", limit=3999)
+    (tmp_path / "t.csv").write_bytes(b"1,2\n" * 1000)
+    with pytest.raises(DatasetError, match=r"t\.csv: file is 4000 bytes, more than the 100 bytes allowed"):
+        read_bytes(tmp_path / "t.csv", limit=100)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=64), st.booleans())
+def test_streaming_reader_only_raises_dataset_errors(tmp_path_factory, data, gz):
+    path = tmp_path_factory.mktemp("fuzz") / "f"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    try:
+        read_idx(path)
+    except DatasetError as err:
+        assert str(err).startswith(f"{path}: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,14 @@ def find_file(folder: Path, stem: str) -> Path:
 
 
 def read_split(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str],
-               n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Read and cross-check one images/labels pair; returns (uint8 images, int64 labels)."""
-    images = read_idx(images_path, expect_ndim=3)
-    labels = read_idx(labels_path, expect_ndim=1)
+               n_classes: int = 10, images_sha256: str | None = None, labels_sha256: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Read and cross-check one images/labels pair; returns (uint8 images, int64 labels).
+
+    ``*_sha256``: the SHA-256 each file's decompressed bytes must have, if given.
+    """
+    images = read_idx(images_path, expect_ndim=3, content_sha256=images_sha256)
+    labels = read_idx(labels_path, expect_ndim=1, content_sha256=labels_sha256)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
         raise DatasetError(images_path, "expected unsigned-byte IDX data (type code 0x08)")
     if images.shape[0] != labels.shape[0]:
@@ -59,18 +64,24 @@ def read_split(images_path: str | os.PathLike[str], labels_path: str | os.PathLi
     return images, labels.astype(np.int64)
 
 
-def load_mnist_folder(folder: str | os.PathLike[str], scale: str = "unit"
+def load_mnist_folder(folder: str | os.PathLike[str], scale: str = "unit", *,
+                      expected: Mapping[str, str] | None = None
                       ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``((X_train, y_train), (X_test, y_test))`` from a folder with the four IDX files.
 
     X are float32 rows of 784 pixels scaled by ``scale``; y are int64 labels 0..9.
+    ``expected`` maps file names without ``.gz`` (``"train-images-idx3-ubyte"``, ...) to the
+    SHA-256 of their decompressed bytes, e.g. ``content_digests("mnist")``; files it names
+    are refused unless they match (gzip or raw, however compressed).  None: no check.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(folder, "not a folder (expected one holding the four MNIST IDX files)")
     out = []
     for split in ("train", "test"):
-        imgs, labels = read_split(find_file(folder, FILES[f"{split}_images"]),
-                                  find_file(folder, FILES[f"{split}_labels"]))
+        img_stem, lab_stem = FILES[f"{split}_images"], FILES[f"{split}_labels"]
+        imgs, labels = read_split(find_file(folder, img_stem), find_file(folder, lab_stem),
+                                  images_sha256=(expected or {}).get(img_stem),
+                                  labels_sha256=(expected or {}).get(lab_stem))
         out.append((scale_pixels(imgs, scale), labels))
     return out[0], out[1]

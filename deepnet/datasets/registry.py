@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import locate
+from .sources import content_digests, locate
 from .errors import DatasetError
 from .mnist import load_mnist_folder, scale_pixels
 from .tabular import load_csv, load_npz, load_seed_csv
@@ -38,7 +38,34 @@ class Dataset:
 
     @property
     def n_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max()) + 1)
+        """Largest label in either split + 1 (0 when both splits are empty)."""
+        return max((int(y.max()) + 1 for y in (self.y_train, self.y_test) if y.size), default=0)
+
+    def label_warnings(self) -> list[str]:
+        """One-line warnings about labels a model would learn badly from; [] when all is fine.
+
+        Flags labels that are not dense (outputs no training sample ever targets) and classes
+        that occur in the test split but never in training (they can only score 0%).
+        """
+        def listed(labels: np.ndarray) -> str:
+            names = [f"{c} ({self.class_names[c]})" if c < len(self.class_names) and self.class_names[c] != str(c)
+                     else str(c) for c in labels[:10].tolist()]
+            return ", ".join(names) + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
+
+        out = []
+        k = self.n_classes
+        seen = np.unique(self.y_train)
+        if 0 < len(seen) < k:
+            gap = k - len(seen)
+            out.append(f"labels are not dense: the largest label is {k - 1}, so the model gets {k} outputs, "
+                       f"but only {len(seen)} distinct labels occur in training ({gap} "
+                       f"{'output never occurs' if gap == 1 else 'outputs never occur'} there)")
+        unseen = np.setdiff1d(np.unique(self.y_test), seen)
+        if len(unseen):
+            out.append(f"{len(unseen)} test {'class occurs' if len(unseen) == 1 else 'classes occur'} "
+                       f"but never in training, so {'it' if len(unseen) == 1 else 'they'} can only score 0%: "
+                       + listed(unseen))
+        return out
 
     def validation_split(self, fraction: float, seed: int = 0
                          ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -83,22 +110,34 @@ def load_digits(scale: str = "unit", seed: int = 0, test_fraction: float = 0.25)
 
 
 def _idx_dataset(name: str, path: str | os.PathLike[str] | None, scale: str, download: bool,
-                 log: Callable[[str], None] | None) -> Dataset:
+                 log: Callable[[str], None] | None, verify: bool) -> Dataset:
     folder = locate(name, path, download_ok=download, log=log)
-    (X, y), (Xt, yt) = load_mnist_folder(folder, scale=scale)
-    desc = f"{'MNIST' if name == 'mnist' else 'Fashion-MNIST'} from {folder} (60,000 train / 10,000 test)"
+    try:
+        (X, y), (Xt, yt) = load_mnist_folder(folder, scale=scale, expected=content_digests(name) if verify else None)
+    except DatasetError as err:
+        if not err.problem.startswith("decompressed content SHA-256 mismatch"):
+            raise
+        raise DatasetError(err.path, f"{err.problem}; load a deliberate variant with --dataset idx "
+                                     "(in Python: verify=False)") from None
+    desc = f"{'MNIST' if name == 'mnist' else 'Fashion-MNIST'} from {folder} ({len(y):,} train / {len(yt):,} test)"
     classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
     return Dataset(name, X, y, Xt, yt, desc, scale, (28, 28), classes)
 
 
+NAMES = ("digits", "mnist", "fashion-mnist", "idx", "seed-csv", "csv", "npz")
+
+
 def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = None, *, scale: str = "unit",
                  download: bool = True, label_column: int | str = "label", test_fraction: float = 0.2,
-                 seed: int = 0, log: Callable[[str], None] | None = None) -> Dataset:
-    """Load a data set by name: ``digits``, ``mnist``, ``fashion-mnist``, ``csv``, ``seed-csv``, ``npz``.
+                 seed: int = 0, log: Callable[[str], None] | None = None, verify: bool = True) -> Dataset:
+    """Load a data set by name: ``digits``, ``mnist``, ``fashion-mnist``, ``idx``, ``csv``, ``seed-csv``, ``npz``.
 
     * ``digits``: bundled with scikit-learn, works offline.
     * ``mnist`` / ``fashion-mnist``: IDX files from ``path``, ``$DEEPNET_DATA``, the cache,
-      or a verified download.
+      or a verified download.  Local files must hold the official data (checked by the
+      SHA-256 of their decompressed bytes) unless ``verify=False``.
+    * ``idx``: the four MNIST-layout IDX files in the folder ``path``, any content (a
+      subset, a variant), not checked against any checksum.
     * ``seed-csv``: the notebook's CSV (label then 784 pixels); ``path`` is a train CSV and
       a test CSV is looked for beside it (``*_train*`` → ``*_test*``), else split off.
     * ``csv``: any CSV with a label column (``label_column``: name or index), split
@@ -108,12 +147,24 @@ def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = Non
     Pixel data is scaled by ``scale``: "unit" x/255, "seed" x/255·0.99 + 0.01, "raw".
     """
     key = name.lower().replace("_", "-")
+    if key == "fashion":
+        key = "fashion-mnist"
+    if key not in NAMES:
+        raise DatasetError(None, f"unknown data set {name!r}: expected one of {', '.join(NAMES)}")
     if key == "digits":
         return load_digits(scale, seed)
-    if key in ("mnist", "fashion-mnist", "fashion"):
-        return _idx_dataset("fashion-mnist" if key.startswith("fashion") else "mnist", path, scale, download, log)
+    if key in ("mnist", "fashion-mnist"):
+        return _idx_dataset(key, path, scale, download, log, verify)
     if path is None:
-        raise DatasetError(None, f"data set {name!r} needs a path (--data FILE)")
+        raise DatasetError(None, f"data set {name!r} needs a path (--data {'FOLDER' if key == 'idx' else 'FILE'})")
+    if key == "idx":
+        folder = Path(path)
+        if not folder.is_dir():
+            raise DatasetError(folder, "no such folder (expected one holding the four MNIST-layout IDX files)")
+        (X, y), (Xt, yt) = load_mnist_folder(folder, scale=scale)
+        return Dataset("idx", X, y, Xt, yt, f"IDX files from {folder} ({len(y):,} train / {len(yt):,} test; "
+                       "not checked against checksums)", scale, (28, 28) if X.shape[1] == 784 else None,
+                       [str(i) for i in range(10)])
     if key == "seed-csv":
         X, y = load_seed_csv(path)
         test_path = Path(str(path).replace("_train", "_test"))
@@ -127,21 +178,21 @@ def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = Non
         X, y, names = load_csv(path, label_column)
         Xtr, ytr, Xte, yte = _split(X, y, test_fraction, seed)
         return Dataset("csv", Xtr, ytr, Xte, yte, f"CSV {path} ({len(names)} features)", "as in the file")
-    if key == "npz":
-        d = load_npz(path)
-        out = []
-        for k in ("x_train", "y_train", "x_test", "y_test"):
-            a = d[k]
-            if k.startswith("x"):
-                a = a.reshape(a.shape[0], -1).astype(np.float32)
-            elif a.dtype.kind not in "iu":
-                raise DatasetError(path, f"{k} must hold integer labels, got dtype {a.dtype}")
-            out.append(a)
-        if out[0].shape[0] != out[1].shape[0] or out[2].shape[0] != out[3].shape[0]:
-            raise DatasetError(path, f"x_train/y_train or x_test/y_test have different lengths "
-                                     f"({out[0].shape[0]}/{out[1].shape[0]}, {out[2].shape[0]}/{out[3].shape[0]})")
-        shape = tuple(d["x_train"].shape[1:3]) if d["x_train"].ndim == 3 else None
-        return Dataset("npz", out[0], out[1].astype(np.int64), out[2], out[3].astype(np.int64),
-                       f".npz file {path}", "as in the file", shape)  # type: ignore[arg-type]
-    raise DatasetError(None, f"unknown data set {name!r}: expected digits, mnist, fashion-mnist, "
-                             "seed-csv, csv or npz")
+    # key == "npz"
+    d = load_npz(path)
+    out = []
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        a = d[k]
+        if k.startswith("x"):
+            a = a.reshape(a.shape[0], -1).astype(np.float32)
+        elif a.dtype.kind not in "iu":
+            raise DatasetError(path, f"{k} must hold integer labels, got dtype {a.dtype}")
+        elif a.size and a.min() < 0:
+            raise DatasetError(path, f"{k} holds label {int(a.min())}: expected class numbers 0, 1, 2, ...")
+        out.append(a)
+    if out[0].shape[0] != out[1].shape[0] or out[2].shape[0] != out[3].shape[0]:
+        raise DatasetError(path, f"x_train/y_train or x_test/y_test have different lengths "
+                                 f"({out[0].shape[0]}/{out[1].shape[0]}, {out[2].shape[0]}/{out[3].shape[0]})")
+    shape = tuple(d["x_train"].shape[1:3]) if d["x_train"].ndim == 3 else None
+    return Dataset("npz", out[0], out[1].astype(np.int64), out[2], out[3].astype(np.int64),
+                   f".npz file {path}", "as in the file", shape)  # type: ignore[arg-type]
