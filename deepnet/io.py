@@ -243,12 +243,22 @@ def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<mo
         try:
             out.append(cls(**cfg))
         except (TypeError, ValueError) as err:
-            raise ModelFileError(path, f"layer {i} ({item['type']}): bad settings {cfg}: {err}") from None
+            raise ModelFileError(path, f"layer {i} ({item['type']}): bad settings {cfg}: {err} "
+                                       f"(does {item['type']}.get_config() return every constructor argument?)"
+                                 ) from None
     return out
 
 
 def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
-    """Write ``net``'s architecture and weights to one file (``.npz`` or ``.safetensors``)."""
+    """Write ``net``'s architecture and weights to one file (``.npz`` or ``.safetensors``).
+
+    Every layer's ``get_config()`` is checked to rebuild it (``Layer.check_config``) before
+    anything is written, so a layer that could not be loaded back is refused here."""
+    for i, layer in enumerate(net.layers):
+        try:
+            layer.check_config()
+        except ValueError as err:
+            raise ModelFileError(path, f"cannot save layer {i} ({type(layer).__name__}): {err}") from None
     header = {"format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
               "params": list(net.parameters()), "extra": extra or {}}
     if net.loss is not None:

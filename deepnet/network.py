@@ -75,10 +75,11 @@ class Network:
         self.diagnostics: Any = None
         self.step_count = 0
         for layer in layers:
-            was_initialized = layer.initialized
+            was_initialized = layer.initialized     # kept by Layer: add_param sets it
             layer.to(self.ops, self.dtype_name)
             if not was_initialized:
                 layer.initialize(self.rng)
+                layer.initialized = True            # reused in another Network: keeps its parameters
         self.input_width, self.output_width = self._check_widths()
         self._params = self._collect_params()
         self._param_list = list(self._params.values())

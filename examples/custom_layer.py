@@ -25,14 +25,14 @@ class Scale(dn.Layer):
         return {"n_features": self.n_in}  # plain data: enough to rebuild the layer
 
     def initialize(self, rng) -> None:
-        # parameters are created from host (NumPy) arrays and moved to the backend
+        # parameters are created from host (NumPy) arrays and moved to the backend;
+        # add_param also marks the layer initialized, so a new Network keeps them
         self.add_param("gamma", np.ones(self.n_in))
         self.add_param("beta", np.zeros(self.n_in))
-        self.initialized = True
 
     def forward(self, x, training=False):
         self._check_input(x, self.n_in)
-        p = self.parameters()
+        p = self.parameters()                      # by name; .data is the value
         self._cache = x if training else None      # keep only what backward needs
         return x * p["gamma"].data + p["beta"].data
 
@@ -40,8 +40,8 @@ class Scale(dn.Layer):
         x = self._need_cache()                     # clear error if there was no training forward
         p = self.parameters()
         xp = self.ops.xp                           # the backend's array namespace, never numpy
-        p["gamma"].grad[...] += xp.sum(grad_output * x, axis=0)
-        p["beta"].grad[...] += xp.sum(grad_output, axis=0)
+        p["gamma"].grad += xp.sum(grad_output * x, axis=0)   # always accumulate (+=)
+        p["beta"].grad += xp.sum(grad_output, axis=0)
         return grad_output * p["gamma"].data if need_input_grad else None
 
 

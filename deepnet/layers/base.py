@@ -12,12 +12,13 @@ class ShapeError(ValueError):
 
 
 class Parameter:
-    """A trainable array and its accumulated gradient ∂f/∂(array).
+    """A trainable array θ (:attr:`data`) and its accumulated gradient ∂f/∂θ (:attr:`grad`).
 
     The gradient buffer always matches ``data`` in shape, dtype, memory layout and backend
     (assigning ``data`` reallocates it when they change).  It is zeroed lazily: :meth:`zero_grad`
     only marks it stale and the next backward pass writes into it instead of adding,
-    so no pass over memory is spent on zeroing.  Reading :attr:`grad` is always correct.
+    so no pass over memory is spent on zeroing.  Reading :attr:`grad` is always correct,
+    and ``p.grad += g`` accumulates: after :meth:`zero_grad` it leaves exactly g.
     """
 
     __slots__ = ("name", "_data", "_grad", "_fresh")
@@ -54,6 +55,21 @@ class Parameter:
             self._fresh = False
         return self._grad
 
+    @grad.setter
+    def grad(self, value: Array | float) -> None:
+        # ``p.grad += g`` reads the (zeroed if stale) buffer, adds in place and assigns the
+        # same buffer back; any other value is copied into the buffer, which keeps its
+        # dtype, layout and backend
+        if value is self._grad:
+            self._fresh = False
+            return
+        shape = getattr(value, "shape", None)
+        if shape is not None and tuple(shape) != self.shape:
+            raise ShapeError(f"Parameter {self.name!r}: grad must have shape {self.shape}, "
+                             f"got shape {tuple(shape)}")
+        self._grad[...] = value
+        self._fresh = False
+
     def grad_target(self) -> tuple[Array, bool]:
         """(buffer, accumulate): where a backward pass writes its contribution."""
         acc = not self._fresh
@@ -79,6 +95,10 @@ class Layer:
     also implement :meth:`initialize` and register arrays with :meth:`add_param`.
     :meth:`get_config` returns the constructor arguments (plain data) so that
     checkpoints rebuild the layer without code from the file.
+
+    :attr:`initialized` is kept by the base class: :meth:`add_param` sets it, and
+    ``Network`` sets it after calling :meth:`initialize`, so a layer reused in another
+    network keeps its parameters.  Setting it to False asks for fresh parameters.
     """
 
     #: registry of layer classes by name, filled by ``__init_subclass__``
@@ -93,7 +113,16 @@ class Layer:
         self.dtype: Any = self.ops.float32
         self._params: dict[str, Parameter] = {}
         self._cache: Any = None
-        self.initialized = False
+        self._initialized = False
+
+    @property
+    def initialized(self) -> bool:
+        """Whether the parameters exist (``Network`` then does not call :meth:`initialize`)."""
+        return self._initialized
+
+    @initialized.setter
+    def initialized(self, value: bool) -> None:
+        self._initialized = bool(value)
 
     # -- to implement ---------------------------------------------------------------
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -109,11 +138,52 @@ class Layer:
         self.initialized = True
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments as plain data: ``type(self)(**get_config())`` rebuilds
+        the layer.  Default: none (saving checks that this is enough)."""
         return {}
 
     def output_width(self, n_in: int) -> int:
         """Width of the output for an input of width ``n_in`` (default: unchanged)."""
         return n_in
+
+    def check_config(self) -> dict[str, Any]:
+        """:meth:`get_config`, checked to rebuild this layer: plain data that the constructor
+        accepts, giving the same parameter names and shapes; a layer without its own
+        ``get_config`` must not hold a constructor setting that differs from the default.
+        Saving a model runs this first.  Raises ``ValueError`` naming what is missing."""
+        cls = type(self)
+        name = cls.__name__
+        cfg = self.get_config()
+        if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
+            raise ValueError(f"{name}.get_config() must return a dict of constructor arguments, "
+                             f"got {_short(cfg)}")
+        bad = [f"{k}={_short(v)} ({type(v).__name__})" for k, v in cfg.items() if not _is_plain(v)]
+        if bad:
+            raise ValueError(f"{name}.get_config() must return plain data (int, float, str, bool, None or "
+                             f"lists of them), got {', '.join(bad)}")
+        if cls.get_config is Layer.get_config:
+            dropped = _dropped_settings(self, cfg)
+            if dropped:
+                raise ValueError(f"{name} has no get_config(), so saving would lose {', '.join(dropped)}: "
+                                 f"define get_config() returning the constructor arguments")
+        from ..backend import host_rng, use_backend
+
+        with use_backend("numpy"):         # the trial rebuild allocates nothing on a device
+            try:
+                rebuilt = cls(**cfg)
+                if self.initialized:
+                    rebuilt.initialize(host_rng(0))
+            except Exception as err:  # noqa: BLE001  (user code: any failure means "cannot rebuild")
+                hint = ("" if cls.get_config is not Layer.get_config
+                        else "; define get_config() returning the constructor arguments")
+                raise ValueError(f"{name}(**{cfg!r}) cannot rebuild the layer from get_config(): "
+                                 f"{type(err).__name__}: {' '.join(str(err).split())}{hint}") from None
+        want = {k: p.shape for k, p in self._params.items()}
+        got = {k: p.shape for k, p in rebuilt._params.items()} if self.initialized else want
+        if got != want:
+            raise ValueError(f"{name}(**{cfg!r}) rebuilds parameters {got}, but the layer has {want}: "
+                             f"get_config() must return every constructor argument")
+        return cfg
 
     # -- shared machinery -----------------------------------------------------------
     @property
@@ -121,13 +191,17 @@ class Layer:
         return type(self).__name__
 
     def add_param(self, name: str, host_value: Any) -> Parameter:
-        """Register a parameter from a host (NumPy) array; it is moved to ``self.ops``."""
+        """Register a parameter from a host (NumPy) array; it is moved to ``self.ops``.
+
+        Returns the :class:`Parameter` (the same object when ``name`` already exists, so a
+        layer may keep it as an attribute) and marks the layer initialized."""
         data = to_device(host_value, self.ops, dtype=self.ops.dtype_name(self.dtype), copy=True)
         p = self._params.get(name)
         if p is None:
             p = self._params[name] = Parameter(name, data)
         else:
             p.data = data
+        self._initialized = True
         return p
 
     def parameters(self) -> dict[str, Parameter]:
@@ -188,3 +262,38 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{self.name}({self.extra_repr()})"
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` survives a JSON model header unchanged (lists, not tuples)."""
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, float) or type(value) in (bool, int, str, type(None))
+
+
+def _dropped_settings(layer: Layer, cfg: dict[str, Any]) -> list[str]:
+    """Constructor arguments left out of ``cfg`` whose same-named attribute is not the default."""
+    import inspect
+
+    try:
+        params = inspect.signature(type(layer)).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in cfg or not hasattr(layer, p.name):
+            continue
+        value = getattr(layer, p.name)
+        try:
+            same = p.default is not p.empty and bool(value == p.default)
+        except Exception:  # noqa: BLE001  (e.g. an array: cannot tell, so not the default)
+            same = False
+        if not same:
+            out.append(f"{p.name}={_short(value)}")
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (for one-line errors)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
