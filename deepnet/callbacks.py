@@ -18,9 +18,11 @@ if TYPE_CHECKING:
 class Callback:
     """Base class with no-op hooks."""
 
-    def on_train_begin(self, net: Network, logs: dict[str, Any]) -> None: ...
+    def on_train_begin(self, net: Network, logs: dict[str, Any]) -> None:
+        """``logs``: epochs, steps_per_epoch, batch_size, samples, initial_epoch (of a resumed run)."""
     def on_epoch_begin(self, net: Network, epoch: int, logs: dict[str, Any]) -> None: ...
-    def on_batch_begin(self, net: Network, step: int, logs: dict[str, Any]) -> None: ...
+    def on_batch_begin(self, net: Network, step: int, logs: dict[str, Any]) -> None:
+        """``step``: steps done so far; ``logs``: this batch's ``epoch`` and ``batch`` index."""
     def on_batch_end(self, net: Network, step: int, logs: dict[str, Any]) -> None: ...
     def on_epoch_end(self, net: Network, epoch: int, logs: dict[str, Any]) -> None:
         """``logs`` hold this epoch's host floats: loss, accuracy, val_loss, val_accuracy, lr."""

@@ -8,10 +8,17 @@ continues; on NumPy the final weights are bit-for-bit those of an uninterrupted 
 Files are written atomically (see :func:`deepnet.io.atomic_write`), the last ``keep``
 are kept plus ``best.npz`` (best monitored metric at the end of an epoch), and every
 file is verified (format, version, tensor checksum, shapes) before it is used.
+
+Every checkpoint also records the settings that shape the run (batch size, shuffling,
+loss, the optimizer as configured, a fingerprint of the training data, and whatever the
+caller adds, e.g. the command line's data set and seed).  Resuming compares them with the
+settings given now and refuses, naming each difference, rather than silently continuing a
+different run.  The one deliberate override is a larger number of epochs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -25,6 +32,30 @@ from .io import ModelFileError, apply_tensors, architecture, layer_state, read_t
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
+#: settings a resumed run may change on purpose (recorded in the new checkpoints)
+OVERRIDABLE = ("epochs",)
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot be resumed with the settings given (or there is none)."""
+
+
+def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_done: int = 0) -> list[str]:
+    """One ``"name: checkpoint X, given Y"`` entry per setting that differs.
+
+    ``epochs`` may grow (a deliberate override) but not fall below ``epochs_done``."""
+    given = json.loads(json.dumps(given, default=repr))   # compare as recorded (tuples become lists)
+    out = []
+    for key in sorted(set(saved) | set(given)):
+        a, b = saved.get(key, "not set"), given.get(key, "not set")
+        if key == "epochs" and isinstance(a, int) and isinstance(b, int):
+            if b < epochs_done:
+                out.append(f"epochs: the checkpoint has finished {epochs_done}, given {b}")
+            continue
+        if key in OVERRIDABLE or a == b:
+            continue
+        out.append(f"{key}: checkpoint {a!r}, given {b!r}")
+    return out
 
 
 class Checkpointer:
@@ -33,9 +64,14 @@ class Checkpointer:
     best one by ``monitor`` (``"val_loss"`` falls back to ``"loss"`` without validation)."""
 
     def __init__(self, directory: str | os.PathLike[str], every_steps: int = 0, keep: int = 3,
-                 monitor: str = "val_loss", mode: str = "auto") -> None:
+                 monitor: str = "val_loss", mode: str = "auto", settings: dict[str, Any] | None = None) -> None:
+        if not isinstance(every_steps, int) or every_steps < 0:
+            raise ValueError(f"Checkpointer: every_steps must be a non-negative integer, got {every_steps!r}")
         self.directory = Path(directory)
-        self.every_steps = int(every_steps or 0)
+        self.every_steps = every_steps
+        #: the caller's settings that shape the run (plain data), recorded and compared on resume
+        self.settings: dict[str, Any] = dict(settings or {})
+        self._run_settings: dict[str, Any] = dict(self.settings)
         self.keep = max(1, int(keep))
         self.monitor = monitor
         self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
@@ -53,6 +89,26 @@ class Checkpointer:
     def last_path(self) -> Path | None:
         paths = self.paths()
         return paths[-1] if paths else None
+
+    def record_settings(self, net: Any, fit_settings: dict[str, Any]) -> None:
+        """Start of a run: check that every layer's ``get_config`` rebuilds it (else a checkpoint
+        could be written but never loaded) and keep the run's settings (``fit``'s plus the
+        caller's) for every checkpoint."""
+        for i, layer in enumerate(net.layers):
+            try:
+                layer.check_config()
+            except ValueError as err:
+                raise ModelFileError(self.directory, f"cannot checkpoint layer {i} ({layer.name}): {err}") from None
+        self._run_settings = {**fit_settings, **self.settings}
+
+    def read_settings(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+        """The settings recorded in the latest (or given) checkpoint; None without a checkpoint
+        (or for a checkpoint written before settings were recorded)."""
+        path = Path(path) if path is not None else self.last_path()
+        if path is None:
+            return None
+        _, header = read_tensors(path, expect_format=FORMAT)
+        return header.get("settings")
 
     def due(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0
@@ -73,7 +129,7 @@ class Checkpointer:
             "host_rng": rng_state,
             "device_rng": None if net._device_rng is None else net._device_rng.get_state(),
             "history": {"epochs": history.epochs, "history": history.history},
-            "partial": partial, "best": self.best,
+            "partial": partial, "best": self.best, "settings": self._run_settings,
         }
         path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
         write_tensors(path, tensors, header)
@@ -100,9 +156,12 @@ class Checkpointer:
         return path
 
     # ------------------------------------------------------------------ restore
-    def restore(self, net: Any, path: str | os.PathLike[str] | None = None) -> tuple[int, int, dict | None, Any] | None:
+    def restore(self, net: Any, path: str | os.PathLike[str] | None = None,
+                settings: dict[str, Any] | None = None) -> tuple[int, int, dict | None, Any] | None:
         """Load the latest (or the given) checkpoint into ``net`` and its optimizer.
 
+        With ``settings`` (``fit``'s own; the caller's come from :attr:`settings`), refuse with
+        :class:`ResumeError` naming every setting that differs from the recorded ones.
         Returns ``(epoch, next_batch, partial totals, history)`` or None if there is none.
         """
         from .network import History
@@ -117,6 +176,20 @@ class Checkpointer:
         if header.get("layers") != architecture(net):
             raise ModelFileError(path, "the checkpoint's architecture differs from this network's: "
                                        f"{[layer['type'] for layer in header.get('layers', [])]}")
+        if settings is not None:
+            saved = header.get("settings")
+            if saved is None:
+                import warnings
+
+                warnings.warn(f"{path}: written by an older deepnet without a record of its settings; "
+                              "resuming without checking them", stacklevel=3)
+            else:
+                done = int(header["epoch"])
+                diffs = settings_differences(saved, {**settings, **self.settings}, done)
+                if diffs:
+                    raise ResumeError(f"cannot resume from {path}: the run was started with other settings: "
+                                      + "; ".join(diffs) + " (resume with the checkpoint's settings, "
+                                      "or start a new run in another folder)")
         apply_tensors(net, {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")},
                       {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, path)
         opt = header.get("optimizer")

@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -85,28 +87,188 @@ def _optimizer(args: argparse.Namespace) -> Any:
 def _apply_preset(args: argparse.Namespace) -> None:
     if args.preset == "seed":
         defaults = {"dataset": "mnist", "loss": "sse", "optimizer": "sgd", "lr": 0.1, "epochs": 5,
-                    "batch_size": 1, "scale": "seed", "shuffle": False}
+                    "batch_size": 1, "scale": "seed", "shuffle": False, "activation": "sigmoid"}
         for k, v in defaults.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
     if args.preset == "seed" and args.val_fraction is None:
         args.val_fraction = 0.0
     defaults = {"dataset": "digits", "loss": "xent", "optimizer": "adam", "epochs": 20, "batch_size": 32,
-                "scale": "unit", "shuffle": True, "val_fraction": 0.1}
+                "scale": "unit", "shuffle": True, "val_fraction": 0.1, "activation": "relu", "dropout": 0.0,
+                "weight_decay": 0.0, "early_stopping": 0}
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+
+
+#: train options that shape the run: recorded in checkpoints, compared (or taken over) on resume
+RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "layers",
+               "activation", "loss", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "max_norm",
+               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _setting_key(dest: str) -> str:
+    """The name a checkpoint records an option under (``fit`` records the epochs itself)."""
+    return "epochs" if dest == "epochs" else _flag(dest)
+
+
+def _given(args: argparse.Namespace) -> set[str]:
+    """The options the user typed (as opposed to defaults)."""
+    return getattr(args, "given", None) or set()
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse values out of range and options that would do nothing in this combination."""
+    given = _given(args)
+    for dest, ok, want in (("epochs", lambda v: v >= 0, "a non-negative integer"),
+                           ("batch_size", lambda v: v >= 1, "a positive integer"),
+                           ("checkpoint_every", lambda v: v >= 0, "a non-negative number of steps (0: each epoch)"),
+                           ("early_stopping", lambda v: v >= 0, "a non-negative patience (0: off)"),
+                           ("dropout", lambda v: 0 <= v < 1, "a rate in [0, 1)"),
+                           ("val_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+                           ("weight_decay", lambda v: v >= 0, "a non-negative number"),
+                           ("clip_norm", lambda v: v > 0, "a positive number"),
+                           ("max_norm", lambda v: v > 0, "a positive number"),
+                           ("momentum", lambda v: 0 <= v < 1, "a value in [0, 1)")):
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            raise CLIError(f"{_flag(dest)}: expected {want}, got {value}")
+    if args.preset == "seed":
+        fixed = [_flag(d) for d in ("layers", "activation", "dropout") if d in given]
+        if fixed:
+            raise CLIError(f"{', '.join(fixed)} cannot change --preset seed's fixed 784-50-10 sigmoid network "
+                           "(drop them, or drop --preset to build your own network)")
+    elif args.shortcut:
+        raise CLIError("--shortcut only applies to --preset seed (the notebook's network)")
+    if args.resume and args.resume_if_exists:
+        raise CLIError("give either --resume or --resume-if-exists, not both")
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    """Checks that need the final settings (after presets and a resumed run's settings)."""
+    given = _given(args)
+    if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
+        raise CLIError(f"--momentum applies to --optimizer sgd or momentum, not {args.optimizer} "
+                       "(which would ignore it)")
+    tabular = args.dataset in ("csv", "npz")
+    if "scale" in given and tabular:
+        raise CLIError(f"--scale applies to image data sets; --dataset {args.dataset} values are used as in the file")
+    if "label_column" in given and args.dataset != "csv":
+        raise CLIError(f"--label-column applies to --dataset csv, not {args.dataset}")
+
+
+def _check_output_folder(out: Path, option: str = "--out", holds: str = "model.npz and summary.json") -> None:
+    """Fail before training if ``out`` cannot hold the results: not a folder, not creatable,
+    not writable."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{option} {out}: this is a file; expected a folder for {holds}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise CLIError(f"{option} {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _check_free_space(out: Path, net: Any, checkpointing: bool) -> None:
+    """A rough check that the model (and checkpoints, with their optimizer state) fit on the disk."""
+    model_bytes = net.n_params * 8 + (1 << 20)            # float32 weights (x2: temporary file) + headroom
+    need = model_bytes * (1 + (8 if checkpointing else 0))   # up to 4 checkpoints with Adam's 2 slots
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise CLIError(f"--out {out}: only {free / 2**20:.1f} MiB free on its disk; this run needs about "
+                       f"{need / 2**20:.1f} MiB for the model{' and checkpoints' if checkpointing else ''}")
+
+
+def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any] | None:
+    """For --resume: take the recorded settings the user did not give, refuse those given
+    differently (more --epochs is the one allowed change).  Returns what resume did."""
+    from .checkpoint import Checkpointer
+
+    last = Checkpointer(ckpt_dir).last_path() if ckpt_dir.is_dir() else None
+    if last is None:
+        if args.resume:
+            raise CLIError(f"--resume: no checkpoint in {ckpt_dir} (drop --resume to start a new run, or use "
+                           "--resume-if-exists)")
+        _say(args, f"no checkpoint in {ckpt_dir}: starting a new run")
+        return None
+    recorded = Checkpointer(ckpt_dir).read_settings(last) or {}
+    given = _given(args)
+    taken, diffs = [], []
+    for dest in RUN_OPTIONS:
+        key = _setting_key(dest)
+        if key not in recorded:
+            continue
+        if dest not in given:
+            setattr(args, dest, recorded[key])
+            taken.append(key)
+        elif getattr(args, dest) != recorded[key] and dest != "epochs":
+            diffs.append(f"{_flag(dest)}: checkpoint {recorded[key]!r}, given {getattr(args, dest)!r}")
+    if diffs:
+        raise CLIError(f"cannot resume from {last}: it was started with other settings: {'; '.join(diffs)} "
+                       "(drop them to continue with the checkpoint's settings, or start a new run in another --out)")
+    epochs_before = recorded.get("epochs")
+    if epochs_before is not None and args.epochs != epochs_before:
+        _say(args, f"resuming with --epochs {args.epochs} (the run was started with {epochs_before})")
+    return {"checkpoint": str(last), "settings_from_checkpoint": taken,
+            "epochs": {"recorded": epochs_before, "used": args.epochs}}
+
+
+def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
+    """Write model.npz; an existing one is kept as model.previous.npz.  If the folder cannot
+    take it any more (disk full, removed, read-only), the weights go to a rescue folder and
+    the error names both places."""
+    from .io import save_model
+
+    target = out / "model.npz"
+    try:
+        fresh = save_model(net, out / ".model.new.npz", extra=extra)
+        if target.exists():
+            os.replace(target, out / "model.previous.npz")
+            print(f"kept the earlier model as {out / 'model.previous.npz'}", flush=True)
+        os.replace(fresh, target)
+        return target
+    except OSError as err:
+        rescue = Path(tempfile.mkdtemp(prefix=f"deepnet-rescued-{time.strftime('%Y%m%d-%H%M%S')}-"))
+        try:
+            saved = save_model(net, rescue / "model.npz", extra=extra)
+        except OSError as err2:
+            raise CLIError(f"could not save the trained model to {target} ({err.strerror or err}) nor to "
+                           f"{rescue} ({err2.strerror or err2})") from None
+        raise CLIError(f"could not save the trained model to {target} ({err.strerror or err}); "
+                       f"the trained weights are safe in {saved}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import deepnet as dn
     from .backend import get_ops
     from .datasets import load_dataset
-    from .io import save_model
+    from .io import atomic_write
     from .metrics import confusion_matrix
     from .progress import ProgressBar
 
+    _check_options(args)
+    out = Path(args.out or f"runs/{args.dataset or ('mnist' if args.preset == 'seed' else 'digits')}")
+    _check_output_folder(out)
+    if args.plot:
+        _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
+    ckpt_dir = out / "checkpoints"
+    resumed = None
+    if args.resume or args.resume_if_exists:
+        resumed = _resume_settings(args, ckpt_dir)
     _apply_preset(args)
+    _check_combinations(args)
+    if resumed is None:
+        if args.checkpoint_every and ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt-*.npz")):
+            raise CLIError(f"{ckpt_dir} holds checkpoints of an earlier run: pass --resume to continue it, or "
+                           "choose another --out (a new run's checkpoints would mix with them)")
+        if args.epochs == 0 and (out / "model.npz").exists():
+            raise CLIError(f"--epochs 0 would replace the trained model in {out} with an untrained one "
+                           "(choose another --out)")
     if args.plot:
         from .plotting import _pyplot
 
@@ -115,6 +277,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, args.data, scale=args.scale, download=not args.no_download,
                         label_column=args.label_column, seed=args.seed, log=lambda m: _say(args, m))
     _say(args, f"data: {data.description}; inputs scaled '{data.scaling}'")
+    for warning in data.label_warnings():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if data.name == "digits":
         _say(args, "      (the offline default; for MNIST run: deepnet train --dataset mnist [--data DIR], "
                    "or the notebook's network: deepnet train --preset seed --data DIR)")
@@ -122,6 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     loss = {"sse": dn.SumOfSquares(on=0.99, off=0.01), "mse": dn.MeanSquaredError(),
             "xent": dn.SoftmaxCrossEntropy()}[args.loss]
     opt = _optimizer(args)
+    args.lr = opt.lr                     # record the learning rate really used (the optimizer's default if none)
     if args.diagnostics:
         from .diagnostics import GradientFlow
 
@@ -134,8 +299,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = None
     if args.val_fraction:
         (X, y), val = data.validation_split(args.val_fraction, args.seed)
-    out = Path(args.out or f"runs/{data.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
+    _check_free_space(out, net, checkpointing)
     callbacks: list[Any] = [ProgressBar(len(X), args.epochs, quiet=args.quiet)]
     if args.early_stopping:
         callbacks.append(dn.EarlyStopping("val_loss" if val else "loss", patience=args.early_stopping))
@@ -144,10 +309,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     checkpoint = None
-    if args.checkpoint_every or args.resume:
+    if checkpointing:
         from .checkpoint import Checkpointer
 
-        checkpoint = Checkpointer(out / "checkpoints", every_steps=args.checkpoint_every)
+        checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every,
+                                  settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS if d != "epochs"})
 
     class EpochLine(dn.Callback):
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
@@ -159,7 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, loss=loss, optimizer=opt,
                    shuffle=args.shuffle, validation_data=val, callbacks=callbacks,
-                   checkpoint=checkpoint, resume=args.resume)
+                   checkpoint=checkpoint, resume=bool(resumed))
     train_time = time.perf_counter() - t0
     test = net.evaluate(data.X_test, data.y_test)
     pred = net.predict_classes(data.X_test)
@@ -168,9 +334,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                        dn.to_device(pred, ops, "int64"), data.n_classes))
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
              "class_names": data.class_names, "n_features": data.n_features}
-    model_path = save_model(net, out / "model.npz", extra=extra)
+    model_path = _save_results(net, out, extra)
     summary = {
-        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "config": {k: v for k, v in vars(args).items() if k not in ("func", "given")},
+        "resumed": resumed,
         "data": data.description, "backend": net.ops.name, "model": str(model_path),
         "history": hist.history, "train_seconds": train_time,
         "epoch_seconds": hist.history.get("time", []),
@@ -194,7 +361,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["gradient_flow"] = net.diagnostics.records()
         for warning in net.diagnostics.warnings():
             _say(args, f"warning: {warning}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    text = json.dumps(summary, indent=2, default=_json_default)
+    atomic_write(out / "summary.json", lambda fh: fh.write(text.encode()))
     print(f"test accuracy {100 * test['accuracy']:.2f}% on {len(data.y_test):,} {data.name} test samples "
           f"(train {train_time:.1f}s); model {model_path}, summary {out / 'summary.json'}"
           + (f", plots in {args.plot}" if args.plot else ""), flush=True)
@@ -255,34 +423,75 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any) -> np.ndarray:
+INPUT_CONVENTION = (
+    "Images are read as grayscale and must have the training images' size (28x28 for MNIST, 8x8 for "
+    "digits); like MNIST, the digit is light on a dark background, pixel values 0-255 (or 0-1). "
+    ".npy arrays and CSV rows hold one sample per row (a leading label column is allowed in CSV).")
+
+
+def _image_rows(path: Path, image_shape: Any) -> np.ndarray:
+    """One row of 0..255 grayscale pixels from a PNG/JPEG/BMP file."""
+    try:
+        from matplotlib.image import imread
+    except ImportError:
+        raise CLIError("reading images needs matplotlib: pip install 'deepnet[plot]'") from None
+    try:
+        img = np.asarray(imread(path), dtype=np.float64)
+    except Exception as err:          # PIL's UnidentifiedImageError, SyntaxError, OSError, ValueError...
+        raise CLIError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} image "
+                       f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+    if img.ndim == 3:
+        img = img[..., :3].mean(axis=2)
+    if img.ndim != 2 or img.size == 0:
+        raise CLIError(f"{path}: expected a 2-D grayscale or colour image, got an array of shape {img.shape}")
+    if img.max() <= 1.0:
+        img = img * 255.0
+    if image_shape and tuple(img.shape) != tuple(image_shape):
+        raise CLIError(f"{path}: image is {img.shape[1]}x{img.shape[0]} pixels, the model expects "
+                       f"{image_shape[1]}x{image_shape[0]} grayscale")
+    return img.reshape(1, -1)
+
+
+def _npy_rows(path: Path) -> np.ndarray:
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise CLIError(f"{path}: not a readable .npy array ({str(err).splitlines()[0]})") from None
+    if raw.size == 0:
+        raise CLIError(f"{path}: the array is empty (shape {raw.shape}); expected at least one sample")
+    if raw.dtype.kind not in "biuf":
+        raise CLIError(f"{path}: expected numbers, got an array of dtype {raw.dtype}")
+    return raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
+
+
+def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
+    """Rows whose image border is mostly bright: a dark digit on a light background, the
+    inverse of MNIST's convention (its borders are 0).  ``raw`` holds 0..255 pixels."""
+    h, w = image_shape
+    imgs = raw.reshape(raw.shape[0], h, w)
+    border = np.concatenate([imgs[:, 0, :], imgs[:, -1, :], imgs[:, :, 0], imgs[:, :, -1]], axis=1)
+    return np.median(border, axis=1) > 127.5
+
+
+def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, invert: str = "auto") -> np.ndarray:
     from .datasets.mnist import scale_pixels
 
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if not path.exists():
         raise CLIError(f"{path}: file not found")
-    if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-        try:
-            from matplotlib.image import imread
-        except ImportError:
-            raise CLIError("reading images needs matplotlib: pip install 'deepnet[plot]'") from None
-        img = np.asarray(imread(path), dtype=np.float64)
-        if img.ndim == 3:
-            img = img[..., :3].mean(axis=2)
-        if img.max() <= 1.0:
-            img = img * 255.0
-        if image_shape and tuple(img.shape) != tuple(image_shape):
-            raise CLIError(f"{path}: image is {img.shape[1]}x{img.shape[0]} pixels, the model expects "
-                           f"{image_shape[1]}x{image_shape[0]} grayscale")
-        raw = img.reshape(1, -1)
+    if path.is_dir():
+        raise CLIError(f"{path}: is a folder; expected an image, a .npy array or a CSV file")
+    if suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+        raw = _image_rows(path, image_shape)
     elif suffix == ".npy":
-        raw = np.load(path, allow_pickle=False)
-        raw = raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
+        raw = _npy_rows(path)
     else:
         from .datasets.tabular import _read_text, parse_csv
 
         text = _read_text(path)
         first = next((line for line in text.splitlines() if line.strip()), "")
+        if not first:
+            raise CLIError(f"{path}: no rows; expected CSV rows of {n_features} values")
         width = len(first.split(","))
         if width == n_features + 1:
             raw, _, _ = parse_csv(text, path, label_column=0, header=False)
@@ -297,9 +506,25 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any) -> n
                            f"(or a label and {n_features} values)")
     if raw.shape[1] != n_features:
         raise CLIError(f"{path}: inputs have {raw.shape[1]} values each, the model expects {n_features}")
-    if scale in ("unit", "seed") and raw.max() > 1.5:
-        return scale_pixels(np.clip(raw, 0, 255), scale)
-    return raw.astype(np.float32)
+    if not np.all(np.isfinite(raw)):
+        raise CLIError(f"{path}: inputs contain NaN or infinite values")
+    if scale not in ("unit", "seed"):
+        return raw.astype(np.float32)
+    pixels = raw.max() > 1.5            # 0..255 pixels; otherwise values already scaled like the training data
+    x = np.clip(raw, 0, 255) if pixels else raw.astype(np.float64)
+    lo, hi = (0.0, 255.0) if pixels else ((0.01, 1.0) if scale == "seed" else (0.0, 1.0))
+    if image_shape and invert != "no":
+        flip = (bright_background_rows((x - lo) * (255.0 / (hi - lo)), image_shape) if invert == "auto"
+                else np.ones(len(x), bool))
+        if flip.any():
+            x = x.copy()
+            x[flip] = (lo + hi) - x[flip]
+            which = "it" if len(x) == 1 else f"rows {np.flatnonzero(flip).tolist()[:20]}"
+            note = (f"note: {path} has a light background (the model expects a light digit on dark, like MNIST): "
+                    f"inverted {which}; pass --invert no to keep it as it is" if invert == "auto"
+                    else f"note: inverted {path} (--invert yes)")
+            print(note, file=sys.stderr, flush=True)
+    return scale_pixels(x, scale) if pixels else x.astype(np.float32)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -307,7 +532,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     net = load_model(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
-    X = _read_inputs(Path(args.input), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"))
+    X = _read_inputs(Path(args.input), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"),
+                     args.invert)
     scores = net.predict(X)
     names = meta.get("class_names") or [str(i) for i in range(net.output_width)]
     z = scores - scores.max(axis=1, keepdims=True)
@@ -368,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(sp: argparse.ArgumentParser, default_dataset: str | None) -> None:
         sp.add_argument("--dataset", default=default_dataset,
-                        help="digits (offline default), mnist, fashion-mnist, seed-csv, csv, npz")
+                        help="digits (offline default), mnist, fashion-mnist (both verified against their "
+                             "official content), idx (a folder of MNIST-layout IDX files, not verified), "
+                             "seed-csv, csv, npz")
         sp.add_argument("--data", default=None, help="folder (mnist, fashion-mnist) or file (csv, npz) to read")
         sp.add_argument("--label-column", default="label", help="label column of a csv data set (name or index)")
         sp.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
@@ -381,17 +609,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=["seed"], help="seed: the course notebook's 784-50-10 network")
     t.add_argument("--shortcut", action="store_true", help="with --preset seed: the notebook's ẽ = Aᵀe shortcut")
     t.add_argument("--layers", help="layer sizes, e.g. 784-128-64-10 (default: inputs-128-classes)")
-    t.add_argument("--activation", default="relu", choices=["relu", "sigmoid", "tanh", "leaky_relu"])
+    t.add_argument("--activation", default=None, choices=["relu", "sigmoid", "tanh", "leaky_relu"],
+                   help="hidden activation (default relu)")
     t.add_argument("--loss", choices=["xent", "sse", "mse"], default=None)
     t.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"], default=None)
     t.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default if omitted)")
     t.add_argument("--momentum", type=float, default=None)
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--clip-norm", type=float, default=None)
     t.add_argument("--max-norm", type=float, default=None)
-    t.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden activation")
+    t.add_argument("--dropout", type=float, default=None, help="dropout rate after each hidden activation")
     t.add_argument("--schedule", default=None, help="learning-rate schedule: cosine, step, exponential, warmup-cosine")
-    t.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE")
+    t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--scale", choices=["unit", "seed", "raw"], default=None, help="pixel scaling")
@@ -402,8 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--diagnostics", action="store_true", help="record gradient flow per layer (and plot it)")
     t.add_argument("--out", default=None, help="folder for model.npz and summary.json (default runs/<dataset>)")
     t.add_argument("--plot", default=None, metavar="DIR", help="write PNG pictures here")
-    t.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also save a checkpoint every STEPS steps (checkpoints are written at each epoch end "
+                        "whenever this or --resume is given)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoints are in --out (an error if there are none); settings "
+                        "not given are taken from the checkpoint, settings given differently are refused, "
+                        "except a larger --epochs")
+    t.add_argument("--resume-if-exists", action="store_true",
+                   help="like --resume when --out holds a checkpoint, otherwise start a new run")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -413,9 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="predict classes for images, .npy arrays or CSV rows")
+    pr = sub.add_parser("predict", help="predict classes for images, .npy arrays or CSV rows",
+                        description="Predict classes for images, .npy arrays or CSV rows. " + INPUT_CONVENTION)
     pr.add_argument("model")
-    pr.add_argument("input")
+    pr.add_argument("input", help="an image (.png, .jpg, .bmp), a .npy array or a CSV file")
+    pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                    help="invert images to light-on-dark: auto (default) inverts those with a light background")
     pr.add_argument("--backend", default=None)
     pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     pr.set_defaults(func=cmd_predict)
@@ -426,9 +665,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def given_options(argv: list[str]) -> set[str]:
+    """The destinations of the options present in ``argv`` (parsed again with no defaults)."""
+    parser = build_parser()
+
+    def strip_defaults(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    strip_defaults(sub)
+            else:
+                action.default = argparse.SUPPRESS
+        p._defaults.clear()
+
+    strip_defaults(parser)
+    return set(vars(parser.parse_args(argv)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.given = given_options(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

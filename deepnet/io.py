@@ -53,6 +53,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())   # mkstemp makes 0600; a saved file follows the umask
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -73,6 +74,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     except OSError:  # some file systems do not allow fsync on folders
         pass
     return path
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it where the OS allows)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------- tensors + header
@@ -148,7 +163,12 @@ def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
     raw = path.read_bytes()
     if raw[:2] == b"\x80\x04" or raw[:1] == b"\x80" or raw[:2] in (b"(d", b"(l", b"}q", b"]q"):
         raise ModelFileError(path, "this is a Python pickle, which deepnet never loads (it could run code)")
-    if path.suffix == ".safetensors" or (raw[:8] and raw[:2] != b"PK"):
+    if not raw:
+        raise ModelFileError(path, "empty file (0 bytes): not a deepnet model file")
+    if raw[:2] != b"PK" and path.suffix != ".safetensors" and not _looks_like_safetensors(raw):
+        kind = "a .npz file is a zip archive" if path.suffix == ".npz" else "expected a .npz or .safetensors file"
+        raise ModelFileError(path, f"not a deepnet model file ({kind}; this one starts with {raw[:8]!r})")
+    if path.suffix == ".safetensors" or raw[:2] != b"PK":
         tensors, text = _read_safetensors(path, raw)
     else:
         check_seal(path, raw)
@@ -174,6 +194,14 @@ def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
     if actual != header.get("checksum"):
         raise ModelFileError(path, f"tensor checksum mismatch (file damaged): expected {header.get('checksum')}, got {actual}")
     return tensors, header
+
+
+def _looks_like_safetensors(raw: bytes) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length, then ``{``."""
+    if len(raw) < 10:
+        return False
+    n = int.from_bytes(raw[:8], "little")
+    return 2 <= n <= len(raw) - 8 and raw[8:9] == b"{"
 
 
 def _read_npz(path: Path, raw: bytes) -> tuple[dict[str, np.ndarray], str]:

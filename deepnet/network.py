@@ -252,7 +252,7 @@ class Network:
             loss: str | Loss | None = None, optimizer: str | Optimizer | None = None,
             shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
             callbacks: Iterable[Callback] = (), verbose: bool = False,
-            check_finite: str = "raise", checkpoint: Any = None, resume: bool = False,
+            check_finite: str = "raise", checkpoint: Any = None, resume: bool | str = False,
             stream_chunk_rows: int | None = None) -> History:
         """Train with mini-batch gradient descent and return the per-epoch :class:`History`.
 
@@ -267,7 +267,10 @@ class Network:
         is applied (named step and layer); ``"skip"`` drops that step and halves the
         learning rate; ``"off"`` checks only at the end of each epoch.
         ``checkpoint``: a :class:`deepnet.checkpoint.Checkpointer` (or a directory) to save
-        training state to; with ``resume=True`` training continues from its latest file.
+        training state to; with ``resume=True`` training continues from its latest file
+        (:class:`~deepnet.checkpoint.ResumeError` if there is none, or if the run's settings
+        differ from the recorded ones; more ``epochs`` than recorded is allowed), with
+        ``resume="if-exists"`` it starts fresh when there is no checkpoint yet.
         ``stream_chunk_rows``: keep X on the host and stream it to the device in shuffled
         chunks of this many rows, the next chunk staged while the current one trains (for
         data sets larger than device memory; on CuPy chosen automatically when the data
@@ -279,6 +282,8 @@ class Network:
             raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size!r}")
         if check_finite not in ("raise", "skip", "off"):
             raise ValueError(f"fit: check_finite must be 'raise', 'skip' or 'off', got {check_finite!r}")
+        if resume not in (False, True, "if-exists"):
+            raise ValueError(f"fit: resume must be False, True or 'if-exists', got {resume!r}")
         if loss is not None:
             self.loss = get_loss(loss)
         if optimizer is not None:
@@ -315,18 +320,27 @@ class Network:
         batch_cbs = [cb for cb in callbacks if cb.wants_batch_hooks()]
         history = History()
         start_epoch, start_batch, partial = 0, 0, None
-        if resume:
-            if ckpt is None:
-                raise ValueError("fit: resume=True needs checkpoint=<directory or Checkpointer>")
-            state = ckpt.restore(self)
-            if state is not None:
-                start_epoch, start_batch, partial, history = state
+        if resume and ckpt is None:
+            raise ValueError("fit: resume needs checkpoint=<directory or Checkpointer>")
+        if ckpt is not None:
+            settings = self._run_settings(Xd, Ld, epochs, batch_size, shuffle)
+            if resume:
+                state = ckpt.restore(self, settings=settings)
+                if state is not None:
+                    start_epoch, start_batch, partial, history = state
+                elif resume is True:
+                    from .checkpoint import ResumeError
+
+                    raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
+                                      "(use resume='if-exists' to start fresh when there is none)")
+            ckpt.record_settings(self, settings)
         self._arrange_layouts(batch_size)   # after a restore, which replaces the weights
         self.stop_training = False
-        logs: dict[str, Any] = {}
+        n_batches = -(-n // batch_size)
+        logs: dict[str, Any] = {"epochs": epochs, "steps_per_epoch": n_batches, "batch_size": batch_size,
+                                "samples": n, "initial_epoch": start_epoch}
         for cb in callbacks:
             cb.on_train_begin(self, logs)
-        n_batches = -(-n // batch_size)
         t_is_labels = Td.ndim == 1
         fdtype = ops.dtype(self.dtype_name)
         check_each_step = check_finite != "off" and ops.name != "cupy"
@@ -355,6 +369,7 @@ class Network:
                     xb = Xs[s - seg_start:e - seg_start, :]
                     tb = Ts[s - seg_start:e - seg_start] if t_is_labels else Ts[s - seg_start:e - seg_start, :]
                     if batch_cbs:
+                        logs = {"epoch": epoch, "batch": b}
                         for cb in batch_cbs:
                             cb.on_batch_begin(self, self.step_count, logs)
                     z = self.forward(xb, True)
@@ -416,6 +431,25 @@ class Network:
         for cb in callbacks:
             cb.on_train_end(self, {"history": history})
         return history
+
+    def _run_settings(self, Xd: Array, labels: Array, epochs: int, batch_size: int,
+                      shuffle: bool) -> dict[str, Any]:
+        """The settings that shape this run, as plain data, for checkpoints to record and compare.
+
+        The data are fingerprinted by their shape, labels and 16 evenly spaced rows (one small
+        read; a different split, scaling or data set changes it)."""
+        import hashlib
+
+        n = int(Xd.shape[0])
+        h = hashlib.sha256(f"{tuple(Xd.shape)}".encode())
+        h.update(to_host(labels).tobytes())
+        h.update(to_host(Xd[::max(1, n // 16), ...]).tobytes())
+        out: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+                               "dtype": self.dtype_name, "training samples": n, "training data": h.hexdigest()[:16],
+                               "loss": type(self.loss).__name__, "optimizer": type(self.optimizer).__name__}
+        for prefix, cfg in (("loss", self.loss.get_config()), ("optimizer", self.optimizer.get_config())):
+            out.update({f"{prefix}.{k}": v for k, v in cfg.items()})
+        return out
 
     def _segments(self, Xd: Array, Td: Array, perm: Array | None, perm_host: Any, chunk_rows: int | None,
                   start_row: int) -> Any:

@@ -57,31 +57,30 @@ def get_schedule(name: str, lr: float, epochs: int) -> Schedule:
 
 
 class LearningRateScheduler(Callback):
-    """Set ``optimizer.lr = schedule(epoch)`` at the start of each epoch, or every step
-    with ``per_step=True`` (then the schedule sees fractional epochs)."""
+    """Set ``optimizer.lr = schedule(epoch)`` at the start of each epoch, or before every
+    step with ``per_step=True``: then batch b of epoch e sees the fractional epoch
+    e + b / (steps per epoch), the step count being known from ``fit`` before the first step
+    (also when a run resumes mid-epoch)."""
 
     def __init__(self, schedule: Schedule, per_step: bool = False) -> None:
         self.schedule = schedule
         self.per_step = per_step
-        self._epoch = 0
-        self._steps_per_epoch: int | None = None
-        self._step_in_epoch = 0
+        self._steps_per_epoch = 0
 
     def wants_batch_hooks(self) -> bool:
         return self.per_step
 
+    def on_train_begin(self, net: Any, logs: dict[str, Any]) -> None:
+        self._steps_per_epoch = int(logs.get("steps_per_epoch") or 0)
+        if self.per_step and self._steps_per_epoch < 1:
+            raise ValueError("LearningRateScheduler(per_step=True) needs fit's steps per epoch "
+                             f"in on_train_begin's logs, got {logs.get('steps_per_epoch')!r}")
+
     def on_epoch_begin(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
-        self._epoch = epoch
-        self._step_in_epoch = 0
         net.optimizer.lr = float(self.schedule(epoch))
 
     def on_batch_begin(self, net: Any, step: int, logs: dict[str, Any]) -> None:
-        if self._steps_per_epoch:
-            net.optimizer.lr = float(self.schedule(self._epoch + self._step_in_epoch / self._steps_per_epoch))
-        self._step_in_epoch += 1
-
-    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
-        self._steps_per_epoch = self._step_in_epoch or None
+        net.optimizer.lr = float(self.schedule(logs["epoch"] + logs["batch"] / self._steps_per_epoch))
 
 
 class ReduceLROnPlateau(Callback):

@@ -143,9 +143,10 @@ def test_a_crash_while_writing_leaves_the_previous_file_intact(tmp_path, rng, mo
     load_model(path)
 
 
-def test_resume_without_checkpoints_starts_fresh(tmp_path, rng):
+def test_resume_if_exists_without_checkpoints_starts_fresh(tmp_path, rng):
     X = rng.normal(size=(16, 5)).astype(np.float32)
-    hist = small_net().fit(X, rng.integers(0, 3, 16), epochs=1, batch_size=8, checkpoint=tmp_path / "c", resume=True)
+    hist = small_net().fit(X, rng.integers(0, 3, 16), epochs=1, batch_size=8, checkpoint=tmp_path / "c",
+                           resume="if-exists")
     assert hist.epochs == [0]
 
 
