@@ -29,9 +29,9 @@ class GradientFlow:
 
     @staticmethod
     def _norm(a: Array) -> Array:
-        from .losses import _ops_of
+        from .backend import backend_of
 
-        ops = _ops_of(a)
+        ops = backend_of(a)
         return ops.xp.sqrt(ops.sum_squares(a))
 
     def record_error(self, index: int, error: Array) -> None:

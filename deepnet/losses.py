@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .backend import Array, Ops, get_ops
+from .backend import Array, Ops, backend_of
 from .layers.base import ShapeError
 
 
@@ -30,14 +30,19 @@ class Loss:
             raise ValueError(f"{self.name}: reduction must be 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
         self._ops: Ops | None = None
-        self._array_type: type | None = None
+
+    def bind(self, ops: Ops) -> Loss:
+        """Compute on ``ops`` (``Network`` binds its loss to its own backend)."""
+        self._ops = ops
+        return self
 
     def ops_for(self, z: Array) -> Ops:
-        """The backend of ``z`` (cached by array type: the same type, the same backend)."""
-        if type(z) is self._array_type:
-            return self._ops
-        ops = self._ops = _ops_of(z)
-        self._array_type = type(z) if ops.device is None else None
+        """The bound backend when it owns ``z``, else the backend that does (never a guess:
+        an array no backend owns is an error)."""
+        ops = self._ops
+        if ops is not None and ops.owns(z):
+            return ops
+        ops = self._ops = backend_of(z)
         return ops
 
     @property
@@ -77,17 +82,6 @@ class Loss:
     def __repr__(self) -> str:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
-
-def _ops_of(z: Array, hint: Ops | None = None) -> Ops:
-    """The backend that owns ``z`` (``hint`` first: the one used last time)."""
-    if hint is not None and hint.owns(z):
-        return hint
-    from .backend.core import _instances
-
-    for ops in list(_instances.values()):
-        if ops.owns(z):
-            return ops
-    return get_ops("numpy")
 
 
 class SumOfSquares(Loss):

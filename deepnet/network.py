@@ -225,7 +225,7 @@ class Network:
     def _device_inputs(self, X: Any, where: str) -> Array:
         """Validate inputs once and put them on the backend in the network's dtype."""
         ops = self.ops
-        if ops.owns(X) and ops.name != "numpy":   # already on the device: check it there
+        if ops.owns(X) and not ops.host_arrays:   # already on the device: check it there
             if X.ndim != 2 or X.shape[1] != self.input_width:
                 raise ShapeError(f"{where}: the first layer expects inputs of width {self.input_width}, "
                                  f"got X of shape {tuple(X.shape)}")
@@ -290,7 +290,7 @@ class Network:
             self.optimizer = get_optimizer(optimizer)
         if self.loss is None or self.optimizer is None:
             raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
-        loss_fn, opt, ops = self.loss, self.optimizer, self.ops
+        loss_fn, opt, ops = self.loss.bind(self.ops), self.optimizer, self.ops
         if stream_chunk_rows is None and not ops.owns(X):
             stream_chunk_rows = ops.stream_rows_for(X, batch_size)
         if stream_chunk_rows:
@@ -343,7 +343,7 @@ class Network:
             cb.on_train_begin(self, logs)
         t_is_labels = Td.ndim == 1
         fdtype = ops.dtype(self.dtype_name)
-        check_each_step = check_finite != "off" and ops.name != "cupy"
+        check_each_step = check_finite != "off" and ops.cheap_sync   # else once per epoch: no per-step sync
         argmax_rows, isfinite = ops.argmax_rows, math.isfinite
 
         for epoch in range(start_epoch, epochs):
@@ -396,7 +396,8 @@ class Network:
                 if self.stop_training:
                     break
             done = b + 1
-            totals = self._partial_totals(partial, batch_losses, preds, Ls, first, done, batch_size, n, loss_fn)
+            totals = self._partial_totals(partial, batch_losses, preds, Ls, first, done, batch_size, n, loss_fn,
+                                          check_weights=True)
             partial = None
             if done < n_batches and ckpt is not None:
                 # stopped inside the epoch: save where we are so resume finishes this epoch
@@ -408,7 +409,7 @@ class Network:
                 "loss": loss_total / max(seen, 1),
                 "accuracy": correct / max(seen, 1),
             }
-            if not math.isfinite(epoch_logs["loss"]) or not self._weights_finite():
+            if not math.isfinite(epoch_logs["loss"]) or not totals["weights_finite"]:
                 self._on_nonfinite("raise", epoch, n_batches - 1, None, ckpt)
             if val is not None:
                 v = self._evaluate_device(*val, batch_size=max(batch_size, 1024))
@@ -464,7 +465,7 @@ class Network:
                 yield 0, ops.take_rows(Xd, perm), ops.take_rows(Td, perm)
             return
         n = int(Xd.shape[0])
-        t_host = not ops.owns(Td) or ops.name == "numpy"
+        t_host = not ops.owns(Td) or ops.host_arrays
 
         def stage(lo: int) -> Any:
             idx = slice(lo, min(lo + chunk_rows, n)) if perm_host is None else perm_host[lo:lo + chunk_rows]
@@ -483,29 +484,39 @@ class Network:
             yield lo, ops.ready(xs), tsl
 
     def _partial_totals(self, partial: dict[str, Any] | None, batch_losses: Array, preds: Array, labels: Array,
-                        first: int, done: int, batch_size: int, n: int, loss_fn: Loss) -> dict[str, Any]:
+                        first: int, done: int, batch_size: int, n: int, loss_fn: Loss,
+                        check_weights: bool = False) -> dict[str, Any]:
         """Host totals (Σ per-sample loss, correct count, samples seen) for batches first..done−1,
-        plus those carried over from a resumed checkpoint.  Reads the device once."""
+        plus those carried over from a resumed checkpoint; with ``check_weights`` also whether
+        every weight is finite.  Reads the device once."""
         ops = self.ops
+        xp = ops.xp
         s, e = first * batch_size, min(done * batch_size, n)
-        loss_sum = correct = 0.0
+        sums: list[Array] = []
         if e > s:
             weights = ops.full((done - first,), 1.0 if loss_fn.reduction == "sum" else float(batch_size),
                                batch_losses.dtype)
             if e - s < (done - first) * batch_size and loss_fn.reduction != "sum":
                 weights[-1] = float(e - s - (done - first - 1) * batch_size)
-            loss_sum = float(to_host(ops.xp.sum(batch_losses[first:done] * weights)))
-            correct = float(to_host(ops.count_equal(preds[s:e], labels[s:e])))
+            sums = [xp.sum(batch_losses[first:done] * weights), ops.count_equal(preds[s:e], labels[s:e])]
+        if check_weights:
+            ok = None
+            for p in self._param_list:
+                flag = ops.all_finite(p.data)
+                ok = flag if ok is None else xp.logical_and(ok, flag)
+            if ok is not None:
+                sums.append(ok)
+        host = [float(v) for v in to_host(xp.stack([xp.astype(v, ops.float64) for v in sums]))] if sums else []
+        loss_sum, correct = (host[0], host[1]) if e > s else (0.0, 0.0)
         seen = e - s if e > s else 0
         if partial is not None:
             loss_sum += partial["loss_sum"]
             correct += partial["correct"]
             seen += partial["seen"]
-        return {"loss_sum": loss_sum, "correct": correct, "seen": seen}
-
-    def _weights_finite(self) -> bool:
-        flags = [self.ops.all_finite(p.data) for p in self._params.values()]
-        return all(bool(to_host(f)) for f in flags)
+        totals = {"loss_sum": loss_sum, "correct": correct, "seen": seen}
+        if check_weights:
+            totals["weights_finite"] = not self._param_list or host[-1] == 1.0
+        return totals
 
     def _on_nonfinite(self, policy: str, epoch: int, batch: int, batch_loss: Any, ckpt: Any) -> bool:
         """Handle a non-finite loss: raise (naming step and layer) or skip the step."""
@@ -546,13 +557,16 @@ class Network:
                 bl, _ = loss_fn.forward_backward(z, Td[s:e, ...])
                 loss_sum += bl if loss_fn.reduction == "sum" else bl * float(e - s)
             correct += ops.count_equal(ops.argmax_rows(z), Ld[s:e, ...])
-        out = {"accuracy": float(to_host(correct)) / n}
-        out["loss"] = float(to_host(loss_sum)) / n if loss_fn is not None else math.nan
-        return out
+        xp = ops.xp
+        loss_total, n_correct = (float(v) for v in to_host(xp.stack([xp.astype(loss_sum, ops.float64),
+                                                                      xp.astype(correct, ops.float64)])))
+        return {"accuracy": n_correct / n, "loss": loss_total / n if loss_fn is not None else math.nan}
 
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024, loss: str | Loss | None = None) -> dict[str, float]:
         """Mean loss and accuracy over ``(X, y)`` in evaluation mode."""
         loss_fn = get_loss(loss) if loss is not None else self.loss
+        if loss_fn is not None:
+            loss_fn.bind(self.ops)
         saved, self.loss = self.loss, loss_fn
         try:
             Xd = self._device_inputs(X, "evaluate")

@@ -12,27 +12,42 @@ import pytest
 import deepnet
 from deepnet.backend import BackendError, get_ops
 
-BACKENDS = ["numpy", "strict", pytest.param("cupy", marks=pytest.mark.cupy)]
+def _torch_ops():
+    """PyTorch (CPU) as a user adds it: any Array-API namespace through the public register_backend."""
+    import array_api_compat.torch as xp
+
+    return deepnet.backend.Ops(xp, device=xp.asarray(0).device, name="torch")
 
 
-def _cupy_reason() -> str | None:
+deepnet.backend.register_backend("torch", _torch_ops, replace=True)
+
+BACKENDS = ["numpy", "strict", pytest.param("cupy-shaped", marks=pytest.mark.cupy_shaped),
+            pytest.param("torch", marks=pytest.mark.torch), pytest.param("cupy", marks=pytest.mark.cupy)]
+
+
+
+def _reason(name: str) -> str | None:
     try:
-        get_ops("cupy")
+        get_ops(name)
     except BackendError as err:
         return str(err)
+    except ImportError as err:
+        return f"{err} (pip install array-api-compat torch)"
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not any(item.get_closest_marker("cupy") for item in items):
-        return
-    reason = _cupy_reason()
-    if reason is None:
-        return
-    skip = pytest.mark.skip(reason=f"CuPy backend unavailable: {reason}")
-    for item in items:
-        if item.get_closest_marker("cupy"):
-            item.add_marker(skip)
+    for marker, name, what in (("cupy", "cupy", "CuPy backend"), ("cupy_shaped", "cupy-shaped", "CuPy-shaped backend"),
+                               ("torch", "torch", "PyTorch backend")):
+        if not any(item.get_closest_marker(marker) for item in items):
+            continue
+        reason = _reason(name)
+        if reason is None:
+            continue
+        skip = pytest.mark.skip(reason=f"{what} unavailable: {reason}")
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
 
 
 @pytest.fixture(params=BACKENDS)

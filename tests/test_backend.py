@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -68,27 +69,39 @@ def test_set_backend_does_not_leak_into_other_threads():
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(BackendError, match=r"unknown backend 'torch': expected one of numpy, cupy, strict"):
-        get_ops("torch")
+    with pytest.raises(BackendError, match=r"unknown backend 'tpu': expected one of numpy, cupy, strict, cupy-shaped"):
+        get_ops("tpu")
     with pytest.raises(BackendError, match="unknown backend"):
         dn.Network([dn.Dense(2, 2)], backend="jax")
 
 
-def test_missing_cupy_says_what_and_how():
+def _gpu_present() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001  (no CuPy, no driver, no device: all mean "no GPU")
+        return False
+
+
+@pytest.mark.skipif(_gpu_present(), reason="a GPU is present: the cupy backend is available")
+def test_missing_cupy_or_gpu_says_what_and_how():
     try:
         import cupy  # noqa: F401
     except ImportError:
-        with pytest.raises(BackendError, match=r"needs CuPy, which is not installed.*pip install 'deepnet\[cuda12\]'"):
-            get_ops("cupy")
+        want = r"needs CuPy, which is not installed.*pip install 'deepnet\[cuda12\]'"
     else:
-        pytest.skip("CuPy is installed here")
+        want = r"CuPy is installed but no (usable CUDA GPU was found \(.+\)|CUDA GPU is present)"
+    with pytest.raises(BackendError, match=want):
+        get_ops("cupy")
+    assert re.search(want, dn.available_backends()["cupy"])         # the reason itself, not just the name
 
 
 def test_available_backends_reports_reasons():
     report = dn.available_backends()
     assert report["numpy"] == "available"
     assert report["strict"] == "available"
-    assert "cupy" in report
+    assert report["cupy"] == "available" or re.search(r"CuPy is installed but no .*GPU|needs CuPy.*pip install",
+                                                      report["cupy"])
 
 
 def test_transfers_round_trip(backend):

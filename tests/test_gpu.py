@@ -17,6 +17,10 @@ from deepnet.backend import get_ops, to_device, to_host
 from deepnet.presets import mlp_layers
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the CuPy code paths: on a GPU, and on the CuPy-shaped backend (CuPy's signatures, NumPy's maths,
+#: the fused kernels' C source evaluated) that runs them in CI without one
+CUPY_PATHS = [pytest.param("cupy", marks=pytest.mark.cupy),
+              pytest.param("cupy-shaped", marks=pytest.mark.cupy_shaped)]
 
 
 def test_gpu_check_script_dry_run(tmp_path):
@@ -31,14 +35,14 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert bench["dry_run"] and set(bench["results"]) == {"medium", "seed", "wide"}
 
 
-@pytest.mark.cupy
+@pytest.mark.parametrize("cupy_name", CUPY_PATHS)
 @pytest.mark.parametrize("method, args", [
     ("sigmoid_backward_", ((8, 5), (8, 5))),
     ("tanh_backward_", ((8, 5), (8, 5))),
     ("relu_backward_", ((8, 5), (8, 5))),
 ])
-def test_fused_activation_kernels_match_generic(rng, method, args):
-    ops = get_ops("cupy")
+def test_fused_activation_kernels_match_generic(rng, method, args, cupy_name):
+    ops = get_ops(cupy_name)
     dy = rng.normal(size=args[0]).astype(np.float32)
     y = rng.random(args[1]).astype(np.float32) - 0.3
     results = []
@@ -49,10 +53,10 @@ def test_fused_activation_kernels_match_generic(rng, method, args):
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.cupy
+@pytest.mark.parametrize("cupy_name", CUPY_PATHS)
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam", "adamw"])
-def test_fused_optimizer_kernels_match_generic(rng, opt):
-    ops = get_ops("cupy")
+def test_fused_optimizer_kernels_match_generic(rng, opt, cupy_name):
+    ops = get_ops(cupy_name)
     make = {"sgd": lambda: dn.SGD(0.1), "momentum": lambda: dn.SGD(0.1, momentum=0.9),
             "nesterov": lambda: dn.SGD(0.1, momentum=0.9, nesterov=True), "adam": lambda: dn.Adam(0.01),
             "adamw": lambda: dn.AdamW(0.01, weight_decay=0.1)}[opt]
@@ -61,7 +65,7 @@ def test_fused_optimizer_kernels_match_generic(rng, opt):
     weights = []
     for fused in (True, False):
         ops.use_fused = fused
-        net = dn.Network(mlp_layers("10-16-3", "relu"), seed=0, backend="cupy", loss="xent", optimizer=make())
+        net = dn.Network(mlp_layers("10-16-3", "relu"), seed=0, backend=ops, loss="xent", optimizer=make())
         net.fit(X, y, epochs=2, batch_size=8, shuffle=False)
         weights.append(net.get_weights())
     ops.use_fused = True
@@ -69,26 +73,26 @@ def test_fused_optimizer_kernels_match_generic(rng, opt):
         np.testing.assert_allclose(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.cupy
-def test_cupy_matches_numpy_over_many_steps(rng):
+@pytest.mark.parametrize("cupy_name", CUPY_PATHS)
+def test_cupy_matches_numpy_over_many_steps(rng, cupy_name):
     X = rng.normal(size=(512, 20)).astype(np.float32)
     y = rng.integers(0, 4, 512)
     out = {}
-    for backend in ("numpy", "cupy"):
+    for backend in ("numpy", cupy_name):
         net = dn.Network(mlp_layers("20-32-32-4", "relu"), seed=0, backend=backend, loss="xent", optimizer=dn.Adam(1e-3))
         out[backend] = (net.fit(X, y, epochs=3, batch_size=16)["loss"], net.get_weights())
-    np.testing.assert_allclose(out["cupy"][0], out["numpy"][0], rtol=1e-4)
+    np.testing.assert_allclose(out[cupy_name][0], out["numpy"][0], rtol=1e-4)
     for k in out["numpy"][1]:
-        np.testing.assert_allclose(out["cupy"][1][k], out["numpy"][1][k], rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(out[cupy_name][1][k], out["numpy"][1][k], rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.cupy
-def test_streaming_from_pinned_host_memory_matches_resident(rng):
+@pytest.mark.parametrize("cupy_name", CUPY_PATHS)
+def test_streaming_from_pinned_host_memory_matches_resident(rng, cupy_name):
     X = rng.normal(size=(300, 8)).astype(np.float32)
     y = rng.integers(0, 3, 300)
     w = []
     for chunk in (None, 60):
-        net = dn.Network(mlp_layers("8-16-3", "relu"), seed=0, backend="cupy", loss="xent", optimizer=dn.SGD(0.1))
+        net = dn.Network(mlp_layers("8-16-3", "relu"), seed=0, backend=cupy_name, loss="xent", optimizer=dn.SGD(0.1))
         net.fit(X, y, epochs=2, batch_size=20, stream_chunk_rows=chunk)
         w.append(net.get_weights())
     for k in w[0]:

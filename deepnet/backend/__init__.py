@@ -11,7 +11,7 @@ Choosing a backend::
     with deepnet.use_backend("strict"): ...     # scoped, restored on exit
 
 Arrays cross between host (NumPy) and device only through :func:`to_device` and
-:func:`to_host`.
+:func:`to_host`.  Any Array-API namespace becomes a backend with :func:`register_backend`.
 """
 
 from .core import (
@@ -19,9 +19,12 @@ from .core import (
     BackendError,
     Ops,
     available_backends,
+    backend_of,
     get_backend,
     get_ops,
     host_rng,
+    register_backend,
+    registered_backends,
     set_backend,
     to_device,
     to_host,
@@ -33,9 +36,12 @@ __all__ = [
     "BackendError",
     "Ops",
     "available_backends",
+    "backend_of",
     "get_backend",
     "get_ops",
     "host_rng",
+    "register_backend",
+    "registered_backends",
     "set_backend",
     "to_device",
     "to_host",

@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -21,28 +21,58 @@ __all__ = [
     "BackendError",
     "Ops",
     "available_backends",
+    "backend_of",
     "get_backend",
     "get_ops",
     "host_rng",
+    "register_backend",
+    "registered_backends",
     "set_backend",
     "to_device",
     "to_host",
     "use_backend",
 ]
 
-_NAMES = ("numpy", "cupy", "strict")
-_ALIASES = {"np": "numpy", "cpu": "numpy", "cp": "cupy", "gpu": "cupy", "cuda": "cupy",
-            "array_api_strict": "strict"}
 
 
 class BackendError(RuntimeError):
     """A backend was asked for that does not exist or cannot run here."""
 
 
+#: backend name -> factory making its (one, shared) :class:`Ops`; see :func:`register_backend`
+_FACTORIES: dict[str, Callable[[], Ops]] = {}
+_ALIASES: dict[str, str] = {}
 _instances: dict[str, Ops] = {}
 _instances_lock = threading.Lock()
 # None means "not chosen in this context": fall back to DEEPNET_BACKEND, then numpy.
 _current: contextvars.ContextVar[Ops | None] = contextvars.ContextVar("deepnet_backend", default=None)
+
+
+def register_backend(name: str, factory: Callable[[], Ops], *, aliases: tuple[str, ...] = (),
+                     replace: bool = False) -> None:
+    """Make ``factory`` (called once, on first use) the backend ``name``.
+
+    ``factory`` returns an :class:`Ops`, e.g. ``Ops(array_api_compat.torch, device="cpu",
+    name="torch")`` for any Array-API namespace; subclass :class:`Ops` only to override hot
+    paths.  Registering an existing name needs ``replace=True``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise BackendError(f"register_backend: name must be a non-empty string, got {name!r}")
+    key = name.strip().lower()
+    if not callable(factory):
+        raise BackendError(f"register_backend({key!r}): factory must be callable, got {type(factory).__name__}")
+    with _instances_lock:
+        if key in _FACTORIES and not replace:
+            raise BackendError(f"backend {key!r} is already registered (pass replace=True to replace it)")
+        _FACTORIES[key] = factory
+        _instances.pop(key, None)
+        for alias in aliases:
+            _ALIASES[alias.strip().lower()] = key
+
+
+def registered_backends() -> tuple[str, ...]:
+    """Names of every registered backend (available here or not)."""
+    return tuple(_FACTORIES)
 
 
 def _canonical(name: str) -> str:
@@ -50,21 +80,35 @@ def _canonical(name: str) -> str:
         raise BackendError(f"backend name must be a string, got {type(name).__name__}")
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in _NAMES:
-        raise BackendError(
-            f"unknown backend {name!r}: expected one of {', '.join(_NAMES)}")
+    if key not in _FACTORIES:
+        raise BackendError(f"unknown backend {name!r}: expected one of {', '.join(_FACTORIES)}")
     return key
 
 
-def _create(name: str) -> Ops:
-    if name == "numpy":
-        from .numpy_ops import NumpyOps
-        return NumpyOps()
-    if name == "strict":
-        from .strict_ops import StrictOps
-        return StrictOps()
+def _numpy_ops() -> Ops:
+    from .numpy_ops import NumpyOps
+    return NumpyOps()
+
+
+def _strict_ops() -> Ops:
+    from .strict_ops import StrictOps
+    return StrictOps()
+
+
+def _cupy_ops() -> Ops:
     from .cupy_ops import CupyOps  # imports CuPy lazily, with a clear error
     return CupyOps()
+
+
+def _cupy_shaped_ops() -> Ops:
+    from .cupy_shaped import cupy_shaped_ops  # NumPy behind CuPy's real signatures (tests, no GPU)
+    return cupy_shaped_ops()
+
+
+register_backend("numpy", _numpy_ops, aliases=("np", "cpu"))
+register_backend("cupy", _cupy_ops, aliases=("cp", "gpu", "cuda"))
+register_backend("strict", _strict_ops, aliases=("array_api_strict",))
+register_backend("cupy-shaped", _cupy_shaped_ops, aliases=("cupy_shaped",))
 
 
 def get_ops(name: str | Ops) -> Ops:
@@ -77,7 +121,10 @@ def get_ops(name: str | Ops) -> Ops:
         with _instances_lock:
             ops = _instances.get(key)
             if ops is None:
-                ops = _instances[key] = _create(key)
+                ops = _FACTORIES[key]()
+                if not isinstance(ops, Ops):
+                    raise BackendError(f"backend {key!r}: its factory returned {type(ops).__name__}, expected an Ops")
+                ops = _instances[key] = ops
     return ops
 
 
@@ -113,7 +160,7 @@ def available_backends() -> dict[str, str]:
     Probing CuPy here (and only here, never at import) may initialise CUDA.
     """
     out: dict[str, str] = {}
-    for name in _NAMES:
+    for name in _FACTORIES:
         try:
             get_ops(name)
             out[name] = "available"
@@ -143,6 +190,20 @@ def to_device(x: Any, ops: Ops | str | None = None, dtype: Any = None, copy: boo
     if dtype is not None:
         host = host.astype(np.dtype(dtype), copy=False)
     return ops.from_host(np.ascontiguousarray(host))
+
+
+def backend_of(a: Any) -> Ops:
+    """The backend whose arrays ``a`` belongs to (by array type and device).
+
+    Raises :class:`BackendError` when no backend in use owns it: never guesses."""
+    if isinstance(a, np.ndarray):
+        return get_ops("numpy")
+    for ops in list(_instances.values()):
+        if ops.owns(a):
+            return ops
+    raise BackendError(f"no deepnet backend in use owns an array of type {type(a).__module__}.{type(a).__name__}"
+                       + (f" on device {a.device}" if hasattr(a, "device") else "")
+                       + "; create it through a backend (deepnet.to_device) or register one (register_backend)")
 
 
 def to_host(x: Any) -> np.ndarray:

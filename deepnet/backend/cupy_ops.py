@@ -52,9 +52,12 @@ class _CupyRNG(DeviceRNG):
 
 class CupyOps(Ops):
     name = "cupy"
+    cheap_sync = False
 
-    def __init__(self) -> None:
-        cupy = _import_cupy()
+    def __init__(self, cupy: Any = None) -> None:
+        """``cupy``: the CuPy module (imported here, checking for a GPU, when not given; the
+        CuPy-shaped test backend passes its own namespace)."""
+        cupy = _import_cupy() if cupy is None else cupy
         super().__init__(cupy)
         from . import cupy_kernels
 

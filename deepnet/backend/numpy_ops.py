@@ -82,6 +82,7 @@ def _flat_views(arrays: tuple[Array, ...]) -> tuple[Array, ...] | None:
 
 class NumpyOps(Ops):
     name = "numpy"
+    host_arrays = True
 
     def __init__(self) -> None:
         super().__init__(np)

@@ -56,17 +56,36 @@ class DeviceRNG:
 
 
 class Ops:
-    """Array operations of one backend; ``xp`` is its array namespace."""
+    """Array operations of one backend; ``xp`` is its array namespace.
+
+    ``Ops(xp, device, name=...)`` works for any namespace that follows the Array API
+    standard (e.g. ``array_api_compat.torch``); backends subclass it only to override hot
+    paths.  Only arguments every supported namespace accepts are passed: ``device=`` goes
+    to creation functions only when ``device`` is given (CuPy's ``zeros`` has no such
+    argument).  What a backend can do is asked through its capabilities, never its name:
+
+    * :attr:`host_arrays`: its arrays are NumPy arrays in host memory;
+    * :attr:`cheap_sync`: reading a value back to Python costs no wait for a device
+      (False on GPUs, where the training loop then avoids per-step reads).
+    """
 
     name = "generic"
+    host_arrays = False
+    cheap_sync = True
 
-    def __init__(self, xp: Any, device: Any = None) -> None:
+    def __init__(self, xp: Any, device: Any = None, name: str | None = None) -> None:
         self.xp = xp
         self.device = device
+        if name is not None:
+            self.name = name
+        #: keyword arguments that place a new array on this backend's device
+        self.on_device: dict[str, Any] = {} if device is None else {"device": device}
         self.float32 = xp.float32
         self.float64 = xp.float64
         self.int64 = xp.int64
         self.bool = xp.bool
+        #: the type of this backend's arrays (ownership is decided by type and device)
+        self.array_type: type = type(xp.zeros((0,), dtype=xp.float32, **self.on_device))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -77,18 +96,19 @@ class Ops:
     # ------------------------------------------------------------------ host <-> device
     def from_host(self, host: Any) -> Array:
         """Copy a NumPy array onto this backend (use :func:`deepnet.backend.to_device`)."""
-        return self.xp.asarray(host, device=self.device, copy=True)
+        return self.xp.asarray(host, copy=True, **self.on_device)
 
     def to_host(self, a: Array) -> Any:
-        """Copy an array of this backend to a NumPy array (use :func:`deepnet.backend.to_host`)."""
+        """Copy an array of this backend to a NumPy array (use :func:`deepnet.backend.to_host`):
+        through DLPack, the Array API's exchange protocol (host-memory arrays only; device
+        backends override this)."""
         import numpy as np
 
-        return np.asarray(a)
+        return np.array(np.from_dlpack(a), copy=True)
 
     def owns(self, a: Any) -> bool:
-        """True when ``a`` is an array of this backend (on its device)."""
-        return type(a).__module__.split(".")[0] == self.xp.__name__.split(".")[0] and (
-            self.device is None or getattr(a, "device", None) == self.device)
+        """True when ``a`` is an array of this backend (its array type, on its device)."""
+        return isinstance(a, self.array_type) and (self.device is None or a.device == self.device)
 
     # ------------------------------------------------------------------ creation / dtypes
     def dtype(self, spec: Any) -> Any:
@@ -113,16 +133,16 @@ class Ops:
         return text
 
     def zeros(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
-        return self.xp.zeros(shape, dtype=self.float32 if dtype is None else dtype, device=self.device)
+        return self.xp.zeros(shape, dtype=self.float32 if dtype is None else dtype, **self.on_device)
 
     def empty(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
-        return self.xp.empty(shape, dtype=self.float32 if dtype is None else dtype, device=self.device)
+        return self.xp.empty(shape, dtype=self.float32 if dtype is None else dtype, **self.on_device)
 
     def full(self, shape: tuple[int, ...], value: float, dtype: Any = None) -> Array:
-        return self.xp.full(shape, value, dtype=self.float32 if dtype is None else dtype, device=self.device)
+        return self.xp.full(shape, value, dtype=self.float32 if dtype is None else dtype, **self.on_device)
 
     def arange(self, n: int, dtype: Any = None) -> Array:
-        return self.xp.arange(n, dtype=self.int64 if dtype is None else dtype, device=self.device)
+        return self.xp.arange(n, dtype=self.int64 if dtype is None else dtype, **self.on_device)
 
     def astype(self, a: Array, dtype: Any) -> Array:
         return self.xp.astype(a, dtype)
@@ -191,9 +211,11 @@ class Ops:
                 dtype: Any = None) -> Array:
         xp = self.xp
         hit = xp.reshape(labels, (-1, 1)) == xp.reshape(self.arange(k, labels.dtype), (1, -1))
-        dtype = self.float32 if dtype is None else dtype
-        return xp.where(hit, xp.asarray(on, dtype=dtype, device=self.device),
-                        xp.asarray(off, dtype=dtype, device=self.device))
+        out = xp.astype(hit, self.float32 if dtype is None else dtype)   # Python scalars: no upload
+        if on != 1.0 or off != 0.0:
+            out *= on - off
+            out += off
+        return out
 
     # ------------------------------------------------------------------ activations
     # Each forward returns a new array (its input is never modified).  Each backward
