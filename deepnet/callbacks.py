@@ -76,6 +76,8 @@ class EarlyStopping(Callback):
             self.wait += 1
             if self.wait >= self.patience:
                 net.stop_training = True
+                net.stop_reason = (f"early stopping at epoch {epoch + 1}: {self.monitor} did not improve for "
+                                   f"{self.patience} epochs (best at epoch {self.best_epoch + 1})")
                 self.stopped_epoch = epoch
 
     def on_train_end(self, net: Network, logs: dict[str, Any]) -> None:

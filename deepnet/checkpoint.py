@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from .backend import to_device
-from .io import ModelFileError, apply_tensors, architecture, layer_state, read_tensors, write_tensors
+from .io import (ModelFileError, apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
+                 write_tensors)
 
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
@@ -43,8 +44,8 @@ class ResumeError(ValueError):
 def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_done: int = 0) -> list[str]:
     """One ``"name: checkpoint X, given Y"`` entry per setting that differs.
 
-    ``epochs`` may grow (a deliberate override) but not fall below ``epochs_done``."""
-    given = json.loads(json.dumps(given, default=repr))   # compare as recorded (tuples become lists)
+    ``epochs`` may change (a deliberate override) but not fall below ``epochs_done``."""
+    given = json.loads(json.dumps(given))   # compare as recorded (tuples become lists)
     out = []
     for key in sorted(set(saved) | set(given)):
         a, b = saved.get(key, "not set"), given.get(key, "not set")
@@ -58,19 +59,34 @@ def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_do
     return out
 
 
+def resume_refusal(path: str | os.PathLike[str], diffs: list[str]) -> str:
+    """The one-line refusal naming each setting that differs."""
+    return (f"cannot resume from {path}: the run was started with other settings: " + "; ".join(diffs)
+            + " (resume with the checkpoint's settings, or start a new run in another folder)")
+
+
 class Checkpointer:
     """Save training state into ``directory`` every ``every_steps`` steps (0: only at
     the end of each epoch) and at every epoch end; keep the last ``keep`` files and the
     best one by ``monitor`` (``"val_loss"`` falls back to ``"loss"`` without validation)."""
 
-    def __init__(self, directory: str | os.PathLike[str], every_steps: int = 0, keep: int = 3,
-                 monitor: str = "val_loss", mode: str = "auto", settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], every_steps: int | None = 0, keep: int = 3,
+                 monitor: str = "val_loss", mode: str = "auto", settings: dict[str, Any] | None = None,
+                 notes: dict[str, Any] | None = None) -> None:
+        every_steps = every_steps or 0
         if not isinstance(every_steps, int) or every_steps < 0:
             raise ValueError(f"Checkpointer: every_steps must be a non-negative integer, got {every_steps!r}")
+        for what, value in (("settings", settings), ("notes", notes)):
+            try:
+                json.dumps(value or {})
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"Checkpointer: {what} must be plain data (JSON), got {value!r}: {err}") from None
         self.directory = Path(directory)
         self.every_steps = every_steps
         #: the caller's settings that shape the run (plain data), recorded and compared on resume
         self.settings: dict[str, Any] = dict(settings or {})
+        #: the caller's facts about the run, recorded but never compared (e.g. where the data was)
+        self.notes: dict[str, Any] = dict(notes or {})
         self._run_settings: dict[str, Any] = dict(self.settings)
         self.keep = max(1, int(keep))
         self.monitor = monitor
@@ -94,21 +110,30 @@ class Checkpointer:
         """Start of a run: check that every layer's ``get_config`` rebuilds it (else a checkpoint
         could be written but never loaded) and keep the run's settings (``fit``'s plus the
         caller's) for every checkpoint."""
-        for i, layer in enumerate(net.layers):
-            try:
-                layer.check_config()
-            except ValueError as err:
-                raise ModelFileError(self.directory, f"cannot checkpoint layer {i} ({layer.name}): {err}") from None
+        check_layer_configs(net, self.directory, "checkpoint")
         self._run_settings = {**fit_settings, **self.settings}
 
-    def read_settings(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
-        """The settings recorded in the latest (or given) checkpoint; None without a checkpoint
-        (or for a checkpoint written before settings were recorded)."""
+    def read_state(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+        """What the latest (or given) checkpoint records, without loading it: ``path``,
+        ``settings`` (None if written before settings were recorded), ``notes``, ``epochs_done``,
+        ``next_batch`` and ``finished`` (why the run ended for good, e.g. early stopping, or None).
+        None without a checkpoint."""
         path = Path(path) if path is not None else self.last_path()
         if path is None:
             return None
         _, header = read_tensors(path, expect_format=FORMAT)
-        return header.get("settings")
+        return {"path": path, "settings": header.get("settings"), "notes": header.get("notes") or {},
+                "epochs_done": int(header["epoch"]), "next_batch": int(header["next_batch"]),
+                "finished": header.get("finished")}
+
+    def check_new_run(self) -> None:
+        """Refuse to start a new run among another run's checkpoints (they would mix, and
+        a later resume would continue the wrong one)."""
+        last = self.last_path()
+        if last is not None:
+            raise ResumeError(f"{self.directory} holds checkpoints of an earlier run (last: {last.name}): resume it "
+                              "(resume=True, --resume) or use another folder")
+        self.best = None
 
     def due(self, step: int) -> bool:
         return self.every_steps > 0 and step % self.every_steps == 0
@@ -129,7 +154,8 @@ class Checkpointer:
             "host_rng": rng_state,
             "device_rng": None if net._device_rng is None else net._device_rng.get_state(),
             "history": {"epochs": history.epochs, "history": history.history},
-            "partial": partial, "best": self.best, "settings": self._run_settings,
+            "partial": partial, "best": self.best, "settings": self._run_settings, "notes": self.notes,
+            "finished": getattr(net, "stop_reason", None) if next_batch == 0 else None,
         }
         path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
         write_tensors(path, tensors, header)
@@ -162,7 +188,8 @@ class Checkpointer:
 
         With ``settings`` (``fit``'s own; the caller's come from :attr:`settings`), refuse with
         :class:`ResumeError` naming every setting that differs from the recorded ones.
-        Returns ``(epoch, next_batch, partial totals, history)`` or None if there is none.
+        Returns ``(epoch, next_batch, partial totals, history, finished)`` or None if there is
+        none; ``finished`` says why a run ended for good (e.g. early stopping), else None.
         """
         from .network import History
         from .optimizers import get_optimizer
@@ -187,9 +214,7 @@ class Checkpointer:
                 done = int(header["epoch"])
                 diffs = settings_differences(saved, {**settings, **self.settings}, done)
                 if diffs:
-                    raise ResumeError(f"cannot resume from {path}: the run was started with other settings: "
-                                      + "; ".join(diffs) + " (resume with the checkpoint's settings, "
-                                      "or start a new run in another folder)")
+                    raise ResumeError(resume_refusal(path, diffs))
         apply_tensors(net, {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")},
                       {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, path)
         opt = header.get("optimizer")
@@ -211,7 +236,7 @@ class Checkpointer:
         hist = header.get("history") or {}
         history.epochs = list(hist.get("epochs", []))
         history.history = {k: list(v) for k, v in (hist.get("history") or {}).items()}
-        return int(header["epoch"]), int(header["next_batch"]), header.get("partial"), history
+        return int(header["epoch"]), int(header["next_batch"]), header.get("partial"), history, header.get("finished")
 
 
 def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:

@@ -122,8 +122,9 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """Refuse values out of range and options that would do nothing in this combination."""
-    given = _given(args)
+    """Refuse values out of range before anything is read or written."""
+    from .datasets.registry import NAMES
+
     for dest, ok, want in (("epochs", lambda v: v >= 0, "a non-negative integer"),
                            ("batch_size", lambda v: v >= 1, "a positive integer"),
                            ("checkpoint_every", lambda v: v >= 0, "a non-negative number of steps (0: each epoch)"),
@@ -137,6 +138,23 @@ def _check_options(args: argparse.Namespace) -> None:
         value = getattr(args, dest, None)
         if value is not None and not ok(value):
             raise CLIError(f"{_flag(dest)}: expected {want}, got {value}")
+    if args.resume and args.resume_if_exists:
+        raise CLIError("give either --resume or --resume-if-exists, not both")
+    if args.dataset is not None:
+        key = args.dataset.lower().replace("_", "-")
+        args.dataset = "fashion-mnist" if key == "fashion" else key
+        if args.dataset not in NAMES:
+            raise CLIError(f"unknown data set {args.dataset!r}: expected one of {', '.join(NAMES)}")
+    if args.schedule is not None:
+        from .schedules import get_schedule
+
+        get_schedule(args.schedule, 0.1, 10)        # an unknown name fails here, not after loading data
+
+
+def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None) -> None:
+    """Options that would do nothing in this combination, with the final settings (after the
+    preset and a resumed run's settings)."""
+    given = _given(args)
     if args.preset == "seed":
         fixed = [_flag(d) for d in ("layers", "activation", "dropout") if d in given]
         if fixed:
@@ -144,21 +162,23 @@ def _check_options(args: argparse.Namespace) -> None:
                            "(drop them, or drop --preset to build your own network)")
     elif args.shortcut:
         raise CLIError("--shortcut only applies to --preset seed (the notebook's network)")
-    if args.resume and args.resume_if_exists:
-        raise CLIError("give either --resume or --resume-if-exists, not both")
-
-
-def _check_combinations(args: argparse.Namespace) -> None:
-    """Checks that need the final settings (after presets and a resumed run's settings)."""
-    given = _given(args)
     if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
         raise CLIError(f"--momentum applies to --optimizer sgd or momentum, not {args.optimizer} "
                        "(which would ignore it)")
-    tabular = args.dataset in ("csv", "npz")
-    if "scale" in given and tabular:
+    if "scale" in given and args.dataset in ("csv", "npz"):
         raise CLIError(f"--scale applies to image data sets; --dataset {args.dataset} values are used as in the file")
     if "label_column" in given and args.dataset != "csv":
         raise CLIError(f"--label-column applies to --dataset csv, not {args.dataset}")
+    if args.data is not None and args.dataset == "digits":
+        raise CLIError("--data does nothing with --dataset digits (bundled with scikit-learn); "
+                       "did you mean --dataset mnist, idx, csv or npz?")
+    if args.no_download and args.dataset not in ("mnist", "fashion-mnist"):
+        raise CLIError(f"--no-download does nothing with --dataset {args.dataset} (only mnist and fashion-mnist "
+                       "are downloaded)")
+    if resumed and args.schedule and resumed["epochs"]["recorded"] not in (None, args.epochs):
+        raise CLIError(f"--epochs {args.epochs}: the run was started with {resumed['epochs']['recorded']} epochs "
+                       f"and --schedule {args.schedule} spans them; resuming with another number would change "
+                       "its learning rates (start a new run to train longer)")
 
 
 def _check_output_folder(out: Path, option: str = "--out", holds: str = "model.npz and summary.json") -> None:
@@ -186,52 +206,68 @@ def _check_free_space(out: Path, net: Any, checkpointing: bool) -> None:
 
 def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any] | None:
     """For --resume: take the recorded settings the user did not give, refuse those given
-    differently (more --epochs is the one allowed change).  Returns what resume did."""
-    from .checkpoint import Checkpointer
+    differently (the number of epochs may change, not below those done).  Returns what
+    resume did, or None for a new run (--resume-if-exists without a checkpoint)."""
+    from .checkpoint import Checkpointer, resume_refusal, settings_differences
 
-    last = Checkpointer(ckpt_dir).last_path() if ckpt_dir.is_dir() else None
-    if last is None:
+    state = Checkpointer(ckpt_dir).read_state() if ckpt_dir.is_dir() else None
+    if state is None:
         if args.resume:
             raise CLIError(f"--resume: no checkpoint in {ckpt_dir} (drop --resume to start a new run, or use "
                            "--resume-if-exists)")
         _say(args, f"no checkpoint in {ckpt_dir}: starting a new run")
         return None
-    recorded = Checkpointer(ckpt_dir).read_settings(last) or {}
-    given = _given(args)
-    taken, diffs = [], []
-    for dest in RUN_OPTIONS:
-        key = _setting_key(dest)
-        if key not in recorded:
-            continue
-        if dest not in given:
-            setattr(args, dest, recorded[key])
-            taken.append(key)
-        elif getattr(args, dest) != recorded[key] and dest != "epochs":
-            diffs.append(f"{_flag(dest)}: checkpoint {recorded[key]!r}, given {getattr(args, dest)!r}")
+    recorded, given = state["settings"] or {}, _given(args)
+    keys = {dest: _setting_key(dest) for dest in RUN_OPTIONS if _setting_key(dest) in recorded}
+    diffs = settings_differences({keys[d]: recorded[keys[d]] for d in keys if d in given},
+                                 {keys[d]: getattr(args, d) for d in keys if d in given}, state["epochs_done"])
     if diffs:
-        raise CLIError(f"cannot resume from {last}: it was started with other settings: {'; '.join(diffs)} "
-                       "(drop them to continue with the checkpoint's settings, or start a new run in another --out)")
+        raise CLIError(resume_refusal(state["path"], diffs))
+    taken = [keys[d] for d in keys if d not in given]
+    for dest in keys:
+        if dest not in given:
+            setattr(args, dest, recorded[keys[dest]])
+    if args.data is None and state["notes"].get("--data"):
+        args.data = state["notes"]["--data"]
+        taken.append("--data")
     epochs_before = recorded.get("epochs")
     if epochs_before is not None and args.epochs != epochs_before:
         _say(args, f"resuming with --epochs {args.epochs} (the run was started with {epochs_before})")
-    return {"checkpoint": str(last), "settings_from_checkpoint": taken,
-            "epochs": {"recorded": epochs_before, "used": args.epochs}}
+    return {"checkpoint": str(state["path"]), "settings_from_checkpoint": taken, "finished": state["finished"],
+            "epochs_done": state["epochs_done"], "epochs": {"recorded": epochs_before, "used": args.epochs}}
+
+
+def _keep_earlier(path: Path) -> Path | None:
+    """Hard-link (or copy) an existing file to ``<stem>.<its time>.<suffix>`` beside it, so that
+    replacing ``path`` atomically never loses it; returns the kept copy."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    kept = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    k = 1
+    while kept.exists():
+        k += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{k}{path.suffix}")
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
+    return kept
 
 
 def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
-    """Write model.npz; an existing one is kept as model.previous.npz.  If the folder cannot
-    take it any more (disk full, removed, read-only), the weights go to a rescue folder and
-    the error names both places."""
+    """Write model.npz atomically; an existing one is kept as model.<its time>.npz first.  If
+    the folder cannot take it any more (disk full, removed, read-only), the weights go to a
+    rescue folder and the error names both places."""
     from .io import save_model
 
     target = out / "model.npz"
     try:
-        fresh = save_model(net, out / ".model.new.npz", extra=extra)
-        if target.exists():
-            os.replace(target, out / "model.previous.npz")
-            print(f"kept the earlier model as {out / 'model.previous.npz'}", flush=True)
-        os.replace(fresh, target)
-        return target
+        kept = _keep_earlier(target)
+        saved = save_model(net, target, extra=extra)
+        if kept is not None:
+            print(f"kept the earlier model as {kept}", flush=True)
+        return saved
     except OSError as err:
         rescue = Path(tempfile.mkdtemp(prefix=f"deepnet-rescued-{time.strftime('%Y%m%d-%H%M%S')}-"))
         try:
@@ -246,36 +282,48 @@ def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     import deepnet as dn
     from .backend import get_ops
+    from .backend.host import as_host_inputs
     from .datasets import load_dataset
     from .io import atomic_write
     from .metrics import confusion_matrix
     from .progress import ProgressBar
 
+    # 1. settings: checked, completed from a resumed run, checked in combination; nothing written yet
     _check_options(args)
     out = Path(args.out or f"runs/{args.dataset or ('mnist' if args.preset == 'seed' else 'digits')}")
-    _check_output_folder(out)
-    if args.plot:
-        _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
     ckpt_dir = out / "checkpoints"
-    resumed = None
-    if args.resume or args.resume_if_exists:
-        resumed = _resume_settings(args, ckpt_dir)
+    resumed = _resume_settings(args, ckpt_dir) if args.resume or args.resume_if_exists else None
     _apply_preset(args)
-    _check_combinations(args)
+    _check_combinations(args, resumed)
+    if resumed is not None and (resumed["finished"] or resumed["epochs_done"] >= args.epochs):
+        why = resumed["finished"] or f"all {resumed['epochs_done']} epochs are done"
+        print(f"nothing to train: the run in {out} has finished ({why}); its model is {out / 'model.npz'}",
+              flush=True)
+        return 0
+    checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
     if resumed is None:
-        if args.checkpoint_every and ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt-*.npz")):
-            raise CLIError(f"{ckpt_dir} holds checkpoints of an earlier run: pass --resume to continue it, or "
-                           "choose another --out (a new run's checkpoints would mix with them)")
+        if checkpointing and ckpt_dir.is_dir():
+            from .checkpoint import Checkpointer, ResumeError
+
+            try:
+                Checkpointer(ckpt_dir).check_new_run()
+            except ResumeError as err:
+                raise CLIError(f"{err} (a new run's checkpoints would mix with them)") from None
         if args.epochs == 0 and (out / "model.npz").exists():
             raise CLIError(f"--epochs 0 would replace the trained model in {out} with an untrained one "
                            "(choose another --out)")
+    # 2. where results go: checked (and created) before any data is loaded
+    _check_output_folder(out)
     if args.plot:
+        _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
         from .plotting import _pyplot
 
         _pyplot()  # fail early with a clear message if matplotlib is missing
     get_ops(args.backend or dn.get_backend())
+    # 3. data and network
     data = load_dataset(args.dataset, args.data, scale=args.scale, download=not args.no_download,
                         label_column=args.label_column, seed=args.seed, log=lambda m: _say(args, m))
+    as_host_inputs(data.X_test, data.n_features, f"{data.name} test data")   # bad test data fails now, not after
     _say(args, f"data: {data.description}; inputs scaled '{data.scaling}'")
     for warning in data.label_warnings():
         print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -299,7 +347,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = None
     if args.val_fraction:
         (X, y), val = data.validation_split(args.val_fraction, args.seed)
-    checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
     _check_free_space(out, net, checkpointing)
     callbacks: list[Any] = [ProgressBar(len(X), args.epochs, quiet=args.quiet)]
     if args.early_stopping:
@@ -313,7 +360,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .checkpoint import Checkpointer
 
         checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every,
-                                  settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS if d != "epochs"})
+                                  settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS if d != "epochs"},
+                                  notes={"--data": None if args.data is None else os.path.abspath(args.data)})
 
     class EpochLine(dn.Callback):
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
@@ -322,19 +370,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                        f"{extra}  ({logs['time']:.1f}s, {len(X) / max(logs['time'], 1e-9):,.0f} samples/s)")
 
     callbacks.append(EpochLine())
+    # 4. train, then save at once (before anything else can fail), then evaluate
     t0 = time.perf_counter()
     hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, loss=loss, optimizer=opt,
                    shuffle=args.shuffle, validation_data=val, callbacks=callbacks,
                    checkpoint=checkpoint, resume=bool(resumed))
     train_time = time.perf_counter() - t0
+    extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
+             "class_names": data.class_names, "n_features": data.n_features}
+    model_path = _save_results(net, out, extra)
     test = net.evaluate(data.X_test, data.y_test)
     pred = net.predict_classes(data.X_test)
     ops = net.ops
     conf = dn.to_host(confusion_matrix(ops, dn.to_device(data.y_test, ops, "int64"),
                                        dn.to_device(pred, ops, "int64"), data.n_classes))
-    extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
-             "class_names": data.class_names, "n_features": data.n_features}
-    model_path = _save_results(net, out, extra)
     summary = {
         "config": {k: v for k, v in vars(args).items() if k not in ("func", "given")},
         "resumed": resumed,
@@ -344,11 +393,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test": {"accuracy": test["accuracy"], "loss": test["loss"], "confusion_matrix": conf.tolist()},
         "versions": _versions(),
     }
+    if net.stop_reason:
+        summary["stopped"] = net.stop_reason
+        _say(args, f"stopped: {net.stop_reason}")
     if args.plot:
         from .plotting import plot_confusion, plot_curves, plot_gradient_flow, plot_misclassified
 
         pdir = Path(args.plot)
-        pdir.mkdir(parents=True, exist_ok=True)
         files = [plot_curves(hist.history, pdir / "curves.png"),
                  plot_confusion(conf, pdir / "confusion.png", data.class_names)]
         if data.image_shape:
@@ -362,6 +413,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for warning in net.diagnostics.warnings():
             _say(args, f"warning: {warning}")
     text = json.dumps(summary, indent=2, default=_json_default)
+    _keep_earlier(out / "summary.json")
     atomic_write(out / "summary.json", lambda fh: fh.write(text.encode()))
     print(f"test accuracy {100 * test['accuracy']:.2f}% on {len(data.y_test):,} {data.name} test samples "
           f"(train {train_time:.1f}s); model {model_path}, summary {out / 'summary.json'}"
@@ -465,12 +517,14 @@ def _npy_rows(path: Path) -> np.ndarray:
 
 
 def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
-    """Rows whose image border is mostly bright: a dark digit on a light background, the
-    inverse of MNIST's convention (its borders are 0).  ``raw`` holds 0..255 pixels."""
+    """Rows whose image border is mostly brighter than the middle of the image's own range:
+    a dark digit on a lighter background (paper, a dim photo), the inverse of MNIST's
+    convention (its borders are 0)."""
     h, w = image_shape
     imgs = raw.reshape(raw.shape[0], h, w)
     border = np.concatenate([imgs[:, 0, :], imgs[:, -1, :], imgs[:, :, 0], imgs[:, :, -1]], axis=1)
-    return np.median(border, axis=1) > 127.5
+    mid = (raw.min(axis=1) + raw.max(axis=1)) / 2
+    return np.median(border, axis=1) > mid
 
 
 def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, invert: str = "auto") -> np.ndarray:
@@ -483,7 +537,7 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
         raise CLIError(f"{path}: is a folder; expected an image, a .npy array or a CSV file")
     if suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
         raw = _image_rows(path, image_shape)
-    elif suffix == ".npy":
+    elif suffix.lower() == ".npy":
         raw = _npy_rows(path)
     else:
         from .datasets.tabular import _read_text, parse_csv
@@ -508,6 +562,9 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
         raise CLIError(f"{path}: inputs have {raw.shape[1]} values each, the model expects {n_features}")
     if not np.all(np.isfinite(raw)):
         raise CLIError(f"{path}: inputs contain NaN or infinite values")
+    if invert == "yes" and (not image_shape or scale not in ("unit", "seed")):
+        raise CLIError("--invert yes needs a model trained on images scaled 'unit' or 'seed'; this one was trained "
+                       f"on {'non-image data' if not image_shape else f'pixels scaled {scale!r}'}")
     if scale not in ("unit", "seed"):
         return raw.astype(np.float32)
     pixels = raw.max() > 1.5            # 0..255 pixels; otherwise values already scaled like the training data
@@ -683,6 +740,8 @@ def given_options(argv: list[str]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import ResumeError
+
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -699,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, KeyError) and err.args:
             msg = str(err.args[0])
         print(f"deepnet: error: {msg}", file=sys.stderr)
-        if not isinstance(err, CLIError):
+        if not isinstance(err, (CLIError, ResumeError)):
             print("deepnet: (run with --debug for the full traceback)", file=sys.stderr)
         return EXIT_ERROR
 

@@ -161,7 +161,7 @@ def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
     if not path.is_file():
         raise ModelFileError(path, "file not found")
     raw = path.read_bytes()
-    if raw[:2] == b"\x80\x04" or raw[:1] == b"\x80" or raw[:2] in (b"(d", b"(l", b"}q", b"]q"):
+    if raw[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"(d", b"(l", b"}q", b"]q"):
         raise ModelFileError(path, "this is a Python pickle, which deepnet never loads (it could run code)")
     if not raw:
         raise ModelFileError(path, "empty file (0 bytes): not a deepnet model file")
@@ -277,16 +277,21 @@ def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<mo
     return out
 
 
+def check_layer_configs(net: Any, path: str | os.PathLike[str], what: str) -> None:
+    """Raise :class:`ModelFileError` unless every layer's ``get_config()`` rebuilds it."""
+    for i, layer in enumerate(net.layers):
+        try:
+            layer.check_config()
+        except ValueError as err:
+            raise ModelFileError(path, f"cannot {what} layer {i} ({type(layer).__name__}): {err}") from None
+
+
 def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
     """Write ``net``'s architecture and weights to one file (``.npz`` or ``.safetensors``).
 
     Every layer's ``get_config()`` is checked to rebuild it (``Layer.check_config``) before
     anything is written, so a layer that could not be loaded back is refused here."""
-    for i, layer in enumerate(net.layers):
-        try:
-            layer.check_config()
-        except ValueError as err:
-            raise ModelFileError(path, f"cannot save layer {i} ({type(layer).__name__}): {err}") from None
+    check_layer_configs(net, path, "save")
     header = {"format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
               "params": list(net.parameters()), "extra": extra or {}}
     if net.loss is not None:

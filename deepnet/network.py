@@ -72,6 +72,9 @@ class Network:
         self.loss: Loss | None = None if loss is None else get_loss(loss)
         self.optimizer: Optimizer | None = None if optimizer is None else get_optimizer(optimizer)
         self.stop_training = False
+        #: set with ``stop_training`` by a callback that ends the run for good (e.g. early
+        #: stopping): checkpoints record it, and resuming such a run trains nothing
+        self.stop_reason: str | None = None
         self.diagnostics: Any = None
         self.step_count = 0
         for layer in layers:
@@ -323,19 +326,23 @@ class Network:
         if resume and ckpt is None:
             raise ValueError("fit: resume needs checkpoint=<directory or Checkpointer>")
         if ckpt is not None:
-            settings = self._run_settings(Xd, Ld, epochs, batch_size, shuffle)
-            if resume:
-                state = ckpt.restore(self, settings=settings)
-                if state is not None:
-                    start_epoch, start_batch, partial, history = state
-                elif resume is True:
-                    from .checkpoint import ResumeError
+            settings = self._run_settings(Xd, Td, Ld, epochs, batch_size, shuffle)
+            state = ckpt.restore(self, settings=settings) if resume else None
+            if state is not None:
+                start_epoch, start_batch, partial, history, finished = state
+                if finished:            # the run ended for good (e.g. early stopping): nothing to train
+                    return history
+            elif resume is True:
+                from .checkpoint import ResumeError
 
-                    raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
-                                      "(use resume='if-exists' to start fresh when there is none)")
+                raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
+                                  "(use resume='if-exists' to start fresh when there is none)")
+            else:
+                ckpt.check_new_run()
             ckpt.record_settings(self, settings)
         self._arrange_layouts(batch_size)   # after a restore, which replaces the weights
         self.stop_training = False
+        self.stop_reason = None
         n_batches = -(-n // batch_size)
         logs: dict[str, Any] = {"epochs": epochs, "steps_per_epoch": n_batches, "batch_size": batch_size,
                                 "samples": n, "initial_epoch": start_epoch}
@@ -353,7 +360,7 @@ class Network:
             perm = None if perm_host is None else to_device(perm_host, ops, dtype="int64")
             Ls = Ld if perm is None else ops.take_rows(Ld, perm)
             for cb in callbacks:
-                cb.on_epoch_begin(self, epoch, logs)
+                cb.on_epoch_begin(self, epoch, {})
             first = start_batch if epoch == start_epoch else 0
             # Per-batch losses and per-sample predictions are written into device buffers
             # (one store each per step) and reduced once at the end of the epoch.
@@ -433,22 +440,24 @@ class Network:
             cb.on_train_end(self, {"history": history})
         return history
 
-    def _run_settings(self, Xd: Array, labels: Array, epochs: int, batch_size: int,
+    def _run_settings(self, Xd: Array, targets: Array, labels: Array, epochs: int, batch_size: int,
                       shuffle: bool) -> dict[str, Any]:
-        """The settings that shape this run, as plain data, for checkpoints to record and compare.
-
-        The data are fingerprinted by their shape, labels and 16 evenly spaced rows (one small
-        read; a different split, scaling or data set changes it)."""
+        """The settings that shape this run, as plain data, for checkpoints to record and compare:
+        the optimizer as configured (before any schedule changed it), and a fingerprint of the
+        data: shape, labels and 16 evenly spaced rows of inputs and targets (one small read; a
+        different split, scaling or data set changes it)."""
         import hashlib
 
         n = int(Xd.shape[0])
+        rows = slice(None, None, max(1, n // 16))
         h = hashlib.sha256(f"{tuple(Xd.shape)}".encode())
-        h.update(to_host(labels).tobytes())
-        h.update(to_host(Xd[::max(1, n // 16), ...]).tobytes())
+        for part in (labels, Xd[rows, ...], targets[rows, ...] if targets.ndim == 2 else None):
+            if part is not None:
+                h.update(to_host(part).tobytes())
         out: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
                                "dtype": self.dtype_name, "training samples": n, "training data": h.hexdigest()[:16],
                                "loss": type(self.loss).__name__, "optimizer": type(self.optimizer).__name__}
-        for prefix, cfg in (("loss", self.loss.get_config()), ("optimizer", self.optimizer.get_config())):
+        for prefix, cfg in (("loss", self.loss.get_config()), ("optimizer", self.optimizer.initial_config())):
             out.update({f"{prefix}.{k}": v for k, v in cfg.items()})
         return out
 

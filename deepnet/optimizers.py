@@ -49,6 +49,14 @@ class Optimizer:
     def name(self) -> str:
         return type(self).__name__
 
+    def initial_config(self) -> dict[str, Any]:
+        """:meth:`get_config` as it was when first asked (``fit`` asks before its first step), so
+        later changes of the learning rate by schedules do not count as a different run."""
+        snapshot = self.__dict__.get("_initial_config")
+        if snapshot is None:
+            snapshot = self._initial_config = dict(self.get_config())
+        return dict(snapshot)
+
     def get_config(self) -> dict[str, Any]:
         cfg = {"lr": self.lr, "weight_decay": self.weight_decay}
         if self.clip_norm is not None:

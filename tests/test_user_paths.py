@@ -116,7 +116,7 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
 
 def test_a_new_run_does_not_mix_its_checkpoints_with_an_earlier_runs(run, capsys):
     assert main(["train", "--epochs", "1", "--checkpoint-every", "5", "--out", str(run), "--quiet"]) == 1
-    assert "holds checkpoints of an earlier run: pass --resume" in _err_line(capsys)
+    assert "holds checkpoints of an earlier run (last: ckpt-e0002" in _err_line(capsys)
 
 
 # ---------------------------------------------------------------- 3. output problems found first; nothing lost
@@ -185,11 +185,15 @@ def test_epochs_zero_never_replaces_a_trained_model(run, capsys):
     assert (run / "model.npz").read_bytes() == old
 
 
-def test_retraining_into_a_folder_keeps_the_earlier_model(run, capsys):
-    old = (run / "model.npz").read_bytes()
+def test_retraining_into_a_folder_keeps_every_earlier_model(run, capsys):
+    first = (run / "model.npz").read_bytes()
     assert main(["train", "--epochs", "1", "--out", str(run), "--quiet", "--seed", "2"]) == 0
     assert "kept the earlier model as" in capsys.readouterr().out
-    assert (run / "model.previous.npz").read_bytes() == old
+    second = (run / "model.npz").read_bytes()
+    assert main(["train", "--epochs", "1", "--out", str(run), "--quiet", "--seed", "3"]) == 0
+    kept = sorted(p.read_bytes() for p in run.glob("model.*.npz"))
+    assert sorted([first, second]) == kept and (run / "model.npz").read_bytes() not in kept
+    assert len(list(run.glob("summary.*.json"))) == 2
 
 
 def test_saved_files_follow_the_umask(tmp_path):
@@ -271,7 +275,7 @@ def test_predict_unreadable_inputs_give_one_line(digits_model, tmp_path, capsys,
         path.write_bytes(content)
     assert main(["predict", str(digits_model), str(path)]) == 1
     err = _err_line(capsys)
-    assert message in err and len(err.splitlines()) <= 2
+    assert message in err and len(err.splitlines()) == 1
 
 
 # ---------------------------------------------------------------- 7. smaller things
@@ -327,3 +331,157 @@ def test_sparse_labels_and_unseen_test_classes_are_reported(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1000" in err and "never" in err and "warning:" in err
     assert "3" in err.split("test")[-1]
+
+
+# ---------------------------------------------------------------- found by review: each reproduced first
+def test_bad_test_data_is_refused_before_training(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x_test = rng.normal(size=(5, 6))
+    x_test[2, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", x_train=rng.normal(size=(40, 6)), y_train=np.arange(40) % 3,
+             x_test=x_test, y_test=np.arange(5) % 3)
+    assert main(["train", "--dataset", "npz", "--data", str(tmp_path / "nan.npz"), "--epochs", "3",
+                 "--out", str(tmp_path / "o")]) == 1
+    captured = capsys.readouterr()
+    assert "npz test data: X contains 1 non-finite value" in captured.err and "epoch 1/3" not in captured.out
+
+
+def test_resuming_a_finished_run_trains_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "f"
+    assert main(["train", "--epochs", "2", "--resume-if-exists", "--out", str(out), "--quiet"]) == 0
+    before = sorted((p.name, p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    for argv in (["--resume-if-exists"], ["--resume", "--seed", "0"]):
+        capsys.readouterr()
+        assert main(["train", "--epochs", "2", "--out", str(out), *argv]) == 0
+        assert "nothing to train: the run in" in capsys.readouterr().out
+    assert sorted((p.name, p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+
+
+def test_an_early_stopped_run_is_finished(tmp_path, capsys):
+    out = tmp_path / "es"
+    argv = ["train", "--epochs", "200", "--early-stopping", "1", "--lr", "0.05", "--resume-if-exists",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"].startswith("early stopping at epoch") and len(summary["history"]["loss"]) < 200
+    model = (out / "model.npz").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to train" in printed and summary["stopped"] in printed
+    assert (out / "model.npz").read_bytes() == model
+
+
+def test_early_stopped_fit_resumed_in_python_trains_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 5)).astype(np.float32), np.arange(64) % 3
+    stop = dn.EarlyStopping("loss", patience=1, min_delta=10.0)       # never improves enough
+    net = dn.Network(mlp_layers("5-8-3", "relu"), seed=0)
+    hist = net.fit(X, y, epochs=50, batch_size=16, loss="xent", optimizer=dn.SGD(0.1), callbacks=[stop],
+                   checkpoint=tmp_path)
+    again = dn.Network(mlp_layers("5-8-3", "relu"), seed=0)
+    steps = []
+    rec = dn.LambdaCallback(on_batch_end=lambda n, s, logs: steps.append(s))
+    hist2 = again.fit(X, y, epochs=50, batch_size=16, loss="xent", optimizer=dn.SGD(0.1), callbacks=[rec],
+                      checkpoint=tmp_path, resume=True)
+    assert steps == [] and hist2.epochs == hist.epochs
+
+
+def test_resume_with_more_epochs_under_a_schedule_is_refused(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["train", "--epochs", "2", "--schedule", "cosine", "--checkpoint-every", "30", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--epochs", "4", "--resume", "--out", str(out), "--quiet"]) == 1
+    assert "--schedule cosine spans them" in _err_line(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/some/folder"], "--data does nothing with --dataset digits"),
+    (["--no-download"], "--no-download does nothing with --dataset digits"),
+    (["--schedule", "linear"], "unknown schedule 'linear'"),
+    (["--dataset", "mnsit"], "unknown data set 'mnsit'"),
+])
+def test_refused_options_create_no_folder(tmp_path, capsys, argv, message):
+    assert main(["train", "--out", str(tmp_path / "o"), "--quiet", *argv]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_refuses_to_start_a_new_run_among_earlier_checkpoints(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 5)).astype(np.float32), np.arange(32) % 3
+    dn.Network(mlp_layers("5-8-3", "relu"), seed=0).fit(X, y, epochs=2, batch_size=8, loss="xent",
+                                                       optimizer="sgd", checkpoint=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ResumeError, match="holds checkpoints of an earlier run .*resume it"):
+        dn.Network(mlp_layers("5-8-3", "relu"), seed=1).fit(X, y, epochs=1, batch_size=16, loss="xent",
+                                                           optimizer="sgd", checkpoint=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def test_in_process_resume_after_a_schedule_changed_the_rate(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 5)).astype(np.float32), np.arange(32) % 3
+    net = dn.Network(mlp_layers("5-8-3", "relu"), seed=0, loss="xent", optimizer=dn.SGD(0.01))
+
+    class Halve(dn.Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            net.optimizer.lr *= 0.5
+            if epoch == 1:
+                net.stop_training = True       # stopped for now, not for good
+
+    net.fit(X, y, epochs=4, batch_size=8, callbacks=[Halve()], checkpoint=tmp_path)
+    hist = net.fit(X, y, epochs=4, batch_size=8, checkpoint=tmp_path, resume=True)
+    assert hist.epochs == [0, 1, 2, 3]
+
+
+def test_resume_takes_the_data_folder_from_the_checkpoint(tmp_path, capsys):
+    from tests.test_idx import make_folder
+
+    folder = make_folder(tmp_path / "small", n_train=40, n_test=10)
+    out = tmp_path / "s1"
+    assert main(["train", "--preset", "seed", "--shortcut", "--dataset", "idx", "--data", str(folder),
+                 "--epochs", "1", "--checkpoint-every", "100", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--shortcut", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["data"] == str(folder) and "--data" in summary["resumed"]["settings_from_checkpoint"]
+
+
+def test_non_json_checkpoint_settings_are_refused_at_once(tmp_path):
+    with pytest.raises(ValueError, match="settings must be plain data"):
+        Checkpointer(tmp_path, settings={"seed": np.int64(3)})
+    assert Checkpointer(tmp_path, every_steps=None).every_steps == 0
+
+
+def test_the_data_fingerprint_covers_target_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(32, 5)).astype(np.float32), rng.normal(size=(32, 3)).astype(np.float32)
+    kw = {"batch_size": 8, "loss": "mse", "optimizer": "sgd", "checkpoint": tmp_path}
+    dn.Network(mlp_layers("5-8-3", "relu"), seed=0).fit(X, Y, epochs=1, **kw)
+    with pytest.raises(ResumeError, match="training data: checkpoint"):
+        dn.Network(mlp_layers("5-8-3", "relu"), seed=0).fit(X, Y * 100 + 5, epochs=2, resume=True, **kw)
+
+
+def test_predict_inverts_a_dim_photo_and_refuses_invert_where_it_cannot(digits_model, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    img = load_digits().images[1500]
+    photo = 110 - img / 16 * 90                  # dark ink (20) on grey paper (110)
+    with open(tmp_path / "photo.NPY", "wb") as fh:               # np.save(path) would add ".npy"
+        np.save(fh, photo.reshape(1, 64))
+    assert main(["predict", str(digits_model), str(tmp_path / "photo.NPY")]) == 0
+    assert "has a light background" in capsys.readouterr().err
+    (tmp_path / "d.csv").write_text("label,a,b\n0,1,2\n1,3,4\n0,5,6\n1,7,8\n0,1,1\n")
+    assert main(["train", "--dataset", "csv", "--data", str(tmp_path / "d.csv"), "--epochs", "1",
+                 "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    np.save(tmp_path / "q.npy", np.ones((1, 2)))
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "c" / "model.npz"), str(tmp_path / "q.npy"), "--invert", "yes"]) == 1
+    assert "--invert yes needs a model trained on images" in _err_line(capsys)
+
+
+def test_random_bytes_starting_like_a_pickle_opcode_are_not_called_a_pickle(tmp_path):
+    (tmp_path / "m.npz").write_bytes(b"\x80" + np.random.default_rng(1).bytes(500))
+    with pytest.raises(ModelFileError, match="not a deepnet model file"):
+        load_model(tmp_path / "m.npz")

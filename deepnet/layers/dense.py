@@ -36,7 +36,6 @@ class Dense(Layer):
         self.add_param("weight", w)
         if self.bias:
             self.add_param("bias", w[:, 0] * 0.0)
-        self.initialized = True
 
     def arrange_as_first_layer(self, batch_size: int) -> bool:
         # W keeps its shape (n_out, n_in) and values; only its memory layout may change

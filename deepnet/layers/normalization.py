@@ -59,7 +59,6 @@ class BatchNorm(Layer):
         self.add_param("beta", [0.0] * self.n_in)
         self.running_mean = to_device([0.0] * self.n_in, self.ops, dtype=self.ops.dtype_name(self.dtype))
         self.running_var = to_device([1.0] * self.n_in, self.ops, dtype=self.ops.dtype_name(self.dtype))
-        self.initialized = True
 
     def state_arrays(self) -> dict[str, Any]:
         return {"running_mean": to_host(self.running_mean).copy(), "running_var": to_host(self.running_var).copy()}
@@ -115,7 +114,6 @@ class LayerNorm(Layer):
     def initialize(self, rng: Any) -> None:
         self.add_param("gamma", [1.0] * self.n_in)
         self.add_param("beta", [0.0] * self.n_in)
-        self.initialized = True
 
     def forward(self, x: Array, training: bool = False) -> Array:
         self._check_input(x, self.n_in)
