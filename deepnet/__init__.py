@@ -32,10 +32,12 @@ from .layers import (
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .network import History, Network, NonFiniteError
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
+from .testing import LayerContractError, check_layer_contract
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LayerContractError", "check_layer_contract",
     "ELU", "GELU", "BatchNorm", "Dropout", "LayerNorm", "Softplus",
     "SGD", "Adam", "AdamW", "BackendError", "Callback", "Dense", "EarlyStopping", "GradCheckError",
     "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",

@@ -1,5 +1,7 @@
 """Every built-in layer: forward against a plain NumPy reference, float64 gradient
-check, float32 in gives float32 out, non-contiguous input, evaluation keeps nothing."""
+check, float32 in gives float32 out, non-contiguous input, evaluation keeps nothing,
+every parameter's gradient accumulates.  The whole layer contract, on every backend,
+is checked by deepnet.testing.check_layer_contract (tests/test_layer_harness.py)."""
 
 from __future__ import annotations
 
@@ -133,19 +135,31 @@ def test_wrong_input_width_names_layer_and_shapes():
         layer.forward(np.zeros((784,), np.float32))
 
 
-def test_gradients_accumulate_until_zeroed(rng):
-    layer = build(LAYERS["Dense"][0])
+@pytest.mark.parametrize("name", ["BatchNorm", "Dense", "Dense-nobias", "LayerNorm"])
+def test_gradients_accumulate_until_zeroed(backend, rng, name):
+    """Every parameter, not only the weight: two backward passes give twice one; zero_grad restarts.
+    (deepnet.testing.check_layer_contract checks this for every layer, tests/test_layer_harness.py.)"""
+    layer = build(LAYERS[name][0])
     x = inputs(rng).astype(np.float32)
-    dy = rng.normal(size=(4, 3)).astype(np.float32)
-    layer.forward(x, training=True)
-    layer.backward(dy.copy())
-    once = layer.parameters()["weight"].grad.copy()
-    layer.forward(x, training=True)
-    layer.backward(dy.copy())
-    np.testing.assert_allclose(layer.parameters()["weight"].grad, 2 * once, rtol=1e-6)
+    dy = rng.normal(size=(4, layer.output_width(5))).astype(np.float32)
+
+    def step():
+        layer.forward(to_device(x), training=True)
+        layer.backward(to_device(dy.copy()))
+
     layer.zero_grad()
-    np.testing.assert_array_equal(layer.parameters()["weight"].grad, 0)
-    np.testing.assert_allclose(once, dy.T @ x, rtol=1e-5)
+    step()
+    once = {k: to_host(p.grad).copy() for k, p in layer.parameters().items()}
+    assert set(once) == set(layer.parameters()) and once
+    step()
+    for k, p in layer.parameters().items():
+        np.testing.assert_allclose(to_host(p.grad), 2 * once[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    layer.zero_grad()
+    for k, p in layer.parameters().items():
+        np.testing.assert_array_equal(to_host(p.grad), 0, err_msg=k)
+    if name == "Dense":
+        np.testing.assert_allclose(once["weight"], dy.T @ x, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(once["bias"], dy.sum(axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_dense_weight_shape_is_n_out_by_n_in():
