@@ -52,20 +52,29 @@ def test_use_backend_is_scoped_and_restored():
     assert get_backend() is before
 
 
-def test_set_backend_does_not_leak_into_other_threads():
+@pytest.mark.parametrize("env", [None, "numpy", "strict"])
+def test_set_backend_does_not_leak_into_other_threads(monkeypatch, env):
+    """Another thread sees its own default (DEEPNET_BACKEND, else numpy), never this thread's
+    choice, which is always a backend other than that default."""
+    if env is None:
+        monkeypatch.delenv("DEEPNET_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("DEEPNET_BACKEND", env)
+    default = env or "numpy"
+    chosen = "numpy" if default == "strict" else "strict"
     seen = {}
 
     def worker():
         seen["thread"] = get_backend().name
 
-    with use_backend("numpy"):
-        token_ops = set_backend("strict")
-        assert get_backend() is token_ops
+    with use_backend(default):
+        token_ops = set_backend(chosen)
+        assert get_backend() is token_ops and token_ops.name == chosen
         t = threading.Thread(target=worker)
         t.start()
         t.join()
-        set_backend("numpy")
-    assert seen["thread"] == os.environ.get("DEEPNET_BACKEND", "numpy") or seen["thread"] == "numpy"
+        assert get_backend() is token_ops                # the other thread did not change ours either
+    assert seen["thread"] == default, f"set_backend({chosen!r}) leaked into another thread"
 
 
 def test_unknown_backend_is_a_clear_error():
@@ -117,7 +126,7 @@ def test_transfers_round_trip(backend):
 def test_strict_backend_refuses_numpy_idioms():
     ops = get_ops("strict")
     a = to_device(np.ones((2, 3), np.float32), ops)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match=r"Can't convert array on the .*device1.* device to a NumPy array"):
         np.asarray(a)                 # no implicit conversion off the fake device
     with pytest.raises(TypeError):
         a * np.float64(2.0)           # NumPy scalars would silently promote

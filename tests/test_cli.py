@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -74,8 +75,20 @@ def test_errors_are_one_or_two_lines(tmp_path, capsys, argv, message):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(Exception, match="no such folder"):
-        main(["--debug", "train", "--dataset", "mnist", "--data", str(tmp_path / "nope")])
+    from deepnet.datasets import DatasetError
+
+    argv = ["--debug", "train", "--dataset", "mnist", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    with pytest.raises(DatasetError, match=r"nope: no such folder$") as info:
+        main(argv)                                   # the original error, raised where it happened
+    assert info.traceback[-1].path.name == "sources.py" and info.traceback[-1].name == "locate"
+    run = subprocess.run([sys.executable, "-m", "deepnet", *argv], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", run.stderr
+    assert any(re.search(r'deepnet[/\\]datasets[/\\]sources\.py", line \d+, in locate$', ln) for ln in lines), run.stderr
+    assert lines[-1] == f"deepnet.datasets.errors.DatasetError: {tmp_path / 'nope'}: no such folder"
+    assert "deepnet: error:" not in run.stderr       # the traceback replaces the one-line message
 
 
 def test_python_dash_m_and_info():

@@ -202,13 +202,91 @@ def test_validation_split_is_deterministic():
     assert len(a[1][1]) == 10 and len(set(a[0][1]) | set(a[1][1])) == 50
 
 
+# a cell that breaks a table, and the message (after "fuzz.csv: line N") it must give
+_NOT_NUMBERS = ["a", "", " ", "1;5", "x1", "--1", "1e", "0x10"]
+_BAD_LABELS = ["-1", "1.5", "nan", "inf", "-inf", "1e30", "2147483649"]
+_NON_FINITE = ["nan", "inf", "-inf", "1e39", "-1e39"]          # 1e39 overflows float32
+
+
+@st.composite
+def csv_tables(draw):
+    """A valid table (labels 0..9, numbers in several spellings, optional header, the label in
+    any column), rendered as CSV text and possibly damaged in one place; with the outcome
+    parse_csv must give: ("ok", X, y, names) or ("error", message)."""
+    n, d = draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    header = draw(st.booleans())
+    label_col = draw(st.integers(0, d))
+    numbers = st.one_of(st.integers(-1000, 1000).map(str),
+                        st.floats(-1e6, 1e6, allow_nan=False, width=32).map(repr),
+                        st.floats(-1e6, 1e6, allow_nan=False, width=32).map(lambda v: f"{v:.3e}"))
+    values = [[draw(numbers) for _ in range(d)] for _ in range(n)]
+    labels = [str(draw(st.integers(0, 9))) for _ in range(n)]
+    rows = [v[:label_col] + [lab] + v[label_col:] for v, lab in zip(values, labels)]
+    names = [f"f{j}" for j in range(d)]
+    head = names[:label_col] + ["label"] + names[label_col:]
+    first = 2 if header else 1                               # the file line of rows[0]
+    damage = draw(st.sampled_from(["none", "none", "spaces", "not a number", "bad label", "non-finite", "width"]))
+    expect: tuple = ("ok",
+                     np.array([[np.float32(float(c)) for c in v] for v in values], np.float32).reshape(n, d),
+                     np.array([int(lab) for lab in labels]), names if header else None)
+    i = draw(st.integers(0, n - 1))
+    if damage == "spaces":                                    # spaces around numbers are allowed
+        rows = [[f" {c} " for c in r] for r in rows]
+    elif damage == "not a number":
+        j, cell = draw(st.integers(0, d)), draw(st.sampled_from(_NOT_NUMBERS))
+        rows[i][j] = cell
+        expect = ("error", f"line {first + i}, column {j + 1}: {cell!r} is not a number")
+    elif damage == "bad label":
+        cell = draw(st.sampled_from(_BAD_LABELS))
+        rows[i][label_col] = cell
+        expect = ("error", f"line {first + i}: label {cell!r} is not a class number 0, 1, 2, ...")
+    elif damage == "non-finite":
+        j = draw(st.integers(0, d).filter(lambda j: j != label_col))
+        rows[i][j] = draw(st.sampled_from(_NON_FINITE))
+        expect = ("error", f"line {first + i}: NaN or infinite value")
+    elif damage == "width" and (header or n > 1):
+        i = draw(st.integers(0 if header else 1, n - 1))   # not the first row of a file without header
+        rows[i] = rows[i][:-1] if draw(st.booleans()) else rows[i] + ["0"]
+        expect = ("error", f"line {first + i}: expected {d + 1} columns, got {len(rows[i])}")
+    lines = ([",".join(head)] if header else []) + [",".join(r) for r in rows]
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n", "\n\n"])), header, label_col, expect
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")   # 1e39 → inf in float32
+@settings(max_examples=300, deadline=None)
+@given(csv_tables())
+def test_csv_parser_only_raises_dataset_errors(case):
+    """Valid tables and tables damaged in one place: a parse that succeeds returns exactly
+    the table; one that fails raises a DatasetError naming the file, the line and the problem."""
+    text, header, label_col, expect = case
+    try:
+        X, y, names = parse_csv(text, "fuzz.csv", label_column=label_col, header=header)
+    except DatasetError as err:
+        assert expect[0] == "error", f"a valid table was refused: {err}"
+        assert str(err) == f"fuzz.csv: {expect[1]}"
+        return
+    assert expect[0] == "ok", f"a damaged table was accepted; expected: {expect[1]}"
+    _, want_X, want_y, want_names = expect
+    assert X.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(X, want_X)
+    np.testing.assert_array_equal(y, want_y)
+    if want_names is not None:
+        assert names == want_names
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.text(alphabet="0123456789,.-ab \n", max_size=80))
-def test_csv_parser_only_raises_dataset_errors(text):
+def test_csv_parser_on_random_text(text):
+    """Random text: a DatasetError naming the file, or a table of whole non-negative labels and finite values."""
     try:
-        parse_csv(text, "fuzz.csv", label_column=0, header=False)
+        X, y, _ = parse_csv(text, "fuzz.csv", label_column=0, header=False)
     except DatasetError as err:
         assert str(err).startswith("fuzz.csv: ")
+        return
+    rows = [r for r in text.splitlines() if r.strip(" ,")]
+    assert len(y) == len(X) == len(rows) and X.shape[1] == rows[0].count(",")
+    assert y.dtype == np.int64 and (y >= 0).all() and np.isfinite(X).all()
+    np.testing.assert_array_equal(y, [float(r.split(",")[0]) for r in rows])
 
 
 @settings(max_examples=50, deadline=None)

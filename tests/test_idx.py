@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +133,81 @@ def test_missing_files(tmp_path):
         read_idx(tmp_path / "nope.gz")
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=64))
-def test_parser_never_crashes_on_random_bytes(data):
+# ---------------------------------------------------------------- fuzzing with an oracle
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def reference_idx(data: bytes) -> np.ndarray | None:
+    """An independent reading of the format: the array, or None where the bytes are not a valid IDX file."""
+    if len(data) < 4 or data[0] or data[1] or data[2] not in _IDX_TYPES or data[3] == 0:
+        return None
+    ndim, dtype = data[3], np.dtype(_IDX_TYPES[data[2]])
+    if len(data) < 4 + 4 * ndim:
+        return None
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = data[4 + 4 * ndim:]
+    if len(body) != int(np.prod(shape, dtype=object)) * dtype.itemsize:
+        return None
+    return np.array([dtype.type(v) for v in np.frombuffer(body, dtype)], dtype.newbyteorder("=")).reshape(shape)
+
+
+@st.composite
+def idx_files(draw) -> bytes:
+    """Mostly well-formed IDX files (every type code, 1-3 small dimensions, random values),
+    then possibly damaged: the body cut or extended, a byte of the header or body changed,
+    a size field rewritten, the number of dimensions changed, or the file cut inside its header."""
+    code = draw(st.sampled_from(sorted(_IDX_TYPES)))
+    shape = draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))
+    dtype = np.dtype(_IDX_TYPES[code])
+    size = int(np.prod(shape)) * dtype.itemsize
+    body = draw(st.binary(min_size=size, max_size=size))
+    data = bytearray(bytes([0, 0, code, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape) + body)
+    damage = draw(st.sampled_from(["none", "none", "cut", "extend", "flip", "size", "ndim", "short header"]))
+    if damage == "cut" and len(data) > 4 + 4 * len(shape):
+        del data[draw(st.integers(4 + 4 * len(shape), len(data) - 1)):]
+    elif damage == "extend":
+        data += draw(st.binary(min_size=1, max_size=9))
+    elif damage == "flip":
+        i = draw(st.integers(0, len(data) - 1))
+        data[i] ^= draw(st.integers(1, 255))
+    elif damage == "size":
+        i = draw(st.integers(0, len(shape) - 1))
+        data[4 + 4 * i: 8 + 4 * i] = draw(st.integers(0, 2**32 - 1)).to_bytes(4, "big")
+    elif damage == "ndim":
+        data[3] = draw(st.integers(0, 255))
+    elif damage == "short header":
+        del data[draw(st.integers(0, 3 + 4 * len(shape))):]
+    return bytes(data)
+
+
+def check_against_reference(data: bytes, read, name: str) -> str:
+    """``read`` returns exactly the reference array, or raises a DatasetError naming the file
+    where the reference finds the bytes invalid: "parsed" or "refused"."""
+    want = reference_idx(data)
     try:
-        parse_idx(data, "fuzz")
+        got = read()
     except DatasetError as err:
-        assert str(err).startswith("fuzz: ")
+        assert str(err).startswith(f"{name}: "), err
+        assert want is None, f"a valid IDX file of shape {want.shape} was refused: {err}"
+        return "refused"
+    assert want is not None, f"invalid IDX bytes were accepted as shape {got.shape}"
+    assert got.shape == want.shape and got.dtype == want.dtype and got.dtype.isnative
+    np.testing.assert_array_equal(got, want)
+    return "parsed"
+
+
+def test_parser_never_crashes_on_random_bytes():
+    """Valid headers with damaged bodies (and raw random bytes): each parse either gives the
+    reference array or refuses bytes the reference finds invalid."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.one_of(idx_files(), st.binary(max_size=64)))
+    def fuzz(data):
+        outcomes[check_against_reference(data, lambda: parse_idx(data, "fuzz"), "fuzz")] += 1
+
+    fuzz()
+    assert outcomes["parsed"] >= 30 and outcomes["refused"] >= 30, outcomes   # both paths really fuzzed
 
 
 @settings(max_examples=100, deadline=None)
@@ -266,12 +335,15 @@ def test_read_bytes_limit(tmp_path):
         read_bytes(tmp_path / "t.csv", limit=100)
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=64), st.booleans())
-def test_streaming_reader_only_raises_dataset_errors(tmp_path_factory, data, gz):
-    path = tmp_path_factory.mktemp("fuzz") / "f"
-    path.write_bytes(gzip.compress(data) if gz else data)
-    try:
-        read_idx(path)
-    except DatasetError as err:
-        assert str(err).startswith(f"{path}: ")
+def test_streaming_reader_only_raises_dataset_errors(tmp_path):
+    outcomes: Counter[str] = Counter()
+    path = tmp_path / "f"
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st.one_of(idx_files(), st.binary(max_size=64)), st.booleans())
+    def fuzz(data, gz):
+        path.write_bytes(gzip.compress(data) if gz else data)
+        outcomes[check_against_reference(data, lambda: read_idx(path), str(path))] += 1
+
+    fuzz()
+    assert outcomes["parsed"] >= 15 and outcomes["refused"] >= 15, outcomes

@@ -29,8 +29,11 @@ def test_dropout_rate_scaling_and_evaluation(backend):
     assert abs(kept.mean() - 0.75) < 0.02
     np.testing.assert_allclose(y[kept], 1 / 0.75, rtol=1e-6)
     np.testing.assert_array_equal(to_host(layer.forward(x, training=False)), 1.0)
-    dx = to_host(layer.forward(x, training=True) * 0 + 1)  # fresh mask
-    assert dx.shape == (200, 50)
+    y2 = to_host(layer.forward(x, training=True))          # a fresh mask: x = 1, so y2 is the mask itself
+    assert not np.array_equal(y2 != 0, kept)
+    dx = to_host(layer.backward(to_device(np.ones((200, 50), np.float32))))
+    np.testing.assert_array_equal(dx, y2)                   # ∂f/∂x = δ ∘ m: 0 or 1/(1 − p), as in forward
+    np.testing.assert_allclose(dx[y2 != 0], 1 / 0.75, rtol=1e-6)
 
 
 def test_dropout_masks_follow_the_run_seed(rng):
@@ -49,10 +52,14 @@ def test_dropout_masks_follow_the_run_seed(rng):
 def test_dropout_backward_uses_the_forward_mask(backend, rng):
     layer = dn.Dropout(0.5, seed=1)
     layer.to(backend)
-    x = to_device(rng.normal(size=(8, 6)).astype(np.float32))
-    y = to_host(layer.forward(x, training=True))
-    dx = to_host(layer.backward(to_device(np.ones((8, 6), np.float32))))
-    np.testing.assert_array_equal(dx != 0, y != 0)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = to_host(layer.forward(to_device(x), training=True))
+    mask = (y != 0) / (1 - 0.5)                              # m = [u ≥ p]/(1 − p): 0 or 2
+    assert 0 < (y != 0).sum() < y.size
+    np.testing.assert_allclose(y, x * mask, rtol=1e-6)
+    g = rng.normal(size=(8, 6)).astype(np.float32)           # backward may overwrite its argument
+    dx = to_host(layer.backward(to_device(g.copy())))
+    np.testing.assert_allclose(dx, g * mask, rtol=1e-6)      # the same mask, scaled, not only its zeros
 
 
 def test_dropout_rejects_bad_rate():
