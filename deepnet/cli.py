@@ -657,7 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data", default=None, help="folder (mnist, fashion-mnist) or file (csv, npz) to read")
         sp.add_argument("--label-column", default="label", help="label column of a csv data set (name or index)")
         sp.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
-        sp.add_argument("--backend", default=None, help="numpy (default), cupy or strict")
+        sp.add_argument("--backend", default=None,
+                        help="numpy (default), cupy, strict, cupy-shaped (CuPy's code path on the CPU) or any "
+                             "registered backend")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 

@@ -83,8 +83,8 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
         lay.freeze_randomness(True)
     x_host = _host.array(to_host(x), dtype=_host.float64)
 
-    def run(xh: Any) -> Any:
-        return lay.forward(to_device(xh, ops, dtype="float64"), training)
+    def run(xh: Any) -> Any:        # a fresh copy each time: a layer that writes into its input cannot move x
+        return lay.forward(to_device(xh, ops, dtype="float64", copy=True), training)
 
     y = to_host(run(x_host))
     r = rng.standard_normal(y.shape)

@@ -308,3 +308,12 @@ def test_unknown_dataset():
 def test_csv_huge_label_is_refused():
     with pytest.raises(DatasetError, match=r"line 1: label '1e30' is not a class number"):
         parse_csv("1e30,0,0\n", "h.csv", label_column=0, header=False)
+
+
+def test_csv_errors_name_the_file_line_after_blank_lines():
+    from deepnet.datasets.tabular import parse_csv
+
+    with pytest.raises(DatasetError, match="line 3, column 2: 'a' is not a number"):
+        parse_csv("0,1\n\n1,a")
+    with pytest.raises(DatasetError, match="line 4: expected 2 columns, got 3"):
+        parse_csv("label,x\n0,1\n\n1,2,3\n")

@@ -34,7 +34,12 @@ def parse_csv(text: str, path: str | os.PathLike[str] | None = None, label_colum
     header row (a first row that is not all numbers).  Every row must have the same
     width (``n_features`` + 1 if given); labels must be whole non-negative numbers.
     """
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    reader = csv.reader(io.StringIO(text))
+    rows, lines = [], []                    # non-blank rows and the file line each ends on
+    for r in reader:
+        if r and any(c.strip() for c in r):
+            rows.append(r)
+            lines.append(reader.line_num)
     if not rows:
         raise DatasetError(path, "empty CSV file")
 
@@ -49,16 +54,16 @@ def parse_csv(text: str, path: str | os.PathLike[str] | None = None, label_colum
         header = not numeric(rows[0])
     names = [c.strip() for c in rows[0]] if header else [f"x{i}" for i in range(len(rows[0]))]
     body = rows[1:] if header else rows
-    first_line = 2 if header else 1
+    body_lines = lines[1:] if header else lines
     if not body:
         raise DatasetError(path, "CSV file has a header but no data rows")
     width = len(names)
     if n_features is not None and width != n_features + 1:
-        raise DatasetError(path, f"line {first_line - (1 if header else 0)}: expected {n_features + 1} columns "
+        raise DatasetError(path, f"line {lines[0]}: expected {n_features + 1} columns "
                                  f"(a label and {n_features} values), got {width}")
     for i, r in enumerate(body):
         if len(r) != width:
-            raise DatasetError(path, f"line {first_line + i}: expected {width} columns, got {len(r)}")
+            raise DatasetError(path, f"line {body_lines[i]}: expected {width} columns, got {len(r)}")
     if isinstance(label_column, str):
         if label_column not in names:
             raise DatasetError(path, f"no column named {label_column!r}; columns are {names[:10]}"
@@ -75,19 +80,19 @@ def parse_csv(text: str, path: str | os.PathLike[str] | None = None, label_colum
                 try:
                     float(c)
                 except ValueError:
-                    raise DatasetError(path, f"line {first_line + i}, column {j + 1}: {c!r} is not a number") from None
+                    raise DatasetError(path, f"line {body_lines[i]}, column {j + 1}: {c!r} is not a number") from None
         raise
     labels = data[:, label_column]
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0) | (labels > 2**31)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DatasetError(path, f"line {first_line + i}: label {body[i][label_column]!r} is not a class "
+        raise DatasetError(path, f"line {body_lines[i]}: label {body[i][label_column]!r} is not a class "
                                  "number 0, 1, 2, ...")
     X = np.delete(data, label_column, axis=1).astype(np.float32)
     if not np.all(np.isfinite(X)):
         i = int(np.argmax(~np.isfinite(X).all(axis=1)))
-        raise DatasetError(path, f"line {first_line + i}: NaN or infinite value")
+        raise DatasetError(path, f"line {body_lines[i]}: NaN or infinite value")
     del names[label_column]
     return X, labels.astype(np.int64), names
 
