@@ -27,12 +27,27 @@ def test_gpu_check_script_dry_run(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run"], capture_output=True,
                          text=True, env=env, timeout=600, cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "== summary ==" in out.stdout and "| config |" in out.stdout
+    shown = out.stdout[-4000:] + out.stderr[-2000:]
+    assert "== verdict: numpy vs cupy-shaped, CPU dry run ==" in out.stdout and "| config |" in out.stdout, shown
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    steps = {s["step"]: s for s in verdict["steps"]}
+    assert list(steps) == ["tests", "parity (a)", "parity (b)", "parity (c)", "CLI train", "CLI evaluate",
+                           "CLI predict", "benchmark"]
+    for s in steps.values():      # one verdict line per step, with its figure
+        assert f"{'PASS' if s['ok'] else 'FAIL'}  {s['step']:<13s} {s['figure']}" in out.stdout, shown
     parity = json.loads((tmp_path / "parity.json").read_text())
-    assert parity["fused"]["ok"]
+    assert parity["b"] == "cupy-shaped" and parity["kernels"] == ["fused", "generic"]
+    for c, threshold in (("a", 1e-12), ("b", 1e-5), ("c", 0.3)):
+        res = parity[f"criterion_{c}"]
+        assert res["threshold"] == threshold and set(res["runs"]) == {
+            f"{k}/{o}" for k in ("fused", "generic") for o in (("momentum", "adam") if c != "c" else ("adam",))}
+    assert parity["criterion_a"]["ok"] and parity["criterion_c"]["ok"], shown
+    assert steps["CLI train"]["ok"] and steps["CLI evaluate"]["ok"] and steps["CLI predict"]["ok"], shown
+    assert (tmp_path / "cli" / "model.npz").is_file()
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert bench["dry_run"] and set(bench["results"]) == {"medium", "seed", "wide"}
+    failed = [s["step"] for s in steps.values() if not s["ok"]]
+    assert not failed and verdict["ok"] and out.returncode == 0, shown
 
 
 @pytest.mark.parametrize("cupy_name", CUPY_PATHS)
@@ -114,3 +129,4 @@ def test_memory_info_release_and_clear_out_of_memory_error():
             to_device(np.zeros((4, 2**20), np.float32), ops)
     finally:
         pool.set_limit(size=limit)
+

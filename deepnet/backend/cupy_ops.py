@@ -172,8 +172,8 @@ class CupyOps(Ops):
             return super().adam_update_(w, g, m, v, lr, beta1, beta2, eps, step, decoupled_wd)
         c2 = (1.0 - beta2 ** step) ** 0.5
         t = w.dtype.type
-        self._k.adam(g, t(lr * c2 / (1.0 - beta1 ** step)), t(beta1), t(beta2), t(eps * c2),
-                     t(1.0 - lr * decoupled_wd), w, m, v)
+        self._k.adam(g, t(lr * c2 / (1.0 - beta1 ** step)), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
+                     t(eps * c2), t(1.0 - lr * decoupled_wd), w, m, v)
         return w
 
     def device_rng(self, seed: int) -> DeviceRNG:
