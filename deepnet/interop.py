@@ -5,6 +5,10 @@ named ``"<layer index>.<name>"`` like a ``Sequential``'s state dict, so a stack 
 layer for layer.  :func:`to_torch_state_dict` needs no PyTorch (NumPy arrays keyed as
 PyTorch expects); :func:`to_torch` builds the module; :func:`from_torch` builds a deepnet
 network from a ``Sequential``.
+
+BatchNorm momentum: deepnet's is the weight of the old running value, PyTorch's the weight
+of the new batch value (deepnet 0.9 = PyTorch 0.1; deepnet 1.0 = PyTorch 0.0, frozen
+statistics); PyTorch's ``momentum=None`` (cumulative average) is refused.
 """
 
 from __future__ import annotations
@@ -28,10 +32,40 @@ _TO_TORCH: dict[str, Any] = {
     "ELU": lambda L: ("ELU", {"alpha": L.alpha}),
     "Softplus": lambda L: ("Softplus", {}),
     "Dropout": lambda L: ("Dropout", {"p": L.p}),
-    "BatchNorm": lambda L: ("BatchNorm1d", {"num_features": L.n_in, "eps": L.eps, "momentum": 1.0 - L.momentum}),
+    "BatchNorm": lambda L: ("BatchNorm1d", {"num_features": L.n_in, "eps": L.eps,
+                                            "momentum": torch_bn_momentum(L.momentum)}),
     "LayerNorm": lambda L: ("LayerNorm", {"normalized_shape": L.n_in, "eps": L.eps}),
 }
 _RENAME = {"gamma": "weight", "beta": "bias"}
+
+
+def _complement(m: float) -> float:
+    """1 − m, rounded to 15 significant digits so that 1 − 0.9 is 0.1, not 0.09999999999999998."""
+    return float(f"{1.0 - float(m):.15g}")
+
+
+def torch_bn_momentum(deepnet_momentum: float) -> float:
+    """PyTorch's BatchNorm ``momentum`` for a deepnet one.  deepnet's momentum is the weight
+    of the old running value (running ← m·running + (1 − m)·batch), PyTorch's the weight of
+    the new batch value, so deepnet 0.9 is PyTorch 0.1 and deepnet 1.0 (frozen statistics)
+    is PyTorch 0.0."""
+    m = float(deepnet_momentum)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"BatchNorm momentum must be in [0, 1], got {m!r}")
+    return _complement(m)
+
+
+def deepnet_bn_momentum(torch_momentum: float | None, where: str = "BatchNorm1d") -> float:
+    """deepnet's BatchNorm ``momentum`` for a PyTorch one (the inverse of :func:`torch_bn_momentum`):
+    PyTorch 0.1 → 0.9, 0.0 (frozen running statistics) → 1.0.  PyTorch's ``momentum=None``
+    (a cumulative moving average over all batches) has no deepnet equivalent and is refused."""
+    if torch_momentum is None:
+        raise ValueError(f"{where}: momentum=None (cumulative moving average) has no deepnet equivalent; "
+                         "deepnet's BatchNorm keeps an exponential moving average (set a momentum in [0, 1])")
+    m = float(torch_momentum)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"{where}: momentum must be in [0, 1], got {m!r}")
+    return _complement(m)
 
 
 def torch_modules(net: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -95,7 +129,8 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
         elif cls == "Dropout":
             layers.append(L.Dropout(m.p))
         elif cls == "BatchNorm1d":
-            layers.append(L.BatchNorm(m.num_features, momentum=1.0 - (m.momentum or 0.1), eps=m.eps))
+            momentum = deepnet_bn_momentum(m.momentum, f"module {i} (BatchNorm1d)")
+            layers.append(L.BatchNorm(m.num_features, momentum=momentum, eps=m.eps))
         elif cls == "LayerNorm":
             layers.append(L.LayerNorm(int(m.normalized_shape[0]), eps=m.eps))
         else:

@@ -319,6 +319,51 @@ def test_pytorch_parity_of_an_exported_model(rng):
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
 
 
+@pytest.mark.parametrize("torch_m, deepnet_m", [(0.1, 0.9), (0.0, 1.0), (0.3, 0.7), (1.0, 0.0)])
+def test_batchnorm_momentum_maps_both_ways(torch_m, deepnet_m):
+    """deepnet's momentum is the weight of the old running value, PyTorch's of the new batch value
+    (issue 13: torch 0.0, frozen statistics, used to become deepnet 0.9 through ``m or 0.1``)."""
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch, to_torch
+
+    net = from_torch(torch.nn.Sequential(torch.nn.BatchNorm1d(4, momentum=torch_m)))
+    assert net.layers[0].momentum == deepnet_m
+    assert to_torch(dn.Network([dn.BatchNorm(4, momentum=deepnet_m)], seed=0))[0].momentum == torch_m
+    assert to_torch(net)[0].momentum == torch_m                      # round trip, exactly
+
+
+@pytest.mark.parametrize("torch_m", [0.0, 0.1, 0.5])
+def test_batchnorm_running_statistics_match_pytorch_after_import(rng, torch_m):
+    """The imported layer updates its running mean and variance as PyTorch does (momentum 0.0: not at all)."""
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch
+
+    module = torch.nn.Sequential(torch.nn.BatchNorm1d(4, momentum=torch_m))
+    with torch.no_grad():
+        module[0].running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+        module[0].running_var.copy_(torch.tensor([2.0, 0.5, 1.0, 3.0]))
+    layer = from_torch(module).layers[0]
+    for _ in range(3):
+        X = (rng.normal(size=(16, 4)) * 3 + 1).astype(np.float32)
+        module.train()(torch.from_numpy(X))
+        layer.forward(X, training=True)
+    st = layer.state_arrays()
+    np.testing.assert_allclose(st["running_mean"], module[0].running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(st["running_var"], module[0].running_var.numpy(), rtol=1e-5, atol=1e-6)
+    if torch_m == 0.0:
+        np.testing.assert_array_equal(st["running_mean"], [0.5, -1.0, 2.0, 0.0])
+
+
+def test_batchnorm_cumulative_momentum_is_refused():
+    """PyTorch's momentum=None (a cumulative moving average) has no deepnet equivalent: a one-line error."""
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch
+
+    with pytest.raises(ValueError, match=r"module 1 \(BatchNorm1d\): momentum=None \(cumulative moving average\) "
+                                         r"has no deepnet equivalent"):
+        from_torch(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=None)))
+
+
 def test_state_dict_export_needs_no_pytorch():
     from deepnet.interop import to_torch_state_dict
 

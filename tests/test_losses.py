@@ -111,3 +111,16 @@ def test_numpy_softmax_xent_paths_agree(numpy_kernels, rng, shape, dtype):
 def test_numpy_softmax_xent_refuses_labels_out_of_range(numpy_kernels):
     with pytest.raises(IndexError):
         numpy_kernels.softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 3]), 0.5)
+
+
+def test_labels_become_seed_targets_and_gradient(backend):
+    """Labels become the seed's 0.99/0.01 target rows, on for the label's column only (z ≠ 0.5,
+    so swapping on and off changes both f and ∂f/∂z)."""
+    z = np.array([[0.2, 0.7, 0.4], [0.9, 0.1, 0.3]])
+    labels = np.array([0, 2])
+    t = np.array([[0.99, 0.01, 0.01], [0.01, 0.01, 0.99]])
+    f, g = dn.SumOfSquares().forward_backward(to_device(z, dtype="float64"), to_device(labels, dtype="int64"))
+    np.testing.assert_allclose(float(to_host(f)), ((z - t) ** 2).sum() / 2, rtol=1e-12)
+    np.testing.assert_allclose(to_host(g), 2 * (z - t) / 2, rtol=1e-12)
+    one_hot = backend.one_hot(to_device(labels, dtype="int64"), 3, 0.99, 0.01, dtype=backend.float64)
+    np.testing.assert_array_equal(to_host(one_hot), t)

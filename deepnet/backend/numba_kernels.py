@@ -69,8 +69,11 @@ def _adam(w: Any, g: Any, m: Any, v: Any, lr_t: Any, b1: Any, b2: Any, c1: Any, 
 
 
 def _sigmoid(x: Any, y: Any, one: Any) -> None:  # pragma: no cover - compiled
-    for i in range(x.size):            # σ(x) = 1 / (1 + e^(−x)), with 1 in the array's dtype;
-        y[i] = one / (one + np.exp(-x[i]))   # e^(−x) = inf for x < −88 gives exactly 0: no NaN
+    zero = one - one                   # σ(x), two-branch form as in NumpyOps.sigmoid: e = e^(−|x|)
+    for i in range(x.size):            # never overflows; 1/(1+e) for x ≥ 0, e/(1+e) for x < 0
+        v = x[i]                       # (constants in the array's dtype: no float64 promotion)
+        e = np.exp(-abs(v))
+        y[i] = (one if v >= zero else e) / (one + e)
 
 
 def _sigmoid_backward(dy: Any, y: Any, one: Any) -> None:  # pragma: no cover - compiled

@@ -114,24 +114,24 @@ class LeakyReLU(Activation):
 
 
 class GELU(Activation):
-    """g(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), the tanh form of GELU
-    (PyTorch's ``approximate="tanh"``; the Array API has no erf)."""
+    """g(x) = ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³): the tanh form of GELU (PyTorch's
+    ``approximate="tanh"``; the Array API has no erf), computed as x·σ(2u), which equals it
+    and keeps float32's relative accuracy for x < 0 (1 + tanh u cancels there).
+    g'(x) = s + 2x s(1 − s) u' with s = σ(2u), u' = √(2/π)(1 + 3·0.044715x²)."""
 
     keep = "x"
     _c = 0.7978845608028654  # √(2/π)
 
     def _forward(self, x: Array) -> Array:
-        t = self.ops.xp.tanh((x + x * x * x * 0.044715) * self._c)
-        t += 1.0
-        t *= x
-        t *= 0.5
-        return t
+        s = self.ops.sigmoid((x + x * x * x * 0.044715) * (2 * self._c))
+        s *= x
+        return s
 
     def _backward_(self, dy: Array, kept: Array) -> Array:
         x = kept
-        t = self.ops.xp.tanh((x + x * x * x * 0.044715) * self._c)
-        dt = (1.0 - t * t) * ((1.0 + x * x * (3 * 0.044715)) * self._c)
-        dy *= (1.0 + t) * 0.5 + x * dt * 0.5
+        s = self.ops.sigmoid((x + x * x * x * 0.044715) * (2 * self._c))
+        du = (1.0 + x * x * (3 * 0.044715)) * (2 * self._c)
+        dy *= s + x * s * (1.0 - s) * du
         return dy
 
 

@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""Plant known bugs in the maths, one at a time, and check that the test suite catches each.
+
+Each mutation is (id, file, exact original snippet, mutated snippet, pytest selection,
+description).  The working tree (tracked files plus untracked files git does not ignore:
+uncommitted work included, not HEAD) is copied once into a temporary folder; for each
+mutation the file is edited there, the selection runs with ``-x -q`` (``PYTHONPATH`` and
+the working directory point at the copy), and the file is restored byte for byte (and
+with its timestamp, so numba's on-disk cache of unmutated kernels stays valid).  The
+repository itself is never modified.
+
+A mutation is *caught* when its selection fails, *survived* when it passes.  The script
+exits non-zero when any mutation survives, when a snippet is not found exactly once in
+its file (so the list cannot silently rot as the code changes), or when a selection
+fails or collects nothing on the unmutated copy (then "caught" would mean nothing).
+
+    python scripts/mutation_check.py                 # all mutations (about 10-15 minutes on 2 cores)
+    python scripts/mutation_check.py --list          # the list, nothing run
+    python scripts/mutation_check.py --only M04,M05  # some of them
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OPT_EQ = ["tests/test_optimizers.py", "-k", "match_equations or multi_tensor or follow_the_update or fused_optimizer"]
+OPT_GPU = ["tests/test_optimizers.py", "tests/test_gpu.py", "tests/test_cupy_shaped.py",
+           "-k", "match_equations or multi_tensor or follow_the_update or fused_optimizer"]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str
+    original: str
+    mutated: str
+    tests: list[str]
+    description: str
+
+
+M = Mutation
+MUTATIONS: list[Mutation] = [
+    # ---- backward passes of activations
+    M("M01", "deepnet/backend/ops.py",
+      "        dy -= s\n        dy *= y\n", "        dy += s\n        dy *= y\n",
+      ["tests/test_layers.py", "-k", "Softmax"],
+      "softmax backward: sign of the Σ dy·y term flipped"),
+    M("M02", "deepnet/backend/ops.py",
+      "        dy *= 1.0 - y * y\n", "        dy *= 1.0 - y\n",
+      ["tests/test_layers.py", "-k", "Tanh"],
+      "tanh derivative 1 − y instead of 1 − y²"),
+    M("M03", "deepnet/backend/numba_kernels.py",
+      "        dy[i] *= y[i] * (one - y[i])\n", "        dy[i] *= (one - y[i])\n",
+      ["tests/test_layers.py", "-k", "Sigmoid"],
+      "sigmoid derivative without the y factor (numba small-array kernel)"),
+    M("M04", "deepnet/backend/numpy_ops.py",
+      "        dy *= y * (1.0 - y)\n        return dy\n", "        dy *= 1.0 - y\n        return dy\n",
+      ["tests/test_activation_accuracy.py", "-k", "Sigmoid"],
+      "sigmoid derivative without the y factor (NumPy path, arrays over 4,096 elements)"),
+    M("M05", "deepnet/backend/numpy_ops.py",
+      "        e = np.abs(x)\n        np.negative(e, out=e)\n        np.exp(e, out=e)\n"
+      "        y = np.maximum(e, x >= 0, dtype=x.dtype)\n        e += 1.0\n        y /= e\n        return y\n",
+      "        y = np.multiply(x, 0.5)\n        np.tanh(y, out=y)\n"
+      "        y *= 0.5\n        y += 0.5\n        return y\n",
+      ["tests/test_activation_accuracy.py", "-k", "Sigmoid or sigmoid"],
+      "sigmoid back to ½·tanh(x/2)+½ on large arrays (issue 13: 0 at x = −20)"),
+    M("M06", "deepnet/backend/ops.py",
+      "        return xp.where(x >= 0, 1.0 / d, e / d)\n", "        return xp.where(x >= 0, 1.0 / d, 1.0 - 1.0 / d)\n",
+      ["tests/test_activation_accuracy.py", "-k", "Sigmoid or sigmoid"],
+      "generic sigmoid's negative branch as 1 − 1/(1+e) (cancels: the old tail error)"),
+    M("M07", "deepnet/backend/ops.py",
+      "        dy *= self.xp.astype(y > 0, dy.dtype)\n", "        dy *= self.xp.astype(y >= 0, dy.dtype)\n",
+      ["tests/test_layers.py", "-k", "ReLU and not Leaky"],
+      "ReLU backward boundary y ≥ 0 instead of y > 0 (generic ops: strict, torch, cupy)"),
+    M("M08", "deepnet/backend/numba_kernels.py",
+      "        dy[i] = dy[i] if y[i] > zero else zero\n", "        dy[i] = dy[i] if y[i] >= zero else zero\n",
+      ["tests/test_layers.py", "-k", "ReLU and not Leaky"],
+      "ReLU backward boundary y ≥ 0 instead of y > 0 (numba kernel, NumPy's default)"),
+    M("M09", "deepnet/layers/dropout.py",
+      "        grad_output *= mask\n", "        grad_output *= mask * (1.0 - self.p)\n",
+      ["tests/test_layers.py", "-k", "Dropout"],
+      "dropout backward: mask not scaled by 1/(1 − p)"),
+    # ---- losses
+    M("M10", "deepnet/backend/ops.py",
+      "        e *= 2.0 * scale\n", "        e *= scale\n",
+      ["tests/test_losses.py"],
+      "sum-of-squares gradient missing its factor 2 (generic ops)"),
+    M("M11", "deepnet/backend/numpy_ops.py",
+      "            e *= 2.0 * scale\n", "            e *= scale\n",
+      ["tests/test_losses.py"],
+      "sum-of-squares gradient missing its factor 2 (NumPy, batches over 1)"),
+    M("M12", "deepnet/backend/ops.py",
+      "        grad *= scale\n        return loss, grad\n", "        return loss, grad\n",
+      ["tests/test_losses.py"],
+      "softmax cross-entropy gradient: batch scale dropped (generic ops)"),
+    M("M13", "deepnet/backend/numba_kernels.py",
+      "        inv = scale / s\n", "        inv = (scale / scale) / s\n",
+      ["tests/test_losses.py"],
+      "softmax cross-entropy gradient: batch scale dropped (numba kernel)"),
+    M("M14", "deepnet/backend/numba_kernels.py",
+      "        total += np.log(s) - (z[r, label] - m)\n", "        total += np.log(s) - (z[r, label - 1] - m)\n",
+      ["tests/test_losses.py"],
+      "cross-entropy picks the logit of label − 1 (numba kernel)"),
+    M("M15", "deepnet/backend/numpy_ops.py",
+      "        picked = p[rows, target]", "        picked = p[rows, target - 1]",
+      ["tests/test_losses.py"],
+      "cross-entropy picks the logit of label − 1 (pure-NumPy path)"),
+    M("M16", "deepnet/backend/ops.py",
+      "            out *= on - off\n            out += off\n", "            out *= off - on\n            out += on\n",
+      ["tests/test_losses.py"],
+      "one_hot: on and off values swapped"),
+    # ---- optimizers
+    M("M17", "deepnet/backend/ops.py",
+      "        lr_t = lr * c2 / (1.0 - beta1 ** step)\n", "        lr_t = lr * c2 / (1.0 - beta1 ** (step + 1))\n",
+      OPT_EQ, "Adam bias correction off by one step (generic ops)"),
+    M("M18", "deepnet/backend/numpy_ops.py",
+      "        lr_t = lr * c2 / (1.0 - beta1 ** step)\n        k, flat = self._kernels(w, g, m, v)\n",
+      "        lr_t = lr * c2 / (1.0 - beta1 ** (step + 1))\n        k, flat = self._kernels(w, g, m, v)\n",
+      OPT_EQ, "Adam bias correction off by one step (NumPy and numba one-parameter path)"),
+    M("M19", "deepnet/backend/numpy_ops.py",
+      "            lr_t = lr * c2 / (1.0 - beta1 ** step)\n            self._numba.many",
+      "            lr_t = lr * c2 / (1.0 - beta1 ** (step + 1))\n            self._numba.many",
+      OPT_EQ, "Adam bias correction off by one step (numba multi-tensor path)"),
+    M("M20", "deepnet/backend/cupy_ops.py",
+      "t(lr * c2 / (1.0 - beta1 ** step))", "t(lr * c2 / (1.0 - beta1 ** (step + 1)))",
+      OPT_GPU, "Adam bias correction off by one step (fused CuPy kernel's arguments)"),
+    M("M21", "deepnet/backend/cupy_ops.py",
+      "t(eps * c2),", "t(eps),",
+      OPT_GPU, "fused CuPy Adam: ε not bias-corrected (ε instead of ε·√(1−β₂ᵗ))"),
+    M("M22", "deepnet/backend/cupy_kernels.py",
+      '"v = b2 * v + (T(1) - b2) * g * g;"', '"v = b2 * v + (T(1) - b2) * g;"',
+      OPT_GPU, "fused CuPy Adam kernel: second moment of g instead of g²"),
+    M("M23", "deepnet/backend/numba_kernels.py",
+      "            w[i] -= lr * (g[i] + mu * vi)\n", "            w[i] -= lr * (g[i] - mu * vi)\n",
+      OPT_EQ, "Nesterov momentum: sign of the look-ahead term (numba kernel)"),
+    M("M24", "deepnet/backend/cupy_kernels.py",
+      "nesterov ? g + mu * v : v", "nesterov ? g - mu * v : v",
+      OPT_GPU, "Nesterov momentum: sign of the look-ahead term (fused CuPy kernel)"),
+    M("M25", "deepnet/backend/numba_kernels.py",
+      "            vi = mu * v[i] + g[i]\n            vi = vi if abs(vi) >= tiny else zero\n            v[i] = vi\n"
+      "            w[i] -= lr * vi\n",
+      "            vi = v[i] + g[i]\n            vi = vi if abs(vi) >= tiny else zero\n            v[i] = vi\n"
+      "            w[i] -= lr * vi\n",
+      OPT_EQ, "momentum: velocity not decayed by μ (numba kernel)"),
+    M("M26", "deepnet/backend/numpy_ops.py",
+      "        s *= rho\n        t = np.multiply(g, g)\n        t *= 1.0 - rho\n",
+      "        s *= 1.0 - rho\n        t = np.multiply(g, g)\n        t *= rho\n",
+      ["tests/test_optimizers.py", "-k", "rmsprop"],
+      "RMSProp: ρ and 1 − ρ swapped (NumPy)"),
+    M("M27", "deepnet/backend/numba_kernels.py",
+      "        w[i] -= lr * g[i]\n", "        w[i] -= g[i]\n",
+      OPT_EQ, "SGD: learning rate not applied (numba kernel, parameters of 1,024+ elements)"),
+    M("M28", "deepnet/backend/numpy_ops.py",
+      '(*flat, t(lr))\n            return w\n        g *= lr\n        w -= g\n',
+      '(*flat, t(lr))\n            return w\n        w -= g\n',
+      OPT_EQ, "SGD: learning rate not applied (pure-NumPy path)"),
+    M("M29", "deepnet/optimizers.py",
+      "                g += p.data * wd\n", "                g -= p.data * wd\n",
+      ["tests/test_optimizers.py", "-k", "l2"],
+      "L2 weight decay with the wrong sign"),
+    M("M30", "deepnet/optimizers.py",
+      "        return ops.xp.sqrt(total)\n", "        return total\n",
+      ["tests/test_optimizers.py", "-k", "clip"],
+      "gradient clipping by the squared norm instead of the norm"),
+    M("M31", "deepnet/optimizers.py",
+      "        norms = xp.sqrt(xp.sum(w * w, axis=1, keepdims=True))\n",
+      "        norms = xp.sqrt(xp.sum(w * w, axis=0, keepdims=True))\n",
+      ["tests/test_optimizers.py", "-k", "max_norm"],
+      "max-norm over columns (outgoing weights) instead of rows (incoming)"),
+    # ---- layers
+    M("M32", "deepnet/layers/dense.py",
+      "            ops.sum_rows(grad_output, out=b._grad, accumulate=not b._fresh)\n",
+      "            ops.sum_rows(grad_output, out=b._grad, accumulate=False)\n",
+      ["tests/test_layer_harness.py", "tests/test_layers.py", "-k", "builtin or accumulate"],
+      "Dense bias gradient written with accumulate=False (overwrites instead of adding)"),
+    M("M33", "deepnet/layers/normalization.py",
+      "    dxhat -= xhat * m2\n", "",
+      ["tests/test_layers.py", "-k", "BatchNorm"],
+      "BatchNorm backward missing the x̂·mean(dx̂∘x̂) term"),
+    M("M34", "deepnet/layers/normalization.py",
+      "        inv_std = 1.0 / xp.sqrt(xp.var(x, axis=1, keepdims=True) + self.eps)\n",
+      "        inv_std = 1.0 / (xp.sqrt(xp.var(x, axis=1, keepdims=True)) + self.eps)\n",
+      ["tests/test_layers.py", "tests/test_layer_harness.py", "-k", "LayerNorm"],
+      "LayerNorm ε outside the square root: 1/(σ + ε) instead of 1/√(σ² + ε)"),
+    # ---- interop
+    M("M35", "deepnet/interop.py",
+      "    m = float(torch_momentum)\n", "    m = float(torch_momentum or 0.1)\n",
+      ["tests/test_checkpoint.py", "-k", "batchnorm"],
+      "from_torch: BatchNorm momentum 0.0 (frozen) read as 0.1 (issue 13)"),
+]
+
+
+def working_tree_files(root: Path) -> list[str]:
+    """Tracked files and untracked files git does not ignore, as they are now on disk."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                         capture_output=True, check=True).stdout.decode()
+    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
+
+
+def copy_tree(root: Path, dest: Path) -> None:
+    for rel in working_tree_files(root):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+
+
+def run_pytest(copy: Path, args: list[str], timeout: float) -> tuple[int | None, str, float]:
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        return None, out, time.perf_counter() - t0
+    return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t0
+
+
+def first_failure(output: str) -> str:
+    m = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.M)
+    return m.group(1) if m else "?"
+
+
+def check_snippets(copy: Path, mutations: list[Mutation]) -> list[str]:
+    problems = []
+    for mu in mutations:
+        path = copy / mu.file
+        if not path.is_file():
+            problems.append(f"{mu.id}: {mu.file} does not exist")
+            continue
+        n = path.read_text(encoding="utf-8").count(mu.original)
+        if n != 1:
+            problems.append(f"{mu.id}: snippet found {n} times in {mu.file} (expected exactly once): {mu.original!r}")
+    return problems
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated mutation ids")
+    ap.add_argument("--list", action="store_true", help="print the mutations and exit")
+    ap.add_argument("--no-baseline", action="store_true", help="skip running each selection on the unmutated copy")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per pytest run (a timeout counts as caught)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = ap.parse_args()
+
+    chosen = MUTATIONS
+    if args.only:
+        want = {s.strip() for s in args.only.split(",") if s.strip()}
+        unknown = want - {m.id for m in MUTATIONS}
+        if unknown:
+            print(f"unknown mutation ids: {sorted(unknown)}", file=sys.stderr)
+            return 2
+        chosen = [m for m in MUTATIONS if m.id in want]
+    if args.list:
+        for mu in chosen:
+            print(f"{mu.id}  {mu.file:36s} {mu.description}\n      tests: {' '.join(mu.tests)}")
+        problems = check_snippets(ROOT, chosen)
+        print("\n".join(["", "snippets out of date:", *problems]) if problems else "\nevery snippet found exactly once")
+        return 2 if problems else 0
+
+    tmp = Path(tempfile.mkdtemp(prefix="deepnet-mutation-"))
+    copy = tmp / "tree"
+    try:
+        copy_tree(ROOT, copy)
+        problems = check_snippets(copy, chosen)
+        if problems:
+            print("mutation list out of date:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 2
+        where = subprocess.run([sys.executable, "-c", "import deepnet; print(deepnet.__file__)"], cwd=copy,
+                               env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True)
+        if not where.stdout.strip().startswith(str(copy)):
+            print(f"the copy's deepnet is not the one imported ({where.stdout.strip() or where.stderr.strip()})",
+                  file=sys.stderr)
+            return 2
+        print(f"copy of the working tree: {copy}")
+
+        if not args.no_baseline:
+            for sel in dict.fromkeys(tuple(mu.tests) for mu in chosen):
+                rc, out, secs = run_pytest(copy, list(sel), args.timeout)
+                status = "ok" if rc == 0 else f"FAILED (exit {rc})"
+                print(f"baseline {' '.join(sel)}: {status} in {secs:.0f} s", flush=True)
+                if rc != 0:
+                    print(out[-3000:], file=sys.stderr)
+                    print("a selection fails or collects nothing without any mutation: fix that first", file=sys.stderr)
+                    return 2
+
+        rows = []
+        for mu in chosen:
+            path = copy / mu.file
+            pristine = tmp / "pristine"
+            shutil.copy2(path, pristine)
+            try:
+                text = path.read_text(encoding="utf-8")
+                path.write_text(text.replace(mu.original, mu.mutated, 1), encoding="utf-8")
+                rc, out, secs = run_pytest(copy, mu.tests, args.timeout)
+            finally:
+                shutil.copy2(pristine, path)          # bytes and timestamp back
+            if rc is None:
+                result, by = "caught (timeout)", "-"
+            elif rc == 0:
+                result, by = "SURVIVED", "-"
+            elif rc in (1, 2) and re.search(r"^(?:FAILED|ERROR) ", out, re.M):
+                result, by = "caught", first_failure(out)
+            else:
+                result, by = f"ERROR (exit {rc})", out.strip().splitlines()[-1][:80] if out.strip() else "?"
+            rows.append((mu, result, by, secs))
+            print(f"{mu.id} {result:8s} {secs:6.1f} s  {mu.description}  [{by}]", flush=True)
+
+        print("\n| id | file | planted bug | result | caught by (first failing test) | s |")
+        print("|---|---|---|---|---|---|")
+        for mu, result, by, secs in rows:
+            print(f"| {mu.id} | {mu.file} | {mu.description} | {result} | {by} | {secs:.0f} |")
+        survived = [mu.id for mu, result, _, _ in rows if result == "SURVIVED"]
+        errors = [mu.id for mu, result, _, _ in rows if result.startswith("ERROR")]
+        caught = len(rows) - len(survived) - len(errors)
+        print(f"\n{caught} of {len(rows)} caught; survived: {', '.join(survived) or 'none'}; "
+              f"errors: {', '.join(errors) or 'none'}")
+        return 1 if survived or errors else 0
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
