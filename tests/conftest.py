@@ -3,7 +3,9 @@ Array-API namespace, and on CuPy where a GPU is present (skipped with the reason
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,21 @@ def numpy_kernels(request):
     ops.use_numba = request.param == "compiled-kernels"
     yield ops
     ops.use_numba = True
+
+
+@contextlib.contextmanager
+def no_network():
+    """Any connection beyond this machine fails: no test may need the internet."""
+    real = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("localhost", "127.0.0.1", "::1") and self.family != socket.AF_UNIX:
+            raise OSError(f"the test tried to reach {address!r}: no test may need the internet")
+        return real(self, address)
+
+    socket.socket.connect = connect
+    try:
+        yield
+    finally:
+        socket.socket.connect = real

@@ -34,7 +34,6 @@ import re
 import runpy
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import pytest
 
 import deepnet as dn
 from deepnet.cli import build_parser
+from tests.conftest import no_network
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -170,22 +170,6 @@ def runnable_source(block: Block) -> str:
     return "\n" * (block.line - 1) + code
 
 
-@contextlib.contextmanager
-def no_network():
-    """Any connection beyond this machine fails: the docs' code must not need the internet."""
-    real = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("localhost", "127.0.0.1", "::1") and self.family != socket.AF_UNIX:
-            raise OSError(f"the documentation tried to reach {address!r}: no test may need the internet")
-        return real(self, address)
-
-    socket.socket.connect = connect
-    try:
-        yield
-    finally:
-        socket.socket.connect = real
 
 
 @pytest.mark.parametrize("doc", [d for d in docs_with("python")

@@ -8,10 +8,10 @@ import contextlib
 import contextvars
 import io
 import re
-import socket
 from pathlib import Path
 
 import pytest
+from tests.conftest import no_network
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["docs/backends.md", "docs/gpu.md"]
@@ -30,21 +30,6 @@ def python_blocks(page: str) -> list[tuple[int, str]]:
     return [(text.count("\n", 0, m.start(1)) + 1, m[1]) for m in _FENCE.finditer(text)]
 
 
-@contextlib.contextmanager
-def no_network():
-    real = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("localhost", "127.0.0.1", "::1") and self.family != socket.AF_UNIX:
-            raise OSError(f"the page tried to reach {address!r}")
-        return real(self, address)
-
-    socket.socket.connect = connect
-    try:
-        yield
-    finally:
-        socket.socket.connect = real
 
 
 def test_the_pages_have_python_blocks():

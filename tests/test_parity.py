@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from deepnet.backend import Ops
+from deepnet.backend.ops import _store
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("gpu_parity", ROOT / "benchmarks" / "gpu_parity.py")
@@ -70,15 +71,7 @@ class _WeightGradientTooLarge(Ops):
 
     def gemm(self, a, b, *, trans_a=False, trans_b=False, out=None, accumulate=False):
         res = super().gemm(a, b, trans_a=trans_a, trans_b=trans_b)
-        if trans_a:
-            res = res * 1.001
-        if out is None:
-            return res
-        if accumulate:
-            out += res
-        else:
-            out[...] = res
-        return out
+        return _store(res * 1.001 if trans_a else res, out, accumulate)
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])

@@ -200,11 +200,13 @@ class DeviceArray:
     def fill(self, value: Any) -> None:
         self._a.fill(_operand(value, "fill"))
 
-    def _reduce(name: str) -> Any:    # noqa: N805  (a factory used in the class body)
+    def _reduce(name: str, takes_dtype: bool) -> Any:    # noqa: N805  (a factory used in the class body)
         def method(self: DeviceArray, axis: Any = None, dtype: Any = None, out: Any = None,
                    keepdims: bool = False) -> Any:
             kw: dict[str, Any] = {"axis": axis, "keepdims": keepdims}
             if dtype is not None:
+                if not takes_dtype:
+                    raise TypeError(f"{name}() got an unexpected keyword argument 'dtype'")
                 kw["dtype"] = dtype
             res = getattr(np, name)(self._a, **kw)
             if out is not None:
@@ -214,27 +216,10 @@ class DeviceArray:
         method.__name__ = name
         return method
 
-    sum = _reduce("sum")
-    mean = _reduce("mean")
-    prod = _reduce("prod")
-
-    def _reduce_nodtype(name: str) -> Any:    # noqa: N805
-        def method(self: DeviceArray, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
-            res = getattr(np, name)(self._a, axis=axis, keepdims=keepdims)
-            if out is not None:
-                out._a[...] = res
-                return out
-            return _wrap(res, self._ns)
-        method.__name__ = name
-        return method
-
-    max = _reduce_nodtype("max")
-    min = _reduce_nodtype("min")
-    all = _reduce_nodtype("all")
-    any = _reduce_nodtype("any")
-    argmax = _reduce_nodtype("argmax")
-    argmin = _reduce_nodtype("argmin")
-    del _reduce, _reduce_nodtype
+    sum, mean, prod = _reduce("sum", True), _reduce("mean", True), _reduce("prod", True)
+    max, min, all, any = _reduce("max", False), _reduce("min", False), _reduce("all", False), _reduce("any", False)
+    argmax, argmin = _reduce("argmax", False), _reduce("argmin", False)
+    del _reduce
 
     # -- indexing -----------------------------------------------------------------------
     def __getitem__(self, key: Any) -> DeviceArray:
