@@ -285,6 +285,10 @@ class Network:
             raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size!r}")
         if check_finite not in ("raise", "skip", "off"):
             raise ValueError(f"fit: check_finite must be 'raise', 'skip' or 'off', got {check_finite!r}")
+        if check_finite == "skip" and not self.ops.cheap_sync:
+            raise ValueError(f"fit: check_finite='skip' decides on the host at every step, which backend "
+                             f"{self.ops.name!r} avoids (each read waits for the device); use 'raise' (checked at "
+                             "each epoch's end, naming the first bad batch) or 'off'")
         if resume not in (False, True, "if-exists"):
             raise ValueError(f"fit: resume must be False, True or 'if-exists', got {resume!r}")
         if loss is not None:
@@ -417,7 +421,10 @@ class Network:
                 "accuracy": correct / max(seen, 1),
             }
             if not math.isfinite(epoch_logs["loss"]) or not totals["weights_finite"]:
-                self._on_nonfinite("raise", epoch, n_batches - 1, None, ckpt)
+                flags = to_host(ops.xp.isfinite(batch_losses[first:done])).tolist()   # read only on failure
+                bad = first + flags.index(False) if False in flags else None
+                self._on_nonfinite("raise", epoch, done - 1 if bad is None else bad, None, ckpt,
+                                   late=bad is not None)
             if val is not None:
                 v = self._evaluate_device(*val, batch_size=max(batch_size, 1024))
                 epoch_logs["val_loss"], epoch_logs["val_accuracy"] = v["loss"], v["accuracy"]
@@ -515,7 +522,7 @@ class Network:
                 ok = flag if ok is None else xp.logical_and(ok, flag)
             if ok is not None:
                 sums.append(ok)
-        host = [float(v) for v in to_host(xp.stack([xp.astype(v, ops.float64) for v in sums]))] if sums else []
+        host = ops.read_scalars(sums)
         loss_sum, correct = (host[0], host[1]) if e > s else (0.0, 0.0)
         seen = e - s if e > s else 0
         if partial is not None:
@@ -527,8 +534,10 @@ class Network:
             totals["weights_finite"] = not self._param_list or host[-1] == 1.0
         return totals
 
-    def _on_nonfinite(self, policy: str, epoch: int, batch: int, batch_loss: Any, ckpt: Any) -> bool:
-        """Handle a non-finite loss: raise (naming step and layer) or skip the step."""
+    def _on_nonfinite(self, policy: str, epoch: int, batch: int, batch_loss: Any, ckpt: Any,
+                      late: bool = False) -> bool:
+        """Handle a non-finite loss: raise (naming step and layer) or skip the step.  ``late``:
+        found at the epoch's end (backends without per-step reads), after later updates."""
         if policy == "skip" and batch_loss is not None:
             self.zero_grad()
             self.clear_cache()
@@ -536,8 +545,10 @@ class Network:
             return True
         layer = self._first_nonfinite_layer()
         last = ckpt.last_path() if ckpt is not None else None
-        where = f"epoch {epoch + 1}, batch {batch + 1} (step {self.step_count + 1})"
-        what = "the loss is NaN or inf" if batch_loss is not None else "the weights or the epoch loss became NaN or inf"
+        where = f"epoch {epoch + 1}, batch {batch + 1}" + ("" if late else f" (step {self.step_count + 1})")
+        what = ("the loss is NaN or inf" if batch_loss is not None else
+                "the loss of this batch was NaN or inf (found at the epoch's end on this backend: the updates of "
+                "the batches after it were applied)" if late else "the weights or the epoch loss became NaN or inf")
         raise NonFiniteError(
             f"training stopped at {where}: {what}; first non-finite layer: {layer}; "
             f"last good checkpoint: {last if last else 'none (pass checkpoint= to fit to keep one)'}. "
@@ -566,9 +577,7 @@ class Network:
                 bl, _ = loss_fn.forward_backward(z, Td[s:e, ...])
                 loss_sum += bl if loss_fn.reduction == "sum" else bl * float(e - s)
             correct += ops.count_equal(ops.argmax_rows(z), Ld[s:e, ...])
-        xp = ops.xp
-        loss_total, n_correct = (float(v) for v in to_host(xp.stack([xp.astype(loss_sum, ops.float64),
-                                                                      xp.astype(correct, ops.float64)])))
+        loss_total, n_correct = ops.read_scalars([loss_sum, correct])
         return {"accuracy": n_correct / n, "loss": loss_total / n if loss_fn is not None else math.nan}
 
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024, loss: str | Loss | None = None) -> dict[str, float]:

@@ -310,12 +310,12 @@ def main() -> int:
                 rc, out, secs = run_pytest(copy, mu.tests, args.timeout)
             finally:
                 shutil.copy2(pristine, path)          # bytes and timestamp back
-            if rc is None:
-                result, by = "caught (timeout)", "-"
+            if rc is None:                 # a hang is not a caught bug: look at it
+                result, by = "ERROR (timeout)", "-"
             elif rc == 0:
                 result, by = "SURVIVED", "-"
-            elif rc in (1, 2) and re.search(r"^(?:FAILED|ERROR) ", out, re.M):
-                result, by = "caught", first_failure(out)
+            elif rc == 1 and re.search(r"^FAILED ", out, re.M) and not re.search(r"^ERROR ", out, re.M):
+                result, by = "caught", first_failure(out)   # a test failed; a collection or import error is not a catch
             else:
                 result, by = f"ERROR (exit {rc})", out.strip().splitlines()[-1][:80] if out.strip() else "?"
             rows.append((mu, result, by, secs))

@@ -177,3 +177,20 @@ def test_network_moves_between_backends(rng):
     net.fit(X, y, epochs=1, batch_size=4)       # keeps training there
     net.to("numpy")
     assert isinstance(net.parameters()["0.weight"].data, np.ndarray)
+
+
+def test_a_registered_backend_owns_its_arrays_with_a_device_given_as_a_string():
+    """register_backend with Ops(xp, device="cpu"): the namespace's own device object is used,
+    so the backend owns its arrays, and autograd tensors are taken detached."""
+    torch = pytest.importorskip("torch")
+    xp = pytest.importorskip("array_api_compat.torch")
+    dn.backend.register_backend("torch-cpu-string", lambda: dn.backend.Ops(xp, device="cpu", name="torch-cpu-string"),
+                                replace=True)
+    ops = get_ops("torch-cpu-string")
+    a = to_device(np.ones((2, 3), np.float32), ops)
+    assert ops.owns(a)
+    net = dn.Network([dn.Dense(3, 2)], seed=0, backend=ops, loss="xent", optimizer="sgd")
+    X = torch.ones((4, 3), requires_grad=True)
+    net.fit(X, np.array([0, 1, 0, 1]), epochs=1, batch_size=2)
+    assert not any(p.data.requires_grad for p in net.parameters().values())
+    assert net.predict(np.ones((1, 3), np.float32)).shape == (1, 2)

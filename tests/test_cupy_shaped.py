@@ -4,6 +4,8 @@ C source evaluated, so none of it needs a GPU."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,59 @@ def test_fused_kernels_follow_the_update_equations(ops, rng):
         yy = y - 0.5 if name == "relu_bwd" else y
         getattr(k, name)(dev(yy), dev(dy), out)
         np.testing.assert_allclose(to_host(out), dy * deriv, rtol=1e-14, err_msg=name)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_loss_is_found_at_the_epoch_end_naming_its_batch(ops):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)).astype(np.float32)
+    X[21, 2] = np.float32(3e38)                          # batch 3 of 8 overflows
+    y = rng.integers(0, 3, 64)
+    kw = {"epochs": 1, "batch_size": 8, "shuffle": False, "loss": "xent", "optimizer": dn.SGD(0.1)}
+    with pytest.raises(dn.NonFiniteError) as on_numpy:       # checked before each update
+        dn.Network(mlp_layers("6-16-3", "relu"), seed=0).fit(X, y, **kw)
+    batch = re.search(r"epoch 1, batch (\d+) \(step", str(on_numpy.value))[1]
+    net = dn.Network(mlp_layers("6-16-3", "relu"), seed=0, backend=ops)
+    with pytest.raises(dn.NonFiniteError, match=rf"epoch 1, batch {batch}: the loss of this batch was NaN or inf "
+                                                r"\(found at the epoch's end"):
+        net.fit(X, y, **kw)
+    with pytest.raises(ValueError, match="check_finite='skip' decides on the host at every step"):
+        net.fit(X, y, epochs=1, batch_size=8, loss="xent", optimizer=dn.SGD(0.1), check_finite="skip")
+
+
+def test_hand_written_stubs_keep_cupys_signatures(ops):
+    """The stubs written by hand bind like the real CuPy functions wherever CuPy's are introspectable."""
+    import inspect
+
+    cupy = pytest.importorskip("cupy")
+    checked = 0
+    for name in ("asarray", "array", "asnumpy"):
+        try:
+            real = inspect.signature(getattr(cupy, name))
+        except (TypeError, ValueError):
+            continue
+        mine = inspect.signature(getattr(ops.xp, name))
+        assert [(p.name, p.kind, p.default) for p in mine.parameters.values()] == \
+            [(p.name, p.kind, p.default) for p in real.parameters.values()], name
+        checked += 1
+    assert checked >= 2
+
+
+def test_kernels_refuse_what_cuda_would(ops):
+    ek = ops.xp.ElementwiseKernel
+    with pytest.raises(ValueError, match="Invalid kernel name"):
+        ek("T x", "T y", "y = x", "bad-name")
+    with pytest.raises(ValueError, match="assignment to the input parameter 'x'"):
+        ek("T x", "T y", "x = x + T(1); y = x", "writes_input")
+    k = ek("T x, T w", "T y", "y = x * w", "mixed")
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        k(to_device(np.ones(3, np.float32), ops), to_device(np.ones(3, np.float64), ops),
+          to_device(np.zeros(3, np.float32), ops))
+
+
+def test_boolean_mask_indexing_counts_a_sync(ops):
+    a = to_device(np.arange(6, dtype=np.float32), ops)
+    ops.xp.host_syncs.reset()
+    b = a[a > 2.0]
+    assert ops.xp.host_syncs.by_kind == {"boolean mask": 1} and b.shape == (3,)
+    assert a.max(0).shape == () and a.sum(0, ops.xp.float64).dtype == np.float64

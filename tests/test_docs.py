@@ -146,8 +146,7 @@ def test_the_pages_have_the_blocks_this_test_runs():
 @pytest.mark.parametrize("page", sorted(PYTHON_RUN_BY_THEIR_OWN_TEST))
 def test_pages_not_run_here_are_run_by_their_own_test(page):
     test = ROOT / PYTHON_RUN_BY_THEIR_OWN_TEST[page]
-    if not test.is_file():
-        pytest.skip(f"{page}: its python blocks are not run by any test yet ({rel(test)} does not exist)")
+    assert test.is_file(), f"{page}: its python blocks are run by no test ({rel(test)} does not exist)"
     assert Path(page).name in test.read_text(encoding="utf-8"), f"{rel(test)} does not run {page}"
 
 

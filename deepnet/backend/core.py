@@ -183,6 +183,8 @@ def to_device(x: Any, ops: Ops | str | None = None, dtype: Any = None, copy: boo
     so they never alias an array the caller keeps).
     """
     ops = get_backend() if ops is None else get_ops(ops)
+    if getattr(x, "requires_grad", False):   # an autograd tensor (PyTorch): deepnet computes its own gradients
+        x = x.detach()
     if ops.owns(x):
         out = x if dtype is None else ops.astype(x, ops.dtype(dtype))
         return ops.copy(out) if copy and out is x else out

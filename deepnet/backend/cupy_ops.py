@@ -113,15 +113,18 @@ class CupyOps(Ops):
         pinned_mem = cp.cuda.alloc_pinned_memory(src.nbytes)
         pinned = np.frombuffer(pinned_mem, src.dtype, src.size).reshape(src.shape)
         pinned[...] = src
-        with self._copy_stream:
-            dev = cp.empty(src.shape, src.dtype)
-            dev.set(pinned, stream=self._copy_stream)
-            event = self._copy_stream.record()
-        return dev, event, pinned_mem
+        compute = cp.cuda.get_current_stream()
+        dev = cp.empty(src.shape, src.dtype)       # from the compute stream's pool, so never reused under it
+        self._copy_stream.wait_event(compute.record())   # start after the compute stream's queued work
+        dev.set(pinned, stream=self._copy_stream)
+        return dev, self._copy_stream.record(), pinned_mem
 
     def ready(self, staged: Any) -> Array:
+        """The staged array, usable on the compute stream.  Waits (once per chunk, on the host)
+        for its copy, which was issued a chunk earlier: only then may its pinned buffer go."""
         dev, event, _pinned = staged
         self.xp.cuda.get_current_stream().wait_event(event)
+        event.synchronize()
         return dev
 
     def to_host(self, a: Array) -> Any:

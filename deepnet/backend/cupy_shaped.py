@@ -197,22 +197,33 @@ class DeviceArray:
     def view(self, dtype: Any = None) -> DeviceArray:
         return DeviceArray(self._a.view() if dtype is None else self._a.view(dtype), self._ns)
 
+    def clip(self, min: Any = None, max: Any = None, out: Any = None) -> DeviceArray:  # noqa: A002
+        return DeviceArray(np.clip(self._a, _operand(min, "clip"), _operand(max, "clip")), self._ns)
+
+    def squeeze(self, axis: Any = None) -> DeviceArray:
+        return DeviceArray(self._a.squeeze(axis), self._ns)
+
     def fill(self, value: Any) -> None:
         self._a.fill(_operand(value, "fill"))
 
     def _reduce(name: str, takes_dtype: bool) -> Any:    # noqa: N805  (a factory used in the class body)
-        def method(self: DeviceArray, axis: Any = None, dtype: Any = None, out: Any = None,
-                   keepdims: bool = False) -> Any:
+        def run(self: DeviceArray, axis: Any, dtype: Any, out: Any, keepdims: bool) -> Any:
             kw: dict[str, Any] = {"axis": axis, "keepdims": keepdims}
             if dtype is not None:
-                if not takes_dtype:
-                    raise TypeError(f"{name}() got an unexpected keyword argument 'dtype'")
                 kw["dtype"] = dtype
             res = getattr(np, name)(self._a, **kw)
             if out is not None:
                 out._a[...] = res
                 return out
             return _wrap(res, self._ns)
+
+        if takes_dtype:         # CuPy's own orders: sum(axis, dtype, out, keepdims), max(axis, out, keepdims)
+            def method(self: DeviceArray, axis: Any = None, dtype: Any = None, out: Any = None,
+                       keepdims: bool = False) -> Any:
+                return run(self, axis, dtype, out, keepdims)
+        else:
+            def method(self: DeviceArray, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+                return run(self, axis, None, out, keepdims)
         method.__name__ = name
         return method
 
@@ -223,6 +234,9 @@ class DeviceArray:
 
     # -- indexing -----------------------------------------------------------------------
     def __getitem__(self, key: Any) -> DeviceArray:
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, DeviceArray) and k.dtype == np.bool_ for k in keys):
+            self._ns.host_syncs.read("boolean mask")     # CuPy reads the mask's count to size the result
         return _wrap(self._a[_unwrap(key)], self._ns)
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -386,15 +400,20 @@ class ElementwiseKernel:
     """
 
     def __init__(self, in_params: str, out_params: str, operation: str, name: str = "kernel", **kwargs: Any) -> None:
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise ValueError(f"Invalid kernel name: {name!r}")
         self.name = name
         self.inputs = self._params(in_params)
         self.outputs = self._params(out_params)
         self.statements = []
+        const = {p for _, p in self.inputs} - {p for _, p in self.outputs}
         for stmt in (s for s in operation.split(";") if s.strip()):
             m = _STATEMENT.match(stmt)
             if m is None:
                 raise ValueError(f"ElementwiseKernel {name}: cannot parse statement {stmt.strip()!r}")
             target, op, expr = m.groups()
+            if target in const:       # CUDA: inputs are const, the kernel would not compile
+                raise ValueError(f"ElementwiseKernel {name}: assignment to the input parameter {target!r}")
             self.statements.append((target, op, compile(_Expr(expr).parse(), f"<{name}>", "eval")))
         self.operation = operation
 
@@ -421,9 +440,10 @@ class ElementwiseKernel:
         if any(not isinstance(o, DeviceArray) for o in outs):
             raise TypeError(f"{self.name}: outputs must be device arrays")
         types_: dict[str, np.dtype] = {}
-        for (typ, _), a in zip(self.inputs + self.outputs, args, strict=False):
+        for (typ, pname), a in zip(self.inputs + self.outputs, args, strict=False):
             if isinstance(a, DeviceArray) and len(typ) == 1 and typ.isupper():
-                types_.setdefault(typ, a.dtype)
+                if types_.setdefault(typ, a.dtype) != a.dtype:      # CuPy: no implicit casts between arrays
+                    raise TypeError(f"Type is mismatched. {pname} {a.dtype.type} {types_[typ].type} ({self.name})")
         env: dict[str, Any] = {}
         for (typ, pname), a in zip(self.inputs + self.outputs, args, strict=True):
             value = a._a.copy() if isinstance(a, DeviceArray) else a
@@ -461,10 +481,17 @@ class _Stream:
         return None
 
     def record(self, event: Any = None) -> Any:
-        return object()
+        return _Event()
 
     def wait_event(self, event: Any) -> None:
         return None
+
+    def synchronize(self) -> None:
+        return None
+
+
+class _Event:
+    done = True
 
     def synchronize(self) -> None:
         return None
@@ -549,7 +576,11 @@ class CupyShaped(types.ModuleType):
         self.host_syncs.uploads += 1
         return DeviceArray(np.array(a, dtype=dtype, order=order or "K", copy=True), self)
 
-    array = asarray
+    def array(self, obj: Any, dtype: Any = None, copy: bool = True, order: str = "K", subok: bool = False,
+              ndmin: int = 0, *, blocking: bool = False) -> DeviceArray:
+        if isinstance(obj, DeviceArray):
+            return DeviceArray(np.array(obj._a, dtype=dtype, copy=copy, order=order, ndmin=ndmin), self)
+        return self.asarray(obj, dtype=dtype, order=order)
 
     def asnumpy(self, a: Any, stream: Any = None, order: str = "C", out: Any = None, *,
                 blocking: bool = True) -> np.ndarray:

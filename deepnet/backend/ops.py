@@ -84,8 +84,15 @@ class Ops:
         self.float64 = xp.float64
         self.int64 = xp.int64
         self.bool = xp.bool
+        probe = xp.zeros((0,), dtype=xp.float32, **self.on_device)
         #: the type of this backend's arrays (ownership is decided by type and device)
-        self.array_type: type = type(xp.zeros((0,), dtype=xp.float32, **self.on_device))
+        self.array_type: type = type(probe)
+        if device is not None:          # the namespace's own device object ("cpu" -> torch.device("cpu"))
+            self.device = probe.device
+            self.on_device = {"device": self.device}
+        info = getattr(xp, "__array_namespace_info__", None)
+        #: whether the device computes in float64 (some GPUs do not); host reads use float32 if not
+        self.has_float64 = True if info is None else "float64" in info().dtypes(device=self.device)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -109,6 +116,14 @@ class Ops:
     def owns(self, a: Any) -> bool:
         """True when ``a`` is an array of this backend (its array type, on its device)."""
         return isinstance(a, self.array_type) and (self.device is None or a.device == self.device)
+
+    def read_scalars(self, values: list[Array]) -> list[float]:
+        """0-d device values as Python floats, in one read (one wait for the device)."""
+        if not values:
+            return []
+        xp = self.xp
+        dt = self.float64 if self.has_float64 else self.float32
+        return [float(v) for v in self.to_host(xp.stack([xp.astype(v, dt) for v in values])).tolist()]
 
     # ------------------------------------------------------------------ creation / dtypes
     def dtype(self, spec: Any) -> Any:
