@@ -272,8 +272,10 @@ class Network:
         ``checkpoint``: a :class:`deepnet.checkpoint.Checkpointer` (or a directory) to save
         training state to; with ``resume=True`` training continues from its latest file
         (:class:`~deepnet.checkpoint.ResumeError` if there is none, or if the run's settings
-        differ from the recorded ones; more ``epochs`` than recorded is allowed), with
-        ``resume="if-exists"`` it starts fresh when there is no checkpoint yet.
+        differ from the recorded ones; ``epochs`` may change, not below those done; a run
+        that ended for good, e.g. by early stopping, trains nothing), with
+        ``resume="if-exists"`` it starts fresh when there is no checkpoint yet.  Without
+        ``resume``, a checkpoint folder holding another run's files is refused.
         ``stream_chunk_rows``: keep X on the host and stream it to the device in shuffled
         chunks of this many rows, the next chunk staged while the current one trains (for
         data sets larger than device memory; on CuPy chosen automatically when the data
