@@ -13,7 +13,7 @@ Every checkpoint also records the settings that shape the run (batch size, shuff
 loss, the optimizer as configured, a fingerprint of the training data, and whatever the
 caller adds, e.g. the command line's data set and seed).  Resuming compares them with the
 settings given now and refuses, naming each difference, rather than silently continuing a
-different run.  The one deliberate override is a larger number of epochs.
+different run.  The one deliberate override is the number of epochs (not below those done).
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ from .io import (ModelFileError, apply_tensors, architecture, check_layer_config
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
-#: settings a resumed run may change on purpose (recorded in the new checkpoints)
-OVERRIDABLE = ("epochs",)
-
-
 class ResumeError(ValueError):
     """A checkpoint cannot be resumed with the settings given (or there is none)."""
 
@@ -49,11 +45,11 @@ def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_do
     out = []
     for key in sorted(set(saved) | set(given)):
         a, b = saved.get(key, "not set"), given.get(key, "not set")
-        if key == "epochs" and isinstance(a, int) and isinstance(b, int):
-            if b < epochs_done:
+        if key == "epochs":          # may change on purpose (the new number is recorded)
+            if isinstance(b, int) and b < epochs_done:
                 out.append(f"epochs: the checkpoint has finished {epochs_done}, given {b}")
             continue
-        if key in OVERRIDABLE or a == b:
+        if a == b:
             continue
         out.append(f"{key}: checkpoint {a!r}, given {b!r}")
     return out
@@ -183,7 +179,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ restore
     def restore(self, net: Any, path: str | os.PathLike[str] | None = None,
-                settings: dict[str, Any] | None = None) -> tuple[int, int, dict | None, Any] | None:
+                settings: dict[str, Any] | None = None) -> tuple[int, int, dict | None, Any, str | None] | None:
         """Load the latest (or the given) checkpoint into ``net`` and its optimizer.
 
         With ``settings`` (``fit``'s own; the caller's come from :attr:`settings`), refuse with

@@ -44,6 +44,7 @@ class Optimizer:
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
         self._layouts_checked = True
+        self._initial_config: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -52,10 +53,9 @@ class Optimizer:
     def initial_config(self) -> dict[str, Any]:
         """:meth:`get_config` as it was when first asked (``fit`` asks before its first step), so
         later changes of the learning rate by schedules do not count as a different run."""
-        snapshot = self.__dict__.get("_initial_config")
-        if snapshot is None:
-            snapshot = self._initial_config = dict(self.get_config())
-        return dict(snapshot)
+        if self._initial_config is None:
+            self._initial_config = dict(self.get_config())
+        return dict(self._initial_config)
 
     def get_config(self) -> dict[str, Any]:
         cfg = {"lr": self.lr, "weight_decay": self.weight_decay}

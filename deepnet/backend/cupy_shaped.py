@@ -430,7 +430,6 @@ class ElementwiseKernel:
         if len(args) not in (n_in, n_in + n_out):
             raise TypeError(f"Wrong number of arguments for {self.name!r}. It must be either {n_in} or "
                             f"{n_in + n_out} (with outputs), but given {len(args)}.")
-        ns: CupyShaped | None = next((a._ns for a in args if isinstance(a, DeviceArray)), None)
         for a in args:
             if isinstance(a, np.ndarray):
                 raise TypeError(f"Unsupported type {type(a)}: kernel {self.name!r} takes device arrays and scalars")
@@ -465,13 +464,13 @@ class ElementwiseKernel:
                 env[target] = value
         for (_, pname), o in zip(self.outputs, outs, strict=True):
             o._a[...] = env[pname]
-        del ns
         return outs[0] if n_out == 1 else tuple(outs)
 
 
 # ---------------------------------------------------------------------- the namespace
 class _Stream:
-    def __init__(self, non_blocking: bool = False, null: bool = False, ptds: bool = False, priority: Any = None) -> None:
+    def __init__(self, non_blocking: bool = False, null: bool = False, ptds: bool = False,
+                 priority: Any = None) -> None:
         pass
 
     def __enter__(self) -> _Stream:
