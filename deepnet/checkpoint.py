@@ -27,14 +27,13 @@ from typing import Any
 import numpy as np
 
 from .backend import to_device
-from .io import (ModelFileError, apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
+from .errors import ModelFileError, ResumeError
+from .io import (apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
                  write_tensors)
 
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
-class ResumeError(ValueError):
-    """A checkpoint cannot be resumed with the settings given (or there is none)."""
 
 
 def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_done: int = 0) -> list[str]:

@@ -28,17 +28,13 @@ from typing import IO, Any
 
 import numpy as np
 
+from .errors import ModelFileError
+
 FORMAT = "deepnet-model"
 VERSION = 1
 HEADER_KEY = "__deepnet__"
 
 
-class ModelFileError(ValueError):
-    """A model or checkpoint file cannot be used; the message names the file and why."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path, self.problem = os.fspath(path), problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 # ---------------------------------------------------------------- atomic files

@@ -15,13 +15,10 @@ from typing import Any
 from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host
 from .backend.host import as_host_inputs, as_host_targets, host_concat
 from .callbacks import Callback
-from .layers.base import Layer, Parameter, ShapeError
+from .errors import NonFiniteError, ShapeError
+from .layers.base import Layer, Parameter
 from .losses import Loss, get_loss
 from .optimizers import Optimizer, get_optimizer
-
-
-class NonFiniteError(FloatingPointError):
-    """Training produced NaN or inf; the message names the step, layer and last good state."""
 
 
 class History:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BackendError
 from .ops import Ops
 
 #: Type alias for an array of whichever backend is in use (NumPy, CuPy, strict).
@@ -33,10 +34,6 @@ __all__ = [
     "use_backend",
 ]
 
-
-
-class BackendError(RuntimeError):
-    """A backend was asked for that does not exist or cannot run here."""
 
 
 #: backend name -> factory making its (one, shared) :class:`Ops`; see :func:`register_backend`

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layers.base import ShapeError
+from ..errors import ShapeError
 
 
 def as_host_inputs(X: Any, n_in: int, where: str) -> np.ndarray:

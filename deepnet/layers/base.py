@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..backend import Array, Ops, get_backend, to_device, to_host
-
-
-class ShapeError(ValueError):
-    """An input's shape or value does not fit the layer or loss it was given to."""
+from ..errors import ShapeError
 
 
 class Parameter:
