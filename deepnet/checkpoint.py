@@ -147,7 +147,7 @@ class Checkpointer:
             "loss": None if net.loss is None else {"type": type(net.loss).__name__, "config": net.loss.get_config()},
             "optimizer": opt, "epoch": epoch, "next_batch": next_batch, "step_count": net.step_count,
             "host_rng": rng_state,
-            "device_rng": None if net._device_rng is None else net._device_rng.get_state(),
+            "device_rng": net.device_rng_state(),
             "history": {"epochs": history.epochs, "history": history.history},
             "partial": partial, "best": self.best, "settings": self._run_settings, "notes": self.notes,
             "finished": getattr(net, "stop_reason", None) if next_batch == 0 else None,

@@ -16,31 +16,10 @@ from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_h
 from .backend.host import as_host_inputs, as_host_targets, host_concat
 from .callbacks import Callback
 from .errors import NonFiniteError, ShapeError
+from .training.history import History
 from .layers.base import Layer, Parameter
 from .losses import Loss, get_loss
 from .optimizers import Optimizer, get_optimizer
-
-
-class History:
-    """Per-epoch metrics returned by :meth:`Network.fit` (host floats)."""
-
-    def __init__(self) -> None:
-        self.history: dict[str, list[float]] = {}
-        self.epochs: list[int] = []
-
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epochs.append(epoch)
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(v)
-
-    def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.history
-
-    def __repr__(self) -> str:
-        return f"History(epochs={len(self.epochs)}, keys={sorted(self.history)})"
 
 
 class Network:
@@ -602,6 +581,10 @@ class Network:
     def predict_classes(self, X: Any, batch_size: int = 1024) -> Any:
         """The index of the largest output for every row of ``X`` (NumPy int64)."""
         return self.predict(X, batch_size).argmax(axis=1)
+
+    def device_rng_state(self) -> dict[str, Any] | None:
+        """The state of the run's device generator, or None if none was drawn from yet."""
+        return None if self._device_rng is None else self._device_rng.get_state()
 
     def device_rng(self) -> Any:
         """The run's generator on the backend (dropout masks), seeded from the host one."""
