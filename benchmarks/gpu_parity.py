@@ -26,8 +26,9 @@ backend A (the reference, NumPy) and backend B in three ways:
 computed per tensor; a criterion's figure is the worst over tensors (and steps).
 
 Data: MNIST when ``DEEPNET_MNIST`` names its folder, else a synthetic set shaped like it
-(784 features, 10 classes, see :func:`synthetic`).  Backends with fused kernels
-(``use_fused``: cupy, cupy-shaped) are checked with fused and with generic kernels.
+(784 features, 10 classes, see :func:`synthetic`).  Backends with fused kernels (cupy,
+cupy-shaped) are checked with fused and with generic kernels: the registered backend and a
+second one of the generic class on the same namespace (:func:`kernel_variants`).
 ``--b torch`` is PyTorch (CPU) through array-api-compat, registered here the way a user
 would (``register_backend``).  Exits 1 if any criterion fails.
 
@@ -38,19 +39,19 @@ would (``register_backend``).  Exits 1 if any criterion fails.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 import deepnet as dn
-from deepnet.backend import get_ops, register_backend, registered_backends
+from deepnet.backend import Ops, get_ops, register_backend, registered_backends
+from deepnet.backend.cupy_ops import CupyOps, FusedCupyOps
+from deepnet.backend.cupy_shaped import CupyShapedOps, FusedCupyShapedOps
 from deepnet.presets import mlp_layers
 
 #: thresholds of the three criteria
@@ -115,29 +116,21 @@ def load_data(n_train: int, n_test: int) -> tuple[str, tuple[np.ndarray, np.ndar
 
 
 # ---------------------------------------------------------------------------- helpers
-def kernel_variants(backend: str) -> list[tuple[str, bool | None]]:
-    """[(label, use_fused)]: fused and generic kernels where the backend has both."""
-    if hasattr(get_ops(backend), "use_fused"):
-        return [("fused", True), ("generic", False)]
-    return [("generic", None)]
+#: the class with the generic code of each backend class with fused kernels
+GENERIC_OF: dict[type, type] = {FusedCupyOps: CupyOps, FusedCupyShapedOps: CupyShapedOps}
 
 
-@contextlib.contextmanager
-def kernels(backend: str, fused: bool | None) -> Iterator[None]:
-    """Run with the backend's fused kernels on or off (restored afterwards)."""
+def kernel_variants(backend: str | Ops) -> list[tuple[str, Ops]]:
+    """[(label, backend)]: the backend itself, labelled "fused" where it has fused kernels
+    and then followed by a backend of its generic class on the same namespace ("generic")."""
     ops = get_ops(backend)
-    if fused is None or not hasattr(ops, "use_fused"):
-        yield
-        return
-    before = ops.use_fused
-    ops.use_fused = fused
-    try:
-        yield
-    finally:
-        ops.use_fused = before
+    generic = GENERIC_OF.get(type(ops))
+    if generic is None:
+        return [("generic", ops)]
+    return [("fused", ops), ("generic", generic(ops.xp))]
 
 
-def make_net(backend: str, spec: str, dtype: str, optimizer: str, seed: int = 0,
+def make_net(backend: str | Ops, spec: str, dtype: str, optimizer: str, seed: int = 0,
              activation: str = "relu") -> dn.Network:
     """The compared network: an MLP, softmax cross-entropy, no dropout (nothing random
     after initialisation, which is drawn on the host from ``seed`` for every backend)."""
@@ -204,7 +197,7 @@ def _verdict(figure: float, threshold: float) -> bool:
 # ---------------------------------------------------------------------------- (a)
 def criterion_a(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, batch: int, spec: str,
                 optimizers: tuple[str, ...] = ("momentum", "adam"),
-                variants: list[tuple[str, bool | None]] | None = None) -> dict[str, Any]:
+                variants: list[tuple[str, Ops]] | None = None) -> dict[str, Any]:
     """float64 end to end: ``steps`` steps on each backend, final weights compared."""
     variants = kernel_variants(b) if variants is None else variants
     n = steps * batch
@@ -216,11 +209,10 @@ def criterion_a(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, bat
         ref = make_net(a, spec, "float64", opt)
         ref.fit(X[:n], y[:n], epochs=1, batch_size=batch, shuffle=False)
         wa = ref.get_weights()
-        for label, fused in variants:
-            with kernels(b, fused):
-                net = make_net(b, spec, "float64", opt)
-                net.fit(X[:n], y[:n], epochs=1, batch_size=batch, shuffle=False)
-                wb = net.get_weights()
+        for label, ops in variants:
+            net = make_net(ops, spec, "float64", opt)
+            net.fit(X[:n], y[:n], epochs=1, batch_size=batch, shuffle=False)
+            wb = net.get_weights()
             worst, where = _worst({k: (wa[k], wb[k]) for k in wa})
             runs[f"{label}/{opt}"] = {"max_rel_diff": worst, "worst_tensor": where}
     figure = max(r["max_rel_diff"] for r in runs.values())
@@ -232,7 +224,7 @@ def criterion_a(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, bat
 # ---------------------------------------------------------------------------- (b)
 def criterion_b(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, batch: int, spec: str,
                 optimizers: tuple[str, ...] = ("momentum", "adam"),
-                variants: list[tuple[str, bool | None]] | None = None, activation: str = "tanh") -> dict[str, Any]:
+                variants: list[tuple[str, Ops]] | None = None, activation: str = "tanh") -> dict[str, Any]:
     """float32 one-step parity along A's trajectory (B restarts from A's state every step).
 
     Hidden units are tanh, not ReLU: ReLU's derivative jumps at 0, so a pre-activation within
@@ -250,9 +242,8 @@ def criterion_b(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, bat
     for opt in optimizers:
         ref = make_net(a, spec, "float32", opt, activation=activation)
         nets = {}
-        for label, fused in variants:
-            with kernels(b, fused):
-                nets[label] = make_net(b, spec, "float32", opt, activation=activation)
+        for label, ops in variants:
+            nets[label] = make_net(ops, spec, "float32", opt, activation=activation)
         worst = {label: (0.0, "", -1) for label, _ in variants}
         excluded: dict[str, float] = {}
         for step in range(steps):
@@ -260,13 +251,12 @@ def criterion_b(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, bat
             w0, sd0 = _state(ref)
             loss_a = one_step(ref, xb, yb)
             after_a = _tensors(*_state(ref), loss_a)
-            for label, fused in variants:
+            for label, _ in variants:
                 net = nets[label]
-                with kernels(b, fused):
-                    net.set_weights(w0)
-                    net.optimizer.load_state_dict(sd0, net.ops)
-                    loss_b = one_step(net, xb, yb)
-                    after_b = _tensors(*_state(net), loss_b)
+                net.set_weights(w0)
+                net.optimizer.load_state_dict(sd0, net.ops)
+                loss_b = one_step(net, xb, yb)
+                after_b = _tensors(*_state(net), loss_b)
                 compared = {k: (after_a[k], after_b.get(k)) for k in after_a}
                 if first_adam_step(opt, sd0):
                     weights = {k: compared.pop(k) for k in list(compared) if k.startswith("weight ")}
@@ -290,7 +280,7 @@ def criterion_b(a: str, b: str, X: np.ndarray, y: np.ndarray, *, steps: int, bat
 # ---------------------------------------------------------------------------- (c)
 def criterion_c(a: str, b: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
                 batch: int, spec: str, optimizer: str = "adam",
-                variants: list[tuple[str, bool | None]] | None = None) -> dict[str, Any]:
+                variants: list[tuple[str, Ops]] | None = None) -> dict[str, Any]:
     """float32, one full shuffled epoch on each backend from the same seed; test accuracy compared."""
     variants = kernel_variants(b) if variants is None else variants
     (X, y), (Xt, yt) = train, test
@@ -299,11 +289,10 @@ def criterion_c(a: str, b: str, train: tuple[np.ndarray, np.ndarray], test: tupl
     ref.fit(X, y, epochs=1, batch_size=batch, shuffle=True)
     acc_a = 100.0 * ref.evaluate(Xt, yt)["accuracy"]
     runs: dict[str, Any] = {}
-    for label, fused in variants:
-        with kernels(b, fused):
-            net = make_net(b, spec, "float32", optimizer)
-            net.fit(X, y, epochs=1, batch_size=batch, shuffle=True)
-            acc_b = 100.0 * net.evaluate(Xt, yt)["accuracy"]
+    for label, ops in variants:
+        net = make_net(ops, spec, "float32", optimizer)
+        net.fit(X, y, epochs=1, batch_size=batch, shuffle=True)
+        acc_b = 100.0 * net.evaluate(Xt, yt)["accuracy"]
         runs[f"{label}/{optimizer}"] = {"accuracy_a": acc_a, "accuracy_b": acc_b, "diff_points": abs(acc_a - acc_b)}
     figure = max(r["diff_points"] for r in runs.values())
     return {"criterion": "c", "what": f"float32, one epoch of {len(y):,} samples, batch {batch}, {optimizer}: "

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import deepnet as dn
+from deepnet.backend.numba_ops import NumbaOps
 from deepnet.datasets import load_mnist_folder
 from deepnet.diagnostics import GradientFlow
 from deepnet.presets import mlp_layers
@@ -38,9 +39,7 @@ def extras() -> str:
     ops = dn.get_backend()
     parts = [f"deepnet {dn.__version__}", f"backend {ops.name}", f"NumPy {np.__version__}"]
     if ops.name == "numpy":
-        from deepnet.backend.numpy_ops import _load_numba
-
-        if _load_numba() is not None:
+        if isinstance(ops, NumbaOps):
             import numba
 
             parts.append(f"numba {numba.__version__}: yes")

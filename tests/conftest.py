@@ -75,16 +75,18 @@ requires_mnist = pytest.mark.skipif(mnist_dir() is None, reason="set DEEPNET_MNI
 
 @pytest.fixture(params=["numpy-kernels", "compiled-kernels"])
 def numpy_kernels(request):
-    """The NumPy backend with its pure-NumPy kernels, and with its numba-compiled ones where numba
-    is installed (optimizer updates, small sigmoids, ReLU backward, softmax cross-entropy)."""
-    from deepnet.backend.numpy_ops import _load_numba
+    """A NumPy backend of its own: pure NumPy (NumpyOps), and with numba's compiled kernels
+    (NumbaOps: optimizer updates, small sigmoids, ReLU, bias add, softmax cross-entropy) where
+    numba is installed.  Nothing shared is changed."""
+    from deepnet.backend.numba_ops import NumbaOps
+    from deepnet.backend.numpy_ops import NumpyOps
 
-    ops = get_ops("numpy")
-    if request.param == "compiled-kernels" and _load_numba() is None:
+    if request.param == "numpy-kernels":
+        return NumpyOps()
+    try:
+        return NumbaOps()
+    except ImportError:
         pytest.skip("numba is not installed (pip install 'deepnet[fast]')")
-    ops.use_numba = request.param == "compiled-kernels"
-    yield ops
-    ops.use_numba = True
 
 
 @contextlib.contextmanager

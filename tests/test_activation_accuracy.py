@@ -2,9 +2,9 @@
 
 For x ∈ [−50, 50] (a grid plus the points where the old ½·tanh(x/2)+½ sigmoid failed:
 −10, −15, −18, −20), on every backend, and on the NumPy backend with and without its
-numba kernels, at array sizes on both sides of every size threshold in ``numpy_ops``
-(``_NUMBA_*``: read from the module, so a new threshold is covered without editing
-this file).  Each activation goes through its layer (``layer.forward(x, training=True)``
+numba kernels (NumbaOps, NumpyOps), at array sizes on both sides of every size threshold
+in ``numba_ops`` (``_NUMBA_*``: read from the module, so a new threshold is covered
+without editing this file).  Each activation goes through its layer (``layer.forward(x, training=True)``
 then ``layer.backward(dy)``), as training does.
 
 Tolerances come from float32's precision, ε = 2⁻²³ ≈ 1.2e-7:
@@ -41,7 +41,7 @@ import pytest
 
 import deepnet as dn
 from deepnet import to_device, to_host
-from deepnet.backend import numpy_ops
+from deepnet.backend import numba_ops
 
 EPS = float(np.finfo(np.float32).eps)      # 2⁻²³
 TINY = float(np.finfo(np.float32).tiny)    # smallest normal float32, ≈ 1.18e-38
@@ -52,8 +52,8 @@ GELU_C = 0.7978845608028654  # √(2/π)
 
 
 def thresholds() -> list[int]:
-    """Every ``_NUMBA_*`` size threshold of the NumPy backend."""
-    return sorted({v for k, v in vars(numpy_ops).items() if k.startswith("_NUMBA_") and isinstance(v, int)})
+    """Every ``_NUMBA_*`` size threshold of the NumPy backend's compiled kernels."""
+    return sorted({v for k, v in vars(numba_ops).items() if k.startswith("_NUMBA_") and isinstance(v, int)})
 
 
 def sizes() -> list[int]:
@@ -189,7 +189,7 @@ def check_activation(name: str, ops, n: int) -> None:
     y_dev = layer.forward(to_device(x32, ops), training=True)
     gx_dev = layer.backward(to_device(dy32, ops))
     y, gx = to_host(y_dev), to_host(gx_dev)
-    where = f"{name} on {ops.name} (use_numba={getattr(ops, 'use_numba', None)}), {n} elements {x32.shape}"
+    where = f"{name} on {ops.name} ({type(ops).__name__}), {n} elements {x32.shape}"
     assert y.dtype == np.float32 and gx.dtype == np.float32, f"{where}: float32 in gave {y.dtype}/{gx.dtype}"
     y64, gx64 = y.astype(np.float64), gx.astype(np.float64)
     assert np.all(np.abs(y64 - y_ref) <= tol_f), _worst(f"{where}, forward", y64, y_ref, tol_f, x32)
@@ -213,7 +213,7 @@ def test_activation_accuracy_numpy_with_and_without_numba(numpy_kernels, name):
 def test_sizes_straddle_every_threshold():
     """The sizes tested include t − 1, t and t + 1 for each ``_NUMBA_*`` threshold t."""
     ts = thresholds()
-    names = {k for k in vars(numpy_ops) if k.startswith("_NUMBA_")}
+    names = {k for k in vars(numba_ops) if k.startswith("_NUMBA_")}
     assert {"_NUMBA_MIN_SIZE", "_NUMBA_SMALL_MAX", "_NUMBA_LARGE_MIN"} <= names
     for t in ts:
         assert {t - 1, t, t + 1} <= set(sizes())

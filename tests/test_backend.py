@@ -14,7 +14,9 @@ import pytest
 
 import deepnet as dn
 from deepnet.backend import BackendError, get_backend, get_ops, set_backend, to_device, to_host, use_backend
-from deepnet.backend.cupy_ops import CupyOps
+from deepnet.backend.cupy_ops import CupyOps, FusedCupyOps
+from deepnet.backend.cupy_shaped import CupyShapedOps, FusedCupyShapedOps
+from deepnet.backend.numba_ops import NumbaOps
 from deepnet.backend.numpy_ops import NumpyOps
 from deepnet.backend.ops import Ops
 
@@ -40,6 +42,21 @@ def test_importing_deepnet_never_imports_cupy():
     out = run_py("import sys, deepnet; import deepnet.backend.cupy_ops; "
                  "print('cupy' in sys.modules, 'cupy_backends' in sys.modules)")
     assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_backend_classes_import_without_their_libraries():
+    """The backend modules come with deepnet; numba, CuPy and array-api-strict only when an
+    instance is made."""
+    out = run_py("import sys, deepnet, deepnet.backend.numba_ops, deepnet.backend.cupy_shaped; "
+                 "print(sorted(m for m in ('numba', 'cupy', 'array_api_strict') if m in sys.modules))")
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_numpy_backend_has_compiled_kernels_unless_turned_off():
+    pytest.importorskip("numba")
+    code = "import deepnet; print(type(deepnet.get_backend()).__name__)"
+    assert run_py(code, DEEPNET_BACKEND="").stdout.strip() == "NumbaOps"
+    assert run_py(code, DEEPNET_BACKEND="", DEEPNET_NUMBA="0").stdout.strip() == "NumpyOps"
 
 
 def test_use_backend_is_scoped_and_restored():
@@ -150,10 +167,11 @@ def _public_methods(cls):
     return {n: m for n, m in vars(cls).items() if callable(m) and not n.startswith("__")}
 
 
-@pytest.mark.parametrize("cls", [NumpyOps, CupyOps], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [NumpyOps, NumbaOps, CupyOps, FusedCupyOps, CupyShapedOps, FusedCupyShapedOps],
+                         ids=lambda c: c.__name__)
 def test_backend_overrides_keep_the_generic_signature(cls):
-    """Every fused/in-place override must be callable exactly like the generic method
-    (checked without a GPU: CupyOps is importable without CuPy)."""
+    """Every fused/compiled/in-place override must be callable exactly like the generic method
+    (checked without a GPU or numba: the classes import without CuPy and numba)."""
     for name, method in _public_methods(cls).items():
         generic = getattr(Ops, name, None)
         if generic is None or name.startswith("_"):
@@ -194,3 +212,48 @@ def test_a_registered_backend_owns_its_arrays_with_a_device_given_as_a_string():
     net.fit(X, np.array([0, 1, 0, 1]), epochs=1, batch_size=2)
     assert not any(p.data.requires_grad for p in net.parameters().values())
     assert net.predict(np.ones((1, 3), np.float32)).shape == (1, 2)
+
+
+def test_zeros_like_keeps_shape_dtype_and_layout(backend):
+    a = to_device(np.arange(12.0).reshape(3, 4), backend, dtype="float32")
+    z = backend.zeros_like(a)
+    assert backend.owns(z) and z.shape == (3, 4) and backend.dtype_name(z.dtype) == "float32"
+    assert not np.any(to_host(z))
+    f = backend.zeros_like(np.asfortranarray(np.ones((3, 4), np.float32))) if backend.host_arrays else None
+    assert f is None or f.flags.f_contiguous
+
+
+def test_training_layout(backend):
+    """Same shape and values always; on NumPy the first layer's weight (no input error) is
+    column-major from batch 16 on and row-major below, other parameters keep their layout."""
+    w = to_device(np.arange(12.0).reshape(3, 4), backend, dtype="float32")
+    for batch in (1, 16, 64):
+        for input_grad in (False, True):
+            laid = backend.training_layout(w, batch, input_grad)
+            np.testing.assert_array_equal(to_host(laid), to_host(w))
+    if backend.host_arrays:
+        assert backend.training_layout(w, 16, False).flags.f_contiguous
+        assert backend.training_layout(np.asfortranarray(w), 8, False).flags.c_contiguous
+        assert backend.training_layout(w, 64, True) is w
+        assert backend.training_layout(w[:1], 64, False).flags.c_contiguous      # one row: as is
+    else:
+        assert backend.training_layout(w, 64, False) is w
+
+
+def test_memory_companion(backend):
+    """ops.memory: stage/ready give the device array; a CPU backend keeps data resident and has no
+    device to describe, a GPU one (cupy, cupy-shaped) names its device."""
+    mem = backend.memory
+    X = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    assert mem.stream_rows_for(X, 2) is None or not backend.cheap_sync
+    staged = mem.ready(mem.stage(X))
+    assert backend.owns(staged)
+    np.testing.assert_array_equal(to_host(staged), X)
+    assert backend.memory_info() == mem.info()
+    backend.release_memory()
+    if backend.cheap_sync:
+        assert mem.info() == {}
+        with pytest.raises(NotImplementedError, match="has no GPU"):
+            mem.describe()
+    else:
+        assert "name" in mem.describe()

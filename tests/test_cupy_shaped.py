@@ -135,7 +135,8 @@ def test_fused_kernels_follow_the_update_equations(ops, rng):
         np.testing.assert_allclose(to_host(w), w0 - 0.1 * (g + 0.9 * v1 if nesterov else v1), rtol=1e-14)
     w, m, v = dev(w0), dev(m0), dev(v0)
     lr, b1, b2, eps, step, wd = 1e-2, 0.9, 0.999, 1e-8, 3, 0.05
-    ops.adam_update_(w, dev(g), m, v, lr, b1, b2, eps, step, wd)
+    c2 = np.sqrt(1 - b2 ** step)                      # the optimizer's η_t, ε̂ and d (Adam.step_scalars)
+    ops.adam_update_(w, dev(g), m, v, lr * c2 / (1 - b1 ** step), b1, b2, eps * c2, 1 - lr * wd)
     m1, v1 = b1 * m0 + (1 - b1) * g, b2 * v0 + (1 - b2) * g * g
     m_hat, v_hat = m1 / (1 - b1 ** step), v1 / (1 - b2 ** step)
     np.testing.assert_allclose(to_host(w), w0 * (1 - lr * wd) - lr * m_hat / (np.sqrt(v_hat) + eps), rtol=1e-12)

@@ -14,6 +14,8 @@ import pytest
 
 import deepnet as dn
 from deepnet.backend import get_ops, to_device, to_host
+from deepnet.backend.cupy_ops import CupyOps, FusedCupyOps
+from deepnet.backend.cupy_shaped import CupyShapedOps, FusedCupyShapedOps
 from deepnet.presets import mlp_layers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the fused kernels' C source evaluated) that runs them in CI without one
 CUPY_PATHS = [pytest.param("cupy", marks=pytest.mark.cupy),
               pytest.param("cupy-shaped", marks=pytest.mark.cupy_shaped)]
+#: (fused, generic) classes of each CuPy code path
+CUPY_CLASSES = {"cupy": (FusedCupyOps, CupyOps), "cupy-shaped": (FusedCupyShapedOps, CupyShapedOps)}
+
+
+def fused_and_generic(cupy_name):
+    """Two backends of their own on one namespace: the fused kernels and the generic code."""
+    fused_cls, generic_cls = CUPY_CLASSES[cupy_name]
+    registered = get_ops(cupy_name)
+    assert type(registered) is fused_cls            # the registered backend has the fused kernels
+    return fused_cls(registered.xp), generic_cls(registered.xp)
 
 
 def test_gpu_check_script_dry_run(tmp_path):
@@ -57,33 +69,27 @@ def test_gpu_check_script_dry_run(tmp_path):
     ("relu_backward_", ((8, 5), (8, 5))),
 ])
 def test_fused_activation_kernels_match_generic(rng, method, args, cupy_name):
-    ops = get_ops(cupy_name)
     dy = rng.normal(size=args[0]).astype(np.float32)
     y = rng.random(args[1]).astype(np.float32) - 0.3
     results = []
-    for fused in (True, False):
-        ops.use_fused = fused
+    for ops in fused_and_generic(cupy_name):
         results.append(to_host(getattr(ops, method)(to_device(dy, ops), to_device(y, ops))))
-    ops.use_fused = True
     np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("cupy_name", CUPY_PATHS)
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 def test_fused_optimizer_kernels_match_generic(rng, opt, cupy_name):
-    ops = get_ops(cupy_name)
     make = {"sgd": lambda: dn.SGD(0.1), "momentum": lambda: dn.SGD(0.1, momentum=0.9),
             "nesterov": lambda: dn.SGD(0.1, momentum=0.9, nesterov=True), "adam": lambda: dn.Adam(0.01),
             "adamw": lambda: dn.AdamW(0.01, weight_decay=0.1)}[opt]
     X = rng.normal(size=(64, 10)).astype(np.float32)
     y = rng.integers(0, 3, 64)
     weights = []
-    for fused in (True, False):
-        ops.use_fused = fused
+    for ops in fused_and_generic(cupy_name):
         net = dn.Network(mlp_layers("10-16-3", "relu"), seed=0, backend=ops, loss="xent", optimizer=make())
         net.fit(X, y, epochs=2, batch_size=8, shuffle=False)
         weights.append(net.get_weights())
-    ops.use_fused = True
     for k in weights[0]:
         np.testing.assert_allclose(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-6)
 
@@ -119,8 +125,9 @@ def test_memory_info_release_and_clear_out_of_memory_error():
     ops = get_ops("cupy")
     info = ops.memory_info()
     assert {"pool_used_bytes", "pool_cached_bytes", "free_bytes", "total_bytes"} <= set(info)
+    assert set(ops.memory.info()) == set(info)
     ops.release_memory()
-    assert "name" in ops.device_info()
+    assert "name" in ops.memory.describe()
     pool = ops.xp.get_default_memory_pool()
     limit = pool.get_limit()
     pool.set_limit(size=pool.used_bytes() + 2**20)          # as CUPY_GPU_MEMORY_LIMIT would

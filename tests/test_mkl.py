@@ -13,6 +13,13 @@ import pytest
 import deepnet as dn
 from deepnet.backend import get_ops
 from deepnet.backend.mkl_blas import MklBlas, MklUnavailable
+from deepnet.backend.products import MklProducts, NumpyProducts
+
+
+def numpy_backend(**kw):
+    """A NumPy backend of its own, of the registered one's class (compiled kernels or not):
+    nothing shared is changed."""
+    return type(get_ops("numpy"))(**kw)
 
 
 def _mkl_or_skip() -> MklBlas:
@@ -24,12 +31,9 @@ def _mkl_or_skip() -> MklBlas:
 
 @pytest.fixture
 def mkl_ops():
-    _mkl_or_skip()
-    ops = get_ops("numpy")
-    before = ops.blas
-    ops.set_blas("mkl")
-    yield ops
-    ops.set_blas(before)          # the backend object is shared: leave it as found
+    ops = numpy_backend(products=MklProducts(_mkl_or_skip()))
+    assert ops.blas == "mkl"
+    return ops
 
 
 def _layout(a, order):
@@ -86,17 +90,14 @@ def test_training_with_mkl_matches_numpy(rng, monkeypatch):
     monkeypatch.setattr(MklBlas, "gemm", counting_gemm)
     X = rng.random((512, 200)).astype(np.float32)
     y = rng.integers(0, 10, 512)
-    ops = get_ops("numpy")
     results = {}
     for blas in ("numpy", "mkl"):
+        ops = numpy_backend()
         ops.set_blas(blas)
-        try:
-            net = dn.Network([dn.Dense(200, 128), dn.ReLU(), dn.Dense(128, 10)], seed=3, backend="numpy",
-                             loss="xent", optimizer=dn.Adam(1e-3))
-            hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True)
-            results[blas] = (net.get_weights(), hist["loss"])
-        finally:
-            ops.set_blas("numpy")
+        net = dn.Network([dn.Dense(200, 128), dn.ReLU(), dn.Dense(128, 10)], seed=3, backend=ops,
+                         loss="xent", optimizer=dn.Adam(1e-3))
+        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True)
+        results[blas] = (net.get_weights(), hist["loss"])
     assert sum(calls) == 2 * 8 * 2          # the first layer's y and ∂W (the second is below MIN_WORK)
     for name, a in results["numpy"][0].items():
         np.testing.assert_allclose(results["mkl"][0][name], a, rtol=1e-3, atol=1e-4, err_msg=name)
@@ -105,18 +106,23 @@ def test_training_with_mkl_matches_numpy(rng, monkeypatch):
 
 def test_missing_mkl_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPNET_MKL_LIB", str(tmp_path / "libmkl_rt.so.missing"))
+    monkeypatch.delenv("DEEPNET_BLAS", raising=False)
     with pytest.raises(MklUnavailable, match="could not load oneMKL from"):
         MklBlas()
-    ops = get_ops("numpy")
-    fresh = type(ops)()                    # a separate backend object: the shared one stays untouched
+    fresh = numpy_backend()                # a separate backend object: the shared one stays untouched
     with pytest.raises(MklUnavailable):
         fresh.set_blas("mkl")
-    assert fresh.blas == "numpy"
+    assert fresh.blas == "numpy" and isinstance(fresh.products, NumpyProducts)
+    monkeypatch.setenv("DEEPNET_BLAS", "mkl")          # read, and the library loaded, at creation
+    with pytest.raises(MklUnavailable):
+        numpy_backend()
 
 
 def test_blas_choice_is_validated(monkeypatch):
+    cls = type(get_ops("numpy"))
     monkeypatch.setenv("DEEPNET_BLAS", "atlas")
     with pytest.raises(ValueError, match="DEEPNET_BLAS must be 'numpy' or 'mkl', got 'atlas'"):
-        type(get_ops("numpy"))()
+        cls()
+    monkeypatch.delenv("DEEPNET_BLAS")
     with pytest.raises(ValueError, match="expected 'numpy' or 'mkl'"):
-        get_ops("numpy").set_blas("openblas")
+        cls().set_blas("openblas")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deepnet.backend import Ops
-from deepnet.backend.ops import _store
+from deepnet.backend.ops import store
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("gpu_parity", ROOT / "benchmarks" / "gpu_parity.py")
@@ -25,33 +25,41 @@ _spec.loader.exec_module(gp)
 SPEC, BATCH, STEPS_A, STEPS_B = "64-32-16-10", 16, 40, 8
 (X, Y), _ = gp.synthetic(STEPS_A * BATCH, 0, n_features=64)
 
-BACKENDS = [  # (id, backend, use_fused, marks)
+BACKENDS = [  # (id, backend, kernels: "fused", "generic" or None for the backend's only ones, marks)
     ("strict", "strict", None, []),
-    ("cupy-shaped-fused", "cupy-shaped", True, [pytest.mark.cupy_shaped]),
-    ("cupy-shaped-generic", "cupy-shaped", False, [pytest.mark.cupy_shaped]),
+    ("cupy-shaped-fused", "cupy-shaped", "fused", [pytest.mark.cupy_shaped]),
+    ("cupy-shaped-generic", "cupy-shaped", "generic", [pytest.mark.cupy_shaped]),
     ("torch", "torch", None, [pytest.mark.torch]),
-    ("cupy-fused", "cupy", True, [pytest.mark.cupy]),
-    ("cupy-generic", "cupy", False, [pytest.mark.cupy]),
+    ("cupy-fused", "cupy", "fused", [pytest.mark.cupy]),
+    ("cupy-generic", "cupy", "generic", [pytest.mark.cupy]),
 ]
 
 
-def _variants(fused):
-    return [("fused" if fused else "generic", fused)]
+def _variants(backend, kernels):
+    """The one (label, backend) of gp.kernel_variants to compare: the fused or the generic class."""
+    variants = gp.kernel_variants(backend)
+    if kernels is None:
+        assert len(variants) == 1, variants
+        return variants
+    chosen = [v for v in variants if v[0] == kernels]
+    assert len(chosen) == 1, variants
+    return chosen
 
 
-@pytest.mark.parametrize("backend, fused", [pytest.param(b, f, id=i, marks=m) for i, b, f, m in BACKENDS])
-def test_float64_end_to_end_matches_numpy(backend, fused):
-    res = gp.criterion_a("numpy", backend, X, Y, steps=STEPS_A, batch=BATCH, spec=SPEC, variants=_variants(fused))
+@pytest.mark.parametrize("backend, kernels", [pytest.param(b, k, id=i, marks=m) for i, b, k, m in BACKENDS])
+def test_float64_end_to_end_matches_numpy(backend, kernels):
+    res = gp.criterion_a("numpy", backend, X, Y, steps=STEPS_A, batch=BATCH, spec=SPEC,
+                         variants=_variants(backend, kernels))
     assert res["ok"], res
     assert res["threshold"] == 1e-12
 
 
-@pytest.mark.parametrize("backend, fused, optimizer", [
-    pytest.param(b, f, opt, id=f"{i}-{opt}", marks=m)
-    for i, b, f, m in BACKENDS for opt in ("momentum", "adam")])
-def test_float32_one_step_matches_numpy(backend, fused, optimizer):
+@pytest.mark.parametrize("backend, kernels, optimizer", [
+    pytest.param(b, k, opt, id=f"{i}-{opt}", marks=m)
+    for i, b, k, m in BACKENDS for opt in ("momentum", "adam")])
+def test_float32_one_step_matches_numpy(backend, kernels, optimizer):
     res = gp.criterion_b("numpy", backend, X, Y, steps=STEPS_B, batch=BATCH, spec=SPEC, optimizers=(optimizer,),
-                         variants=_variants(fused))
+                         variants=_variants(backend, kernels))
     assert res["ok"], res
     assert res["threshold"] == 1e-5
 
@@ -71,7 +79,7 @@ class _WeightGradientTooLarge(Ops):
 
     def gemm(self, a, b, *, trans_a=False, trans_b=False, out=None, accumulate=False):
         res = super().gemm(a, b, trans_a=trans_a, trans_b=trans_b)
-        return _store(res * 1.001 if trans_a else res, out, accumulate)
+        return store(res * 1.001 if trans_a else res, out, accumulate)
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])

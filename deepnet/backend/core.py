@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError
+from .cupy_ops import FusedCupyOps
+from .cupy_shaped import FusedCupyShapedOps
+from .numba_ops import NumbaOps
+from .numpy_ops import NumpyOps
 from .ops import Ops
+from .strict_ops import StrictOps
 
 #: Type alias for an array of whichever backend is in use (NumPy, CuPy, strict).
 Array = Any
@@ -83,29 +88,22 @@ def _canonical(name: str) -> str:
 
 
 def _numpy_ops() -> Ops:
-    from .numpy_ops import NumpyOps
+    """NumPy with numba's compiled kernels where numba imports and ``DEEPNET_NUMBA`` is not
+    "0", else pure NumPy; the matrix products as ``DEEPNET_BLAS`` says."""
+    if os.environ.get("DEEPNET_NUMBA", "1") != "0":
+        try:
+            return NumbaOps()
+        except ImportError:                # numba is not installed
+            pass
     return NumpyOps()
 
 
-def _strict_ops() -> Ops:
-    from .strict_ops import StrictOps
-    return StrictOps()
-
-
-def _cupy_ops() -> Ops:
-    from .cupy_ops import CupyOps  # imports CuPy lazily, with a clear error
-    return CupyOps()
-
-
-def _cupy_shaped_ops() -> Ops:
-    from .cupy_shaped import cupy_shaped_ops  # NumPy behind CuPy's real signatures (tests, no GPU)
-    return cupy_shaped_ops()
-
-
+# The classes import their third-party libraries (numba, CuPy, array-api-strict) only when
+# an instance is made, with a clear error where one is missing.
 register_backend("numpy", _numpy_ops, aliases=("np", "cpu"))
-register_backend("cupy", _cupy_ops, aliases=("cp", "gpu", "cuda"))
-register_backend("strict", _strict_ops, aliases=("array_api_strict",))
-register_backend("cupy-shaped", _cupy_shaped_ops, aliases=("cupy_shaped",))
+register_backend("cupy", FusedCupyOps, aliases=("cp", "gpu", "cuda"))
+register_backend("strict", StrictOps, aliases=("array_api_strict",))
+register_backend("cupy-shaped", FusedCupyShapedOps, aliases=("cupy_shaped",))     # NumPy behind CuPy's signatures
 
 
 def get_ops(name: str | Ops) -> Ops:

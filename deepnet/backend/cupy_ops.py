@@ -1,4 +1,5 @@
-"""CuPy backend: generic operations on the GPU plus fused elementwise kernels.
+"""CuPy backend: the generic operations on the GPU (``CupyOps``) and, as a subclass, the
+same with fused elementwise kernels (``FusedCupyOps``, the registered ``cupy`` backend).
 
 CuPy is imported only when this backend is first asked for, never when deepnet is
 imported, so machines without CUDA import deepnet without touching it.
@@ -8,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from ..errors import BackendError
+from . import cupy_kernels
+from .memory import DeviceMemory
 from .ops import Array, DeviceRNG, Ops
 
 INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'deepnet[cuda12]' "
@@ -15,8 +21,6 @@ INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'deepnet[cuda12
 
 
 def _import_cupy() -> Any:
-    from .core import BackendError
-
     try:
         import cupy
     except ImportError as err:
@@ -50,64 +54,43 @@ class _CupyRNG(DeviceRNG):
         self._gen = self.ops.xp.random.default_rng(self._seed)
 
 
-class CupyOps(Ops):
-    name = "cupy"
-    cheap_sync = False
+class CupyMemory(DeviceMemory):
+    """The GPU's memory: CuPy's pool, and streaming through pinned host buffers with the
+    copies on a side stream."""
 
-    def __init__(self, cupy: Any = None) -> None:
-        """``cupy``: the CuPy module (imported here, checking for a GPU, when not given; the
-        CuPy-shaped test backend passes its own namespace)."""
-        cupy = _import_cupy() if cupy is None else cupy
-        super().__init__(cupy)
-        from . import cupy_kernels
+    def __init__(self, ops: Ops) -> None:
+        super().__init__(ops)
+        self._copy_stream: Any = None
 
-        self._k = cupy_kernels.build(cupy)
-        self.use_fused = True
-
-    def from_host(self, host: Any) -> Array:
-        try:
-            return self.xp.asarray(host)
-        except self.xp.cuda.memory.OutOfMemoryError:
-            raise self.out_of_memory(getattr(host, "nbytes", 0), "copying data to the GPU") from None
-
-    def out_of_memory(self, needed: int, what: str) -> MemoryError:
-        info = self.memory_info()
-        return MemoryError(
-            f"GPU out of memory while {what}: needed {needed / 2**20:,.1f} MiB more, "
-            f"{info['free_bytes'] / 2**20:,.1f} MiB free of {info['total_bytes'] / 2**20:,.1f} MiB "
-            f"(pool: {info['pool_used_bytes'] / 2**20:,.1f} MiB used, {info['pool_cached_bytes'] / 2**20:,.1f} MiB cached). "
-            "Use a smaller batch, fit(..., stream_chunk_rows=...), or CUPY_GPU_MEMORY_LIMIT.")
-
-    # -- memory ---------------------------------------------------------------
-    def memory_info(self) -> dict[str, Any]:
-        pool = self.xp.get_default_memory_pool()
-        free, total = self.xp.cuda.runtime.memGetInfo()
+    def info(self) -> dict[str, Any]:
+        cp = self.ops.xp
+        pool = cp.get_default_memory_pool()
+        free, total = cp.cuda.runtime.memGetInfo()
         return {"pool_used_bytes": int(pool.used_bytes()), "pool_cached_bytes": int(pool.total_bytes() - pool.used_bytes()),
                 "pool_limit_bytes": int(pool.get_limit()), "free_bytes": int(free), "total_bytes": int(total)}
 
-    def release_memory(self) -> None:
-        self.xp.get_default_memory_pool().free_all_blocks()
-        self.xp.get_default_pinned_memory_pool().free_all_blocks()
+    def release(self) -> None:
+        cp = self.ops.xp
+        cp.get_default_memory_pool().free_all_blocks()
+        cp.get_default_pinned_memory_pool().free_all_blocks()
 
-    def device_info(self) -> dict[str, Any]:
-        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+    def describe(self) -> dict[str, Any]:
+        cp = self.ops.xp
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-        return {"name": name, **self.memory_info()}
+        return {"name": name, **self.info()}
 
-    # -- streaming: pinned host buffers, copies on a side stream -----------------
     def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
         nbytes = getattr(host_X, "nbytes", 0) * 2          # inputs plus their shuffled copy
-        if nbytes < 0.6 * self.memory_info()["free_bytes"]:
+        if nbytes < 0.6 * self.info()["free_bytes"]:
             return None
         row = max(1, host_X.nbytes // max(1, host_X.shape[0]))
-        rows = max(batch_size, int(0.1 * self.memory_info()["free_bytes"] // row) // batch_size * batch_size)
+        rows = max(batch_size, int(0.1 * self.info()["free_bytes"] // row) // batch_size * batch_size)
         return rows
 
     def stage(self, host: Any) -> Any:
-        import numpy as np
-
-        cp = self.xp
-        if not hasattr(self, "_copy_stream"):
+        cp = self.ops.xp
+        if self._copy_stream is None:
             self._copy_stream = cp.cuda.Stream(non_blocking=True)
         src = np.ascontiguousarray(host)
         pinned_mem = cp.cuda.alloc_pinned_memory(src.nbytes)
@@ -123,12 +106,44 @@ class CupyOps(Ops):
         """The staged array, usable on the compute stream.  Waits (once per chunk, on the host)
         for its copy, which was issued a chunk earlier: only then may its pinned buffer go."""
         dev, event, _pinned = staged
-        self.xp.cuda.get_current_stream().wait_event(event)
+        self.ops.xp.cuda.get_current_stream().wait_event(event)
         event.synchronize()
         return dev
 
+
+class CupyOps(Ops):
+    """The generic operations on a CUDA GPU through CuPy (no fused kernels: see
+    :class:`FusedCupyOps`)."""
+
+    name = "cupy"
+    cheap_sync = False
+    memory_type = CupyMemory
+
+    def __init__(self, cupy: Any = None) -> None:
+        """``cupy``: the CuPy module (imported here, checking for a GPU, when not given; the
+        CuPy-shaped test backend passes its own namespace)."""
+        super().__init__(_import_cupy() if cupy is None else cupy)
+
+    def from_host(self, host: Any) -> Array:
+        try:
+            return self.xp.asarray(host)
+        except self.xp.cuda.memory.OutOfMemoryError:
+            raise self.out_of_memory(getattr(host, "nbytes", 0), "copying data to the GPU") from None
+
+    def out_of_memory(self, needed: int, what: str) -> MemoryError:
+        info = self.memory.info()
+        return MemoryError(
+            f"GPU out of memory while {what}: needed {needed / 2**20:,.1f} MiB more, "
+            f"{info['free_bytes'] / 2**20:,.1f} MiB free of {info['total_bytes'] / 2**20:,.1f} MiB "
+            f"(pool: {info['pool_used_bytes'] / 2**20:,.1f} MiB used, {info['pool_cached_bytes'] / 2**20:,.1f} MiB cached). "
+            "Use a smaller batch, fit(..., stream_chunk_rows=...), or CUPY_GPU_MEMORY_LIMIT.")
+
     def to_host(self, a: Array) -> Any:
         return self.xp.asnumpy(a)
+
+    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
+        """``cupy.take`` gathers straight into ``out`` (one kernel, no allocation)."""
+        return self.xp.take(a, idx, axis=0, out=out)
 
     def owns(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray)
@@ -136,48 +151,43 @@ class CupyOps(Ops):
     def astype(self, a: Array, dtype: Any) -> Array:
         return a.astype(dtype, copy=False)
 
-    # Fused kernels: one pass over memory each; ``use_fused = False`` forces the generic path.
+    def device_rng(self, seed: int) -> DeviceRNG:
+        return _CupyRNG(self, seed)
+
+
+class FusedCupyOps(CupyOps):
+    """CupyOps with one CUDA kernel (``cupy_kernels``) per elementwise backward and
+    optimizer update: one pass over memory each.  The registered ``cupy`` backend."""
+
+    def __init__(self, cupy: Any = None) -> None:
+        super().__init__(cupy)
+        self._k = cupy_kernels.build(self.xp)
+
     def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
-        if not self.use_fused:
-            return super().sigmoid_backward_(dy, y)
         self._k.sigmoid_bwd(y, dy, dy)
         return dy
 
     def relu_backward_(self, dy: Array, y: Array) -> Array:
-        if not self.use_fused:
-            return super().relu_backward_(dy, y)
         self._k.relu_bwd(y, dy, dy)
         return dy
 
     def tanh_backward_(self, dy: Array, y: Array) -> Array:
-        if not self.use_fused:
-            return super().tanh_backward_(dy, y)
         self._k.tanh_bwd(y, dy, dy)
         return dy
 
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
-        if not self.use_fused:
-            return super().sgd_update_(w, g, lr)
         self._k.sgd(g, w.dtype.type(lr), w)
         return w
 
     def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
                          nesterov: bool) -> Array:
-        if not self.use_fused:
-            return super().momentum_update_(w, g, v, lr, mu, nesterov)
         t = w.dtype.type
         self._k.momentum(g, t(lr), t(mu), bool(nesterov), w, v)
         return w
 
-    def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
-                     beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> Array:
-        if not self.use_fused:
-            return super().adam_update_(w, g, m, v, lr, beta1, beta2, eps, step, decoupled_wd)
-        c2 = (1.0 - beta2 ** step) ** 0.5
+    def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr_t: float, beta1: float,
+                     beta2: float, eps_hat: float, decay: float) -> Array:
         t = w.dtype.type
-        self._k.adam(g, t(lr * c2 / (1.0 - beta1 ** step)), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
-                     t(eps * c2), t(1.0 - lr * decoupled_wd), w, m, v)
+        self._k.adam(g, t(lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
+                     t(eps_hat), t(decay), w, m, v)
         return w
-
-    def device_rng(self, seed: int) -> DeviceRNG:
-        return _CupyRNG(self, seed)

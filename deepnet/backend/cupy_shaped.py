@@ -2,7 +2,8 @@
 arithmetic, and a count of every host synchronisation.
 
 CuPy installs and imports on a machine without a GPU; only calls that touch the device
-fail.  This module builds a namespace that looks like ``cupy`` to :class:`CupyOps`:
+fail.  This module builds a namespace that looks like ``cupy`` to the CuPy backend's
+classes (``CupyOps``, and ``FusedCupyOps`` with the fused kernels):
 
 * every ``xp.<function>(...)`` is first bound to the signature of the real
   ``cupy.<function>`` (``inspect.signature``), so an argument CuPy does not take (the
@@ -17,8 +18,10 @@ fail.  This module builds a namespace that looks like ``cupy`` to :class:`CupyOp
 * ``ElementwiseKernel`` parses the kernel's C source and evaluates it with NumPy, so the
   fused kernels' maths runs (and is tested) without a GPU.
 
-Use it as ``--backend cupy-shaped`` or ``get_ops("cupy-shaped")``; it needs the ``cupy``
-package (any CUDA flavour) to read the signatures, no GPU.
+Use it as ``--backend cupy-shaped`` or ``get_ops("cupy-shaped")`` (a
+:class:`FusedCupyShapedOps`; :class:`CupyShapedOps` is the generic CuPy code without the
+fused kernels); it needs the ``cupy`` package (any CUDA flavour) to read the signatures,
+no GPU.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import BackendError
-from .ops import Ops
+from ..errors import BackendError
+from .cupy_ops import CupyOps, FusedCupyOps
 
 _UFUNC_KWARGS = frozenset({"out", "dtype", "casting"})
 
@@ -648,15 +651,26 @@ def _checker(real: Any, name: str) -> Any:
     return check
 
 
-def cupy_shaped_ops() -> Ops:
-    """The CupyOps backend over a :class:`CupyShaped` namespace (needs the ``cupy`` package, no GPU)."""
+def _shaped_namespace() -> CupyShaped:
+    """A new :class:`CupyShaped` namespace over the installed ``cupy`` package (no GPU needed)."""
     try:
         import cupy
     except ImportError as err:
         raise BackendError("the 'cupy-shaped' test backend reads CuPy's signatures: pip install cupy-cuda13x "
                            "(or cupy-cuda12x; no GPU needed)") from err
-    from .cupy_ops import CupyOps
+    return CupyShaped(cupy)
 
-    ops = CupyOps(CupyShaped(cupy))
-    ops.name = "cupy-shaped"
-    return ops
+
+class CupyShapedOps(CupyOps):
+    """The generic CuPy backend (:class:`CupyOps`) over a :class:`CupyShaped` namespace
+    (``cupy``: one to share, else a new one)."""
+
+    name = "cupy-shaped"
+
+    def __init__(self, cupy: Any = None) -> None:
+        super().__init__(_shaped_namespace() if cupy is None else cupy)
+
+
+class FusedCupyShapedOps(CupyShapedOps, FusedCupyOps):
+    """:class:`FusedCupyOps` over a :class:`CupyShaped` namespace: the fused kernels' C
+    source runs through :class:`ElementwiseKernel`.  The registered ``cupy-shaped`` backend."""

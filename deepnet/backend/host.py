@@ -7,12 +7,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
+from .core import to_host
 
 
 def as_host_inputs(X: Any, n_in: int, where: str) -> np.ndarray:
     """Validate a batch of inputs: 2-D, ``n_in`` wide, numeric, finite."""
-    from .core import to_host
-
     arr = to_host(X)
     if arr.ndim == 1 and n_in and arr.shape[0] == n_in:
         arr = arr.reshape(1, -1)
@@ -24,20 +23,24 @@ def as_host_inputs(X: Any, n_in: int, where: str) -> np.ndarray:
         raise ShapeError(f"{where}: X has no rows")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{where}: X must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(
-                f"{where}: X contains {int(bad.sum())} non-finite value(s) (NaN or inf); "
-                f"the first is X[{r}, {c}] = {arr[r, c]}")
+    if arr.dtype.kind == "f" and not all_finite_rows(arr):
+        bad = ~np.isfinite(arr)                 # only on failure: a mask as large as X
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{where}: X contains {int(bad.sum())} non-finite value(s) (NaN or inf); "
+            f"the first is X[{r}, {c}] = {arr[r, c]}")
     return arr
+
+
+def all_finite_rows(arr: np.ndarray, block_bytes: int = 1 << 22) -> bool:
+    """Whether every value of a 2-D float array is finite, checked in blocks of rows so the
+    temporary mask stays small (a mask of all of X would be a quarter of a float32 X)."""
+    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
+    return all(bool(np.isfinite(arr[i:i + rows]).all()) for i in range(0, arr.shape[0], rows))
 
 
 def as_host_targets(y: Any, n: int, k: int, where: str, allow_labels: bool = True) -> np.ndarray:
     """Validate targets: integer labels in 0..k−1 of length n, or an (n, k) float array."""
-    from .core import to_host
-
     arr = to_host(y)
     if arr.ndim == 2 and arr.shape[1] == 1 and k != 1 and arr.dtype.kind in "iu":
         arr = arr[:, 0]

@@ -1,9 +1,11 @@
 """Generic array operations, written only against the Python Array API standard.
 
-:class:`Ops` is the reference implementation every backend inherits.  Backends
-(`NumpyOps`, `CupyOps`) override hot paths with in-place or fused versions that must
-keep the generic method's signature and compute the same function; the test suite
-checks both.  Conventions:
+:class:`Ops` is the reference implementation every backend inherits.  Backends override
+hot paths with in-place versions (``NumpyOps``: pure NumPy) and, in subclasses of those,
+compiled or fused kernels (``NumbaOps``, ``FusedCupyOps``) that must keep the generic
+method's signature and compute the same function; the test suite checks each class.
+Memory, streaming and device facts live apart from the maths, in ``ops.memory``
+(:class:`~deepnet.backend.memory.DeviceMemory`).  Conventions:
 
 * methods ending in ``_`` update their first argument in place and return it;
 * ``out=``/``accumulate=`` let callers write into a preallocated buffer
@@ -13,13 +15,14 @@ checks both.  Conventions:
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from .memory import DeviceMemory
 
 Array = Any
 
 
-def _store(res: Array, out: Array | None, accumulate: bool) -> Array:
+def store(res: Array, out: Array | None, accumulate: bool) -> Array:
     """Return ``res``, or write it into ``out`` (``accumulate``: add to it) and return ``out``."""
     if out is None:
         return res
@@ -72,6 +75,8 @@ class Ops:
     name = "generic"
     host_arrays = False
     cheap_sync = True
+    #: the class of :attr:`memory`, the backend's device companion
+    memory_type: type[DeviceMemory] = DeviceMemory
 
     def __init__(self, xp: Any, device: Any = None, name: str | None = None) -> None:
         self.xp = xp
@@ -93,6 +98,8 @@ class Ops:
         info = getattr(xp, "__array_namespace_info__", None)
         #: whether the device computes in float64 (some GPUs do not); host reads use float32 if not
         self.has_float64 = True if info is None else "float64" in info().dtypes(device=self.device)
+        #: memory, streaming and device facts (apart from the maths)
+        self.memory: DeviceMemory = self.memory_type(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -150,6 +157,15 @@ class Ops:
     def zeros(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
         return self.xp.zeros(shape, dtype=self.float32 if dtype is None else dtype, **self.on_device)
 
+    def zeros_like(self, a: Array) -> Array:
+        """Zeros of ``a``'s shape, dtype and memory layout (NumPy keeps a column-major one)."""
+        return self.xp.zeros_like(a)
+
+    def same_layout(self, a: Array, b: Array) -> bool:
+        """Whether two arrays of one shape lie in memory the same way (same strides; arrays
+        without strides count as the same)."""
+        return getattr(a, "strides", None) == getattr(b, "strides", None)
+
     def empty(self, shape: tuple[int, ...], dtype: Any = None) -> Array:
         return self.xp.empty(shape, dtype=self.float32 if dtype is None else dtype, **self.on_device)
 
@@ -180,16 +196,16 @@ class Ops:
         xp = self.xp
         res = xp.matmul(xp.matrix_transpose(a) if trans_a else a,
                         xp.matrix_transpose(b) if trans_b else b)
-        return _store(res, out, accumulate)
+        return store(res, out, accumulate)
 
     def linear(self, x: Array, w: Array) -> Array:
         """x · wᵀ: a batch of rows x through weights w shaped (n_out, n_in)."""
         return self.xp.matmul(x, self.xp.matrix_transpose(w))
 
-    def first_layer_weight(self, w: Array, batch_size: int) -> Array:
-        """The first layer's weight W in the memory layout fastest for its two products
-        (y = x Wᵀ and ∂f/∂W; it never computes ẽ) at this batch size.  Same shape and
-        values; generic: as is."""
+    def training_layout(self, w: Array, batch_size: int, input_grad: bool) -> Array:
+        """``w`` (same shape and values) in the memory layout fastest for training at this
+        batch size, for a parameter of a layer whose input error ẽ is computed
+        (``input_grad``) or not (the first layer).  Generic: as is."""
         return w
 
     def add_bias_(self, y: Array, b: Array) -> Array:
@@ -199,7 +215,7 @@ class Ops:
 
     def sum_rows(self, a: Array, *, out: Array | None = None, accumulate: bool = False) -> Array:
         """Σ over the batch (axis 0): the bias gradient from the error rows."""
-        return _store(self.xp.sum(a, axis=0), out, accumulate)
+        return store(self.xp.sum(a, axis=0), out, accumulate)
 
     def sum(self, a: Array) -> Array:
         """Σ of all elements as a 0-d device array (no host sync)."""
@@ -212,7 +228,10 @@ class Ops:
     def all_finite(self, a: Array) -> Array:
         return self.xp.all(self.xp.isfinite(a))
 
-    def take_rows(self, a: Array, idx: Array) -> Array:
+    def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
+        """The rows ``a[idx]`` (``idx`` valid row indices on this backend).  ``out``: a buffer of
+        the result's shape the backend may gather into (and return) instead of allocating;
+        generic: a new array (the Array API's ``take`` has no ``out``)."""
         return self.xp.take(a, idx, axis=0)
 
     def argmax_rows(self, a: Array) -> Array:
@@ -337,24 +356,23 @@ class Ops:
             w -= v * lr
         return w
 
-    def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr: float, beta1: float,
-                     beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> Array:
-        """Adam (Kingma & Ba) with bias correction; ``decoupled_wd`` gives AdamW.
+    def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr_t: float, beta1: float,
+                     beta2: float, eps_hat: float, decay: float) -> Array:
+        """One Adam step with the bias correction folded into ``lr_t`` and ``eps_hat``
+        (computed once per step by the optimizer, see ``Adam.step_scalars``):
 
-        m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
-        w ← w − η·wd·w − η_t m / (√v + ε̂),  η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ)
+        m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  w ← d·w − η_t m / (√v + ε̂)
+
+        with η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ) and d = ``decay`` = 1 − ηλ for
+        decoupled weight decay (AdamW; 1.0: none, no multiply).
         """
-        xp = self.xp
-        c2 = math.sqrt(1.0 - beta2 ** step)
-        lr_t = lr * c2 / (1.0 - beta1 ** step)
-        eps_hat = eps * c2
         m *= beta1
         m += g * (1.0 - beta1)
         v *= beta2
         v += (g * g) * (1.0 - beta2)
-        if decoupled_wd:
-            w *= 1.0 - lr * decoupled_wd
-        w -= m / (xp.sqrt(v) + eps_hat) * lr_t
+        if decay != 1.0:
+            w *= decay
+        w -= m / (self.xp.sqrt(v) + eps_hat) * lr_t
         return w
 
     def rmsprop_update_(self, w: Array, g: Array, s: Array, lr: float, rho: float, eps: float) -> Array:
@@ -375,36 +393,19 @@ class Ops:
         for w, g, v in zip(ws, gs, vs, strict=True):
             self.momentum_update_(w, g, v, lr, mu, nesterov)
 
-    def adam_update_many_(self, ws: list[Array], gs: list[Array], ms: list[Array], vs: list[Array], lr: float,
-                          beta1: float, beta2: float, eps: float, step: int, decoupled_wd: float = 0.0) -> None:
+    def adam_update_many_(self, ws: list[Array], gs: list[Array], ms: list[Array], vs: list[Array], lr_t: float,
+                          beta1: float, beta2: float, eps_hat: float, decay: float) -> None:
         for w, g, m, v in zip(ws, gs, ms, vs, strict=True):
-            self.adam_update_(w, g, m, v, lr, beta1, beta2, eps, step, decoupled_wd)
+            self.adam_update_(w, g, m, v, lr_t, beta1, beta2, eps_hat, decay)
 
-    # ------------------------------------------------------------------ memory and streaming
-    def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
-        """Rows per streamed chunk if ``host_X`` should not be moved whole (None: resident)."""
-        return None
-
-    def stage(self, host: Any) -> Any:
-        """Start copying a host array to the device; :meth:`ready` returns the device array.
-        Generic: a synchronous copy."""
-        import numpy as np
-
-        return self.from_host(np.ascontiguousarray(host))
-
-    def ready(self, staged: Any) -> Array:
-        return staged
-
+    # ------------------------------------------------------------------ memory (ops.memory)
     def memory_info(self) -> dict[str, Any]:
-        """Device memory: pool used and cached bytes, device free and total (GPU backends)."""
-        return {}
+        """Device memory figures (GPU backends): ``self.memory.info()``."""
+        return self.memory.info()
 
     def release_memory(self) -> None:
-        """Return cached, unused device memory to the driver (GPU backends)."""
-
-    def device_info(self) -> dict[str, Any]:
-        """Name and memory of the device (GPU backends); raises on CPU backends."""
-        raise NotImplementedError(f"backend {self.name!r} has no GPU")
+        """Return cached, unused device memory to the driver: ``self.memory.release()``."""
+        self.memory.release()
 
     # ------------------------------------------------------------------ random numbers
     def device_rng(self, seed: int) -> DeviceRNG:

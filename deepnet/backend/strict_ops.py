@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import BackendError
 from .ops import Array, Ops
 
 
@@ -16,8 +17,6 @@ class StrictOps(Ops):
     name = "strict"
 
     def __init__(self) -> None:
-        from .core import BackendError
-
         try:
             import array_api_strict as xp
         except ImportError as err:

@@ -1,0 +1,47 @@
+"""A backend's device companion, ``ops.memory``: memory, streaming and device facts, apart
+from its maths.
+
+The generic :class:`DeviceMemory` keeps the data resident, copies synchronously and has no
+device to describe; the CuPy backend's companion (``cupy_ops.CupyMemory``) reads CuPy's
+memory pool and streams chunks through pinned host buffers on a side CUDA stream.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .ops import Array, Ops
+
+
+class DeviceMemory:
+    """Memory and transfers of one backend (``ops.memory``)."""
+
+    def __init__(self, ops: Ops) -> None:
+        self.ops = ops
+
+    def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
+        """Rows per streamed chunk if ``host_X`` should not be moved whole (None: resident)."""
+        return None
+
+    def stage(self, host: Any) -> Any:
+        """Start copying a host array to the device; :meth:`ready` returns the device array.
+        Generic: a synchronous copy."""
+        return self.ops.from_host(np.ascontiguousarray(host))
+
+    def ready(self, staged: Any) -> Array:
+        """The device array of a :meth:`stage` result, usable by the computation."""
+        return staged
+
+    def info(self) -> dict[str, Any]:
+        """Device memory: pool used and cached bytes, device free and total (GPU backends)."""
+        return {}
+
+    def release(self) -> None:
+        """Return cached, unused device memory to the driver (GPU backends)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name and memory of the device (GPU backends); raises on CPU backends."""
+        raise NotImplementedError(f"backend {self.ops.name!r} has no GPU")
