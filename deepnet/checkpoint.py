@@ -5,7 +5,7 @@ epoch and batch position, the step count, the random generators' states and the
 history so far.  ``fit(..., checkpoint=dir, resume=True)`` restores the latest one and
 continues; on NumPy the final weights are bit-for-bit those of an uninterrupted run.
 
-Files are written atomically (see :func:`deepnet.io.atomic_write`), the last ``keep``
+Files are written atomically (see :func:`deepnet.model_files.atomic_write`), the last ``keep``
 are kept plus ``best.npz`` (best monitored metric at the end of an epoch), and every
 file is verified (format, version, tensor checksum, shapes) before it is used.
 
@@ -21,15 +21,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backend import to_device
 from .errors import ModelFileError, ResumeError
-from .io import (apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
-                 write_tensors)
+from .model_files import apply_tensors, architecture, check_layer_configs, layer_state, read_tensors, write_tensors
+from .optimizers import get_optimizer
+from .training.history import History
 
 FORMAT = "deepnet-checkpoint"
 VERSION = 1
@@ -186,9 +187,6 @@ class Checkpointer:
         Returns ``(epoch, next_batch, partial totals, history, finished)`` or None if there is
         none; ``finished`` says why a run ended for good (e.g. early stopping), else None.
         """
-        from .network import History
-        from .optimizers import get_optimizer
-
         path = Path(path) if path is not None else self.last_path()
         if path is None:
             return None
@@ -201,8 +199,6 @@ class Checkpointer:
         if settings is not None:
             saved = header.get("settings")
             if saved is None:
-                import warnings
-
                 warnings.warn(f"{path}: written by an older deepnet without a record of its settings; "
                               "resuming without checking them", stacklevel=3)
             else:
@@ -233,13 +229,3 @@ class Checkpointer:
         history.history = {k: list(v) for k, v in (hist.get("history") or {}).items()}
         return int(header["epoch"]), int(header["next_batch"]), header.get("partial"), history, header.get("finished")
 
-
-def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
-    """Rebuild just the network (architecture and weights) from a checkpoint file."""
-    from .io import build_layers
-    from .network import Network
-
-    tensors, header = read_tensors(path, expect_format=FORMAT)
-    net = Network(build_layers(header["layers"], path), seed=0, backend=backend, dtype=header.get("dtype", "float32"))
-    net.set_weights({k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")})
-    return net

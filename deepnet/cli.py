@@ -14,10 +14,31 @@ import shutil
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .backend import available_backends, get_backend, get_ops, to_device, to_host
+from .backend.host import as_host_inputs
+from .callbacks import Callback, EarlyStopping
+from .checkpoint import Checkpointer, resume_refusal, settings_differences
+from .datasets import DatasetError, InputFileError, load_dataset, read_inputs, scale_pixels
+from .datasets.registry import NAMES
+from .diagnostics import GradientFlow
+from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError
+from .io import atomic_write, load_model, save_model
+from .layers import Dropout
+from .losses import MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
+from .metrics import confusion_matrix, per_class_accuracy
+from .network import Network
+from .optimizers import get_optimizer
+from .plotting import PlotUnavailable, plot_confusion, plot_curves, plot_gradient_flow, plot_misclassified, pyplot
+from .presets import mlp_layers, parse_spec, seed_layers
+from .progress import ProgressBar
+from .schedules import LearningRateScheduler, get_schedule
+from .version import __version__
 
 EXIT_ERROR = 1
 
@@ -27,13 +48,6 @@ class CLIError(Exception):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .backend import BackendError
-    from .datasets import DatasetError
-    from .io import ModelFileError
-    from .layers.base import ShapeError
-    from .network import NonFiniteError
-    from .plotting import PlotUnavailable
-
     return (CLIError, BackendError, DatasetError, ModelFileError, ShapeError, NonFiniteError, PlotUnavailable,
             ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError)
 
@@ -45,13 +59,10 @@ def _say(args: argparse.Namespace, msg: str) -> None:
 
 # ---------------------------------------------------------------- train
 def _build_network(args: argparse.Namespace, n_in: int, n_classes: int) -> Any:
-    import deepnet as dn
-    from .presets import mlp_layers, parse_spec, seed_layers
-
     if args.preset == "seed":
         if n_in != 784 or n_classes != 10:
             raise CLIError(f"--preset seed is 784-50-10 but the data has {n_in} features and {n_classes} classes")
-        return dn.Network(seed_layers(args.shortcut), seed=args.seed, backend=args.backend)
+        return Network(seed_layers(args.shortcut), seed=args.seed, backend=args.backend)
     spec = args.layers or f"{n_in}-128-{n_classes}"
     sizes = parse_spec(spec)
     if sizes[0] != n_in:
@@ -60,18 +71,14 @@ def _build_network(args: argparse.Namespace, n_in: int, n_classes: int) -> Any:
         raise CLIError(f"--layers {spec}: the data has {n_classes} classes, so the last size must be {n_classes}")
     hidden = None
     if args.dropout:
-        from .layers import Dropout
-
         def hidden(width: int) -> list[Any]:
             return [Dropout(args.dropout)]
     out_act = "sigmoid" if args.loss in ("sse", "mse") else None
-    return dn.Network(mlp_layers(sizes, args.activation, output_activation=out_act, hidden=hidden),
+    return Network(mlp_layers(sizes, args.activation, output_activation=out_act, hidden=hidden),
                       seed=args.seed, backend=args.backend)
 
 
 def _optimizer(args: argparse.Namespace) -> Any:
-    from .optimizers import get_optimizer
-
     kw: dict[str, Any] = {"lr": args.lr} if args.lr is not None else {}
     if args.weight_decay:
         kw["weight_decay"] = args.weight_decay
@@ -123,8 +130,6 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse values out of range before anything is read or written."""
-    from .datasets.registry import NAMES
-
     for dest, ok, want in (("epochs", lambda v: v >= 0, "a non-negative integer"),
                            ("batch_size", lambda v: v >= 1, "a positive integer"),
                            ("checkpoint_every", lambda v: v >= 0, "a non-negative number of steps (0: each epoch)"),
@@ -146,8 +151,6 @@ def _check_options(args: argparse.Namespace) -> None:
         if args.dataset not in NAMES:
             raise CLIError(f"unknown data set {args.dataset!r}: expected one of {', '.join(NAMES)}")
     if args.schedule is not None:
-        from .schedules import get_schedule
-
         get_schedule(args.schedule, 0.1, 10)        # an unknown name fails here, not after loading data
 
 
@@ -208,8 +211,6 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
     """For --resume: take the recorded settings the user did not give, refuse those given
     differently (the number of epochs may change, not below those done).  Returns what
     resume did, or None for a new run (--resume-if-exists without a checkpoint)."""
-    from .checkpoint import Checkpointer, resume_refusal, settings_differences
-
     state = Checkpointer(ckpt_dir).read_state() if ckpt_dir.is_dir() else None
     if state is None:
         if args.resume:
@@ -259,8 +260,6 @@ def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
     """Write model.npz atomically; an existing one is kept as model.<its time>.npz first.  If
     the folder cannot take it any more (disk full, removed, read-only), the weights go to a
     rescue folder and the error names both places."""
-    from .io import save_model
-
     target = out / "model.npz"
     try:
         kept = _keep_earlier(target)
@@ -280,14 +279,6 @@ def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import deepnet as dn
-    from .backend import get_ops
-    from .backend.host import as_host_inputs
-    from .datasets import load_dataset
-    from .io import atomic_write
-    from .metrics import confusion_matrix
-    from .progress import ProgressBar
-
     # 1. settings: checked, completed from a resumed run, checked in combination; nothing written yet
     _check_options(args)
     out = Path(args.out or f"runs/{args.dataset or ('mnist' if args.preset == 'seed' else 'digits')}")
@@ -303,8 +294,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
     if resumed is None:
         if checkpointing and ckpt_dir.is_dir():
-            from .checkpoint import Checkpointer, ResumeError
-
             try:
                 Checkpointer(ckpt_dir).check_new_run()
             except ResumeError as err:
@@ -316,10 +305,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_output_folder(out)
     if args.plot:
         _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
-        from .plotting import _pyplot
-
-        _pyplot()  # fail early with a clear message if matplotlib is missing
-    get_ops(args.backend or dn.get_backend())
+        pyplot()  # fail early with a clear message if matplotlib is missing
+    get_ops(args.backend or get_backend())
     # 3. data and network
     data = load_dataset(args.dataset, args.data, scale=args.scale, download=not args.no_download,
                         label_column=args.label_column, seed=args.seed, log=lambda m: _say(args, m))
@@ -331,13 +318,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(args, "      (the offline default; for MNIST run: deepnet train --dataset mnist [--data DIR], "
                    "or the notebook's network: deepnet train --preset seed --data DIR)")
     net = _build_network(args, data.n_features, data.n_classes)
-    loss = {"sse": dn.SumOfSquares(on=0.99, off=0.01), "mse": dn.MeanSquaredError(),
-            "xent": dn.SoftmaxCrossEntropy()}[args.loss]
+    loss = {"sse": SumOfSquares(on=0.99, off=0.01), "mse": MeanSquaredError(),
+            "xent": SoftmaxCrossEntropy()}[args.loss]
     opt = _optimizer(args)
     args.lr = opt.lr                     # record the learning rate really used (the optimizer's default if none)
     if args.diagnostics:
-        from .diagnostics import GradientFlow
-
         net.diagnostics = GradientFlow()
     _say(args, net.summary())
     _say(args, f"loss {loss!r}, optimizer {opt!r}, {args.epochs} epochs, batch {args.batch_size}, "
@@ -350,20 +335,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_free_space(out, net, checkpointing)
     callbacks: list[Any] = [ProgressBar(len(X), args.epochs, quiet=args.quiet)]
     if args.early_stopping:
-        callbacks.append(dn.EarlyStopping("val_loss" if val else "loss", patience=args.early_stopping))
+        callbacks.append(EarlyStopping("val_loss" if val else "loss", patience=args.early_stopping))
     if args.schedule:
-        from .schedules import LearningRateScheduler, get_schedule
-
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     checkpoint = None
     if checkpointing:
-        from .checkpoint import Checkpointer
-
         checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every,
                                   settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS if d != "epochs"},
                                   notes={"--data": None if args.data is None else os.path.abspath(args.data)})
 
-    class EpochLine(dn.Callback):
+    class EpochLine(Callback):
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
             extra = "".join(f"  {k} {logs[k]:.4f}" for k in ("val_loss", "val_accuracy") if k in logs)
             _say(args, f"epoch {epoch + 1}/{args.epochs}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
@@ -382,8 +363,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = net.evaluate(data.X_test, data.y_test)
     pred = net.predict_classes(data.X_test)
     ops = net.ops
-    conf = dn.to_host(confusion_matrix(ops, dn.to_device(data.y_test, ops, "int64"),
-                                       dn.to_device(pred, ops, "int64"), data.n_classes))
+    conf = to_host(confusion_matrix(ops, to_device(data.y_test, ops, "int64"),
+                                    to_device(pred, ops, "int64"), data.n_classes))
     summary = {
         "config": {k: v for k, v in vars(args).items() if k not in ("func", "given")},
         "resumed": resumed,
@@ -397,8 +378,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["stopped"] = net.stop_reason
         _say(args, f"stopped: {net.stop_reason}")
     if args.plot:
-        from .plotting import plot_confusion, plot_curves, plot_gradient_flow, plot_misclassified
-
         pdir = Path(args.plot)
         files = [plot_curves(hist.history, pdir / "curves.png"),
                  plot_confusion(conf, pdir / "confusion.png", data.class_names)]
@@ -433,9 +412,6 @@ def _json_default(o: Any) -> Any:
 
 # ---------------------------------------------------------------- evaluate / predict
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    from .datasets import load_dataset
-    from .io import load_model
-
     net = load_model(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
     name = args.dataset or meta.get("dataset") or "digits"
@@ -447,16 +423,13 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import deepnet as dn
-    from .metrics import confusion_matrix, per_class_accuracy
-
     net, data = _model_and_data(args)
     ops = net.ops
     res = net.evaluate(data.X_test, data.y_test)
     pred = net.predict_classes(data.X_test)
     k = net.output_width
-    conf_d = confusion_matrix(ops, dn.to_device(data.y_test, ops, "int64"), dn.to_device(pred, ops, "int64"), k)
-    conf, per = dn.to_host(conf_d), dn.to_host(per_class_accuracy(ops, conf_d))
+    conf_d = confusion_matrix(ops, to_device(data.y_test, ops, "int64"), to_device(pred, ops, "int64"), k)
+    conf, per = to_host(conf_d), to_host(per_class_accuracy(ops, conf_d))
     names = data.class_names or [str(i) for i in range(k)]
     print(f"model {args.model} on {data.description}")
     print(f"accuracy {100 * res['accuracy']:.2f}%  loss {res['loss']:.4f}  ({len(data.y_test):,} samples)")
@@ -481,41 +454,6 @@ INPUT_CONVENTION = (
     ".npy arrays and CSV rows hold one sample per row (a leading label column is allowed in CSV).")
 
 
-def _image_rows(path: Path, image_shape: Any) -> np.ndarray:
-    """One row of 0..255 grayscale pixels from a PNG/JPEG/BMP file."""
-    try:
-        from matplotlib.image import imread
-    except ImportError:
-        raise CLIError("reading images needs matplotlib: pip install 'deepnet[plot]'") from None
-    try:
-        img = np.asarray(imread(path), dtype=np.float64)
-    except Exception as err:          # PIL's UnidentifiedImageError, SyntaxError, OSError, ValueError...
-        raise CLIError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} image "
-                       f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})") from None
-    if img.ndim == 3:
-        img = img[..., :3].mean(axis=2)
-    if img.ndim != 2 or img.size == 0:
-        raise CLIError(f"{path}: expected a 2-D grayscale or colour image, got an array of shape {img.shape}")
-    if img.max() <= 1.0:
-        img = img * 255.0
-    if image_shape and tuple(img.shape) != tuple(image_shape):
-        raise CLIError(f"{path}: image is {img.shape[1]}x{img.shape[0]} pixels, the model expects "
-                       f"{image_shape[1]}x{image_shape[0]} grayscale")
-    return img.reshape(1, -1)
-
-
-def _npy_rows(path: Path) -> np.ndarray:
-    try:
-        raw = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise CLIError(f"{path}: not a readable .npy array ({str(err).splitlines()[0]})") from None
-    if raw.size == 0:
-        raise CLIError(f"{path}: the array is empty (shape {raw.shape}); expected at least one sample")
-    if raw.dtype.kind not in "biuf":
-        raise CLIError(f"{path}: expected numbers, got an array of dtype {raw.dtype}")
-    return raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
-
-
 def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
     """Rows whose image border is mostly brighter than the middle of the image's own range:
     a dark digit on a lighter background (paper, a dim photo), the inverse of MNIST's
@@ -528,40 +466,9 @@ def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
 
 
 def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, invert: str = "auto") -> np.ndarray:
-    from .datasets.mnist import scale_pixels
-
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if not path.exists():
-        raise CLIError(f"{path}: file not found")
-    if path.is_dir():
-        raise CLIError(f"{path}: is a folder; expected an image, a .npy array or a CSV file")
-    if suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
-        raw = _image_rows(path, image_shape)
-    elif suffix.lower() == ".npy":
-        raw = _npy_rows(path)
-    else:
-        from .datasets.tabular import _read_text, parse_csv
-
-        text = _read_text(path)
-        first = next((line for line in text.splitlines() if line.strip()), "")
-        if not first:
-            raise CLIError(f"{path}: no rows; expected CSV rows of {n_features} values")
-        width = len(first.split(","))
-        if width == n_features + 1:
-            raw, _, _ = parse_csv(text, path, label_column=0, header=False)
-        elif width == n_features:
-            rows = [r.split(",") for r in text.splitlines() if r.strip()]
-            try:
-                raw = np.array(rows, dtype=np.float64)
-            except ValueError:
-                raise CLIError(f"{path}: rows must be {n_features} numbers") from None
-        else:
-            raise CLIError(f"{path}: rows have {width} columns; the model expects {n_features} values "
-                           f"(or a label and {n_features} values)")
-    if raw.shape[1] != n_features:
-        raise CLIError(f"{path}: inputs have {raw.shape[1]} values each, the model expects {n_features}")
-    if not np.all(np.isfinite(raw)):
-        raise CLIError(f"{path}: inputs contain NaN or infinite values")
+    """The file's rows (:func:`deepnet.datasets.read_inputs`), scaled like the training data and,
+    for images, inverted to light-on-dark as ``invert`` says."""
+    raw = read_inputs(path, n_features, image_shape)
     if invert == "yes" and (not image_shape or scale not in ("unit", "seed")):
         raise CLIError("--invert yes needs a model trained on images scaled 'unit' or 'seed'; this one was trained "
                        f"on {'non-image data' if not image_shape else f'pixels scaled {scale!r}'}")
@@ -585,8 +492,6 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .io import load_model
-
     net = load_model(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
     X = _read_inputs(Path(args.input), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"),
@@ -603,11 +508,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- info
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    import deepnet
-
-    out = {"deepnet": deepnet.__version__, "python": platform.python_version(), "numpy": np.__version__}
+    out = {"deepnet": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for pkg in ("cupy", "cupy-cuda12x", "cupy-cuda13x", "scikit-learn", "tqdm", "matplotlib", "safetensors",
                 "array-api-strict", "torch"):
         try:
@@ -618,8 +519,6 @@ def _versions() -> dict[str, str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .backend import available_backends
-
     print(f"deepnet {_versions()['deepnet']} on Python {platform.python_version()} ({platform.machine()}, "
           f"{os.cpu_count()} CPUs)")
     for k, v in _versions().items():
@@ -629,10 +528,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, status in available_backends().items():
         print(f"  {name:8s} {status}")
     try:
-        from .backend import get_ops
-
         ops = get_ops("cupy")
-        info = ops.device_info()
+        info = ops.memory.describe()
         print(f"GPU: {info['name']}, {info['total_bytes'] / 2**30:.1f} GiB total, "
               f"{info['free_bytes'] / 2**30:.1f} GiB free; memory pool used {info['pool_used_bytes'] / 2**20:.1f} MiB, "
               f"cached {info['pool_cached_bytes'] / 2**20:.1f} MiB (limit: CUPY_GPU_MEMORY_LIMIT="
@@ -742,8 +639,6 @@ def given_options(argv: list[str]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import ResumeError
-
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -760,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, KeyError) and err.args:
             msg = str(err.args[0])
         print(f"deepnet: error: {msg}", file=sys.stderr)
-        if not isinstance(err, (CLIError, ResumeError)):
+        if not isinstance(err, (CLIError, ResumeError, InputFileError)):
             print("deepnet: (run with --debug for the full traceback)", file=sys.stderr)
         return EXIT_ERROR
 

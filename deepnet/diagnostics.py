@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import Array, to_host
+from .backend import Array, backend_of, to_host
 
 
 class GradientFlow:
@@ -29,8 +29,6 @@ class GradientFlow:
 
     @staticmethod
     def _norm(a: Array) -> Array:
-        from .backend import backend_of
-
         ops = backend_of(a)
         return ops.xp.sqrt(ops.sum_squares(a))
 
@@ -45,8 +43,8 @@ class GradientFlow:
     def record_grads(self, params: dict[str, Any]) -> None:
         """Called by ``Network.backward`` after the pass: ‖∂f/∂W‖ of every weight."""
         for name, p in params.items():
-            if name.endswith("weight") and not p._fresh:
-                n = self._norm(p._grad)
+            if name.endswith("weight") and p.has_grad:
+                n = self._norm(p.grad)
                 acc = self._grad_sums.get(name)
                 self._grad_sums[name] = n if acc is None else acc + n
 

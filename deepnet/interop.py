@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from . import layers as deepnet_layers
 from .backend import to_host
+from .network import Network
 
 # deepnet layer -> (torch.nn class name, constructor kwargs from the deepnet layer)
 _TO_TORCH: dict[str, Any] = {
@@ -106,33 +108,30 @@ def to_torch(net: Any) -> Any:
 
 def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
     """Build a deepnet :class:`~deepnet.Network` from a ``torch.nn.Sequential``."""
-    from . import layers as L
-    from .network import Network
-
     layers: list[Any] = []
     for i, m in enumerate(module):
         cls = type(m).__name__
         if cls == "Linear":
-            layers.append(L.Dense(m.in_features, m.out_features, bias=m.bias is not None))
+            layers.append(deepnet_layers.Dense(m.in_features, m.out_features, bias=m.bias is not None))
         elif cls in ("ReLU", "Sigmoid", "Tanh", "Identity", "Softplus"):
-            layers.append(getattr(L, cls)())
+            layers.append(getattr(deepnet_layers, cls)())
         elif cls == "LeakyReLU":
-            layers.append(L.LeakyReLU(m.negative_slope))
+            layers.append(deepnet_layers.LeakyReLU(m.negative_slope))
         elif cls == "ELU":
-            layers.append(L.ELU(m.alpha))
+            layers.append(deepnet_layers.ELU(m.alpha))
         elif cls == "GELU":
             if m.approximate != "tanh":
                 raise ValueError(f"module {i}: deepnet's GELU is the tanh form; got approximate={m.approximate!r}")
-            layers.append(L.GELU())
+            layers.append(deepnet_layers.GELU())
         elif cls == "Softmax":
-            layers.append(L.Softmax())
+            layers.append(deepnet_layers.Softmax())
         elif cls == "Dropout":
-            layers.append(L.Dropout(m.p))
+            layers.append(deepnet_layers.Dropout(m.p))
         elif cls == "BatchNorm1d":
             momentum = deepnet_bn_momentum(m.momentum, f"module {i} (BatchNorm1d)")
-            layers.append(L.BatchNorm(m.num_features, momentum=momentum, eps=m.eps))
+            layers.append(deepnet_layers.BatchNorm(m.num_features, momentum=momentum, eps=m.eps))
         elif cls == "LayerNorm":
-            layers.append(L.LayerNorm(int(m.normalized_shape[0]), eps=m.eps))
+            layers.append(deepnet_layers.LayerNorm(int(m.normalized_shape[0]), eps=m.eps))
         else:
             raise ValueError(f"module {i} ({cls}) has no deepnet equivalent")
     net = Network(layers, seed=seed, backend=backend)

@@ -14,7 +14,9 @@ class PlotUnavailable(RuntimeError):
     pass
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's ``pyplot`` on the non-interactive Agg backend, or :class:`PlotUnavailable`
+    saying how to install it (call it early to fail before a long run)."""
     try:
         import matplotlib
     except ImportError:
@@ -27,7 +29,7 @@ def _pyplot() -> Any:
 
 def plot_curves(history: dict[str, list[float]], path: str | os.PathLike[str]) -> Path:
     """Training and validation loss and accuracy per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -50,7 +52,7 @@ def plot_curves(history: dict[str, list[float]], path: str | os.PathLike[str]) -
 
 def plot_confusion(confusion: np.ndarray, path: str | os.PathLike[str], class_names: list[str] | None = None,
                    title: str = "Confusion matrix (test set)") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     k = confusion.shape[0]
     names = class_names or [str(i) for i in range(k)]
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 1.0 + 0.55 * k))
@@ -75,7 +77,7 @@ def plot_confusion(confusion: np.ndarray, path: str | os.PathLike[str], class_na
 def plot_misclassified(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, image_shape: tuple[int, int],
                        path: str | os.PathLike[str], class_names: list[str] | None = None, limit: int = 36) -> Path:
     """A grid of the first ``limit`` misclassified images with true and predicted labels."""
-    plt = _pyplot()
+    plt = pyplot()
     wrong = np.nonzero(y_true != y_pred)[0][:limit]
     cols = 6
     rows = max(1, -(-len(wrong) // cols))
@@ -95,7 +97,7 @@ def plot_misclassified(X: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, im
 
 def plot_gradient_flow(records: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Norm of the error ẽ arriving at each layer and of each weight gradient, per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     panels = ((axes[0], records["error_norm"], records["layer_names"], "‖ẽ‖ arriving at the layer (mean per batch)",
                "Error flowing back through the layers"),

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any
 
+from .backend import to_host
 from .callbacks import Callback
 
 
@@ -47,8 +48,6 @@ class ProgressBar(Callback):
         self._pending += logs["size"]
         now = time.monotonic()
         if now >= self._next and self._bar is not None:
-            from .backend import to_host
-
             self._bar.update(self._pending)
             self._pending = 0
             self._bar.set_postfix(loss=f"{float(to_host(logs['loss'])):.4f}", refresh=False)

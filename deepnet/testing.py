@@ -40,7 +40,10 @@ import numpy as _host  # host-side comparisons only: a test utility, not a layer
 
 from .backend import Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
 from .gradcheck import GradCheckError, GradCheckReport, check_layer
+from .io import load_model, save_model
 from .layers.base import Layer
+from .layers.dense import Dense
+from .network import Network
 
 CHECKS = ("forward", "gradient", "accumulation", "evaluation", "batch1", "non_contiguous", "round_trip",
           "input_unchanged")
@@ -320,10 +323,6 @@ class _Run:
                         + " (compared with a contiguous copy)")
 
     def check_round_trip(self, report: ContractReport, failures: dict[str, str]) -> None:
-        from .io import load_model, save_model
-        from .layers.dense import Dense
-        from .network import Network
-
         layer = self.build("float32")
         for p in layer.parameters().values():   # move away from the initial values: they must come from the file
             w = to_host(p.data).astype(_host.float64)

@@ -17,6 +17,7 @@ import pytest
 
 import deepnet as dn
 from deepnet import io as dio
+from deepnet import model_files
 from deepnet.checkpoint import Checkpointer
 from deepnet.io import ModelFileError, load_model, read_tensors, save_model
 from deepnet.presets import mlp_layers
@@ -134,7 +135,7 @@ def test_a_crash_while_writing_leaves_the_previous_file_intact(tmp_path, rng, mo
         fh.write(b"PK\x03\x04 half a zip file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(dio.np, "savez", exploding_savez)
+    monkeypatch.setattr(model_files.np, "savez", exploding_savez)
     with pytest.raises(OSError, match="disk full"):
         save_model(net, path)
     assert path.read_bytes() == before

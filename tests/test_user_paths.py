@@ -166,7 +166,7 @@ def test_a_failed_save_keeps_the_trained_weights_and_the_old_model(run, capsys, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(net, path, extra)
 
-    monkeypatch.setattr(dio, "save_model", disk_full)
+    monkeypatch.setattr("deepnet.cli.save_model", disk_full)   # the name the command line calls
     assert main(["train", "--epochs", "1", "--out", str(run), "--seed", "3", "--quiet"]) == 1
     err = _err_line(capsys)
     assert "could not save the trained model" in err and "No space left on device" in err

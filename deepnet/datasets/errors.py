@@ -12,3 +12,8 @@ class DatasetError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class InputFileError(DatasetError):
+    """A file of inputs to predict on (an image, a ``.npy`` array, CSV rows) cannot be used:
+    the message is the whole story (one line, no traceback needed)."""

@@ -37,7 +37,7 @@ _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
 @contextlib.contextmanager
-def _stream(path: str | os.PathLike[str]) -> Iterator[tuple[IO[bytes], int, int | None]]:
+def open_stream(path: str | os.PathLike[str]) -> Iterator[tuple[IO[bytes], int, int | None]]:
     """(decompressed stream, size on disk, gzip trailer's size field or None if not gzip),
     with read errors as DatasetError."""
     try:
@@ -84,7 +84,7 @@ def read_bytes(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
     With ``limit``, a file whose (decompressed) content exceeds ``limit`` bytes is refused
     after reading at most ``limit`` + 1 bytes.
     """
-    with _stream(path) as (fh, size, isize):
+    with open_stream(path) as (fh, size, isize):
         gz = isize is not None
         if limit is not None and not gz and size > limit:
             raise DatasetError(path, f"file is {size} bytes, more than the {limit} bytes allowed")
@@ -151,7 +151,7 @@ def read_idx(path: str | os.PathLike[str], expect_ndim: int | None = None, *,
     reading, so a recompressed copy of the same data passes and altered data does not).
     """
     hasher = hashlib.sha256() if content_sha256 else None
-    with _stream(path) as (fh, size, isize):
+    with open_stream(path) as (fh, size, isize):
         gz = isize is not None
         head = fh.read(4)
         dtype, ndim = _check_magic(head, path, expect_ndim)

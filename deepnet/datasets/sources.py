@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DatasetError
-from .idx import _stream
+from .idx import open_stream
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def verify(path: str | os.PathLike[str], expected: str) -> None:
 def content_sha256_of(path: str | os.PathLike[str]) -> str:
     """SHA-256 of the file's bytes after gzip decompression (streamed; raw files as they are)."""
     h = hashlib.sha256()
-    with _stream(path) as (fh, _, _):
+    with open_stream(path) as (fh, _, _):
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

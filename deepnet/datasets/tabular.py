@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 
 from .errors import DatasetError
+from .idx import read_bytes  # transparently handles .gz
 
 #: largest CSV text (after decompression) read: parsing peaks near 17x the text size (measured
 #: with tracemalloc on an MNIST-like CSV), so a bigger file would not fit in memory anyway, and
@@ -17,9 +18,8 @@ from .errors import DatasetError
 MAX_TEXT_BYTES = 1 << 30
 
 
-def _read_text(path: str | os.PathLike[str]) -> str:
-    from .idx import read_bytes  # transparently handles .gz
-
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The file's text (UTF-8, a BOM dropped; ``.gz`` decompressed), at most :data:`MAX_TEXT_BYTES`."""
     try:
         return read_bytes(path, limit=MAX_TEXT_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -102,7 +102,7 @@ def load_seed_csv(path: str | os.PathLike[str], n_classes: int = 10) -> tuple[np
 
     Returns raw pixels as float32 (n, 784) and labels int64.
     """
-    X, y, _ = parse_csv(_read_text(path), path, label_column=0, n_features=784, header=False)
+    X, y, _ = parse_csv(read_text(path), path, label_column=0, n_features=784, header=False)
     if y.size and y.max() >= n_classes:
         i = int(np.argmax(y >= n_classes))
         raise DatasetError(path, f"line {i + 1}: label {y[i]} is outside 0..{n_classes - 1}")
@@ -114,7 +114,7 @@ def load_seed_csv(path: str | os.PathLike[str], n_classes: int = 10) -> tuple[np
 def load_csv(path: str | os.PathLike[str], label_column: int | str = "label",
              header: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A user's CSV with a label column (by header name or index): (X, y, feature names)."""
-    text = _read_text(path)
+    text = read_text(path)
     if isinstance(label_column, str) and label_column.lstrip("-").isdigit():
         label_column = int(label_column)
     if isinstance(label_column, str) and header is False:

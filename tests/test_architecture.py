@@ -1,0 +1,189 @@
+"""deepnet's structure stays a tree (issue 14): the rules below are read off the sources with
+``ast`` (and import-linter's contracts in pyproject.toml), so a shortcut that would tangle the
+modules again fails here, naming each ``file:line``.
+
+* no deepnet import inside a function: every dependency shows at the top of its module, where
+  import-linter and a reader see it (optional third-party packages may still load lazily);
+* no ``ops.name == "numpy"`` outside deepnet/backend/: code asks a backend what it can do,
+  never which one it is;
+* the import layering of pyproject.toml's ``[tool.importlinter]`` holds;
+* no reaching into another module's private attributes (``net._x``, ``p._grad``,
+  ``from .m import _helper``): what a module needs from another is public API.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "deepnet"
+
+
+def _sources() -> dict[str, ast.Module]:
+    """Every deepnet source file, parsed, by its path relative to the repository."""
+    return {path.relative_to(ROOT).as_posix(): ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+SOURCES = _sources()
+
+
+def _is_deepnet_import(node: ast.AST) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return node.level > 0 or (node.module or "").split(".")[0] == "deepnet"
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] == "deepnet" for alias in node.names)
+    return False
+
+
+def _function_bodies(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield node
+
+
+def _imported_modules(path: str, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The dotted names an import may load (``from . import m`` may load ``package.m``)."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        package = path[:-len(".py")].split("/")[:-1]     # a module's package; __init__.py's is its own
+        package = package[:len(package) - node.level + 1]
+        base = ".".join(package + ([node.module] if node.module else []))
+    return {base} | {f"{base}.{alias.name}" for alias in node.names}
+
+
+#: deepnet modules that exist to wrap an OPTIONAL third-party package they import at their top:
+#: importing one of them is loading that package, so it may stay inside the function that needs
+#: it, like any optional package.
+OPTIONAL_PACKAGE_MODULES = {
+    "deepnet.backend.numba_kernels": "imports numba (the optional 'fast' extra) at its top",
+}
+
+
+def test_no_deepnet_import_inside_a_function():
+    found = set()
+    for path, tree in SOURCES.items():
+        for func in _function_bodies(tree):
+            for node in ast.walk(func):
+                if _is_deepnet_import(node) and not _imported_modules(path, node) & set(OPTIONAL_PACKAGE_MODULES):
+                    found.add(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, ("deepnet modules imported inside functions (import them at the top of the module; "
+                       "a cycle this would create means a module sits in the wrong layer):\n"
+                       + "\n".join(sorted(found)))
+
+
+def _name_of(node: ast.AST) -> str | None:
+    """The name an expression ends in: ``ops`` for ``ops``, ``self.ops`` or ``net.ops``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _is_ops_name(node: ast.AST) -> bool:
+    """``<something>.name`` where the something's name is ``ops`` or ends in ``ops``."""
+    return (isinstance(node, ast.Attribute) and node.attr == "name"
+            and (_name_of(node.value) or "").lower().endswith("ops"))
+
+
+def _is_string(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return bool(node.elts) and all(_is_string(e) for e in node.elts)
+    return False
+
+
+def test_no_backend_identity_by_name_outside_the_backends():
+    found = []
+    for path, tree in SOURCES.items():
+        if path.startswith("deepnet/backend/"):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            for op, a, b in zip(node.ops, sides, sides[1:]):
+                if not isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)):
+                    continue
+                if (_is_ops_name(a) and _is_string(b)) or (_is_ops_name(b) and _is_string(a)
+                                                           and isinstance(op, (ast.Eq, ast.NotEq))):
+                    found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, ("a backend compared by name outside deepnet/backend/ (ask the backend for the "
+                       "capability instead, e.g. a method or attribute of Ops):\n" + "\n".join(found))
+
+
+def test_import_layers_hold():
+    if importlib.util.find_spec("importlinter") is None:
+        pytest.skip("import-linter is not installed (it is in the test extra: pip install -e '.[test]')")
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    report = done.stdout[done.stdout.find("Broken contracts"):] if "Broken contracts" in done.stdout else done.stdout
+    assert done.returncode == 0, f"lint-imports failed:\n{report}\n{done.stderr[-3000:]}"
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _defined_private_names() -> dict[str, set[str]]:
+    """Each private name deepnet defines (function, class, ``self._x`` attribute, variable,
+    argument) and the files that define it."""
+    out: dict[str, set[str]] = {}
+    for path, tree in SOURCES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                  and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                names = [node.attr]      # an attribute is defined by its own class, not by a writer
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names = [node.id]
+            elif isinstance(node, ast.arg):
+                names = [node.arg]
+            else:
+                continue
+            for name in names:
+                if _private(name):
+                    out.setdefault(name, set()).add(path)
+    return out
+
+
+#: ``file: {private name, ...}`` reached across modules on purpose; each entry says why.
+ALLOWED_PRIVATE_ACCESS: dict[str, set[str]] = {}
+
+
+def test_no_private_attributes_reached_across_modules():
+    """``X._name`` (X not self, cls or super()) where ``_name`` is defined in another deepnet
+    module, and ``from deepnet... import _name``: a module's private names are its own."""
+    defined = _defined_private_names()
+    found = []
+    for path, tree in SOURCES.items():
+        allowed = ALLOWED_PRIVATE_ACCESS.get(path, set())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in allowed:
+                owner = node.value
+                if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                    continue
+                if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
+                    continue
+                if node.attr in defined and path not in defined[node.attr]:
+                    found.append(f"{path}:{node.lineno}: {ast.unparse(node)} (defined in "
+                                 f"{', '.join(sorted(defined[node.attr]))})")
+            elif isinstance(node, ast.ImportFrom) and _is_deepnet_import(node):
+                for alias in node.names:
+                    if _private(alias.name) and alias.name not in allowed:
+                        found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, ("private attributes of another module's objects (use or add public API):\n"
+                       + "\n".join(sorted(set(found))))
