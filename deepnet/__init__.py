@@ -33,8 +33,7 @@ from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .network import History, Network, NonFiniteError
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
 from .testing import LayerContractError, check_layer_contract
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "LayerContractError", "check_layer_contract",

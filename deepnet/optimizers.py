@@ -43,7 +43,6 @@ class Optimizer:
         self.max_norm = None if max_norm is None else float(max_norm)
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
-        self._layouts_checked = True
         self._initial_config: dict[str, Any] | None = None
 
     @property
@@ -69,21 +68,21 @@ class Optimizer:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
     def _slots_for(self, p: Parameter, ops: Ops) -> dict[str, Array]:
-        """Create the state slots of a parameter (zeros like it) on first use."""
-        st = self.state[p.name] = {k: p.data * 0.0 for k in self.slots}
+        """Create the state slots of a parameter on first use: zeros with its shape, dtype and
+        memory layout (``ops.zeros_like``)."""
+        st = self.state[p.name] = {k: ops.zeros_like(p.data) for k in self.slots}
         return st
 
     def step(self, params: dict[str, Parameter], ops: Ops) -> None:
-        """Apply one update to every parameter (keys are the stable parameter names)."""
+        """Apply one update to every parameter (keys are the stable parameter names).  A
+        parameter no backward pass reached has g = 0 (reading ``p.grad`` zeroes it)."""
         self.iterations += 1
-        if not self._layouts_checked:
-            self._match_layouts(params)
         if self.clip_norm is None and self.max_norm is None and not self.coupled_weight_decay:
             # the common case: one multi-tensor update for all parameters (see update_many)
             ws, gs, states, state = [], [], [], self.state
             for p in params.values():
-                ws.append(p._data)
-                gs.append(p.grad if p._fresh else p._grad)   # no backward reached it: g = 0
+                ws.append(p.data)
+                gs.append(p.grad)
                 st = state.get(p.name)
                 states.append(self._slots_for(p, ops) if st is None else st)
             self.update_many(ws, gs, states, ops)
@@ -93,10 +92,7 @@ class Optimizer:
         max_norm = self.max_norm
         update = self.update
         for p in params.values():
-            if p._fresh:  # no backward pass reached this parameter: its gradient is zero
-                g = p.grad
-            else:
-                g = p._grad
+            g = p.grad
             if scale is not None:
                 g *= scale
             if wd:
@@ -106,17 +102,16 @@ class Optimizer:
             if max_norm is not None and p.data.ndim == 2:
                 self._apply_max_norm(p.data, ops)
 
-    def _match_layouts(self, params: dict[str, Parameter]) -> None:
-        """Give loaded or moved state slots the memory layout of their parameter (a
-        column-major weight with row-major slots would leave the fast kernels)."""
+    def match_parameters(self, params: dict[str, Parameter], ops: Ops) -> None:
+        """Give every state slot its parameter's memory layout, values kept (after the
+        backend re-laid out a parameter, or state was loaded or moved: a column-major
+        weight with row-major slots would leave the fast kernels).  Training calls this
+        once before its first step."""
         for p in params.values():
             st = self.state.get(p.name)
             for k, a in (st or {}).items():
-                if a.shape == p._data.shape and getattr(a, "strides", None) != getattr(p._data, "strides", None):
-                    b = p._data * 0.0
-                    b[...] = a
-                    st[k] = b
-        self._layouts_checked = True
+                if a.shape == p.shape and not ops.same_layout(a, p.data):
+                    st[k] = ops.assign_(ops.zeros_like(p.data), a)
 
     @property
     def coupled_weight_decay(self) -> float:
@@ -165,12 +160,10 @@ class Optimizer:
         self.iterations = int(sd.get("iterations", 0))
         self.state = {pname: {k: to_device(v, ops, copy=True) for k, v in st.items()}
                       for pname, st in sd.get("slots", {}).items()}
-        self._layouts_checked = False
 
     def to(self, ops: Ops) -> Optimizer:
         """Move the optimizer state to another backend (done by ``Network.to``)."""
         self.state = {pname: {k: to_device(v, ops) for k, v in st.items()} for pname, st in self.state.items()}
-        self._layouts_checked = False
         return self
 
 
@@ -198,9 +191,9 @@ class SGD(Optimizer):
         self.iterations += 1
         ws, gs = [], []
         for p in params.values():
-            if not p._fresh:
-                ws.append(p._data)
-                gs.append(p._grad)
+            if p.has_grad:
+                ws.append(p.data)
+                gs.append(p.grad)
         ops.sgd_update_many_(ws, gs, self.lr)
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
@@ -242,21 +235,32 @@ class Adam(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
+    def step_scalars(self) -> tuple[float, float, float]:
+        """(η_t, ε̂, d) of step t = ``iterations``, the same for every parameter.
+
+        Bias correction folded into two scalars: with m̂ = m/(1−β₁ᵗ) and v̂ = v/(1−β₂ᵗ),
+        η m̂/(√v̂ + ε) = η_t m/(√v + ε̂),  η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ),  ε̂ = ε √(1−β₂ᵗ);
+        decoupled weight decay (AdamW) first multiplies w by d = 1 − ηλ (d = 1: none).
+        """
+        t = self.iterations
+        c2 = (1.0 - self.beta2 ** t) ** 0.5
+        lr_t = self.lr * c2 / (1.0 - self.beta1 ** t)
+        eps_hat = self.eps * c2
+        decay = 1.0 - self.lr * self.weight_decay if self.decoupled else 1.0
+        return lr_t, eps_hat, decay
+
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
-        ops.adam_update_(w, g, state["m"], state["v"], self.lr, self.beta1, self.beta2, self.eps,
-                         self.iterations, decoupled_wd=self._decoupled_wd)
+        lr_t, eps_hat, decay = self.step_scalars()
+        ops.adam_update_(w, g, state["m"], state["v"], lr_t, self.beta1, self.beta2, eps_hat, decay)
 
     def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
-        ops.adam_update_many_(ws, gs, [st["m"] for st in states], [st["v"] for st in states], self.lr,
-                              self.beta1, self.beta2, self.eps, self.iterations, decoupled_wd=self._decoupled_wd)
+        lr_t, eps_hat, decay = self.step_scalars()
+        ops.adam_update_many_(ws, gs, [st["m"] for st in states], [st["v"] for st in states], lr_t,
+                              self.beta1, self.beta2, eps_hat, decay)
 
     @property
     def coupled_weight_decay(self) -> float:
         return 0.0 if self.decoupled else self.weight_decay
-
-    @property
-    def _decoupled_wd(self) -> float:
-        return self.weight_decay if self.decoupled else 0.0
 
 
 class AdamW(Adam):

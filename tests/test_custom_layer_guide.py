@@ -53,21 +53,26 @@ def test_guide_documents_the_idioms():
                   "dn.Network(", "save_model(", "load_model(", "_need_cache()", "self._cache ="):
         assert idiom in python, idiom
     assert "initialized = True" not in text          # users need no flag
-    assert "arrange_as_first_layer(batch_size)` | optional: called by `fit` on the network's first layer" in text
+    assert "arrange_as_first_layer" not in text      # layouts are the backend's business now
+    assert "the backend chooses each parameter's memory\n  layout" in text
 
 
-def test_first_layer_hook_is_called_by_fit_as_the_guide_says(rng):
+def test_the_backend_lays_out_only_the_first_layers_parameters_once_per_fit(rng):
+    """What the guide says: the backend chooses layouts; fit asks it once, for the first
+    layer's parameters (whose input error is never computed), at the run's batch size."""
+    from deepnet.backend.numpy_ops import NumpyOps
+
     calls = []
 
-    class GuideFirstLayerProbe(dn.Dense):
-        def arrange_as_first_layer(self, batch_size: int) -> bool:
-            calls.append(batch_size)
-            return super().arrange_as_first_layer(batch_size)
+    class Probe(NumpyOps):
+        def training_layout(self, w, batch_size, input_grad):
+            calls.append((tuple(w.shape), batch_size, input_grad))
+            return super().training_layout(w, batch_size, input_grad)
 
-    net = dn.Network([GuideFirstLayerProbe(3, 4), dn.Tanh(), GuideFirstLayerProbe(4, 2)], seed=0)
+    net = dn.Network([dn.Dense(3, 4), dn.Tanh(), dn.Dense(4, 2)], seed=0, backend=Probe())
     X = rng.normal(size=(16, 3)).astype(np.float32)
     net.fit(X, rng.integers(0, 2, 16), epochs=1, batch_size=8, loss="xent", optimizer=dn.SGD(0.1))
-    assert calls == [8]                              # once, on the first layer only
+    assert calls == [((4, 3), 8, False), ((4,), 8, False)]     # once, on the first layer only
 
 
 def test_example_script_runs(capsys):

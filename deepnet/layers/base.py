@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ..backend import Array, Ops, get_backend, to_device, to_host
+from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
 from ..errors import ShapeError
 
 
@@ -16,6 +16,9 @@ class Parameter:
     only marks it stale and the next backward pass writes into it instead of adding,
     so no pass over memory is spent on zeroing.  Reading :attr:`grad` is always correct,
     and ``p.grad += g`` accumulates: after :meth:`zero_grad` it leaves exactly g.
+    A backward pass that writes with a backend operation asks :meth:`grad_target` where to
+    write; :meth:`assign` replaces the values of θ keeping its buffer and memory layout
+    (the backend chooses the layout, see ``Ops.training_layout``).
     """
 
     __slots__ = ("name", "_data", "_grad", "_fresh")
@@ -43,6 +46,19 @@ class Parameter:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self._data.shape)
+
+    @property
+    def has_grad(self) -> bool:
+        """Whether a backward pass wrote ∂f/∂θ since :meth:`zero_grad` (else it is zero)."""
+        return not self._fresh
+
+    def assign(self, value: Array) -> None:
+        """θ ← value, written into the existing buffer (same backend; layout kept)."""
+        shape = tuple(getattr(value, "shape", ()))
+        if shape != self.shape:
+            raise ShapeError(f"Parameter {self.name!r}: expected values of shape {self.shape}, got shape {shape}")
+        self._data[...] = value
+        self._fresh = True
 
     @property
     def grad(self) -> Array:
@@ -167,8 +183,6 @@ class Layer:
                                  f"define get_config() returning the constructor arguments")
         if not (trial if trial is not None else not cls.__module__.startswith("deepnet.")):
             return cfg
-        from ..backend import host_rng, use_backend
-
         with use_backend("numpy"):         # the trial rebuild allocates nothing on a device
             try:
                 rebuilt = cls(**cfg)
@@ -217,10 +231,13 @@ class Layer:
         """Drop what the last training forward kept for backward."""
         self._cache = None
 
+    @property
+    def cached(self) -> Any:
+        """What the last training forward kept for backward (``self._cache``; None if nothing)."""
+        return self._cache
+
     def to(self, backend: str | Ops | None = None, dtype: Any = None) -> Layer:
         """Move parameters (and their gradients) to another backend and/or dtype, in place."""
-        from ..backend import get_ops
-
         ops = self.ops if backend is None else get_ops(backend)
         name = self.ops.dtype_name(self.dtype if dtype is None else dtype)
         for p in self._params.values():
@@ -230,13 +247,6 @@ class Layer:
         self._cache = None
         self._on_moved()
         return self
-
-    def arrange_as_first_layer(self, batch_size: int) -> bool:
-        """Called by :meth:`Network.fit` on its first layer, whose input error is never
-        computed: a layer may let the backend store its weights in the layout fastest for
-        the products it still needs at this batch size.  Returns whether an array was
-        replaced.  Default: nothing."""
-        return False
 
     def _on_moved(self) -> None:
         """Hook for layers that hold non-parameter arrays (e.g. running statistics)."""

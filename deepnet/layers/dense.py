@@ -37,17 +37,6 @@ class Dense(Layer):
         if self.bias:
             self.add_param("bias", w[:, 0] * 0.0)
 
-    def arrange_as_first_layer(self, batch_size: int) -> bool:
-        # W keeps its shape (n_out, n_in) and values; only its memory layout may change
-        w = self._params.get("weight")
-        if w is None:
-            return False
-        laid = self.ops.first_layer_weight(w.data, batch_size)
-        if laid is w.data:
-            return False
-        w.data = laid
-        return True
-
     def get_config(self) -> dict[str, Any]:
         return {"n_in": self.n_in, "n_out": self.n_out, "bias": self.bias, "init": self.init}
 
@@ -68,13 +57,12 @@ class Dense(Layer):
         if x is None:
             x = self._need_cache()
         ops = self.ops
-        w = self._params["weight"]
-        ops.gemm(grad_output, x, trans_a=True, out=w._grad, accumulate=not w._fresh)
-        w._fresh = False
+        params = self._params
+        gw, acc = params["weight"].grad_target()
+        ops.gemm(grad_output, x, trans_a=True, out=gw, accumulate=acc)     # ∂f/∂W += δᵀ x
         if self.bias:
-            b = self._params["bias"]
-            ops.sum_rows(grad_output, out=b._grad, accumulate=not b._fresh)
-            b._fresh = False
+            gb, acc = params["bias"].grad_target()
+            ops.sum_rows(grad_output, out=gb, accumulate=acc)               # ∂f/∂b += Σ_rows δ
         if not need_input_grad:
             return None
-        return ops.gemm(grad_output, w.data)
+        return ops.gemm(grad_output, params["weight"].data)                 # ẽ = δ W

@@ -19,12 +19,14 @@ def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int, xp
     return dxhat
 
 
-def _affine_normalize_backward(layer: Layer, dy: Array, need_input_grad: bool, axis: int) -> Array | None:
+def _affine_normalize_backward(layer: Layer, cache: Any, dy: Array, need_input_grad: bool, axis: int
+                               ) -> Array | None:
     """Backward of y = γ x̂ + β with x̂ normalized over ``axis``: ∂f/∂γ = Σ_rows dy ∘ x̂,
     ∂f/∂β = Σ_rows dy, and ∂f/∂x through :func:`_normalize_backward`."""
-    xhat, inv_std = layer._need_cache()
+    xhat, inv_std = cache
     xp = layer.ops.xp
-    g, b = layer._params["gamma"], layer._params["beta"]
+    params = layer.parameters()
+    g, b = params["gamma"], params["beta"]
     g.grad[...] += xp.sum(dy * xhat, axis=0)
     b.grad[...] += xp.sum(dy, axis=0)
     if not need_input_grad:
@@ -95,7 +97,7 @@ class BatchNorm(Layer):
         return xhat * p["gamma"].data + p["beta"].data
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        return _affine_normalize_backward(self, grad_output, need_input_grad, axis=0)
+        return _affine_normalize_backward(self, self._need_cache(), grad_output, need_input_grad, axis=0)
 
 
 class LayerNorm(Layer):
@@ -125,4 +127,4 @@ class LayerNorm(Layer):
         return xhat * self._params["gamma"].data + self._params["beta"].data
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        return _affine_normalize_backward(self, grad_output, need_input_grad, axis=1)
+        return _affine_normalize_backward(self, self._need_cache(), grad_output, need_input_grad, axis=1)

@@ -1,9 +1,15 @@
 """Training: the loop around a model, kept out of the model itself.
 
-An epoch-batch iterator, one training step, a callback list and the epoch metrics; the
-public front is :meth:`deepnet.Network.fit`.
+:class:`Trainer` (the run), :class:`EpochBatches` (the epoch-batch iterator),
+:func:`train_step` (one step), :class:`EpochMetrics` (the epoch's loss and accuracy) and
+the callbacks that carry the rest (checkpoint saving, the NaN guard, history, printing).
+The public front is :meth:`deepnet.Network.fit`.
 """
 
+from .batches import Batch, EpochBatches
 from .history import History
+from .metrics import EpochMetrics
+from .step import train_step
+from .trainer import Trainer
 
-__all__ = ["History"]
+__all__ = ["Batch", "EpochBatches", "EpochMetrics", "History", "Trainer", "train_step"]

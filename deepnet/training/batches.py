@@ -1,0 +1,98 @@
+"""The batches of a training run, an epoch at a time, without copying the data set.
+
+Shuffled batches are gathered row by row into one reused buffer (``ops.take_rows(...,
+out=)``); batches in order are slices.  Streamed data stays on the host and goes to the
+device in chunks of whole batches, the next chunk staged while the current one trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from ..backend import Array, Ops
+
+
+class Batch(NamedTuple):
+    """Batch ``index`` of the epoch: rows ``start``..``stop``−1 of its order, inputs ``x``, targets ``t``."""
+
+    index: int
+    start: int
+    stop: int
+    x: Array
+    t: Array
+
+
+class EpochBatches:
+    """Batches of ``batch_size`` rows of (X, T) for one epoch at a time.
+
+    ``X`` is on ``ops`` (resident) or, with ``chunk_rows``, on the host (streamed; ``T``
+    then too, unless it is on the device already).  :meth:`epoch` yields the batches of an
+    epoch in the order ``perm`` (host indices, and ``order``, the same on the device; None:
+    in order) from batch ``first`` on.
+    """
+
+    def __init__(self, ops: Ops, X: Any, T: Any, batch_size: int, chunk_rows: int | None = None) -> None:
+        self.ops, self.X, self.T, self.batch_size, self.chunk_rows = ops, X, T, batch_size, chunk_rows
+        self.n = int(X.shape[0])
+        self.n_batches = -(-self.n // batch_size)
+        self._buffers: tuple[Array, Array] | None = None
+
+    def epoch(self, perm: Any, order: Array, first: int = 0) -> Iterator[Batch]:
+        if self.chunk_rows:
+            return self._streamed(perm, order, first)
+        if order is None:
+            return self._in_order(first)
+        return self._gathered(order, first)
+
+    def _bounds(self, b: int) -> tuple[int, int]:
+        s = b * self.batch_size
+        return s, min(s + self.batch_size, self.n)
+
+    def _in_order(self, first: int) -> Iterator[Batch]:
+        X, T = self.X, self.T
+        for b in range(first, self.n_batches):
+            s, e = self._bounds(b)
+            yield Batch(b, s, e, X[s:e, ...], T[s:e, ...])
+
+    def _gathered(self, perm: Array, first: int) -> Iterator[Batch]:
+        ops, X, T = self.ops, self.X, self.T
+        if self._buffers is None:   # one buffer each for the inputs and targets of a batch, reused
+            rows = min(self.batch_size, self.n)
+            self._buffers = (ops.empty((rows, *X.shape[1:]), X.dtype), ops.empty((rows, *T.shape[1:]), T.dtype))
+        xbuf, tbuf = self._buffers
+        take = ops.take_rows
+        for b in range(first, self.n_batches):
+            s, e = self._bounds(b)
+            idx = perm[s:e]
+            m = e - s
+            yield Batch(b, s, e, take(X, idx, out=xbuf[:m, ...]), take(T, idx, out=tbuf[:m, ...]))
+
+    def _streamed(self, perm: Any, order: Array, first: int) -> Iterator[Batch]:
+        """Chunks of ``chunk_rows`` rows gathered on the host and staged to the device."""
+        ops, X, T, rows, n = self.ops, self.X, self.T, self.chunk_rows, self.n
+        memory = ops.memory
+        t_host = not ops.owns(T) or ops.host_arrays
+
+        def stage(lo: int) -> tuple[Any, Any]:
+            idx = slice(lo, min(lo + rows, n)) if perm is None else perm[lo:lo + rows]
+            return memory.stage(X[idx]), (memory.stage(T[idx]) if t_host else None)
+
+        start = first * self.batch_size
+        lo = start - start % rows
+        pending = stage(lo) if lo < n else None
+        while pending is not None:
+            xs, ts = pending
+            hi = min(lo + rows, n)
+            pending = stage(hi) if hi < n else None          # overlap the next copy with this chunk
+            xs = memory.ready(xs)
+            if ts is not None:
+                ts = memory.ready(ts)
+            elif order is None:
+                ts = T[lo:hi, ...]
+            else:
+                ts = ops.take_rows(T, order[lo:hi])
+            for b in range(max(first, lo // self.batch_size), -(-hi // self.batch_size)):
+                s, e = self._bounds(b)
+                yield Batch(b, s, e, xs[s - lo:e - lo, ...], ts[s - lo:e - lo, ...])
+            lo = hi

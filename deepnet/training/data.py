@@ -1,0 +1,45 @@
+"""A run's data on its backend: inputs and targets checked once, never copied needlessly.
+
+A float32 host array the caller passes is used in place on a host backend (no defensive
+copy); other inputs are converted once.  Targets become what the loss works on (labels or
+rows) plus integer labels for accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Array, Ops, to_device, to_host
+from ..backend.host import as_host_inputs, as_host_targets
+from ..errors import ShapeError
+from ..losses import Loss
+
+
+def device_inputs(ops: Ops, X: Any, width: int, dtype: str, where: str) -> Array:
+    """X checked (2-D, ``width`` wide, finite) and on ``ops`` in ``dtype``."""
+    if ops.owns(X) and not ops.host_arrays:   # already on the device: check it there
+        if X.ndim != 2 or X.shape[1] != width:
+            raise ShapeError(f"{where}: the first layer expects inputs of width {width}, "
+                             f"got X of shape {tuple(X.shape)}")
+        if not bool(to_host(ops.all_finite(X))):
+            raise ValueError(f"{where}: X contains non-finite values (NaN or inf)")
+        return to_device(X, ops, dtype=dtype)
+    return to_device(as_host_inputs(X, width, where), ops, dtype=dtype)
+
+
+def host_inputs(X: Any, width: int, dtype: str, where: str) -> Any:
+    """X checked and kept on the host in ``dtype`` (for streaming; no copy when it already is)."""
+    return as_host_inputs(X, width, where).astype(dtype, copy=False)
+
+
+def device_targets(ops: Ops, y: Any, n: int, width: int, dtype: str, loss: Loss, where: str) -> tuple[Array, Array]:
+    """(targets for the loss, integer labels for accuracy), both on ``ops``."""
+    host = as_host_targets(y, n, width, where, allow_labels=loss.accepts_labels)
+    if host.ndim == 1:
+        labels = to_device(host, ops, dtype="int64")
+        prepare = getattr(loss, "targets", None)
+        if prepare is not None:  # losses that work on target rows: build them once
+            return prepare(ops, ops.zeros((n, width), ops.dtype(dtype)), labels), labels
+        return labels, labels
+    targets = to_device(host, ops, dtype=dtype)
+    return targets, to_device(host.argmax(axis=1), ops, dtype="int64")

@@ -1,0 +1,29 @@
+"""One training step: the derivation's forward pass, error and backward pass, then an update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import Array
+from ..losses import Loss
+from ..optimizers import Optimizer
+
+
+def train_step(model: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array,
+               accept: Callable[[Array], bool] | None = None) -> tuple[Array, Array] | None:
+    """One step of gradient descent on the batch (x, t); returns (f, z), or None if refused.
+
+    z = model(x) (keeping what backward needs); f and ∂f/∂z from the loss; backward hands
+    each layer the error from above (ẽ = Aᵀ·δ) and accumulates every ∂f/∂θ; the optimizer
+    updates every θ; the gradients are zeroed.  ``accept(f)`` (the NaN guard) is asked
+    before anything is changed: False drops the step.
+    """
+    z = model.forward(x, True)
+    f, dz = loss.forward_backward(z, t)
+    if accept is not None and not accept(f):
+        return None
+    model.backward(dz)
+    optimizer.step(model.parameters(), model.ops)
+    model.zero_grad()
+    return f, z

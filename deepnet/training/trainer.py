@@ -1,0 +1,200 @@
+"""The training loop around a model: data, resume, epochs of steps, callbacks.
+
+:class:`Trainer` runs what :meth:`deepnet.Network.fit` asks for.  An epoch draws its
+shuffle from the run's host generator, trains :func:`~deepnet.training.step.train_step`
+on each batch of :class:`~deepnet.training.batches.EpochBatches`, accumulates its metrics
+on the device, reads them once, evaluates the validation data and calls the callbacks:
+the checkpoint savers, the NaN guard, the history and the printer are callbacks too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..backend import Array, to_device, to_host
+from ..callbacks import Callback
+from ..errors import ResumeError
+from .batches import EpochBatches
+from .callback_list import CallbackList
+from .checkpointing import SaveEpochs, SaveProgress
+from .data import device_inputs, device_targets, host_inputs
+from .evaluation import evaluate_batches
+from .guard import NonFiniteGuard
+from .history import History
+from .metrics import EpochMetrics
+from .position import RunPosition
+from .reporting import PrintEpochs, RecordHistory
+from .settings import run_settings
+from .step import train_step
+
+CHECK_FINITE = ("raise", "skip", "off")
+
+
+def check_fit_arguments(ops: Any, epochs: Any, batch_size: Any, check_finite: Any, resume: Any) -> None:
+    """One-line errors for arguments ``fit`` cannot run with."""
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"fit: batch_size must be a positive integer, got {batch_size!r}")
+    if check_finite not in CHECK_FINITE:
+        raise ValueError(f"fit: check_finite must be 'raise', 'skip' or 'off', got {check_finite!r}")
+    if check_finite == "skip" and not ops.cheap_sync:
+        raise ValueError(f"fit: check_finite='skip' decides on the host at every step, which backend "
+                         f"{ops.name!r} avoids (each read waits for the device); use 'raise' (checked at "
+                         "each epoch's end, naming the first bad batch) or 'off'")
+    if resume not in (False, True, "if-exists"):
+        raise ValueError(f"fit: resume must be False, True or 'if-exists', got {resume!r}")
+
+
+class Trainer:
+    """One run of ``fit`` on a model (``net``: layers, parameters, forward, backward, loss,
+    optimizer, host generator ``rng``); see :meth:`deepnet.Network.fit` for the arguments."""
+
+    def __init__(self, net: Any, *, epochs: int, batch_size: int, shuffle: bool = True,
+                 validation_data: tuple[Any, Any] | None = None, callbacks: Iterable[Callback] = (),
+                 verbose: bool = False, check_finite: str = "raise", checkpointer: Any = None,
+                 resume: bool | str = False, stream_chunk_rows: int | None = None) -> None:
+        check_fit_arguments(net.ops, epochs, batch_size, check_finite, resume)
+        if net.loss is None or net.optimizer is None:
+            raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
+        if resume and checkpointer is None:
+            raise ValueError("fit: resume needs checkpoint=<directory or Checkpointer>")
+        self.net, self.epochs, self.batch_size, self.shuffle = net, epochs, batch_size, shuffle
+        self.validation_data, self.user_callbacks, self.verbose = validation_data, list(callbacks), verbose
+        self.check_finite, self.checkpointer, self.resume = check_finite, checkpointer, resume
+        self.stream_chunk_rows = stream_chunk_rows
+        net.loss.bind(net.ops)
+
+    # ------------------------------------------------------------------ data
+    def _data(self, X: Any, y: Any) -> tuple[Any, Array, Array]:
+        """(X, targets, labels) on the backend, or X on the host when it is streamed."""
+        net, ops, rows = self.net, self.net.ops, self.stream_chunk_rows
+        if rows is None and not ops.owns(X):
+            rows = self.stream_chunk_rows = ops.memory.stream_rows_for(X, self.batch_size)
+        if rows:
+            if rows < self.batch_size or rows % self.batch_size:
+                raise ValueError(f"fit: stream_chunk_rows must be a multiple of batch_size ({self.batch_size}), "
+                                 f"got {rows}")
+            Xd = host_inputs(X, net.input_width, net.dtype_name, "fit")
+        else:
+            Xd = device_inputs(ops, X, net.input_width, net.dtype_name, "fit")
+        T, labels = device_targets(ops, y, int(Xd.shape[0]), net.output_width, net.dtype_name, net.loss, "fit")
+        if rows and T.ndim == 2:
+            T = to_host(T)
+        return Xd, T, labels
+
+    def _validation(self) -> tuple[Array, Array, Array] | None:
+        if self.validation_data is None:
+            return None
+        net, ops = self.net, self.net.ops
+        Xv, yv = self.validation_data
+        Xv = device_inputs(ops, Xv, net.input_width, net.dtype_name, "fit(validation_data)")
+        Tv, Lv = device_targets(ops, yv, int(Xv.shape[0]), net.output_width, net.dtype_name, net.loss,
+                                "fit(validation_data)")
+        return Xv, Tv, Lv
+
+    # ------------------------------------------------------------------ resume
+    def _restore(self, X: Any, T: Array, labels: Array, history: History) -> tuple[int, int, Any, History, Any]:
+        """(first epoch, first batch, carried totals, history, finished) after checking or
+        restoring the checkpointer's run."""
+        ckpt = self.checkpointer
+        if ckpt is None:
+            return 0, 0, None, history, None
+        settings = run_settings(self.net, X, T, labels, self.epochs, self.batch_size, self.shuffle)
+        state = ckpt.restore(self.net, settings=settings) if self.resume else None
+        if state is None and self.resume is True:
+            raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
+                              "(use resume='if-exists' to start fresh when there is none)")
+        if state is None:
+            ckpt.check_new_run()
+            state = (0, 0, None, history, None)
+        if not state[4]:        # a finished run records nothing new
+            ckpt.record_settings(self.net, settings)
+        return state
+
+    def _lay_out(self) -> None:
+        """Let the backend store the first layer's parameters (whose input error is never
+        computed) in its fastest layout for this batch size; optimizer slots follow."""
+        net, ops = self.net, self.net.ops
+        for p in net.layers[0].parameters().values():
+            laid = ops.training_layout(p.data, self.batch_size, input_grad=False)
+            if laid is not p.data:
+                p.data = laid
+        net.optimizer.match_parameters(net.parameters(), ops)
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, X: Any, y: Any) -> History:
+        net = self.net
+        Xd, T, labels = self._data(X, y)
+        val = self._validation()
+        start_epoch, start_batch, carried, history, finished = self._restore(Xd, T, labels, History())
+        if finished:            # the run ended for good (e.g. early stopping): nothing to train
+            return history
+        self._lay_out()          # after a restore, which replaces the weights
+        net.stop_training, net.stop_reason = False, None
+        batches = EpochBatches(net.ops, Xd, T, self.batch_size, self.stream_chunk_rows)
+        pos = RunPosition(history, batches.n_batches, list(net.parameters().values()))
+        pos.carried = carried
+        guard = NonFiniteGuard(self.check_finite, net, pos, self.checkpointer)
+        saving = [] if self.checkpointer is None else [SaveProgress(self.checkpointer, pos)]
+        callbacks = CallbackList([*saving, guard, RecordHistory(history)]
+                                 + ([PrintEpochs(self.epochs)] if self.verbose else []) + self.user_callbacks
+                                 + ([] if self.checkpointer is None else [SaveEpochs(self.checkpointer, pos)]))
+        callbacks.train_begin(net, {"epochs": self.epochs, "steps_per_epoch": batches.n_batches,
+                                    "batch_size": self.batch_size, "samples": batches.n,
+                                    "initial_epoch": start_epoch})
+        for epoch in range(start_epoch, self.epochs):
+            first = start_batch if epoch == start_epoch else 0
+            logs = self._epoch(epoch, first, batches, labels, pos, guard, callbacks, val)
+            callbacks.epoch_end(net, epoch, logs)
+            pos.carried = None
+            if net.stop_training:
+                break
+        callbacks.train_end(net, {"history": history})
+        return history
+
+    def _epoch(self, epoch: int, first: int, batches: EpochBatches, labels: Array, pos: RunPosition,
+               guard: NonFiniteGuard, callbacks: CallbackList, val: tuple[Array, Array, Array] | None
+               ) -> dict[str, float]:
+        """Train one epoch from batch ``first``; return its logs (read once)."""
+        net, ops, loss, opt = self.net, self.net.ops, self.net.loss, self.net.optimizer
+        t0 = time.perf_counter()
+        pos.epoch, pos.first, pos.done = epoch, first, first
+        pos.epoch_rng_state = net.rng.bit_generator.state
+        perm = net.rng.permutation(batches.n) if self.shuffle else None      # host indices
+        order = None if perm is None else to_device(perm, ops, dtype="int64")
+        pos.labels = labels if order is None else ops.take_rows(labels, order)
+        pos.metrics = metrics = EpochMetrics(ops, batches.n, self.batch_size, ops.dtype(net.dtype_name),
+                                             loss.reduction)
+        callbacks.epoch_begin(net, epoch)
+        accept = guard.accept if guard.each_step else None
+        batch_hooks = bool(callbacks.batch_callbacks)
+        for b, s, e, x, t in batches.epoch(perm, order, first):
+            pos.batch = b
+            if batch_hooks:
+                callbacks.batch_begin(net, net.step_count, {"epoch": epoch, "batch": b})
+            result = train_step(net, loss, opt, x, t, accept)
+            pos.done = b + 1
+            if result is None:     # refused by the NaN guard (check_finite="skip")
+                continue
+            net.step_count += 1
+            metrics.record(b, s, e, *result)
+            if batch_hooks:
+                callbacks.batch_end(net, net.step_count, {"loss": result[0], "batch": b, "size": e - s})
+            if net.stop_training:
+                break
+        pos.totals = totals = pos.partial_totals(pos.done, check_weights=True)
+        net.clear_cache()
+        seen = max(totals["seen"], 1)
+        logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
+        if val is not None:
+            v = evaluate_batches(net, loss, *val, batch_size=max(self.batch_size, 1024),
+                                 dtype=ops.dtype(net.dtype_name))
+            logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
+        logs["lr"] = opt.lr
+        logs["time"] = time.perf_counter() - t0
+        if net.diagnostics is not None:
+            net.diagnostics.end_epoch(net, epoch)
+        return logs
