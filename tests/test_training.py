@@ -1,0 +1,119 @@
+"""deepnet.training: the epoch-batch iterator, one training step, and fit's memory.
+
+The loop moved out of Network (issue 14); these pin what it must keep doing: a shuffled
+epoch is exactly the steps on the permuted rows, a resumed epoch starts at its batch,
+streamed batches equal resident ones, a refused step changes nothing, and fit adds no
+copy of a float32 X.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet.backend import get_ops, to_device, to_host
+from deepnet.training import EpochBatches, train_step
+
+
+def _net(seed: int = 0, backend: str = "numpy") -> dn.Network:
+    return dn.Network([dn.Dense(6, 8), dn.Tanh(), dn.Dense(8, 3)], seed=seed, backend=backend,
+                      loss="xent", optimizer=dn.SGD(0.1))
+
+
+def test_a_shuffled_epoch_is_the_steps_on_the_permuted_rows(backend, rng):
+    """fit's gather into a reused buffer gives each step exactly the rows (and their own
+    targets) of the epoch's permutation, drawn from the network's generator."""
+    X = rng.normal(size=(22, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 22)
+    a, b = _net(backend=backend), _net(backend=backend)
+    a.fit(X, y, epochs=2, batch_size=4)                       # batches 4,4,4,4,4,2
+    for _ in range(2):
+        perm = b.rng.permutation(len(X))
+        b.fit(X[perm], y[perm], epochs=1, batch_size=4, shuffle=False)
+    for k, v in a.get_weights().items():
+        np.testing.assert_allclose(v, b.get_weights()[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_epoch_batches_in_order_gathered_and_streamed_give_the_same_rows(rng):
+    ops = get_ops("numpy")
+    X = rng.normal(size=(11, 3)).astype(np.float32)
+    T = rng.integers(0, 3, 11)
+    perm = rng.permutation(11)
+    order = to_device(perm, ops, dtype="int64")
+    resident = EpochBatches(ops, X, T, batch_size=3)
+    streamed = EpochBatches(ops, X, T, batch_size=3, chunk_rows=6)
+    assert resident.n_batches == 4
+    for first in (0, 2):
+        got = [(b.index, b.start, b.stop, to_host(b.x).copy(), to_host(b.t).copy())
+               for b in resident.epoch(perm, order, first)]
+        assert [g[0] for g in got] == list(range(first, 4))
+        for (i, s, e, x, t), sb in zip(got, streamed.epoch(perm, order, first), strict=True):
+            rows = perm[s:e]
+            np.testing.assert_array_equal(x, X[rows])
+            np.testing.assert_array_equal(t, T[rows])
+            assert (sb.index, sb.start, sb.stop) == (i, s, e)
+            np.testing.assert_array_equal(to_host(sb.x), X[rows])
+            np.testing.assert_array_equal(to_host(sb.t), T[rows])
+    in_order = [to_host(b.x) for b in resident.epoch(None, None, 1)]
+    np.testing.assert_array_equal(np.concatenate(in_order), X[3:])
+    assert np.shares_memory(next(iter(resident.epoch(None, None))).x, X)     # a slice, not a copy
+
+
+def test_train_step_is_forward_loss_backward_update(rng):
+    """One step equals the derivation done by hand with the layers' own passes; a step the
+    guard refuses changes no weight and leaves no gradient behind."""
+    X = rng.normal(size=(4, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    net, ref = _net(), _net()
+    f, z = train_step(net, net.loss.bind(net.ops), net.optimizer, X, y)
+    zr = ref.forward(X, True)
+    fr, dz = ref.loss.bind(ref.ops).forward_backward(zr, y)
+    ref.backward(dz)
+    expected = {k: to_host(p.data) - 0.1 * to_host(p.grad) for k, p in ref.parameters().items()}
+    np.testing.assert_allclose(float(f), float(fr), rtol=1e-6)
+    np.testing.assert_allclose(to_host(z), to_host(zr), rtol=1e-6)
+    for k, v in net.get_weights().items():
+        np.testing.assert_allclose(v, expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert not any(p.has_grad for p in net.parameters().values())
+    before = net.get_weights()
+    assert train_step(net, net.loss, net.optimizer, X, y, accept=lambda f: False) is None
+    for k, v in net.get_weights().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_skip_policy_says_it_halved_the_learning_rate(rng):
+    X = rng.normal(size=(8, 6)).astype(np.float32)
+    X[:4] = 3e38                                     # finite, but the first batch's outputs overflow
+    net = dn.Network([dn.Dense(6, 3)], seed=0, loss="xent", optimizer=dn.SGD(0.1))
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match=r"epoch 1, batch 1 is NaN or inf: step skipped, learning rate "
+                                            r"halved to 0\.05"):
+        net.fit(X, rng.integers(0, 3, 8), epochs=1, batch_size=4, shuffle=False, check_finite="skip")
+    assert net.optimizer.lr == 0.05 and net.step_count == 1
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_adds_no_copy_of_a_float32_X(rng, shuffle):
+    """Issue 14: fit used to add two copies of X when shuffling (one shuffled copy per epoch,
+    the last one alive while the next was made) and a quarter copy for the finite check.
+    Now it may add at most 0.25 copies beyond the model, optimizer state and batch buffers
+    (NumPy reports its allocations to tracemalloc)."""
+    X = rng.random((20000, 100)).astype(np.float32)          # 8 MB
+    y = rng.integers(0, 3, 20000)
+    net = dn.Network([dn.Dense(100, 16), dn.ReLU(), dn.Dense(16, 3)], seed=0, loss="xent",
+                     optimizer=dn.SGD(0.1))
+    net.fit(X[:256], y[:256], epochs=1, batch_size=128)      # first-use caches (numba, BLAS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tracemalloc.start()
+        try:
+            net.fit(X, y, epochs=2, batch_size=128, shuffle=shuffle)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    # labels, permutation and predictions: 3 int64 per row = 0.24 MB; batch buffers are small
+    per_row_vectors = 4 * 8 * len(X)
+    assert peak - per_row_vectors < 0.25 * X.nbytes, f"fit allocated {peak / X.nbytes:.2f} copies of X"
