@@ -17,6 +17,7 @@ from .callbacks import Callback
 from .checkpoint import Checkpointer
 from .errors import NonFiniteError, ShapeError
 from .training import History, Trainer
+from .training.trainer import check_fit_arguments
 from .training.data import device_inputs, device_targets
 from .training.evaluation import evaluate_batches
 from .layers.base import Layer, Parameter
@@ -122,8 +123,10 @@ class Network:
             w = weights[name]
             if tuple(w.shape) != p.shape:
                 raise ShapeError(f"set_weights: parameter {name} has shape {p.shape}, got {tuple(w.shape)}")
+        # converted (and copied) first: a value may alias another parameter (e.g. swapping two)
+        values = {name: to_device(weights[name], self.ops, dtype=self.dtype_name, copy=True) for name in self._params}
         for name, p in self._params.items():
-            p.assign(to_device(weights[name], self.ops, dtype=self.dtype_name))
+            p.assign(values[name])
 
     def _give_rng(self) -> None:
         """Hand the run's device generator to layers that draw random numbers (dropout)."""
@@ -217,6 +220,7 @@ class Network:
         from the host in chunks of this many rows (chosen automatically on CuPy when X
         would not fit).  The rules in full: docs/training.md.
         """
+        check_fit_arguments(self.ops, epochs, batch_size, check_finite, resume)   # before anything changes
         if loss is not None:
             self.loss = get_loss(loss)
         if optimizer is not None:

@@ -234,6 +234,15 @@ MUTATIONS: list[Mutation] = [
       "        net.optimizer.match_parameters(net.parameters(), ops)\n", "",
       ["tests/test_network.py", "-k", "column_major"],
       "optimizer slots keep an old memory layout after the backend re-laid out a weight"),
+    M("M42", "deepnet/training/trainer.py",
+      "                                 + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))\n",
+      "                                 )\n        callbacks.batch_callbacks.insert(0, SaveCheckpoints(ckpt, pos)) if ckpt else None\n",
+      ["tests/test_training.py", "-k", "after_the_users_batch_hooks"],
+      "a step's checkpoint is written before the user's on_batch_end ran (resume no longer exact)"),
+    M("M43", "deepnet/training/trainer.py",
+      "        callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard\n", "",
+      ["tests/test_training.py", "tests/test_checkpoint.py", "-k", "non_finite or nan"],
+      "the end-of-epoch NaN check (and the stop-point save) never run"),
 ]
 
 

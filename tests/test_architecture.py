@@ -69,9 +69,24 @@ OPTIONAL_PACKAGE_MODULES = {
 }
 
 
+def _is_dynamic_deepnet_import(node: ast.AST) -> bool:
+    """``importlib.import_module("deepnet…" or ".x")`` or ``__import__("deepnet…")``: an import
+    neither this test's AST scan of import statements nor import-linter would see."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    first = node.args[0]
+    return (name in ("import_module", "__import__") and isinstance(first, ast.Constant)
+            and isinstance(first.value, str) and (first.value.startswith("deepnet") or first.value.startswith(".")))
+
+
 def test_no_deepnet_import_inside_a_function():
     found = set()
     for path, tree in SOURCES.items():
+        for node in ast.walk(tree):
+            if _is_dynamic_deepnet_import(node):
+                found.add(f"{path}:{node.lineno}: {ast.unparse(node)}")
         for func in _function_bodies(tree):
             for node in ast.walk(func):
                 if _is_deepnet_import(node) and not _imported_modules(path, node) & set(OPTIONAL_PACKAGE_MODULES):
@@ -90,10 +105,25 @@ def _name_of(node: ast.AST) -> str | None:
     return None
 
 
+#: every name a backend answers to (registered names and aliases), and backend class names
+BACKEND_NAMES = {"numpy", "np", "cpu", "cupy", "cp", "gpu", "cuda", "strict", "array_api_strict", "cupy-shaped",
+                 "cupy_shaped", "torch", "generic"}
+
+
 def _is_ops_name(node: ast.AST) -> bool:
-    """``<something>.name`` where the something's name is ``ops`` or ends in ``ops``."""
-    return (isinstance(node, ast.Attribute) and node.attr == "name"
-            and (_name_of(node.value) or "").lower().endswith("ops"))
+    """``<something>.name`` where the something's name is ``ops`` or ends in ``ops``, or any
+    ``.name`` / ``__name__`` (compared below with a backend's name)."""
+    return (isinstance(node, ast.Attribute) and node.attr in ("name", "__name__")
+            and (node.attr == "__name__" or (_name_of(node.value) or "").lower().endswith("ops")))
+
+
+def _is_backend_name(node: ast.AST) -> bool:
+    """A string literal (or a tuple/list/set of them) naming a backend or an Ops class."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and (node.value.lower() in BACKEND_NAMES or node.value.endswith("Ops"))
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_is_backend_name(e) for e in node.elts)
+    return False
 
 
 def _is_string(node: ast.AST) -> bool:
@@ -116,8 +146,14 @@ def test_no_backend_identity_by_name_outside_the_backends():
             for op, a, b in zip(node.ops, sides, sides[1:]):
                 if not isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)):
                     continue
-                if (_is_ops_name(a) and _is_string(b)) or (_is_ops_name(b) and _is_string(a)
-                                                           and isinstance(op, (ast.Eq, ast.NotEq))):
+                ops_a = _is_ops_name(a) and (_is_string(b) if a.attr == "name" and _name_of(a.value) != "name"
+                                             else _is_backend_name(b))
+                ops_b = (_is_ops_name(b) and isinstance(op, (ast.Eq, ast.NotEq))
+                         and (_is_string(a) if b.attr == "name" else _is_backend_name(a)))
+                # any ``.name`` compared with a backend's name counts too (e.g. ``backend.name == "cupy"``)
+                named = any(isinstance(x, ast.Attribute) and x.attr in ("name", "__name__") and _is_backend_name(y)
+                            for x, y in ((a, b), (b, a)))
+                if ops_a or ops_b or named:
                     found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
     assert not found, ("a backend compared by name outside deepnet/backend/ (ask the backend for the "
                        "capability instead, e.g. a method or attribute of Ops):\n" + "\n".join(found))
@@ -160,6 +196,16 @@ def _defined_private_names() -> dict[str, set[str]]:
     return out
 
 
+_DEFINED: dict[str, set[str]] = {}
+
+
+def _own_object(path: str, owner: ast.AST, name: str) -> bool:
+    """Whether ``owner._name`` is a module reaching into an object of its own: only when the
+    name is defined in this module alone (a name also defined elsewhere, e.g. ``_params`` of
+    ``Layer``, may belong to another module's object, so it counts as crossing)."""
+    return _DEFINED.get(name, set()) == {path}
+
+
 #: ``file: {private name, ...}`` reached across modules on purpose; each entry says why.
 ALLOWED_PRIVATE_ACCESS: dict[str, set[str]] = {}
 
@@ -167,7 +213,8 @@ ALLOWED_PRIVATE_ACCESS: dict[str, set[str]] = {}
 def test_no_private_attributes_reached_across_modules():
     """``X._name`` (X not self, cls or super()) where ``_name`` is defined in another deepnet
     module, and ``from deepnet... import _name``: a module's private names are its own."""
-    defined = _defined_private_names()
+    _DEFINED.update(_defined_private_names())
+    defined = _DEFINED
     found = []
     for path, tree in SOURCES.items():
         allowed = ALLOWED_PRIVATE_ACCESS.get(path, set())
@@ -178,7 +225,7 @@ def test_no_private_attributes_reached_across_modules():
                     continue
                 if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
                     continue
-                if node.attr in defined and path not in defined[node.attr]:
+                if node.attr in defined and not _own_object(path, owner, node.attr):
                     found.append(f"{path}:{node.lineno}: {ast.unparse(node)} (defined in "
                                  f"{', '.join(sorted(defined[node.attr]))})")
             elif isinstance(node, ast.ImportFrom) and _is_deepnet_import(node):

@@ -257,3 +257,14 @@ def test_memory_companion(backend):
             mem.describe()
     else:
         assert "name" in mem.describe()
+
+
+def test_removed_switches_say_what_replaced_them():
+    """ops.use_numba / ops.use_fused were documented switches: setting one now must not
+    silently do nothing (it would leave the compiled or fused kernels on)."""
+    ops = get_ops("numpy")
+    with pytest.raises(AttributeError, match="use_numba was removed: .*NumpyOps"):
+        ops.use_numba = False
+    with pytest.raises(AttributeError, match="use_fused was removed: .*CupyOps"):
+        ops.use_fused = False
+    assert not hasattr(ops, "use_numba")

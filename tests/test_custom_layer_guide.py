@@ -54,7 +54,7 @@ def test_guide_documents_the_idioms():
         assert idiom in python, idiom
     assert "initialized = True" not in text          # users need no flag
     assert "arrange_as_first_layer" not in text      # layouts are the backend's business now
-    assert "the backend chooses each parameter's memory\n  layout" in text
+    assert "may set the class attribute `any_layout = True`, as `Dense`" in text
 
 
 def test_the_backend_lays_out_only_the_first_layers_parameters_once_per_fit(rng):
@@ -73,6 +73,21 @@ def test_the_backend_lays_out_only_the_first_layers_parameters_once_per_fit(rng)
     X = rng.normal(size=(16, 3)).astype(np.float32)
     net.fit(X, rng.integers(0, 2, 16), epochs=1, batch_size=8, loss="xent", optimizer=dn.SGD(0.1))
     assert calls == [((4, 3), 8, False), ((4,), 8, False)]     # once, on the first layer only
+
+    class GuideRowMajorDense(dn.Dense):   # a layer that does not declare any_layout keeps row-major
+        any_layout = False
+
+    calls.clear()
+    net = dn.Network([GuideRowMajorDense(3, 4), dn.Tanh(), dn.Dense(4, 2)], seed=0, backend=Probe())
+    net.fit(X, rng.integers(0, 2, 16), epochs=1, batch_size=8, loss="xent", optimizer=dn.SGD(0.1))
+    assert calls == [] and net.layers[0].parameters()["weight"].data.flags.c_contiguous
+
+
+def test_a_layer_still_defining_the_old_layout_hook_is_told_it_is_not_called():
+    with pytest.warns(UserWarning, match="arrange_as_first_layer is no longer called"):
+        class GuideOldHook(dn.Dense):
+            def arrange_as_first_layer(self, batch_size):
+                return False
 
 
 def test_example_script_runs(capsys):

@@ -117,3 +117,62 @@ def test_fit_adds_no_copy_of_a_float32_X(rng, shuffle):
     # labels, permutation and predictions: 3 int64 per row = 0.24 MB; batch buffers are small
     per_row_vectors = 4 * 8 * len(X)
     assert peak - per_row_vectors < 0.25 * X.nbytes, f"fit allocated {peak / X.nbytes:.2f} copies of X"
+
+
+def _lr_by_step(net, step, logs):
+    net.optimizer.lr = 0.1 / (step + 1)          # a per-batch schedule written by the user
+
+
+def test_a_mid_epoch_checkpoint_is_saved_after_the_users_batch_hooks(rng, tmp_path):
+    """Resuming from any step's checkpoint continues exactly: the checkpoint of a step is
+    written after every callback (here a per-batch learning-rate schedule) saw that step."""
+    from deepnet.checkpoint import Checkpointer
+
+    X = rng.normal(size=(24, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    a = _net()
+    a.fit(X, y, epochs=2, batch_size=4, callbacks=[dn.LambdaCallback(on_batch_end=_lr_by_step)],
+          checkpoint=Checkpointer(tmp_path / "a", every_steps=3, keep=10))
+    mid = tmp_path / "a" / "ckpt-e0001-s00000009.npz"           # epoch 2, after its third batch
+    assert mid.is_file()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / mid.name).write_bytes(mid.read_bytes())
+    b = _net(seed=5)                                             # restored from the checkpoint
+    b.fit(X, y, epochs=2, batch_size=4, callbacks=[dn.LambdaCallback(on_batch_end=_lr_by_step)],
+          checkpoint=Checkpointer(tmp_path / "b", every_steps=3, keep=10), resume=True)
+    for k, v in a.get_weights().items():
+        np.testing.assert_array_equal(v, b.get_weights()[k], err_msg=k)
+
+
+def test_a_non_finite_epoch_stops_before_validation_runs(rng):
+    X = rng.normal(size=(8, 6)).astype(np.float32)
+    net = _net()
+    net.fit(X, rng.integers(0, 3, 8), epochs=1, batch_size=4)
+    net.layers[0].parameters()["weight"].data[0, 0] = np.nan
+    seen = []
+    net.forward = lambda x, training=False, _f=net.forward: (seen.append(training), _f(x, training))[1]
+    with np.errstate(all="ignore"), pytest.raises(dn.NonFiniteError, match="epoch 1, batch 1: the loss of this batch"):
+        net.fit(X, rng.integers(0, 3, 8), epochs=1, batch_size=4, check_finite="off", validation_data=(X, y_of(X)))
+    assert False not in seen                         # no evaluation pass over the validation data
+
+
+def y_of(X):
+    return np.zeros(len(X), dtype=np.int64)
+
+
+def test_fit_with_a_bad_argument_changes_nothing(tmp_path):
+    net = _net()
+    loss, opt = net.loss, net.optimizer
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer"):
+        net.fit(np.zeros((4, 6), np.float32), [0, 1, 2, 0], epochs=-1, loss="mse", optimizer="adam",
+                checkpoint=tmp_path / "ckpt")
+    assert net.loss is loss and net.optimizer is opt and not (tmp_path / "ckpt").exists()
+
+
+def test_set_weights_can_swap_two_parameters(backend):
+    net = dn.Network([dn.Dense(3, 3, bias=False), dn.Dense(3, 3, bias=False)], seed=0, backend=backend)
+    w = net.get_weights()
+    p = net.parameters()
+    net.set_weights({"0.weight": p["1.weight"].data, "1.weight": p["0.weight"].data})
+    np.testing.assert_array_equal(net.get_weights()["0.weight"], w["1.weight"])
+    np.testing.assert_array_equal(net.get_weights()["1.weight"], w["0.weight"])

@@ -81,7 +81,7 @@ class CupyMemory(DeviceMemory):
         return {"name": name, **self.info()}
 
     def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
-        nbytes = getattr(host_X, "nbytes", 0) * 2          # inputs plus their shuffled copy
+        nbytes = getattr(host_X, "nbytes", 0)        # resident once: batches are gathered, never a shuffled copy
         if nbytes < 0.6 * self.info()["free_bytes"]:
             return None
         row = max(1, host_X.nbytes // max(1, host_X.shape[0]))

@@ -20,11 +20,14 @@ import os
 
 import numpy as np
 
+from ..errors import BackendError
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-class MklUnavailable(RuntimeError):
-    """oneMKL was asked for but its library could not be found or loaded."""
+class MklUnavailable(BackendError):
+    """oneMKL was asked for but its library could not be found or loaded (a
+    :class:`~deepnet.BackendError`, so ``deepnet info`` reports it as the backend's reason)."""
 
 
 def _library_path() -> str:

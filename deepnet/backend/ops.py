@@ -58,6 +58,22 @@ class DeviceRNG:
         self._gen.bit_generator.state = state
 
 
+class _Removed:
+    """A switch that no longer exists: reading or setting it says what replaced it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        raise AttributeError(f"ops.{self.name} was removed: {self.message}")
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        raise AttributeError(f"ops.{self.name} was removed: {self.message}")
+
+
 class Ops:
     """Array operations of one backend; ``xp`` is its array namespace.
 
@@ -77,6 +93,10 @@ class Ops:
     cheap_sync = True
     #: the class of :attr:`memory`, the backend's device companion
     memory_type: type[DeviceMemory] = DeviceMemory
+    use_numba = _Removed("the plain NumPy maths are deepnet.backend.numpy_ops.NumpyOps(), the compiled "
+                         "kernels deepnet.backend.numba_ops.NumbaOps(); DEEPNET_NUMBA=0 picks the first")
+    use_fused = _Removed("the plain CuPy maths are deepnet.backend.cupy_ops.CupyOps(), the fused kernels "
+                         "FusedCupyOps() (the registered 'cupy')")
 
     def __init__(self, xp: Any, device: Any = None, name: str | None = None) -> None:
         self.xp = xp
@@ -406,6 +426,10 @@ class Ops:
     def release_memory(self) -> None:
         """Return cached, unused device memory to the driver: ``self.memory.release()``."""
         self.memory.release()
+
+    def device_info(self) -> dict[str, Any]:
+        """Name and memory of the device (GPU backends; raises on CPU ones): ``self.memory.describe()``."""
+        return self.memory.describe()
 
     # ------------------------------------------------------------------ random numbers
     def device_rng(self, seed: int) -> DeviceRNG:

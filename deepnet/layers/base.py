@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
@@ -117,9 +118,18 @@ class Layer:
     #: registry of layer classes by name, filled by ``__init_subclass__``
     registry: ClassVar[dict[str, type[Layer]]] = {}
 
+    #: True when the layer reads its parameters only through backend products (``ops.linear``,
+    #: ``ops.gemm`` with ``out=``), so the backend may store them in whatever memory layout is
+    #: fastest (``Dense``: column-major W as the first layer on NumPy).  Default: row-major kept.
+    any_layout: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         Layer.registry[cls.__name__] = cls
+        if "arrange_as_first_layer" in cls.__dict__:
+            warnings.warn(f"{cls.__name__}.arrange_as_first_layer is no longer called: the backend chooses "
+                          "parameter layouts for layers with any_layout = True (docs/custom-layers.md)",
+                          UserWarning, stacklevel=2)
 
     def __init__(self) -> None:
         self.ops: Ops = get_backend()
@@ -194,7 +204,7 @@ class Layer:
                 raise ValueError(f"{name}(**{cfg!r}) cannot rebuild the layer from get_config(): "
                                  f"{type(err).__name__}: {' '.join(str(err).split())}{hint}") from None
         want = {k: p.shape for k, p in self._params.items()}
-        got = {k: p.shape for k, p in rebuilt._params.items()} if self.initialized else want
+        got = {k: p.shape for k, p in rebuilt.parameters().items()} if self.initialized else want
         if got != want:
             raise ValueError(f"{name}(**{cfg!r}) rebuilds parameters {got}, but the layer has {want}: "
                              f"get_config() must return every constructor argument")

@@ -20,6 +20,8 @@ class Dense(Layer):
     * returns ẽ = δ W  (the error for the layer below: Aᵀ·δ in column form)
     """
 
+    any_layout = True          # W is read only through ops.linear / ops.gemm
+
     def __init__(self, n_in: int, n_out: int, bias: bool = True, init: str = "glorot") -> None:
         super().__init__()
         for label, v in (("n_in", n_in), ("n_out", n_out)):

@@ -1,9 +1,10 @@
 """Checkpoints during a run, as callbacks around a checkpointer (``deepnet.checkpoint``).
 
-:class:`SaveProgress` comes first in the callback list: every ``every_steps`` steps, and
-when a run stops inside an epoch, it saves where the run is (before the epoch's partial
-logs enter the history).  :class:`SaveEpochs` comes last: after every other callback saw
-the epoch (so an early stop is recorded as the run's end), it saves the finished epoch.
+:class:`SaveStopPoint` sees the epoch's totals first: when a run stops inside an epoch it
+saves where the run is, before the epoch's partial logs enter the history.
+:class:`SaveCheckpoints` comes last in the callback list: after every other callback saw a
+batch or an epoch (so a per-batch schedule has run, and an early stop is recorded as the
+run's end), it saves every ``every_steps`` steps and at the end of every finished epoch.
 """
 
 from __future__ import annotations
@@ -14,9 +15,22 @@ from ..callbacks import Callback
 from .position import RunPosition
 
 
-class SaveProgress(Callback):
-    """Mid-epoch checkpoints: every ``checkpointer.every_steps`` steps and when a run stops
-    inside an epoch (resume redraws the epoch's shuffle from its generator state)."""
+class SaveStopPoint(Callback):
+    """A checkpoint of a run stopped inside an epoch (resume redraws the epoch's shuffle from
+    its generator state and trains the rest of the epoch)."""
+
+    def __init__(self, checkpointer: Any, position: RunPosition) -> None:
+        self.checkpointer, self.position = checkpointer, position
+
+    def on_epoch_totals(self, net: Any, epoch: int, totals: dict[str, Any]) -> None:
+        pos = self.position
+        if not pos.finished_epoch:
+            self.checkpointer.save_training(net, epoch, pos.done, pos.epoch_rng_state, pos.history, totals)
+
+
+class SaveCheckpoints(Callback):
+    """A checkpoint every ``checkpointer.every_steps`` steps, and one at the end of every
+    finished epoch (``best.npz`` too when it is the best)."""
 
     def __init__(self, checkpointer: Any, position: RunPosition) -> None:
         self.checkpointer, self.position = checkpointer, position
@@ -30,18 +44,6 @@ class SaveProgress(Callback):
             done = logs["batch"] + 1
             self.checkpointer.save_training(net, pos.epoch, done, pos.epoch_rng_state, pos.history,
                                             pos.partial_totals(done))
-
-    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
-        pos = self.position
-        if not pos.finished_epoch:
-            self.checkpointer.save_training(net, epoch, pos.done, pos.epoch_rng_state, pos.history, pos.totals)
-
-
-class SaveEpochs(Callback):
-    """A checkpoint at the end of every finished epoch (and ``best.npz`` when it is the best)."""
-
-    def __init__(self, checkpointer: Any, position: RunPosition) -> None:
-        self.checkpointer, self.position = checkpointer, position
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         if self.position.finished_epoch:

@@ -39,9 +39,10 @@ class NonFiniteGuard(Callback):
         self.fail(self.position.batch, loss_was_nonfinite=True)
         return False
 
-    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_totals(self, net: Any, epoch: int, totals: dict[str, Any]) -> None:
+        """At the epoch's end, before validation: a NaN or inf epoch loss or weight stops the run."""
         pos = self.position
-        if math.isfinite(logs["loss"]) and pos.totals["weights_finite"]:
+        if math.isfinite(totals["loss_sum"]) and totals["weights_finite"]:
             return
         bad = pos.metrics.first_nonfinite_batch(pos.first, pos.done)     # read only on failure
         self.fail(pos.done - 1 if bad is None else bad, late=bad is not None)

@@ -18,7 +18,7 @@ from ..callbacks import Callback
 from ..errors import ResumeError
 from .batches import EpochBatches
 from .callback_list import CallbackList
-from .checkpointing import SaveEpochs, SaveProgress
+from .checkpointing import SaveCheckpoints, SaveStopPoint
 from .data import device_inputs, device_targets, host_inputs
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
@@ -116,9 +116,11 @@ class Trainer:
 
     def _lay_out(self) -> None:
         """Let the backend store the first layer's parameters (whose input error is never
-        computed) in its fastest layout for this batch size; optimizer slots follow."""
+        computed) in its fastest layout for this batch size, if the layer allows any layout
+        (``Layer.any_layout``); optimizer slots follow."""
         net, ops = self.net, self.net.ops
-        for p in net.layers[0].parameters().values():
+        first = net.layers[0]
+        for p in first.parameters().values() if first.any_layout else ():
             laid = ops.training_layout(p.data, self.batch_size, input_grad=False)
             if laid is not p.data:
                 p.data = laid
@@ -138,10 +140,10 @@ class Trainer:
         pos = RunPosition(history, batches.n_batches, list(net.parameters().values()))
         pos.carried = carried
         guard = NonFiniteGuard(self.check_finite, net, pos, self.checkpointer)
-        saving = [] if self.checkpointer is None else [SaveProgress(self.checkpointer, pos)]
-        callbacks = CallbackList([*saving, guard, RecordHistory(history)]
+        ckpt = self.checkpointer
+        callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
                                  + ([PrintEpochs(self.epochs)] if self.verbose else []) + self.user_callbacks
-                                 + ([] if self.checkpointer is None else [SaveEpochs(self.checkpointer, pos)]))
+                                 + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
         callbacks.train_begin(net, {"epochs": self.epochs, "steps_per_epoch": batches.n_batches,
                                     "batch_size": self.batch_size, "samples": batches.n,
                                     "initial_epoch": start_epoch})
@@ -186,6 +188,7 @@ class Trainer:
             if net.stop_training:
                 break
         pos.totals = totals = pos.partial_totals(pos.done, check_weights=True)
+        callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard
         net.clear_cache()
         seen = max(totals["seen"], 1)
         logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
