@@ -38,6 +38,7 @@ from .plotting import PlotUnavailable, plot_confusion, plot_curves, plot_gradien
 from .presets import mlp_layers, parse_spec, seed_layers
 from .progress import ProgressBar
 from .schedules import LearningRateScheduler, get_schedule
+from .training import Trainer
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -329,13 +330,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                f"backend {net.ops.name}, seed {args.seed}")
 
     X, y = data.X_train, data.y_train
-    val = None
-    if args.val_fraction:
-        (X, y), val = data.validation_split(args.val_fraction, args.seed)
+    rows = val_rows = None
+    if args.val_fraction:       # the split by indices: no copy of the training set
+        rows, val_rows = data.validation_rows(args.val_fraction, args.seed)
+    n_train = len(X) if rows is None else len(rows)
     _check_free_space(out, net, checkpointing)
-    callbacks: list[Any] = [ProgressBar(len(X), args.epochs, quiet=args.quiet)]
+    callbacks: list[Any] = [ProgressBar(n_train, args.epochs, quiet=args.quiet)]
     if args.early_stopping:
-        callbacks.append(EarlyStopping("val_loss" if val else "loss", patience=args.early_stopping))
+        callbacks.append(EarlyStopping("val_loss" if val_rows is not None else "loss", patience=args.early_stopping))
     if args.schedule:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     checkpoint = None
@@ -348,14 +350,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
             extra = "".join(f"  {k} {logs[k]:.4f}" for k in ("val_loss", "val_accuracy") if k in logs)
             _say(args, f"epoch {epoch + 1}/{args.epochs}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
-                       f"{extra}  ({logs['time']:.1f}s, {len(X) / max(logs['time'], 1e-9):,.0f} samples/s)")
+                       f"{extra}  ({logs['time']:.1f}s, {n_train / max(logs['time'], 1e-9):,.0f} samples/s)")
 
     callbacks.append(EpochLine())
     # 4. train, then save at once (before anything else can fail), then evaluate
     t0 = time.perf_counter()
-    hist = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, loss=loss, optimizer=opt,
-                   shuffle=args.shuffle, validation_data=val, callbacks=callbacks,
-                   checkpoint=checkpoint, resume=bool(resumed))
+    net.loss, net.optimizer = loss, opt      # what net.fit(loss=, optimizer=) does; then its Trainer, given rows
+    hist = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
+                   validation_data=None if val_rows is None else (X, y), validation_rows=val_rows,
+                   callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows).fit(X, y)
     train_time = time.perf_counter() - t0
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
              "class_names": data.class_names, "n_features": data.n_features}

@@ -243,6 +243,10 @@ MUTATIONS: list[Mutation] = [
       "        callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard\n", "",
       ["tests/test_training.py", "tests/test_checkpoint.py", "-k", "non_finite or nan"],
       "the end-of-epoch NaN check (and the stop-point save) never run"),
+    M("M44", "deepnet/training/batches.py",
+      "            x_idx = idx if rows is None else take(rows, idx)\n", "            x_idx = idx\n",
+      ["tests/test_training.py", "-k", "rows_by_index"],
+      "a split by indices gathers the wrong rows of X (positions instead of the split's rows)"),
 ]
 
 

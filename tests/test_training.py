@@ -176,3 +176,38 @@ def test_set_weights_can_swap_two_parameters(backend):
     net.set_weights({"0.weight": p["1.weight"].data, "1.weight": p["0.weight"].data})
     np.testing.assert_array_equal(net.get_weights()["0.weight"], w["1.weight"])
     np.testing.assert_array_equal(net.get_weights()["1.weight"], w["0.weight"])
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("stream", [None, 8])
+def test_training_on_rows_by_index_equals_training_on_their_copy(rng, shuffle, stream):
+    """The validation split by indices (Trainer(rows=, validation_rows=), what the CLI uses):
+    the same run, metrics and checkpoint fingerprint as fit on the copies X[rows], X[val]."""
+    from deepnet.training import Trainer
+    from deepnet.training.settings import run_settings
+
+    X = rng.normal(size=(30, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 30)
+    rows, val = rng.permutation(30)[:22], rng.permutation(30)[22:]
+    a, b = _net(), _net()
+    ha = a.fit(X[rows], y[rows], epochs=2, batch_size=4, shuffle=shuffle, validation_data=(X[val], y[val]),
+               stream_chunk_rows=stream)
+    hb = Trainer(b, epochs=2, batch_size=4, shuffle=shuffle, validation_data=(X, y), validation_rows=val,
+                 rows=rows, stream_chunk_rows=stream).fit(X, y)
+    for k, v in a.get_weights().items():
+        np.testing.assert_array_equal(v, b.get_weights()[k], err_msg=k)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(ha[key], hb[key], rtol=1e-6, err_msg=key)
+    labels = to_device(y[rows], b.ops, dtype="int64")
+    assert run_settings(b, X, labels, labels, 2, 4, shuffle, rows) == \
+        run_settings(a, X[rows], labels, labels, 2, 4, shuffle)
+
+
+def test_bad_rows_are_refused_in_one_line(rng):
+    from deepnet.training import Trainer
+
+    X = rng.normal(size=(5, 6)).astype(np.float32)
+    with pytest.raises(dn.ShapeError, match=r"fit: row indices must lie in 0\.\.4, got values in 0\.\.7"):
+        Trainer(_net(), epochs=1, batch_size=2, rows=[0, 7]).fit(X, np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match="validation_rows needs validation_data"):
+        Trainer(_net(), epochs=1, batch_size=2, validation_rows=[0])

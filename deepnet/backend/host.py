@@ -70,6 +70,18 @@ def as_host_targets(y: Any, n: int, k: int, where: str, allow_labels: bool = Tru
     raise ShapeError(f"{where}: y must be labels (n,) or targets (n, {k}), got shape {arr.shape}")
 
 
+def as_host_rows(rows: Any, n: int, where: str) -> np.ndarray:
+    """Validate row indices into an array of n rows: 1-D integers in 0..n−1, at least one."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
+        raise ShapeError(f"{where}: rows must be a non-empty 1-D array of integer row indices, "
+                         f"got shape {arr.shape} and dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n:
+        raise ShapeError(f"{where}: row indices must lie in 0..{n - 1}, got values in {lo}..{hi}")
+    return arr.astype(np.int64, copy=False)
+
+
 def host_concat(parts: list[np.ndarray]) -> np.ndarray:
     """Concatenate host result blocks along the batch axis."""
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

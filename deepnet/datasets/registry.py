@@ -72,14 +72,24 @@ class Dataset:
         """Deterministic (for a seed) split of the training set into train and validation."""
         return train_val_split(self.X_train, self.y_train, fraction, seed)
 
+    def validation_rows(self, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of :meth:`validation_split` as indices into ``X_train`` (train, validation):
+        the same split without copying the data (``deepnet.training.Trainer(rows=...)``)."""
+        return train_val_indices(len(self.X_train), fraction, seed)
+
+
+def train_val_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a deterministic (for a seed) split of n rows."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * fraction)))
+    return perm[n_val:], perm[:n_val]
+
 
 def train_val_split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0
                     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    perm = np.random.default_rng(seed).permutation(len(X))
-    n_val = max(1, int(round(len(X) * fraction)))
-    val, tr = perm[:n_val], perm[n_val:]
+    tr, val = train_val_indices(len(X), fraction, seed)
     return (X[tr], y[tr]), (X[val], y[val])
 
 
@@ -184,7 +194,7 @@ def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = Non
     for k in ("x_train", "y_train", "x_test", "y_test"):
         a = d[k]
         if k.startswith("x"):
-            a = a.reshape(a.shape[0], -1).astype(np.float32)
+            a = a.reshape(a.shape[0], -1).astype(np.float32, copy=False)   # float32 already: no copy
         elif a.dtype.kind not in "iu":
             raise DatasetError(path, f"{k} must hold integer labels, got dtype {a.dtype}")
         elif a.size and a.min() < 0:

@@ -1,7 +1,8 @@
 """The batches of a training run, an epoch at a time, without copying the data set.
 
 Shuffled batches are gathered row by row into one reused buffer (``ops.take_rows(...,
-out=)``); batches in order are slices.  Streamed data stays on the host and goes to the
+out=)``); batches in order are slices.  A run may train on some rows of X only (``rows``,
+e.g. a validation split by indices): their batches are gathered the same way.  Streamed data stays on the host and goes to the
 device in chunks of whole batches, the next chunk staged while the current one trains.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from ..backend import Array, Ops
+from ..backend import Array, Ops, to_device
 
 
 class Batch(NamedTuple):
@@ -27,14 +28,18 @@ class EpochBatches:
     """Batches of ``batch_size`` rows of (X, T) for one epoch at a time.
 
     ``X`` is on ``ops`` (resident) or, with ``chunk_rows``, on the host (streamed; ``T``
-    then too, unless it is on the device already).  :meth:`epoch` yields the batches of an
+    then too, unless it is on the device already).  ``rows``: host indices of the rows of X
+    to train on, in order (``T`` holds their targets); None: all of X.  :meth:`epoch` yields the batches of an
     epoch in the order ``perm`` (host indices, and ``order``, the same on the device; None:
     in order) from batch ``first`` on.
     """
 
-    def __init__(self, ops: Ops, X: Any, T: Any, batch_size: int, chunk_rows: int | None = None) -> None:
+    def __init__(self, ops: Ops, X: Any, T: Any, batch_size: int, chunk_rows: int | None = None,
+                 rows: Any = None) -> None:
         self.ops, self.X, self.T, self.batch_size, self.chunk_rows = ops, X, T, batch_size, chunk_rows
-        self.n = int(X.shape[0])
+        self.rows_host = rows
+        self.rows = None if rows is None or chunk_rows else to_device(rows, ops, dtype="int64")
+        self.n = int(X.shape[0]) if rows is None else len(rows)
         self.n_batches = -(-self.n // batch_size)
         self._buffers: tuple[Array, Array] | None = None
 
@@ -50,23 +55,31 @@ class EpochBatches:
         return s, min(s + self.batch_size, self.n)
 
     def _in_order(self, first: int) -> Iterator[Batch]:
-        X, T = self.X, self.T
+        X, T, rows = self.X, self.T, self.rows
+        if rows is not None:
+            yield from self._gathered(None, first)
+            return
         for b in range(first, self.n_batches):
             s, e = self._bounds(b)
             yield Batch(b, s, e, X[s:e, ...], T[s:e, ...])
 
     def _gathered(self, perm: Array, first: int) -> Iterator[Batch]:
-        ops, X, T = self.ops, self.X, self.T
+        """Batches of rows ``perm[s:e]`` (None: in order) of the run's rows, gathered."""
+        ops, X, T, rows = self.ops, self.X, self.T, self.rows
         if self._buffers is None:   # one buffer each for the inputs and targets of a batch, reused
-            rows = min(self.batch_size, self.n)
-            self._buffers = (ops.empty((rows, *X.shape[1:]), X.dtype), ops.empty((rows, *T.shape[1:]), T.dtype))
+            size = min(self.batch_size, self.n)
+            self._buffers = (ops.empty((size, *X.shape[1:]), X.dtype), ops.empty((size, *T.shape[1:]), T.dtype))
         xbuf, tbuf = self._buffers
         take = ops.take_rows
         for b in range(first, self.n_batches):
             s, e = self._bounds(b)
-            idx = perm[s:e]
             m = e - s
-            yield Batch(b, s, e, take(X, idx, out=xbuf[:m, ...]), take(T, idx, out=tbuf[:m, ...]))
+            if perm is None:                     # in order, some rows of X
+                yield Batch(b, s, e, take(X, rows[s:e], out=xbuf[:m, ...]), T[s:e, ...])
+                continue
+            idx = perm[s:e]
+            x_idx = idx if rows is None else take(rows, idx)
+            yield Batch(b, s, e, take(X, x_idx, out=xbuf[:m, ...]), take(T, idx, out=tbuf[:m, ...]))
 
     def _streamed(self, perm: Any, order: Array, first: int) -> Iterator[Batch]:
         """Chunks of ``chunk_rows`` rows gathered on the host and staged to the device."""
@@ -76,7 +89,8 @@ class EpochBatches:
 
         def stage(lo: int) -> tuple[Any, Any]:
             idx = slice(lo, min(lo + rows, n)) if perm is None else perm[lo:lo + rows]
-            return memory.stage(X[idx]), (memory.stage(T[idx]) if t_host else None)
+            x_idx = idx if self.rows_host is None else self.rows_host[idx]
+            return memory.stage(X[x_idx]), (memory.stage(T[idx]) if t_host else None)
 
         start = first * self.batch_size
         lo = start - start % rows

@@ -9,15 +9,18 @@ from ..backend import Array, to_host
 
 
 def run_settings(net: Any, X: Array, targets: Array, labels: Array, epochs: int, batch_size: int,
-                 shuffle: bool) -> dict[str, Any]:
+                 shuffle: bool, rows: Any = None) -> dict[str, Any]:
     """Batch size, shuffling, dtype, epochs, the loss, the optimizer as configured (before any
     schedule changed it), and a fingerprint of the data: shape, labels and 16 evenly spaced
     rows of inputs and targets (one small read; a different split, scaling or data set
-    changes it)."""
-    n = int(X.shape[0])
-    rows = slice(None, None, max(1, n // 16))
-    h = hashlib.sha256(f"{tuple(X.shape)}".encode())
-    for part in (labels, X[rows, ...], targets[rows, ...] if targets.ndim == 2 else None):
+    changes it).  ``rows``: the run trains on these rows of X (host indices; the fingerprint is
+    that of X[rows], so the same data split by copies or by indices is the same run)."""
+    n = int(X.shape[0]) if rows is None else len(rows)
+    every = slice(None, None, max(1, n // 16))
+    shape = tuple(X.shape) if rows is None else (n, *X.shape[1:])
+    sample = X[every, ...] if rows is None else to_host(X)[rows[every]]
+    h = hashlib.sha256(f"{shape}".encode())
+    for part in (labels, sample, targets[every, ...] if targets.ndim == 2 else None):
         if part is not None:
             h.update(to_host(part).tobytes())
     out: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..backend import Array, to_device, to_host
+from ..backend.host import as_host_rows
 from ..callbacks import Callback
 from ..errors import ResumeError
 from .batches import EpochBatches
@@ -55,7 +56,8 @@ class Trainer:
     def __init__(self, net: Any, *, epochs: int, batch_size: int, shuffle: bool = True,
                  validation_data: tuple[Any, Any] | None = None, callbacks: Iterable[Callback] = (),
                  verbose: bool = False, check_finite: str = "raise", checkpointer: Any = None,
-                 resume: bool | str = False, stream_chunk_rows: int | None = None) -> None:
+                 resume: bool | str = False, stream_chunk_rows: int | None = None, rows: Any = None,
+                 validation_rows: Any = None) -> None:
         check_fit_arguments(net.ops, epochs, batch_size, check_finite, resume)
         if net.loss is None or net.optimizer is None:
             raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
@@ -65,11 +67,17 @@ class Trainer:
         self.validation_data, self.user_callbacks, self.verbose = validation_data, list(callbacks), verbose
         self.check_finite, self.checkpointer, self.resume = check_finite, checkpointer, resume
         self.stream_chunk_rows = stream_chunk_rows
+        #: train on these rows of X, and validate on these rows of the validation X (host
+        #: indices): a validation split by indices, no copy of the data (None: all rows)
+        self.rows, self.validation_rows = rows, validation_rows
+        if validation_rows is not None and validation_data is None:
+            raise ValueError("fit: validation_rows needs validation_data=(X, y) to take them from")
         net.loss.bind(net.ops)
 
     # ------------------------------------------------------------------ data
     def _data(self, X: Any, y: Any) -> tuple[Any, Array, Array]:
-        """(X, targets, labels) on the backend, or X on the host when it is streamed."""
+        """(X, targets, labels) on the backend, or X on the host when it is streamed; with
+        ``self.rows``, X whole and the targets and labels of those rows."""
         net, ops, rows = self.net, self.net.ops, self.stream_chunk_rows
         if rows is None and not ops.owns(X):
             rows = self.stream_chunk_rows = ops.memory.stream_rows_for(X, self.batch_size)
@@ -80,20 +88,32 @@ class Trainer:
             Xd = host_inputs(X, net.input_width, net.dtype_name, "fit")
         else:
             Xd = device_inputs(ops, X, net.input_width, net.dtype_name, "fit")
-        T, labels = device_targets(ops, y, int(Xd.shape[0]), net.output_width, net.dtype_name, net.loss, "fit")
+        if self.rows is not None:
+            self.rows = as_host_rows(self.rows, int(Xd.shape[0]), "fit")
+            y = to_host(y)[self.rows]
+        n = int(Xd.shape[0]) if self.rows is None else len(self.rows)
+        T, labels = device_targets(ops, y, n, net.output_width, net.dtype_name, net.loss, "fit")
         if rows and T.ndim == 2:
             T = to_host(T)
         return Xd, T, labels
 
-    def _validation(self) -> tuple[Array, Array, Array] | None:
+    def _validation(self, X: Any, Xd: Any) -> tuple[Array, Array, Array, Array] | None:
+        """(X, targets, labels, rows or None) of the validation data on the backend; the
+        training X already there is reused when the validation rows come from it."""
         if self.validation_data is None:
             return None
         net, ops = self.net, self.net.ops
         Xv, yv = self.validation_data
-        Xv = device_inputs(ops, Xv, net.input_width, net.dtype_name, "fit(validation_data)")
-        Tv, Lv = device_targets(ops, yv, int(Xv.shape[0]), net.output_width, net.dtype_name, net.loss,
-                                "fit(validation_data)")
-        return Xv, Tv, Lv
+        where = "fit(validation_data)"
+        same = Xv is X and ops.owns(Xd)
+        Xv = Xd if same else device_inputs(ops, Xv, net.input_width, net.dtype_name, where)
+        rows = self.validation_rows
+        if rows is not None:
+            rows = as_host_rows(rows, int(Xv.shape[0]), where)
+            yv = to_host(yv)[rows]
+        n = int(Xv.shape[0]) if rows is None else len(rows)
+        Tv, Lv = device_targets(ops, yv, n, net.output_width, net.dtype_name, net.loss, where)
+        return Xv, Tv, Lv, None if rows is None else to_device(rows, ops, dtype="int64")
 
     # ------------------------------------------------------------------ resume
     def _restore(self, X: Any, T: Array, labels: Array, history: History) -> tuple[int, int, Any, History, Any]:
@@ -102,7 +122,7 @@ class Trainer:
         ckpt = self.checkpointer
         if ckpt is None:
             return 0, 0, None, history, None
-        settings = run_settings(self.net, X, T, labels, self.epochs, self.batch_size, self.shuffle)
+        settings = run_settings(self.net, X, T, labels, self.epochs, self.batch_size, self.shuffle, self.rows)
         state = ckpt.restore(self.net, settings=settings) if self.resume else None
         if state is None and self.resume is True:
             raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
@@ -130,13 +150,13 @@ class Trainer:
     def fit(self, X: Any, y: Any) -> History:
         net = self.net
         Xd, T, labels = self._data(X, y)
-        val = self._validation()
+        val = self._validation(X, Xd)
         start_epoch, start_batch, carried, history, finished = self._restore(Xd, T, labels, History())
         if finished:            # the run ended for good (e.g. early stopping): nothing to train
             return history
         self._lay_out()          # after a restore, which replaces the weights
         net.stop_training, net.stop_reason = False, None
-        batches = EpochBatches(net.ops, Xd, T, self.batch_size, self.stream_chunk_rows)
+        batches = EpochBatches(net.ops, Xd, T, self.batch_size, self.stream_chunk_rows, self.rows)
         pos = RunPosition(history, batches.n_batches, list(net.parameters().values()))
         pos.carried = carried
         guard = NonFiniteGuard(self.check_finite, net, pos, self.checkpointer)
@@ -158,7 +178,7 @@ class Trainer:
         return history
 
     def _epoch(self, epoch: int, first: int, batches: EpochBatches, labels: Array, pos: RunPosition,
-               guard: NonFiniteGuard, callbacks: CallbackList, val: tuple[Array, Array, Array] | None
+               guard: NonFiniteGuard, callbacks: CallbackList, val: tuple[Array, Array, Array, Array] | None
                ) -> dict[str, float]:
         """Train one epoch from batch ``first``; return its logs (read once)."""
         net, ops, loss, opt = self.net, self.net.ops, self.net.loss, self.net.optimizer
@@ -193,8 +213,8 @@ class Trainer:
         seen = max(totals["seen"], 1)
         logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
         if val is not None:
-            v = evaluate_batches(net, loss, *val, batch_size=max(self.batch_size, 1024),
-                                 dtype=ops.dtype(net.dtype_name))
+            Xv, Tv, Lv, rows = val
+            v = evaluate_batches(net, loss, Xv, Tv, Lv, max(self.batch_size, 1024), ops.dtype(net.dtype_name), rows)
             logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
         logs["lr"] = opt.lr
         logs["time"] = time.perf_counter() - t0
