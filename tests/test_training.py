@@ -211,3 +211,26 @@ def test_bad_rows_are_refused_in_one_line(rng):
         Trainer(_net(), epochs=1, batch_size=2, rows=[0, 7]).fit(X, np.zeros(5, np.int64))
     with pytest.raises(ValueError, match="validation_rows needs validation_data"):
         Trainer(_net(), epochs=1, batch_size=2, validation_rows=[0])
+
+
+def test_validation_rows_of_a_streamed_X_upload_only_those_rows(rng, monkeypatch):
+    """Streaming is for data that does not fit on the device: the validation split by
+    indices must then send only the validation rows there, not all of X."""
+    import deepnet.training.trainer as trainer_module
+    from deepnet.training import Trainer
+
+    uploads = []
+    real = trainer_module.device_inputs
+
+    def spy(ops, X, *args):
+        uploads.append((args[-1], tuple(X.shape)))
+        return real(ops, X, *args)
+
+    monkeypatch.setattr(trainer_module, "device_inputs", spy)
+    X = rng.normal(size=(30, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 30)
+    rows, val = rng.permutation(30)[:22], rng.permutation(30)[22:]
+    # the strict backend's arrays are not host arrays: a streamed X stays on the host
+    Trainer(_net(backend="strict"), epochs=1, batch_size=4, validation_data=(X, y), validation_rows=val,
+            rows=rows, stream_chunk_rows=8).fit(X, y)
+    assert uploads == [("fit(validation_data)", (8, 6))]

@@ -72,7 +72,7 @@ def as_host_targets(y: Any, n: int, k: int, where: str, allow_labels: bool = Tru
 
 def as_host_rows(rows: Any, n: int, where: str) -> np.ndarray:
     """Validate row indices into an array of n rows: 1-D integers in 0..n−1, at least one."""
-    arr = np.asarray(rows)
+    arr = to_host(rows)
     if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
         raise ShapeError(f"{where}: rows must be a non-empty 1-D array of integer row indices, "
                          f"got shape {arr.shape} and dtype {arr.dtype}")

@@ -2,7 +2,7 @@
 
 Shuffled batches are gathered row by row into one reused buffer (``ops.take_rows(...,
 out=)``); batches in order are slices.  A run may train on some rows of X only (``rows``,
-e.g. a validation split by indices): their batches are gathered the same way.  Streamed data stays on the host and goes to the
+e.g. a validation split by indices): its batches are always gathered.  Streamed data stays on the host and goes to the
 device in chunks of whole batches, the next chunk staged while the current one trains.
 """
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..backend import Array, to_host
+from ..backend import Array, to_device, to_host
+
+
+def rows_of(ops: Any, A: Any, rows: Any) -> Any:
+    """``A[rows]`` (host indices), gathered where A lives: only those rows are copied."""
+    return ops.take_rows(A, to_device(rows, ops, dtype="int64")) if ops.owns(A) else to_host(A)[rows]
 
 
 def run_settings(net: Any, X: Array, targets: Array, labels: Array, epochs: int, batch_size: int,
@@ -18,7 +23,7 @@ def run_settings(net: Any, X: Array, targets: Array, labels: Array, epochs: int,
     n = int(X.shape[0]) if rows is None else len(rows)
     every = slice(None, None, max(1, n // 16))
     shape = tuple(X.shape) if rows is None else (n, *X.shape[1:])
-    sample = X[every, ...] if rows is None else to_host(X)[rows[every]]
+    sample = X[every, ...] if rows is None else rows_of(net.ops, X, rows[every])
     h = hashlib.sha256(f"{shape}".encode())
     for part in (labels, sample, targets[every, ...] if targets.ndim == 2 else None):
         if part is not None:

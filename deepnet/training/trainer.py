@@ -27,7 +27,7 @@ from .history import History
 from .metrics import EpochMetrics
 from .position import RunPosition
 from .reporting import PrintEpochs, RecordHistory
-from .settings import run_settings
+from .settings import rows_of, run_settings
 from .step import train_step
 
 CHECK_FINITE = ("raise", "skip", "off")
@@ -78,13 +78,13 @@ class Trainer:
     def _data(self, X: Any, y: Any) -> tuple[Any, Array, Array]:
         """(X, targets, labels) on the backend, or X on the host when it is streamed; with
         ``self.rows``, X whole and the targets and labels of those rows."""
-        net, ops, rows = self.net, self.net.ops, self.stream_chunk_rows
-        if rows is None and not ops.owns(X):
-            rows = self.stream_chunk_rows = ops.memory.stream_rows_for(X, self.batch_size)
-        if rows:
-            if rows < self.batch_size or rows % self.batch_size:
+        net, ops, chunk = self.net, self.net.ops, self.stream_chunk_rows
+        if chunk is None and not ops.owns(X):
+            chunk = self.stream_chunk_rows = ops.memory.stream_rows_for(X, self.batch_size)
+        if chunk:
+            if chunk < self.batch_size or chunk % self.batch_size:
                 raise ValueError(f"fit: stream_chunk_rows must be a multiple of batch_size ({self.batch_size}), "
-                                 f"got {rows}")
+                                 f"got {chunk}")
             Xd = host_inputs(X, net.input_width, net.dtype_name, "fit")
         else:
             Xd = device_inputs(ops, X, net.input_width, net.dtype_name, "fit")
@@ -93,24 +93,29 @@ class Trainer:
             y = to_host(y)[self.rows]
         n = int(Xd.shape[0]) if self.rows is None else len(self.rows)
         T, labels = device_targets(ops, y, n, net.output_width, net.dtype_name, net.loss, "fit")
-        if rows and T.ndim == 2:
+        if chunk and T.ndim == 2:
             T = to_host(T)
         return Xd, T, labels
 
     def _validation(self, X: Any, Xd: Any) -> tuple[Array, Array, Array, Array] | None:
-        """(X, targets, labels, rows or None) of the validation data on the backend; the
-        training X already there is reused when the validation rows come from it."""
+        """(X, targets, labels, rows or None) of the validation data on the backend.  With
+        ``validation_rows`` from the training X already on the device, that X is used with the
+        rows; otherwise only the validation rows go to the device (streamed X stays on the host)."""
         if self.validation_data is None:
             return None
         net, ops = self.net, self.net.ops
         Xv, yv = self.validation_data
         where = "fit(validation_data)"
-        same = Xv is X and ops.owns(Xd)
-        Xv = Xd if same else device_inputs(ops, Xv, net.input_width, net.dtype_name, where)
         rows = self.validation_rows
         if rows is not None:
             rows = as_host_rows(rows, int(Xv.shape[0]), where)
             yv = to_host(yv)[rows]
+            if Xv is X and ops.owns(Xd):
+                Xv = Xd
+            else:
+                Xv, rows = rows_of(ops, Xd if Xv is X else Xv, rows), None
+        if rows is None:
+            Xv = device_inputs(ops, Xv, net.input_width, net.dtype_name, where)
         n = int(Xv.shape[0]) if rows is None else len(rows)
         Tv, Lv = device_targets(ops, yv, n, net.output_width, net.dtype_name, net.loss, where)
         return Xv, Tv, Lv, None if rows is None else to_device(rows, ops, dtype="int64")
