@@ -30,6 +30,11 @@ class Network:
 
     ``seed`` seeds the run's single host generator: initial weights are drawn from it
     on the host (so every backend starts from the same network), and so are shuffles.
+
+    Every component computes on the network's backend, and gets it one way: the network
+    hands it over when it takes the component (layers: ``layer.to(ops)``; the loss and the
+    optimizer: ``bind(ops)`` when assigned to :attr:`loss` / :attr:`optimizer`) and again
+    when it moves (:meth:`to`).
     """
 
     def __init__(self, layers: Sequence[Layer], seed: int | None = 0, backend: str | Ops | None = None,
@@ -48,8 +53,10 @@ class Network:
             raise ValueError(f"Network: dtype must be float32, float64 or float16, got {dtype!r}")
         self.seed = seed
         self.rng = host_rng(seed)
-        self.loss: Loss | None = None if loss is None else get_loss(loss)
-        self.optimizer: Optimizer | None = None if optimizer is None else get_optimizer(optimizer)
+        self._loss: Loss | None = None
+        self._optimizer: Optimizer | None = None
+        self.loss = loss             # type: ignore[assignment]  (the setters resolve names and bind)
+        self.optimizer = optimizer   # type: ignore[assignment]
         self.stop_training = False
         #: set with ``stop_training`` by a callback that ends the run for good (e.g. early
         #: stopping): checkpoints record it, and resuming such a run trains nothing
@@ -145,9 +152,26 @@ class Network:
         self.ops = ops
         self._device_rng = None
         self._give_rng()
-        if self.optimizer is not None:
-            self.optimizer.to(ops)
+        self.loss, self.optimizer = self._loss, self._optimizer      # bound to the new backend
         return self
+
+    @property
+    def loss(self) -> Loss | None:
+        """The loss ``fit`` and ``evaluate`` use, bound to this network's backend."""
+        return self._loss
+
+    @loss.setter
+    def loss(self, value: str | Loss | None) -> None:
+        self._loss = None if value is None else get_loss(value).bind(self.ops)
+
+    @property
+    def optimizer(self) -> Optimizer | None:
+        """The optimizer ``fit`` uses, bound to this network's backend (its state moves with it)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: str | Optimizer | None) -> None:
+        self._optimizer = None if value is None else get_optimizer(value).bind(self.ops)
 
     def summary(self) -> str:
         """A readable table: layers, output shapes and parameter counts."""
@@ -222,9 +246,9 @@ class Network:
         """
         check_fit_arguments(self.ops, epochs, batch_size, check_finite, resume)   # before anything changes
         if loss is not None:
-            self.loss = get_loss(loss)
+            self.loss = loss
         if optimizer is not None:
-            self.optimizer = get_optimizer(optimizer)
+            self.optimizer = optimizer
         if isinstance(checkpoint, str) or hasattr(checkpoint, "__fspath__"):
             checkpoint = Checkpointer(checkpoint)
         trainer = Trainer(self, epochs=epochs, batch_size=batch_size, shuffle=shuffle,

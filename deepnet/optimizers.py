@@ -43,6 +43,8 @@ class Optimizer:
         self.max_norm = None if max_norm is None else float(max_norm)
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
+        #: the backend the state lives on (the network binds it: :meth:`bind`)
+        self.ops: Ops | None = None
         self._initial_config: dict[str, Any] | None = None
 
     @property
@@ -73,9 +75,11 @@ class Optimizer:
         st = self.state[p.name] = {k: ops.zeros_like(p.data) for k in self.slots}
         return st
 
-    def step(self, params: dict[str, Parameter], ops: Ops) -> None:
-        """Apply one update to every parameter (keys are the stable parameter names).  A
-        parameter no backward pass reached has g = 0 (reading ``p.grad`` zeroes it)."""
+    def step(self, params: dict[str, Parameter], ops: Ops | None = None) -> None:
+        """Apply one update to every parameter (keys are the stable parameter names) on the
+        bound backend (or ``ops``).  A parameter no backward pass reached has g = 0 (reading
+        ``p.grad`` zeroes it)."""
+        ops = self._ops_for_step(ops)
         self.iterations += 1
         if self.clip_norm is None and self.max_norm is None and not self.coupled_weight_decay:
             # the common case: one multi-tensor update for all parameters (see update_many)
@@ -160,10 +164,25 @@ class Optimizer:
         self.iterations = int(sd.get("iterations", 0))
         self.state = {pname: {k: to_device(v, ops, copy=True) for k, v in st.items()}
                       for pname, st in sd.get("slots", {}).items()}
+        self.ops = ops
+
+    def _ops_for_step(self, ops: Ops | None) -> Ops:
+        if ops is not None:
+            return ops
+        if self.ops is None:
+            raise ValueError(f"{self.name}.step: no backend: give ops, or bind the optimizer first "
+                             "(a Network binds the optimizer it is given)")
+        return self.ops
+
+    def bind(self, ops: Ops) -> Optimizer:
+        """Compute on ``ops`` and keep the state there (the network binds its optimizer when it
+        takes it and when it moves); the state moves if it lives elsewhere."""
+        return self if ops is self.ops else self.to(ops)
 
     def to(self, ops: Ops) -> Optimizer:
-        """Move the optimizer state to another backend (done by ``Network.to``)."""
+        """Move the optimizer state to another backend."""
         self.state = {pname: {k: to_device(v, ops) for k, v in st.items()} for pname, st in self.state.items()}
+        self.ops = ops
         return self
 
 
@@ -184,7 +203,8 @@ class SGD(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
-    def step(self, params: dict[str, Parameter], ops: Ops) -> None:
+    def step(self, params: dict[str, Parameter], ops: Ops | None = None) -> None:
+        ops = self._ops_for_step(ops)
         if self.momentum or self.weight_decay or self.clip_norm is not None or self.max_norm is not None:
             return super().step(params, ops)
         # plain w ← w − η g; a parameter no backward pass reached has g = 0 and is left alone

@@ -234,3 +234,22 @@ def test_validation_rows_of_a_streamed_X_upload_only_those_rows(rng, monkeypatch
     Trainer(_net(backend="strict"), epochs=1, batch_size=4, validation_data=(X, y), validation_rows=val,
             rows=rows, stream_chunk_rows=8).fit(X, y)
     assert uploads == [("fit(validation_data)", (8, 6))]
+
+
+def test_the_network_hands_its_backend_to_every_component():
+    """One way to get a backend: the network binds its layers, loss and optimizer when it
+    takes them and again when it moves; the optimizer steps on the bound backend."""
+    net = dn.Network([dn.Dense(3, 2)], seed=0, loss="xent", optimizer="adam")
+    assert net.optimizer.ops is net.ops and net.loss.ops_for(to_device(np.zeros((1, 2), np.float32))) is net.ops
+    net.fit(np.ones((4, 3), np.float32), [0, 1, 0, 1], epochs=1, batch_size=2)
+    net.to("strict")
+    strict = get_ops("strict")
+    assert net.optimizer.ops is strict and all(strict.owns(a) for st in net.optimizer.state.values()
+                                               for a in st.values())
+    assert all(layer.ops is strict for layer in net.layers)
+    net.optimizer = "sgd"                            # a name is resolved and bound like an object
+    assert isinstance(net.optimizer, dn.SGD) and net.optimizer.ops is strict
+    net.loss = "mse"
+    assert isinstance(net.loss, dn.MeanSquaredError)
+    with pytest.raises(ValueError, match="SGD.step: no backend: give ops, or bind the optimizer first"):
+        dn.SGD(0.1).step(net.parameters())

@@ -24,6 +24,6 @@ def train_step(model: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array,
     if accept is not None and not accept(f):
         return None
     model.backward(dz)
-    optimizer.step(model.parameters(), model.ops)
+    optimizer.step(model.parameters())     # on the backend the model bound it to
     model.zero_grad()
     return f, z

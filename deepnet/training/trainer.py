@@ -72,7 +72,7 @@ class Trainer:
         self.rows, self.validation_rows = rows, validation_rows
         if validation_rows is not None and validation_data is None:
             raise ValueError("fit: validation_rows needs validation_data=(X, y) to take them from")
-        net.loss.bind(net.ops)
+        net.loss.bind(net.ops), net.optimizer.bind(net.ops)    # a Network has; any other model too
 
     # ------------------------------------------------------------------ data
     def _data(self, X: Any, y: Any) -> tuple[Any, Array, Array]:
