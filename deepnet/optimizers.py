@@ -85,8 +85,9 @@ class Optimizer:
             # the common case: one multi-tensor update for all parameters (see update_many)
             ws, gs, states, state = [], [], [], self.state
             for p in params.values():
-                ws.append(p.data)
-                gs.append(p.grad)
+                w, g = p.data_and_grad()
+                ws.append(w)
+                gs.append(g)
                 st = state.get(p.name)
                 states.append(self._slots_for(p, ops) if st is None else st)
             self.update_many(ws, gs, states, ops)
@@ -212,8 +213,9 @@ class SGD(Optimizer):
         ws, gs = [], []
         for p in params.values():
             if p.has_grad:
-                ws.append(p.data)
-                gs.append(p.grad)
+                w, g = p.data_and_grad()
+                ws.append(w)
+                gs.append(g)
         ops.sgd_update_many_(ws, gs, self.lr)
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:

@@ -212,7 +212,7 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_training.py", "-k", "train_step"],
       "train_step leaves the gradients to accumulate into the next step"),
     M("M37", "deepnet/training/batches.py",
-      "take(T, idx, out=tbuf[:m, ...])", "T[s:e, ...]",
+      "take(T, idx, out=tb)", "T[s:e, ...]",
       ["tests/test_training.py", "-k", "shuffled_epoch or same_rows"],
       "shuffled batches gather the inputs but take the targets in the old order"),
     M("M38", "deepnet/training/metrics.py",

@@ -84,6 +84,13 @@ class Parameter:
         self._grad[...] = value
         self._fresh = False
 
+    def data_and_grad(self) -> tuple[Array, Array]:
+        """(θ, ∂f/∂θ) for an update: the gradient zeroed if no backward pass wrote it."""
+        if self._fresh:
+            self._grad[...] = 0.0
+            self._fresh = False
+        return self._data, self._grad
+
     def grad_target(self) -> tuple[Array, bool]:
         """(buffer, accumulate): where a backward pass writes its contribution."""
         acc = not self._fresh

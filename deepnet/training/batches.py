@@ -70,16 +70,17 @@ class EpochBatches:
             size = min(self.batch_size, self.n)
             self._buffers = (ops.empty((size, *X.shape[1:]), X.dtype), ops.empty((size, *T.shape[1:]), T.dtype))
         xbuf, tbuf = self._buffers
-        take = ops.take_rows
+        take, size, n = ops.take_rows, self.batch_size, self.n
         for b in range(first, self.n_batches):
-            s, e = self._bounds(b)
-            m = e - s
+            s = b * size
+            e = s + size if s + size <= n else n
+            xb, tb = (xbuf, tbuf) if e - s == xbuf.shape[0] else (xbuf[:e - s, ...], tbuf[:e - s, ...])
             if perm is None:                     # in order, some rows of X
-                yield Batch(b, s, e, take(X, rows[s:e], out=xbuf[:m, ...]), T[s:e, ...])
+                yield Batch(b, s, e, take(X, rows[s:e], out=xb), T[s:e, ...])
                 continue
             idx = perm[s:e]
             x_idx = idx if rows is None else take(rows, idx)
-            yield Batch(b, s, e, take(X, x_idx, out=xbuf[:m, ...]), take(T, idx, out=tbuf[:m, ...]))
+            yield Batch(b, s, e, take(X, x_idx, out=xb), take(T, idx, out=tb))
 
     def _streamed(self, perm: Any, order: Array, first: int) -> Iterator[Batch]:
         """Chunks of ``chunk_rows`` rows gathered on the host and staged to the device."""
