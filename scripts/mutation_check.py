@@ -212,7 +212,7 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_training.py", "-k", "train_step"],
       "train_step leaves the gradients to accumulate into the next step"),
     M("M37", "deepnet/training/batches.py",
-      "take(T, idx, out=tb)", "T[s:e, ...]",
+      "take(T, perm[s:e], out=tb)", "T[s:e, ...]",
       ["tests/test_training.py", "-k", "shuffled_epoch or same_rows"],
       "shuffled batches gather the inputs but take the targets in the old order"),
     M("M38", "deepnet/training/metrics.py",
@@ -244,7 +244,8 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_training.py", "tests/test_checkpoint.py", "-k", "non_finite or nan"],
       "the end-of-epoch NaN check (and the stop-point save) never run"),
     M("M44", "deepnet/training/batches.py",
-      "            x_idx = idx if rows is None else take(rows, idx)\n", "            x_idx = idx\n",
+      "x_order = perm if rows is None else rows if perm is None else take(rows, perm)",
+      "x_order = perm if rows is None else rows if perm is None else perm",
       ["tests/test_training.py", "-k", "rows_by_index"],
       "a split by indices gathers the wrong rows of X (positions instead of the split's rows)"),
 ]

@@ -71,16 +71,14 @@ class EpochBatches:
             self._buffers = (ops.empty((size, *X.shape[1:]), X.dtype), ops.empty((size, *T.shape[1:]), T.dtype))
         xbuf, tbuf = self._buffers
         take, size, n = ops.take_rows, self.batch_size, self.n
+        # rows of X in this epoch's order, composed once (not one small index array per step)
+        x_order = perm if rows is None else rows if perm is None else take(rows, perm)
         for b in range(first, self.n_batches):
             s = b * size
             e = s + size if s + size <= n else n
             xb, tb = (xbuf, tbuf) if e - s == xbuf.shape[0] else (xbuf[:e - s, ...], tbuf[:e - s, ...])
-            if perm is None:                     # in order, some rows of X
-                yield Batch(b, s, e, take(X, rows[s:e], out=xb), T[s:e, ...])
-                continue
-            idx = perm[s:e]
-            x_idx = idx if rows is None else take(rows, idx)
-            yield Batch(b, s, e, take(X, x_idx, out=xb), take(T, idx, out=tb))
+            x = take(X, x_order[s:e], out=xb)
+            yield Batch(b, s, e, x, T[s:e, ...] if perm is None else take(T, perm[s:e], out=tb))
 
     def _streamed(self, perm: Any, order: Array, first: int) -> Iterator[Batch]:
         """Chunks of ``chunk_rows`` rows gathered on the host and staged to the device."""

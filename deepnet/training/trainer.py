@@ -72,7 +72,8 @@ class Trainer:
         self.rows, self.validation_rows = rows, validation_rows
         if validation_rows is not None and validation_data is None:
             raise ValueError("fit: validation_rows needs validation_data=(X, y) to take them from")
-        net.loss.bind(net.ops), net.optimizer.bind(net.ops)    # a Network has; any other model too
+        net.loss.bind(net.ops)          # a Network has bound both; a model of another kind may not
+        net.optimizer.bind(net.ops)
 
     # ------------------------------------------------------------------ data
     def _data(self, X: Any, y: Any) -> tuple[Any, Array, Array]:
