@@ -1,0 +1,312 @@
+"""The counter-based generator (deepnet/backend/counter_rng.py): Philox4x32-10 against published
+known answers, the documented counter layout, identical bits on every backend, a device-side
+counter (no host round trip per draw), state round trips, uniformity, and the fused kernel's
+C source compiled by the host C compiler (its maths, without a GPU)."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet.backend import get_ops
+from deepnet.backend.counter_rng import (
+    PHILOX_PREAMBLE,
+    UNIFORM_OPERATIONS,
+    CounterRNG,
+    build_philox_kernel,
+    philox4x32,
+)
+
+RNG_BACKENDS = ["numpy", "strict", pytest.param("cupy-shaped", marks=pytest.mark.cupy_shaped)]
+
+# Philox4x32-10 known answers (counter[4], key[2] -> output[4], all hex uint32): the three
+# "philox4x32 10" lines of Random123's tests/kat_vectors, as reproduced by D. E. Shaw Research
+# in repository DEShawResearch/fs123, file core123/ut/ut_philox.cpp ("The KAT vectors are
+# cut-and-pasted from the kat_vectors file in the original Random123 distribution"),
+# test_kat_philox4x32, the three philox<4, uint32_t, 10> lines.
+KAT_PHILOX4X32_10 = [
+    ("00000000 00000000 00000000 00000000", "00000000 00000000", "6627e8d5 e169c58d bc57ac4c 9b00dbd8"),
+    ("ffffffff ffffffff ffffffff ffffffff", "ffffffff ffffffff", "408f276d 41c83b0e a20bc7c6 6d5451fd"),
+    ("243f6a88 85a308d3 13198a2e 03707344", "a4093822 299f31d0", "d16cfe09 94fdcceb 5001e420 24126ea1"),
+]
+
+
+def _words(text: str) -> list[int]:
+    return [int(w, 16) for w in text.split()]
+
+
+def _ops(name: str, monkeypatch: pytest.MonkeyPatch):
+    ops = get_ops(name)
+    if name == "cupy-shaped":
+        # the CuPy-shaped namespace lists no unsigned dtypes beyond uint8 (reported): lend NumPy's,
+        # which are CuPy's own (cupy.uint32 is numpy.uint32)
+        for t in ("uint32", "uint64"):
+            if getattr(ops.xp, t) is not getattr(np, t):
+                monkeypatch.setattr(ops.xp, t, getattr(np, t))
+    return ops
+
+
+@pytest.fixture(params=RNG_BACKENDS)
+def ops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    return _ops(request.param, monkeypatch)
+
+
+# ---------------------------------------------------------------------- an independent reference
+def philox_scalar(ctr: list[int], key: list[int], rounds: int = 10) -> list[int]:
+    """Philox4x32 on Python ints, straight from Salmon et al. 2011 (bump the key before every
+    round but the first)."""
+    m0, m1, w0, w1, mask = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85, 0xFFFFFFFF
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + w0) & mask, (k1 + w1) & mask
+        p0, p1 = m0 * c0, m1 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & mask, p1 & mask, ((p0 >> 32) ^ c3 ^ k1) & mask, p0 & mask
+    return [c0, c1, c2, c3]
+
+
+def expected_uniforms(n: int, kind: str, key: tuple[int, int], draw: int) -> np.ndarray:
+    """The documented layout, element by element: element e reads block e//4 (float32) or e//2
+    (float64) with counter (block lo, block hi, draw lo, draw hi)."""
+    out = []
+    per = 4 if kind == "float32" else 2
+    for e in range(n):
+        b, j = divmod(e, per)
+        x = philox_scalar([b & 0xFFFFFFFF, b >> 32, draw & 0xFFFFFFFF, draw >> 32], list(key))
+        if kind == "float32":
+            out.append((x[j] >> 8) * 2.0 ** -24)
+        else:
+            out.append((((x[2 * j] << 32) | x[2 * j + 1]) >> 11) * 2.0 ** -53)
+    return np.array(out, dtype=kind)
+
+
+def test_the_scalar_reference_meets_the_known_answers():
+    for ctr, key, want in KAT_PHILOX4X32_10:
+        assert philox_scalar(_words(ctr), _words(key)) == _words(want)
+
+
+# ---------------------------------------------------------------------- philox4x32 on each backend
+@pytest.mark.parametrize("keys_as", ["ints", "arrays"])
+def test_philox4x32_known_answers(ops, keys_as: str):
+    xp = ops.xp
+    for ctr, key, want in KAT_PHILOX4X32_10:
+        c = tuple(xp.asarray([w], dtype=xp.uint32, **ops.on_device) for w in _words(ctr))
+        k = _words(key) if keys_as == "ints" else [xp.asarray([w], dtype=xp.uint32, **ops.on_device)
+                                                    for w in _words(key)]
+        got = [int(ops.to_host(w)[0]) for w in philox4x32(xp, c, tuple(k))]
+        assert got == _words(want), f"philox4x32-10 {ctr} / {key}"
+
+
+def test_philox4x32_vectorised_matches_the_scalar_reference(ops):
+    xp = ops.xp
+    host = np.random.default_rng(7).integers(0, 2**32, size=(4, 257), dtype=np.uint64).astype(np.uint32)
+    key = (0x12345678, 0x9ABCDEF0)
+    got = philox4x32(xp, tuple(ops.from_host(row) for row in host), key)
+    got = np.stack([ops.to_host(w) for w in got])
+    want = np.array([philox_scalar([int(v) for v in host[:, i]], list(key)) for i in range(host.shape[1])],
+                    dtype=np.uint32).T
+    np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------------- the generator
+@pytest.mark.parametrize("kind", ["float32", "float64"])
+def test_draws_follow_the_documented_layout_on_every_backend(ops, kind: str):
+    rng = CounterRNG(ops, seed=(5 << 32) | 1234)
+    dt = ops.dtype(kind)
+    first = ops.to_host(rng.uniform((3, 7), dt))       # 21 elements: a partial last block
+    second = ops.to_host(rng.uniform((5,), dt))
+    assert first.dtype == np.dtype(kind) and first.shape == (3, 7)
+    np.testing.assert_array_equal(first.reshape(-1), expected_uniforms(21, kind, (1234, 5), draw=0))
+    np.testing.assert_array_equal(second, expected_uniforms(5, kind, (1234, 5), draw=1))
+
+
+def test_identical_bits_across_backends(monkeypatch: pytest.MonkeyPatch):
+    names = ["numpy", "strict"]
+    try:
+        _ops("cupy-shaped", monkeypatch)
+        names.append("cupy-shaped")
+    except Exception:          # no cupy package: compared on the other two
+        pass
+    draws = {}
+    for name in names:
+        ops = _ops(name, monkeypatch)
+        rng = CounterRNG(ops, seed=99)
+        draws[name] = [ops.to_host(rng.uniform(shape, ops.dtype(kind)))
+                       for shape, kind in (((64, 33), "float32"), ((1,), "float32"), ((10, 3), "float64"),
+                                           ((2, 2, 5), "float32"))]
+    ref = draws["numpy"]
+    for name, got in draws.items():
+        for a, b in zip(ref, got, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_consecutive_draws_differ_and_the_counter_advances(ops):
+    rng = CounterRNG(ops, seed=3)
+    a = ops.to_host(rng.uniform((1000,), ops.float32))
+    b = ops.to_host(rng.uniform((1000,), ops.float32))
+    assert not np.array_equal(a, b)
+    assert np.mean(a == b) < 0.01
+    assert rng.get_state() == {"philox_key": [3, 0], "counter": 2}
+
+
+def test_different_seeds_give_different_streams(ops):
+    a = ops.to_host(CounterRNG(ops, seed=1).uniform((256,), ops.float32))
+    b = ops.to_host(CounterRNG(ops, seed=2).uniform((256,), ops.float32))
+    assert np.mean(a == b) < 0.01
+
+
+@pytest.mark.cupy_shaped
+def test_the_counter_advances_on_the_device_without_host_syncs(monkeypatch: pytest.MonkeyPatch):
+    ops = _ops("cupy-shaped", monkeypatch)
+    syncs = ops.xp.host_syncs
+    rng = CounterRNG(ops, seed=11)
+    counter = rng.counter
+    out = ops.empty((4, 9), ops.float32)
+    syncs.reset()
+    for _ in range(3):
+        rng.uniform((128, 17), ops.float32)
+        rng.uniform((5,), ops.float64)
+        rng.uniform_into(out)
+    assert syncs.count == 0, syncs
+    assert syncs.uploads == 0, syncs
+    assert rng.counter is counter
+    assert rng.get_state()["counter"] == 9       # read here, once
+
+
+def test_state_round_trip_replays_the_draws_in_the_same_buffer(ops):
+    rng = CounterRNG(ops, seed=2024)
+    counter = rng.counter
+    rng.uniform((10,), ops.float32)
+    state = rng.get_state()
+    assert state == {"philox_key": [2024, 0], "counter": 1}
+    assert all(type(v) is int for v in (*state["philox_key"], state["counter"]))
+    a = ops.to_host(rng.uniform((6, 5), ops.float32))
+    b = ops.to_host(rng.uniform((4,), ops.float64))
+    rng.set_state(state)
+    assert rng.counter is counter
+    np.testing.assert_array_equal(ops.to_host(rng.uniform((6, 5), ops.float32)), a)
+    np.testing.assert_array_equal(ops.to_host(rng.uniform((4,), ops.float64)), b)
+    other = CounterRNG(ops, seed=0)               # another generator takes the state, key included
+    other.set_state(state)
+    np.testing.assert_array_equal(ops.to_host(other.uniform((6, 5), ops.float32)), a)
+
+
+def test_state_keeps_the_counter_address_on_numpy():
+    ops = get_ops("numpy")
+    rng = CounterRNG(ops, seed=5)
+    before = rng.counter.__array_interface__["data"][0]
+    rng.uniform((3,), ops.float32)
+    rng.set_state({"philox_key": [5, 0], "counter": 2**40 + 3})
+    rng.uniform((3,), ops.float32)
+    assert rng.counter.__array_interface__["data"][0] == before
+    assert rng.get_state()["counter"] == 2**40 + 4
+
+
+def test_uniform_into_fills_the_same_values(ops):
+    a, b = CounterRNG(ops, seed=8), CounterRNG(ops, seed=8)
+    out = ops.empty((7, 3), ops.float64)
+    assert a.uniform_into(out) is out
+    np.testing.assert_array_equal(ops.to_host(out), ops.to_host(b.uniform((7, 3), ops.float64)))
+    assert a.get_state() == b.get_state()
+
+
+def test_float32_uniformity_over_a_million_draws(ops):
+    u = ops.to_host(CounterRNG(ops, seed=123).uniform((1000, 1000), ops.float32))
+    assert u.dtype == np.float32
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(float(u.mean(dtype=np.float64)) - 0.5) < 0.002
+    counts = np.histogram(u, bins=64, range=(0.0, 1.0))[0]
+    expected = u.size / 64
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 63 + 6 * np.sqrt(2 * 63), chi2          # 63 degrees of freedom, loose bound
+    assert len(np.unique(u[:4096])) > 4000                # 24-bit values: very few repeats
+
+
+def test_float64_draws(ops):
+    u = ops.to_host(CounterRNG(ops, seed=321).uniform((20000,), ops.float64))
+    assert u.dtype == np.float64
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.01
+    assert np.any((u * 2.0**24) % 1.0 != 0.0)             # more than 24 bits of resolution
+
+
+def test_empty_draw_still_advances(ops):
+    rng = CounterRNG(ops, seed=1)
+    assert rng.uniform((0, 4), ops.float32).shape == (0, 4)
+    assert rng.get_state()["counter"] == 1
+
+
+def test_one_line_errors(ops):
+    rng = CounterRNG(ops, seed=1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        rng.uniform((3,), ops.int64)
+    for bad in ({}, {"philox_key": [1], "counter": 0}, {"philox_key": [1, 2], "counter": "x"},
+                {"philox_key": [1, 2], "counter": -1}, {"philox_key": [2**32, 0], "counter": 0}):
+        with pytest.raises(ValueError, match="CounterRNG.set_state") as err:
+            rng.set_state(bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="seed"):
+        CounterRNG(ops, seed=-1)
+    with pytest.raises(TypeError, match="seed"):
+        CounterRNG(ops, seed=1.5)
+
+
+# ---------------------------------------------------------------------- the fused kernel's C source
+def _host_c_kernels(tmp: Path) -> ctypes.CDLL:
+    """The kernels' preamble and bodies inside plain C loops (``__umulhi`` as the product's high
+    half), compiled by the host C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    parts = ["#include <stddef.h>", "#define __device__", "#define __forceinline__ static inline",
+             "static inline unsigned int __umulhi(unsigned int a, unsigned int b) "
+             "{ return (unsigned int)(((unsigned long long)a * b) >> 32); }", PHILOX_PREAMBLE]
+    for kind, ctype in (("float32", "float"), ("float64", "double")):
+        parts.append(f"void uniform_{kind}(const unsigned long long *ctr, unsigned int k0, unsigned int k1, "
+                     f"unsigned long long n, {ctype} *out, ptrdiff_t size) {{\n"
+                     f"for (ptrdiff_t i = 0; i < size; ++i) {{\n{UNIFORM_OPERATIONS[kind]}\n}}\n}}")
+    src, lib = tmp / "philox_kernels.c", tmp / "philox_kernels.so"
+    src.write_text("\n".join(parts), encoding="utf-8")
+    done = subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return ctypes.CDLL(str(lib))
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64"])
+def test_the_kernel_source_computes_the_same_bits(tmp_path: Path, kind: str):
+    lib = _host_c_kernels(tmp_path)
+    ops = get_ops("numpy")
+    for seed, draw, n in ((77, 0, 1), (77, 5, 1023), ((0xDEADBEEF << 32) | 0x01234567, 2**40 + 9, 4097)):
+        rng = CounterRNG(ops, seed=seed)
+        rng.set_state({"philox_key": list(rng.key), "counter": draw})
+        want = rng.uniform((n,), np.dtype(kind))
+        ctr = np.array([draw], dtype=np.uint64)
+        out = np.full(n, -1.0, dtype=kind)
+        per = 4 if kind == "float32" else 2
+        fn = getattr(lib, f"uniform_{kind}")
+        fn(ctr.ctypes.data_as(ctypes.c_void_p), ctypes.c_uint(rng.key[0]), ctypes.c_uint(rng.key[1]),
+           ctypes.c_ulonglong(n), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_ssize_t(-(-n // per)))
+        np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.cupy
+def test_the_fused_kernel_matches_the_array_api_version_on_the_gpu():
+    ops = get_ops("cupy")
+    kernel = build_philox_kernel(ops.xp)
+    fused, plain = CounterRNG(ops, seed=2**33 + 17, kernel=kernel), CounterRNG(ops, seed=2**33 + 17)
+    for shape, kind in (((129, 7), "float32"), ((1,), "float32"), ((33, 3), "float64"), ((1000, 1000), "float32")):
+        a = ops.to_host(fused.uniform(shape, ops.dtype(kind)))
+        b = ops.to_host(plain.uniform(shape, ops.dtype(kind)))
+        np.testing.assert_array_equal(a, b)
+    out = ops.xp.empty((64, 8), dtype=ops.float32)[:, ::2]           # strided: flat C-order index
+    fused.uniform_into(out)
+    np.testing.assert_array_equal(ops.to_host(out), ops.to_host(plain.uniform((64, 4), ops.float32)))
+    assert fused.get_state() == plain.get_state()
