@@ -7,10 +7,35 @@ Notation: w a parameter, g = ∂f/∂w, η the learning rate, t the step count.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from .backend import Array, Ops, to_device, to_host
 from .layers.base import Parameter
+
+
+class StepScalars:
+    """The per-step scalars of an optimizer in device memory, for a captured step (a CUDA
+    graph freezes kernel arguments, so nothing that changes between steps may be a Python
+    number): the step count t and the learning rate η in float64 (where the device has it),
+    η again in the parameters' dtype, and the values a subclass derives from them each step
+    (Adam: η_t, ε̂, d).  :meth:`set_lr` writes a new η between steps (one fill, no read)."""
+
+    def __init__(self, ops: Ops, dtype: Any, iterations: int, lr: float) -> None:
+        wide = ops.float64 if ops.has_float64 else ops.float32
+        self.ops = ops
+        self.t = ops.full((), float(iterations), wide)
+        self.lr = ops.full((), lr, wide)
+        self.lr_w = ops.full((), lr, dtype)
+        self.host_lr = lr
+        self.derived: dict[str, Array] = {}
+
+    def set_lr(self, lr: float) -> None:
+        """η ← ``lr`` on the device, if it changed (outside a capture)."""
+        if lr != self.host_lr:
+            self.ops.fill_(self.lr, lr)
+            self.ops.fill_(self.lr_w, lr)
+            self.host_lr = lr
 
 
 class Optimizer:
@@ -28,6 +53,11 @@ class Optimizer:
 
     registry: ClassVar[dict[str, type[Optimizer]]] = {}
     slots: ClassVar[tuple[str, ...]] = ()
+    #: whether :meth:`step` can take its per-step values from device memory (``scalars``),
+    #: so a CUDA graph may capture it.  A subclass that overrides :meth:`step`,
+    #: :meth:`update` or :meth:`update_many` is not, unless it sets this in its own body
+    #: (then it must read η and anything else that changes per step from ``scalars``).
+    capturable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,12 +105,32 @@ class Optimizer:
         st = self.state[p.name] = {k: ops.zeros_like(p.data) for k in self.slots}
         return st
 
-    def step(self, params: dict[str, Parameter], ops: Ops | None = None) -> None:
+    def can_capture(self) -> bool:
+        """Whether :meth:`step` takes every per-step value from ``scalars`` (see :attr:`capturable`)."""
+        cls = type(self)
+        if "capturable" in cls.__dict__:
+            return bool(cls.capturable)
+        return all(getattr(cls, m).__module__ == __name__ for m in ("step", "update", "update_many"))
+
+    def device_scalars(self, ops: Ops, dtype: Any) -> StepScalars:
+        """The per-step scalars of this optimizer on ``ops``, starting at its current step."""
+        return StepScalars(ops, dtype, self.iterations, self.lr)
+
+    def advance(self, scalars: StepScalars, ops: Ops) -> None:
+        """t ← t + 1 on the device, then the values derived from t and η (none here)."""
+        scalars.t += 1.0
+
+    def step(self, params: dict[str, Parameter], ops: Ops | None = None,
+             scalars: StepScalars | None = None) -> None:
         """Apply one update to every parameter (keys are the stable parameter names) on the
         bound backend (or ``ops``).  A parameter no backward pass reached has g = 0 (reading
-        ``p.grad`` zeroes it)."""
+        ``p.grad`` zeroes it).  With ``scalars`` (a captured step) the step count and η come
+        from device memory and no Python state changes: the caller counts :attr:`iterations`."""
         ops = self._ops_for_step(ops)
-        self.iterations += 1
+        if scalars is None:
+            self.iterations += 1
+        else:
+            self.advance(scalars, ops)
         if self.clip_norm is None and self.max_norm is None and not self.coupled_weight_decay:
             # the common case: one multi-tensor update for all parameters (see update_many)
             ws, gs, states, state = [], [], [], self.state
@@ -90,7 +140,10 @@ class Optimizer:
                 gs.append(g)
                 st = state.get(p.name)
                 states.append(self._slots_for(p, ops) if st is None else st)
-            self.update_many(ws, gs, states, ops)
+            if scalars is None:
+                self.update_many(ws, gs, states, ops)
+            else:
+                self.update_many(ws, gs, states, ops, scalars)
             return
         scale = self._clip_scale(params, ops) if self.clip_norm is not None else None
         wd = self.coupled_weight_decay
@@ -103,9 +156,19 @@ class Optimizer:
             if wd:
                 g += p.data * wd
             st = self.state.get(p.name)
-            update(p.data, g, self._slots_for(p, ops) if st is None else st, ops)
+            if scalars is None:
+                update(p.data, g, self._slots_for(p, ops) if st is None else st, ops)
+            else:
+                update(p.data, g, self._slots_for(p, ops) if st is None else st, ops, scalars)
             if max_norm is not None and p.data.ndim == 2:
                 self._apply_max_norm(p.data, ops)
+
+    def create_slots(self, params: dict[str, Parameter], ops: Ops) -> None:
+        """Create every parameter's state slots now (zeros) instead of at its first update (a
+        captured run allocates them before any graph's memory scope)."""
+        for p in params.values() if self.slots else ():
+            if p.name not in self.state:
+                self._slots_for(p, ops)
 
     def match_parameters(self, params: dict[str, Parameter], ops: Ops) -> None:
         """Give every state slot its parameter's memory layout, values kept (after the
@@ -123,14 +186,20 @@ class Optimizer:
         """λ of the L2 term added to the gradient (0 for decoupled decay)."""
         return self.weight_decay
 
-    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops,
+               scalars: StepScalars | None = None) -> None:
+        """One parameter's update (η from ``scalars`` when given)."""
         raise NotImplementedError
 
-    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
+    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops,
+                    scalars: StepScalars | None = None) -> None:
         """:meth:`update` for all parameters at once.  Subclasses with a multi-tensor
         backend kernel override this (one call per step instead of one per parameter)."""
         for w, g, st in zip(ws, gs, states, strict=True):
-            self.update(w, g, st, ops)
+            if scalars is None:
+                self.update(w, g, st, ops)
+            else:
+                self.update(w, g, st, ops, scalars)
 
     def global_grad_norm(self, params: dict[str, Parameter], ops: Ops) -> Array:
         """‖g‖ over all parameters, as a 0-d device array."""
@@ -204,32 +273,40 @@ class SGD(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
-    def step(self, params: dict[str, Parameter], ops: Ops | None = None) -> None:
+    def step(self, params: dict[str, Parameter], ops: Ops | None = None,
+             scalars: StepScalars | None = None) -> None:
         ops = self._ops_for_step(ops)
         if self.momentum or self.weight_decay or self.clip_norm is not None or self.max_norm is not None:
-            return super().step(params, ops)
+            return super().step(params, ops, scalars)
         # plain w ← w − η g; a parameter no backward pass reached has g = 0 and is left alone
-        self.iterations += 1
+        if scalars is None:
+            self.iterations += 1
+        else:
+            self.advance(scalars, ops)
         ws, gs = [], []
         for p in params.values():
             if p.has_grad:
                 w, g = p.data_and_grad()
                 ws.append(w)
                 gs.append(g)
-        ops.sgd_update_many_(ws, gs, self.lr)
+        ops.sgd_update_many_(ws, gs, self.lr if scalars is None else scalars.lr_w)
 
-    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops,
+               scalars: StepScalars | None = None) -> None:
+        lr = self.lr if scalars is None else scalars.lr_w
         if self.momentum:
-            ops.momentum_update_(w, g, state["velocity"], self.lr, self.momentum, self.nesterov)
+            ops.momentum_update_(w, g, state["velocity"], lr, self.momentum, self.nesterov)
         else:
-            ops.sgd_update_(w, g, self.lr)
+            ops.sgd_update_(w, g, lr)
 
-    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
+    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops,
+                    scalars: StepScalars | None = None) -> None:
+        lr = self.lr if scalars is None else scalars.lr_w
         if self.momentum:
-            ops.momentum_update_many_(ws, gs, [st["velocity"] for st in states], self.lr, self.momentum,
+            ops.momentum_update_many_(ws, gs, [st["velocity"] for st in states], lr, self.momentum,
                                       self.nesterov)
         else:
-            ops.sgd_update_many_(ws, gs, self.lr)
+            ops.sgd_update_many_(ws, gs, lr)
 
 
 class Momentum(SGD):
@@ -265,18 +342,40 @@ class Adam(Optimizer):
         decoupled weight decay (AdamW) first multiplies w by d = 1 − ηλ (d = 1: none).
         """
         t = self.iterations
-        c2 = (1.0 - self.beta2 ** t) ** 0.5
+        c2 = math.sqrt(1.0 - self.beta2 ** t)      # sqrt, not ** 0.5: the device computes the same
         lr_t = self.lr * c2 / (1.0 - self.beta1 ** t)
-        eps_hat = self.eps * c2
+        eps_hat = c2 * self.eps
         decay = 1.0 - self.lr * self.weight_decay if self.decoupled else 1.0
         return lr_t, eps_hat, decay
 
-    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
-        lr_t, eps_hat, decay = self.step_scalars()
+    def device_scalars(self, ops: Ops, dtype: Any) -> StepScalars:
+        sc = super().device_scalars(ops, dtype)
+        sc.derived = {"lr_t": ops.zeros((), dtype), "eps_hat": ops.zeros((), dtype)}
+        if self.decoupled:
+            sc.derived["decay"] = ops.zeros((), dtype)
+        return sc
+
+    def advance(self, scalars: StepScalars, ops: Ops) -> None:
+        """t ← t + 1, then η_t, ε̂ (and d) of step t on the device (see :meth:`step_scalars`)."""
+        scalars.t += 1.0
+        d = scalars.derived
+        ops.adam_scalars_(scalars.t, scalars.lr, d["lr_t"], d["eps_hat"], d.get("decay"), self.beta1,
+                          self.beta2, self.eps, self.weight_decay)
+
+    def _scalars(self, scalars: StepScalars | None) -> tuple[Any, Any, Any]:
+        if scalars is None:
+            return self.step_scalars()
+        d = scalars.derived
+        return d["lr_t"], d["eps_hat"], d.get("decay", 1.0)
+
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops,
+               scalars: StepScalars | None = None) -> None:
+        lr_t, eps_hat, decay = self._scalars(scalars)
         ops.adam_update_(w, g, state["m"], state["v"], lr_t, self.beta1, self.beta2, eps_hat, decay)
 
-    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops) -> None:
-        lr_t, eps_hat, decay = self.step_scalars()
+    def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops,
+                    scalars: StepScalars | None = None) -> None:
+        lr_t, eps_hat, decay = self._scalars(scalars)
         ops.adam_update_many_(ws, gs, [st["m"] for st in states], [st["v"] for st in states], lr_t,
                               self.beta1, self.beta2, eps_hat, decay)
 
@@ -307,8 +406,9 @@ class RMSProp(Optimizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "eps": self.eps}
 
-    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops) -> None:
-        ops.rmsprop_update_(w, g, state["s"], self.lr, self.rho, self.eps)
+    def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops,
+               scalars: StepScalars | None = None) -> None:
+        ops.rmsprop_update_(w, g, state["s"], self.lr if scalars is None else scalars.lr_w, self.rho, self.eps)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

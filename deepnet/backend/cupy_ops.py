@@ -13,6 +13,9 @@ import numpy as np
 
 from ..errors import BackendError
 from . import cupy_kernels
+from .counter_rng import CounterRNG, build_philox_kernel
+from .cupy_products import CupyProducts
+from .graphs import CudaGraphs
 from .memory import DeviceMemory
 from .ops import Array, DeviceRNG, Ops
 
@@ -32,26 +35,6 @@ def _import_cupy() -> Any:
     if count < 1:
         raise BackendError("CuPy is installed but no CUDA GPU is present")
     return cupy
-
-
-class _CupyRNG(DeviceRNG):
-    """CuPy's own generator: masks are drawn on the GPU, seeded from the host run."""
-
-    def __init__(self, ops: Ops, seed: int) -> None:
-        self.ops = ops
-        self._seed = seed
-        self._gen = ops.xp.random.default_rng(seed)
-
-    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
-        return self._gen.random(shape, dtype=dtype)
-
-    def get_state(self) -> dict:
-        # CuPy generators expose no portable state; record the seed only.
-        return {"cupy_seed": self._seed}
-
-    def set_state(self, state: dict) -> None:
-        self._seed = int(state.get("cupy_seed", self._seed))
-        self._gen = self.ops.xp.random.default_rng(self._seed)
 
 
 class CupyMemory(DeviceMemory):
@@ -118,11 +101,22 @@ class CupyOps(Ops):
     name = "cupy"
     cheap_sync = False
     memory_type = CupyMemory
+    graphs_type = CudaGraphs
 
     def __init__(self, cupy: Any = None) -> None:
         """``cupy``: the CuPy module (imported here, checking for a GPU, when not given; the
         CuPy-shaped test backend passes its own namespace)."""
         super().__init__(_import_cupy() if cupy is None else cupy)
+        #: computes gemm and linear: cupy.matmul eagerly, deepnet's cuBLAS handle under stream
+        #: capture or at a reduced precision (``CupyProducts.with_precision``)
+        self.products: CupyProducts = CupyProducts(self.xp)
+
+    def gemm(self, a: Array, b: Array, *, trans_a: bool = False, trans_b: bool = False,
+             out: Array | None = None, accumulate: bool = False) -> Array:
+        return self.products.gemm(a.T if trans_a else a, b.T if trans_b else b, out, accumulate)
+
+    def linear(self, x: Array, w: Array) -> Array:
+        return self.products.linear(x, w)
 
     def from_host(self, host: Any) -> Array:
         try:
@@ -152,7 +146,15 @@ class CupyOps(Ops):
         return a.astype(dtype, copy=False)
 
     def device_rng(self, seed: int) -> DeviceRNG:
-        return _CupyRNG(self, seed)
+        """Philox4x32-10 keyed by ``seed`` with its counter on the device (cuRAND is refused
+        under stream capture; this generator is captured, and its state is exact)."""
+        return CounterRNG(self, seed)
+
+
+def _arg(t: Any, v: Any) -> Any:
+    """A kernel's scalar argument: a Python number as type ``t``; a 0-d device array (a captured
+    step's per-step value, of the parameters' dtype) as it is, read by the kernel on the device."""
+    return t(v) if isinstance(v, (int, float)) else v
 
 
 class FusedCupyOps(CupyOps):
@@ -162,6 +164,14 @@ class FusedCupyOps(CupyOps):
     def __init__(self, cupy: Any = None) -> None:
         super().__init__(cupy)
         self._k = cupy_kernels.build(self.xp)
+        self._philox: Any = None
+
+    def device_rng(self, seed: int) -> DeviceRNG:
+        """:class:`CounterRNG` drawing through one fused Philox kernel (bit-identical to the
+        Array-API version the other CuPy backends use)."""
+        if self._philox is None:
+            self._philox = build_philox_kernel(self.xp)
+        return CounterRNG(self, seed, kernel=self._philox)
 
     def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
         self._k.sigmoid_bwd(y, dy, dy)
@@ -176,18 +186,18 @@ class FusedCupyOps(CupyOps):
         return dy
 
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
-        self._k.sgd(g, w.dtype.type(lr), w)
+        self._k.sgd(g, _arg(w.dtype.type, lr), w)
         return w
 
     def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
                          nesterov: bool) -> Array:
         t = w.dtype.type
-        self._k.momentum(g, t(lr), t(mu), bool(nesterov), w, v)
+        self._k.momentum(g, _arg(t, lr), t(mu), bool(nesterov), w, v)
         return w
 
     def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr_t: float, beta1: float,
                      beta2: float, eps_hat: float, decay: float) -> Array:
         t = w.dtype.type
-        self._k.adam(g, t(lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
-                     t(eps_hat), t(decay), w, m, v)
+        self._k.adam(g, _arg(t, lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
+                     _arg(t, eps_hat), _arg(t, decay), w, m, v)
         return w

@@ -16,7 +16,14 @@ classes (``CupyOps``, and ``FusedCupyOps`` with the fused kernels):
   ``asnumpy``, printing) is counted in :data:`HostSyncs` (``xp.host_syncs``), as are
   uploads from the host;
 * ``ElementwiseKernel`` parses the kernel's C source and evaluates it with NumPy, so the
-  fused kernels' maths runs (and is tested) without a GPU.
+  fused kernels' maths runs (and is tested) without a GPU;
+* streams capture as CUDA graphs do, refusing what CUDA and CuPy refuse while the current
+  stream captures: cuBLAS through CuPy (``matmul``, ``dot``, ``@``...) and cuRAND raise
+  ``NotImplementedError``, host reads and uploads raise ``RuntimeError``
+  (cudaErrorStreamCaptureUnsupported).  Graphs cannot be replayed here.  Products under
+  capture go through deepnet's own cuBLAS handle, which on this backend calls
+  :class:`~deepnet.backend.cublas_shaped.FakeCublasLib` (cuBLAS emulated from raw addresses:
+  ``DeviceArray.data.ptr`` is the address of the NumPy buffer).
 
 Use it as ``--backend cupy-shaped`` or ``get_ops("cupy-shaped")`` (a
 :class:`FusedCupyShapedOps`; :class:`CupyShapedOps` is the generic CuPy code without the
@@ -26,9 +33,12 @@ no GPU.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import itertools
 import operator
 import re
+import threading
 import types
 from collections import Counter
 from typing import Any
@@ -36,9 +46,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError
+from .cublas_shaped import FakeCublasLib
 from .cupy_ops import CupyOps, FusedCupyOps
+from .counter_rng import CounterRNG
+from .cupy_products import CupyProducts
+from .graphs import CheckedGraphs
+from .ops import DeviceRNG
 
 _UFUNC_KWARGS = frozenset({"out", "dtype", "casting"})
+#: the functions through which CuPy calls cuBLAS (refused while a stream captures)
+_CUBLAS_FUNCTIONS = frozenset({"matmul", "dot", "vdot", "inner", "outer", "tensordot", "einsum"})
+CUBLAS_CAPTURE_ERROR = "calling cuBLAS API during stream capture is currently unsupported"
+CURAND_CAPTURE_ERROR = "calling cuRAND API during stream capture is currently unsupported"
 
 
 class HostSyncs:
@@ -118,6 +137,8 @@ class DeviceArray:
     T = property(lambda self: DeviceArray(self._a.T, self._ns))
     mT = property(lambda self: DeviceArray(np.swapaxes(self._a, -1, -2), self._ns))
     device = property(lambda self: self._ns.cuda.Device())
+    #: like CuPy's MemoryPointer: ``.ptr`` is the address of the first element (the NumPy buffer's)
+    data = property(lambda self: _MemoryPointer(self._a.ctypes.data, self._a))
 
     def __len__(self) -> int:
         return len(self._a)
@@ -138,35 +159,35 @@ class DeviceArray:
                         "a NumPy array explicitly.")
 
     def get(self, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> np.ndarray:
-        self._ns.host_syncs.read("get")
+        self._ns._host_read("get")
         return np.array(self._a, order=order, copy=True)
 
     def item(self) -> Any:
-        self._ns.host_syncs.read("item")
+        self._ns._host_read("item")
         return self._a.item()
 
     def tolist(self) -> Any:
-        self._ns.host_syncs.read("tolist")
+        self._ns._host_read("tolist")
         return self._a.tolist()
 
     def __float__(self) -> float:
-        self._ns.host_syncs.read("float")
+        self._ns._host_read("float")
         return float(self._a)
 
     def __int__(self) -> int:
-        self._ns.host_syncs.read("int")
+        self._ns._host_read("int")
         return int(self._a)
 
     def __index__(self) -> int:
-        self._ns.host_syncs.read("index")
+        self._ns._host_read("index")
         return operator.index(self._a)
 
     def __bool__(self) -> bool:
-        self._ns.host_syncs.read("bool")
+        self._ns._host_read("bool")
         return bool(self._a)
 
     def __repr__(self) -> str:
-        self._ns.host_syncs.read("repr")
+        self._ns._host_read("repr")
         return repr(self._a).replace("array(", "DeviceArray(", 1)
 
     __str__ = __repr__
@@ -176,7 +197,7 @@ class DeviceArray:
             raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
         if arr.shape != self._a.shape or arr.dtype != self._a.dtype:
             raise ValueError(f"Shape or dtype mismatch: {arr.shape} {arr.dtype} vs {self._a.shape} {self._a.dtype}")
-        self._ns.host_syncs.uploads += 1
+        self._ns._upload()
         self._a[...] = arr
 
     # -- methods CuPy's ndarray has (its own signatures) ----------------------------------
@@ -239,7 +260,7 @@ class DeviceArray:
     def __getitem__(self, key: Any) -> DeviceArray:
         keys = key if isinstance(key, tuple) else (key,)
         if any(isinstance(k, DeviceArray) and k.dtype == np.bool_ for k in keys):
-            self._ns.host_syncs.read("boolean mask")     # CuPy reads the mask's count to size the result
+            self._ns._host_read("boolean mask")     # CuPy reads the mask's count to size the result
         return _wrap(self._a[_unwrap(key)], self._ns)
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -272,6 +293,8 @@ class DeviceArray:
 def _binary(op: Any, name: str, reflected: bool = False, inplace: bool = False) -> Any:
     def method(self: DeviceArray, other: Any) -> Any:
         b = _operand(other, name)
+        if op in (operator.matmul, operator.imatmul):
+            self._ns._refuse_cublas((self, other))
         if inplace:
             op(self._a, b)
             return self
@@ -299,7 +322,7 @@ DeviceArray.__hash__ = None  # type: ignore[assignment]
 
 # ---------------------------------------------------------------------- ElementwiseKernel
 _TOKEN = re.compile(r"\s*(?:(\d+\.\d*(?:[eE][-+]?\d+)?[fF]?|\d+(?:[eE][-+]?\d+)?[fF]?)|([A-Za-z_]\w*)|"
-                    r"(&&|\|\||==|!=|>=|<=|[-+*/()?:<>!,]))")
+                    r"(&&|\|\||==|!=|<<|>>|>=|<=|[-+*/()?:<>!,&|^]))")
 
 
 class _Expr:
@@ -344,7 +367,8 @@ class _Expr:
             return f"_where({cond}, {a}, {b})"
         return cond
 
-    _LEVELS = (("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="), ("+", "-"), ("*", "/"))
+    _LEVELS = (("||",), ("&&",), ("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">="), ("<<", ">>"),
+               ("+", "-"), ("*", "/"))
     _PY = {"||": "_or", "&&": "_and"}
 
     def binary(self, level: int) -> str:
@@ -397,7 +421,8 @@ class ElementwiseKernel:
     """``cupy.ElementwiseKernel(in_params, out_params, operation, name)`` evaluated with NumPy.
 
     The operation is a sequence of C assignments (``a = ...;``, ``a -= ...;``) over
-    arithmetic, comparisons, ``&&``/``||``/``!``, ``c ? a : b``, ``T(x)`` casts and math
+    arithmetic, comparisons, bitwise ``& | ^ << >>`` (on unsigned integers, wrapping as in C),
+    ``&&``/``||``/``!``, ``c ? a : b``, ``T(x)`` casts and math
     functions (``sqrt``, ``exp``, ``log``, ``tanh``, ``abs``/``fabs``, ``max``/``min``).
     Elementwise statements read the values written by earlier ones, as in CUDA.
     """
@@ -471,16 +496,57 @@ class ElementwiseKernel:
 
 
 # ---------------------------------------------------------------------- the namespace
+class _MemoryPointer:
+    """``cupy.cuda.MemoryPointer``: ``ptr`` is a device address (here the NumPy buffer's)."""
+
+    def __init__(self, ptr: int, owner: Any = None) -> None:
+        self.ptr = ptr
+        self._owner = owner          # keeps the memory alive while the pointer is
+
+    def __int__(self) -> int:
+        return self.ptr
+
+
+class _Graph:
+    """``cupy.cuda.Graph`` from :meth:`_Stream.end_capture`; it cannot be replayed here."""
+
+    def launch(self, stream: Any = None) -> None:
+        raise RuntimeError("the CuPy-shaped backend cannot replay CUDA graphs: the work ran eagerly while it was "
+                           "captured; replay on a GPU")
+
+    def upload(self, stream: Any = None) -> None:
+        return None
+
+
 class _Stream:
-    def __init__(self, non_blocking: bool = False, null: bool = False, ptds: bool = False,
+    """``cupy.cuda.Stream``: ``with stream:`` makes it current (per thread, nested as in CuPy);
+    ``begin_capture``/``end_capture`` record nothing (work runs eagerly) but put the
+    namespace in CUDA's capture rules while the current stream captures."""
+
+    _ns: CupyShaped                      # set on each namespace's own subclass
+    _ptrs = itertools.count(0x7000_0000, 0x100)
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
                  priority: Any = None) -> None:
-        pass
+        self.ptr = 0 if null else (2 if ptds else next(self._ptrs))
+        self._capturing = False
+        self._invalidated = False
+        self._previous: list[_Stream] = []
 
     def __enter__(self) -> _Stream:
+        self._previous.append(self._ns._current_stream())
+        self.use()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        return None
+        self._previous.pop().use()
+
+    def use(self) -> _Stream:
+        self._ns._stream_state.current = self
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.ptr} (device 0)>"
 
     def record(self, event: Any = None) -> Any:
         return _Event()
@@ -489,7 +555,35 @@ class _Stream:
         return None
 
     def synchronize(self) -> None:
-        return None
+        if self._capturing:
+            self.invalidate_capture()
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing "
+                               "(Stream.synchronize)")
+
+    # -- capture ----------------------------------------------------------------------------
+    def begin_capture(self, mode: Any = None) -> None:
+        if self.ptr == 0:
+            raise RuntimeError("cudaErrorStreamCaptureUnsupported: the null stream cannot be captured; "
+                               "capture on a cupy.cuda.Stream()")
+        if self._capturing:
+            raise RuntimeError("cudaErrorIllegalState: the stream is already capturing")
+        self._capturing, self._invalidated = True, False
+
+    def end_capture(self) -> _Graph:
+        if not self._capturing:
+            raise RuntimeError("cudaErrorIllegalState: end_capture on a stream that is not capturing")
+        self._capturing = False
+        if self._invalidated:
+            raise RuntimeError("cudaErrorStreamCaptureInvalidated: the capture was invalidated by an operation "
+                               "not permitted while capturing")
+        return _Graph()
+
+    def is_capturing(self) -> bool:
+        return self._capturing
+
+    def invalidate_capture(self) -> None:
+        """What CUDA does to a capture after an unsupported call: it can only fail at end_capture."""
+        self._invalidated = True
 
 
 class _Event:
@@ -514,6 +608,15 @@ class _Device:
 
 
 class _MemoryPool:
+    """``cupy.cuda.MemoryPool(allocator=None)``: NumPy buffers, nothing pooled or counted."""
+
+    def __init__(self, allocator: Any = None) -> None:
+        self.allocator = allocator
+
+    def malloc(self, size: int) -> _MemoryPointer:
+        buf = np.empty(max(0, int(size)), np.uint8)
+        return _MemoryPointer(buf.ctypes.data, buf)
+
     def used_bytes(self) -> int:
         return 0
 
@@ -535,6 +638,7 @@ class _Generator:
         self._gen = np.random.default_rng(seed)
 
     def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
+        self._ns._refuse_while_capturing(NotImplementedError, CURAND_CAPTURE_ERROR)
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise TypeError(f"cupy.random.Generator.random: dtype must be float32 or float64, got {dtype}")
         return _wrap(self._gen.random(size, dtype=dtype), self._ns)
@@ -550,15 +654,25 @@ class CupyShaped(types.ModuleType):
         self.host_syncs = HostSyncs()
         self.ndarray = DeviceArray
         self.ElementwiseKernel = ElementwiseKernel
-        for t in ("float16", "float32", "float64", "int8", "int32", "int64", "uint8", "bool_", "bool"):
+        for t in ("float16", "float32", "float64", "int8", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                  "bool_", "bool"):
             setattr(self, t, getattr(np, t))
         ns = self
 
         class OutOfMemoryError(MemoryError):
             pass
 
+        stream_type = type("Stream", (_Stream,), {"_ns": self})
+        self._null_stream = stream_type(null=True)
+        self._stream_state = threading.local()
+        stream_type.null = self._null_stream
+
+        def get_current_stream(device_id: int = -1) -> _Stream:
+            return ns._current_stream()
+
         self.cuda = types.SimpleNamespace(
-            Device=_Device, Stream=_Stream, get_current_stream=lambda: _Stream(),
+            Device=_Device, Stream=stream_type, get_current_stream=get_current_stream, Graph=_Graph,
+            MemoryPool=_MemoryPool, MemoryPointer=_MemoryPointer, using_allocator=_using_allocator,
             alloc_pinned_memory=lambda nbytes: bytearray(nbytes),
             memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, memGetInfo=lambda: (64 << 30, 80 << 30),
@@ -569,13 +683,43 @@ class CupyShaped(types.ModuleType):
         self.get_default_memory_pool = lambda: pool
         self.get_default_pinned_memory_pool = lambda: pool
 
+    # -- streams and capture -----------------------------------------------------------
+    def _current_stream(self) -> _Stream:
+        return getattr(self._stream_state, "current", None) or self._null_stream
+
+    def _refuse_while_capturing(self, error: type[Exception], message: str) -> None:
+        """Raise ``error`` if the current stream captures; a CUDA error (not CuPy's own
+        NotImplementedError check, made before calling CUDA) also spoils the capture."""
+        stream = self._current_stream()
+        if stream.is_capturing():
+            if error is not NotImplementedError:
+                stream.invalidate_capture()
+            raise error(message)
+
+    def _host_read(self, kind: str) -> None:
+        """A read of device memory by the host: refused while capturing, else counted."""
+        self._refuse_while_capturing(RuntimeError, "cudaErrorStreamCaptureUnsupported: operation not permitted when "
+                                     f"stream is capturing (a host read: {kind})")
+        self.host_syncs.read(kind)
+
+    def _upload(self) -> None:
+        """A copy from host memory: refused while capturing, else counted."""
+        self._refuse_while_capturing(RuntimeError, "cudaErrorStreamCaptureUnsupported: operation not permitted when "
+                                     "stream is capturing (an upload from the host)")
+        self.host_syncs.uploads += 1
+
+    def _refuse_cublas(self, operands: Any) -> None:
+        """CuPy's check before a cuBLAS call: none while the current stream captures."""
+        if any(isinstance(x, DeviceArray) and x.dtype.kind in "fc" for x in operands):
+            self._refuse_while_capturing(NotImplementedError, CUBLAS_CAPTURE_ERROR)
+
     # -- transfers -------------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None, order: Any = None, *, copy: Any = None,
                 blocking: bool = False) -> DeviceArray:
         if isinstance(a, DeviceArray):
             out = a._a.astype(dtype, copy=bool(copy)) if dtype is not None else (a._a.copy() if copy else a._a)
             return a if out is a._a else DeviceArray(out, self)
-        self.host_syncs.uploads += 1
+        self._upload()
         return DeviceArray(np.array(a, dtype=dtype, order=order or "K", copy=True), self)
 
     def array(self, obj: Any, dtype: Any = None, copy: bool = True, order: str = "K", subok: bool = False,
@@ -602,9 +746,12 @@ class CupyShaped(types.ModuleType):
             raise AttributeError(f"cupy.{name} has no NumPy counterpart in the CuPy-shaped backend")
         check = _checker(real, name)
         ns = self
+        cublas = name in _CUBLAS_FUNCTIONS
 
         def call(*args: Any, **kwargs: Any) -> Any:
             check(args, kwargs)
+            if cublas:
+                ns._refuse_cublas(args)
             host_args = [_operand_or_seq(a, name) for a in args]
             host_kw = {k: _operand_or_seq(v, name) for k, v in kwargs.items()}
             res = impl(*host_args, **host_kw)
@@ -616,6 +763,12 @@ class CupyShaped(types.ModuleType):
         call.__name__ = name
         setattr(self, name, call)     # cache: later lookups skip __getattr__
         return call
+
+
+@contextlib.contextmanager
+def _using_allocator(allocator: Any = None) -> Any:
+    """``cupy.cuda.using_allocator(allocator=None)``: nothing to switch here."""
+    yield
 
 
 def _operand_or_seq(x: Any, name: str) -> Any:
@@ -666,9 +819,19 @@ class CupyShapedOps(CupyOps):
     (``cupy``: one to share, else a new one)."""
 
     name = "cupy-shaped"
+    #: captured steps run inside the shaped stream's capture (what CUDA refuses there fails)
+    graphs_type = CheckedGraphs
 
     def __init__(self, cupy: Any = None) -> None:
         super().__init__(_shaped_namespace() if cupy is None else cupy)
+        #: products through CupyProducts as on a GPU; its cuBLAS handle calls cuBLAS emulated
+        #: with NumPy (so captured, TF32 and bf16 products run here)
+        self.products = CupyProducts(self.xp, lib=FakeCublasLib())
+
+    def device_rng(self, seed: int) -> DeviceRNG:
+        """The Array-API Philox (the shaped kernel evaluator cannot run the fused kernel's C
+        preamble; the two are bit-identical, tests/test_counter_rng.py)."""
+        return CounterRNG(self, seed)
 
 
 class FusedCupyShapedOps(CupyShapedOps, FusedCupyOps):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .memory import DeviceMemory
-from .ops import Array, DeviceRNG, Ops, store
+from .ops import Array, DeviceRNG, Ops, is_one, store
 from .products import BLAS_NAMES, NumpyProducts, products_named
 
 
@@ -228,7 +228,7 @@ class NumpyOps(Ops):
         g *= 1.0 - beta2
         v *= beta2
         v += g
-        if decay != 1.0:
+        if not is_one(decay):
             w *= decay
         np.sqrt(v, out=g)
         g += eps_hat

@@ -17,9 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from .graphs import StepGraphs
 from .memory import DeviceMemory
 
 Array = Any
+
+
+def is_one(v: Any) -> bool:
+    """Whether a scalar argument is the Python number 1 (a device scalar never counts as
+    one: comparing it would read it back to the host)."""
+    return isinstance(v, (int, float)) and v == 1.0
 
 
 def store(res: Array, out: Array | None, accumulate: bool) -> Array:
@@ -93,6 +100,8 @@ class Ops:
     cheap_sync = True
     #: the class of :attr:`memory`, the backend's device companion
     memory_type: type[DeviceMemory] = DeviceMemory
+    #: the class of :attr:`graphs`, the backend's step-capture companion
+    graphs_type: type[StepGraphs] = StepGraphs
     use_numba = _Removed("the plain NumPy maths are deepnet.backend.numpy_ops.NumpyOps(), the compiled "
                          "kernels deepnet.backend.numba_ops.NumbaOps(); DEEPNET_NUMBA=0 picks the first")
     use_fused = _Removed("the plain CuPy maths are deepnet.backend.cupy_ops.CupyOps(), the fused kernels "
@@ -120,6 +129,8 @@ class Ops:
         self.has_float64 = True if info is None else "float64" in info().dtypes(device=self.device)
         #: memory, streaming and device facts (apart from the maths)
         self.memory: DeviceMemory = self.memory_type(self)
+        #: capture and replay of a training step (CUDA graphs where the backend has them)
+        self.graphs: StepGraphs = self.graphs_type(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -390,7 +401,7 @@ class Ops:
         m += g * (1.0 - beta1)
         v *= beta2
         v += (g * g) * (1.0 - beta2)
-        if decay != 1.0:
+        if not is_one(decay):
             w *= decay
         w -= m / (self.xp.sqrt(v) + eps_hat) * lr_t
         return w
@@ -401,6 +412,20 @@ class Ops:
         s += (g * g) * (1.0 - rho)
         w -= g / (self.xp.sqrt(s) + eps) * lr
         return w
+
+    def adam_scalars_(self, t: Array, lr: Array, lr_t: Array, eps_hat: Array, decay: Array | None,
+                      beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+        """Adam's per-step scalars of step ``t`` on the device (for a captured step, whose
+        kernel arguments are frozen), as ``Adam.step_scalars`` computes them on the host: with
+        c₂ = √(1−β₂ᵗ), η_t ← η c₂/(1−β₁ᵗ), ε̂ ← c₂ ε and, given ``decay``, d ← 1 − ηλ.  ``t``
+        and ``lr`` are 0-d arrays in float64 where the device has it; the outputs are 0-d
+        arrays in the parameters' dtype."""
+        xp = self.xp
+        c2 = xp.sqrt(1.0 - beta2 ** t)
+        lr_t[...] = xp.astype(lr * c2 / (1.0 - beta1 ** t), lr_t.dtype)
+        eps_hat[...] = xp.astype(c2 * eps, eps_hat.dtype)
+        if decay is not None:
+            decay[...] = xp.astype(1.0 - lr * weight_decay, decay.dtype)
 
     # Multi-tensor forms: one call for all parameters of a network.  Generic: a loop over the
     # one-parameter kernels; the NumPy backend compiles the loop (one dispatch per step).

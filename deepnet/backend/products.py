@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .mkl_blas import MklBlas
+from .precision import RoundedProducts, check_precision
 
 Array = Any
 
@@ -25,6 +26,12 @@ class NumpyProducts:
     """a·b, x·Wᵀ and 1ᵀ·a through ``np.dot``."""
 
     name = "numpy"
+    #: the operands' precision (see :mod:`~deepnet.backend.precision`)
+    precision = "float32"
+
+    def with_precision(self, precision: str) -> Any:
+        """This provider with products in ``precision`` ("float32": itself)."""
+        return self if check_precision(precision) == "float32" else RoundedProducts(self, precision)
 
     def gemm(self, a: Array, b: Array, out: Array | None, accumulate: bool) -> Array:
         """a·b, written into (``accumulate``: added to) ``out`` when given."""
