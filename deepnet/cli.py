@@ -22,6 +22,7 @@ import numpy as np
 
 from .backend import available_backends, get_backend, get_ops, to_device, to_host
 from .backend.host import as_host_inputs
+from .backend.precision import PRECISIONS
 from .callbacks import Callback, EarlyStopping
 from .checkpoint import Checkpointer, resume_refusal, settings_differences
 from .datasets import DatasetError, InputFileError, load_dataset, read_inputs, scale_pixels
@@ -39,6 +40,7 @@ from .presets import mlp_layers, parse_spec, seed_layers
 from .progress import ProgressBar
 from .schedules import LearningRateScheduler, get_schedule
 from .training import Trainer
+from .training.captured import GRAPHS
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -103,7 +105,7 @@ def _apply_preset(args: argparse.Namespace) -> None:
         args.val_fraction = 0.0
     defaults = {"dataset": "digits", "loss": "xent", "optimizer": "adam", "epochs": 20, "batch_size": 32,
                 "scale": "unit", "shuffle": True, "val_fraction": 0.1, "activation": "relu", "dropout": 0.0,
-                "weight_decay": 0.0, "early_stopping": 0}
+                "weight_decay": 0.0, "early_stopping": 0, "precision": "float32"}
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -112,7 +114,7 @@ def _apply_preset(args: argparse.Namespace) -> None:
 #: train options that shape the run: recorded in checkpoints, compared (or taken over) on resume
 RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "layers",
                "activation", "loss", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "max_norm",
-               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle")
+               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision")
 
 
 def _flag(dest: str) -> str:
@@ -358,7 +360,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     net.loss, net.optimizer = loss, opt      # what net.fit(loss=, optimizer=) does; then its Trainer, given rows
     hist = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
                    validation_data=None if val_rows is None else (X, y), validation_rows=val_rows,
-                   callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows).fit(X, y)
+                   callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows,
+                   graphs=args.graphs, precision=args.precision).fit(X, y)
     train_time = time.perf_counter() - t0
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
              "class_names": data.class_names, "n_features": data.n_features}
@@ -583,6 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--scale", choices=["unit", "seed", "raw"], default=None, help="pixel scaling")
+    t.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help="the matrix products' operands: float32 (default), tf32 or bf16 (float32 master weights "
+                        "and accumulation; docs/gpu.md)")
+    t.add_argument("--graphs", choices=list(GRAPHS), default="auto",
+                   help="capture the training step as a CUDA graph: auto (default: where the backend has graphs "
+                        "and the run allows; says why not), on (required), epoch (whole epochs), off")
     t.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this fraction of the training set for validation (default 0.1; 0 for none; "

@@ -17,7 +17,8 @@ from .callbacks import Callback
 from .checkpoint import Checkpointer
 from .errors import NonFiniteError, ShapeError
 from .training import History, Trainer
-from .training.trainer import check_fit_arguments
+from .training.captured import check_graphs_argument
+from .training.trainer import check_fit_arguments, check_precision_argument
 from .training.data import device_inputs, device_targets
 from .training.evaluation import evaluate_batches
 from .layers.base import Layer, Parameter
@@ -229,7 +230,7 @@ class Network:
             shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
             callbacks: Iterable[Callback] = (), verbose: bool = False,
             check_finite: str = "raise", checkpoint: Any = None, resume: bool | str = False,
-            stream_chunk_rows: int | None = None) -> History:
+            stream_chunk_rows: int | None = None, graphs: str = "auto", precision: str = "float32") -> History:
         """Train with mini-batch gradient descent; return the per-epoch :class:`History`.
 
         Each step (:func:`deepnet.training.train_step`): forward, f and ∂f/∂z from the loss
@@ -242,9 +243,16 @@ class Network:
         ``resume=True`` continues its latest file (same settings; ``epochs`` may grow),
         ``"if-exists"`` starts fresh when there is none.  ``stream_chunk_rows``: stream X
         from the host in chunks of this many rows (chosen automatically on CuPy when X
-        would not fit).  The rules in full: docs/training.md.
+        would not fit).  ``graphs``: capture the step as a CUDA graph and replay it
+        (``"auto"``: where the backend has graphs and nothing in the run prevents it, saying
+        once why not; ``"on"``: required; ``"epoch"``: whole epochs as one graph; ``"off"``).
+        ``precision``: the matrix products' operands in ``"float32"``, ``"tf32"`` or ``"bf16"``
+        (float32 master weights and accumulation; docs/gpu.md).
+        The rules in full: docs/training.md and docs/gpu.md.
         """
         check_fit_arguments(self.ops, epochs, batch_size, check_finite, resume)   # before anything changes
+        check_graphs_argument(graphs)
+        check_precision_argument(self, precision)
         if loss is not None:
             self.loss = loss
         if optimizer is not None:
@@ -254,7 +262,7 @@ class Network:
         trainer = Trainer(self, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                           validation_data=validation_data, callbacks=callbacks, verbose=verbose,
                           check_finite=check_finite, checkpointer=checkpoint, resume=resume,
-                          stream_chunk_rows=stream_chunk_rows)
+                          stream_chunk_rows=stream_chunk_rows, graphs=graphs, precision=precision)
         return trainer.fit(X, y)
 
     # ------------------------------------------------------------------ inference

@@ -130,6 +130,15 @@ class Layer:
     #: fastest (``Dense``: column-major W as the first layer on NumPy).  Default: row-major kept.
     any_layout: ClassVar[bool] = False
 
+    #: whether a CUDA graph may capture this layer's training forward and backward: they do
+    #: the same device work every step, through ``ops`` and ``ops.xp`` only, and keep state
+    #: that lasts from one step to the next in arrays updated in place (``a[...] = ...``,
+    #: ``a += ...``), never in Python numbers or rebound attributes (a replay runs no Python).
+    #: deepnet checks what it can (docs/custom-layers.md); set False to always run eagerly.
+    capturable: ClassVar[bool] = True
+    #: array attributes a step may rebind because only that step reads them (besides ``_cache``)
+    step_scratch: ClassVar[tuple[str, ...]] = ()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         Layer.registry[cls.__name__] = cls

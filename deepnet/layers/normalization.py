@@ -87,8 +87,11 @@ class BatchNorm(Layer):
             mu = xp.mean(x, axis=0)
             var = xp.var(x, axis=0)
             m = self.momentum
-            self.running_mean = self.running_mean * m + mu * (1.0 - m)
-            self.running_var = self.running_var * m + var * ((1.0 - m) * n / (n - 1))
+            # in place: a captured step (CUDA graph) replays writes into these very buffers
+            self.running_mean *= m
+            self.running_mean += mu * (1.0 - m)
+            self.running_var *= m
+            self.running_var += var * ((1.0 - m) * n / (n - 1))
         else:
             mu, var = self.running_mean, self.running_var
         inv_std = 1.0 / xp.sqrt(var + self.eps)

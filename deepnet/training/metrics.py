@@ -42,7 +42,7 @@ class EpochMetrics:
             weights = ops.full((done - first,), per_batch, self.batch_losses.dtype)
             if e - s < (done - first) * self.batch_size and self.reduction != "sum":
                 weights[-1] = float(e - s - (done - first - 1) * self.batch_size)   # the short last batch
-            sums = [xp.sum(self.batch_losses[first:done] * weights), ops.count_equal(self.preds[s:e], labels[s:e])]
+            sums = [xp.sum(self.batch_losses[first:done] * weights), self._correct(labels, first, done, s, e)]
         if params:
             ok = ops.all_finite(params[0].data)
             for p in params[1:]:
@@ -59,7 +59,45 @@ class EpochMetrics:
             totals["weights_finite"] = not params or host[-1] == 1.0
         return totals
 
+    def _correct(self, labels: Array, first: int, done: int, s: int, e: int) -> Array:
+        """Correct predictions among rows ``s``..``e``−1 (batches ``first``..``done``−1), on the device."""
+        return self.ops.count_equal(self.preds[s:e], labels[s:e])
+
     def first_nonfinite_batch(self, first: int, done: int) -> int | None:
         """The first of batches ``first``..``done``−1 whose loss was NaN or inf (read on failure only)."""
         flags = self.ops.to_host(self.ops.xp.isfinite(self.batch_losses[first:done])).tolist()
         return first + flags.index(False) if False in flags else None
+
+
+class StepMetrics(EpochMetrics):
+    """Per-batch losses and correct counts, written by the step itself on the device at a
+    device batch index (a captured step cannot slice with a Python number that changes), so
+    the epoch's totals are the same sums as :class:`EpochMetrics` gives."""
+
+    def __init__(self, ops: Ops, n: int, batch_size: int, dtype: Any, reduction: str) -> None:
+        self.ops, self.n, self.batch_size, self.reduction = ops, n, batch_size, reduction
+        n_batches = -(-n // batch_size)
+        self.batch_losses = ops.zeros((n_batches,), dtype)
+        self.batch_correct = ops.zeros((n_batches,), ops.int64)
+        self._index = ops.arange(n_batches)
+        self._argmax = ops.argmax_rows
+
+    def reset(self) -> None:
+        """Zero every batch's figures (a new epoch; the buffers keep their addresses)."""
+        self.ops.fill_(self.batch_losses, 0.0)
+        self.ops.fill_(self.batch_correct, 0)
+
+    def record_at(self, index: Array, loss: Array, z: Array, labels: Array) -> None:
+        """Store the loss f and the correct count of the batch at device ``index`` (shape (1,))."""
+        xp, ops = self.ops.xp, self.ops
+        hit = self._index == index
+        ops.assign_(self.batch_losses, xp.where(hit, loss, self.batch_losses))
+        ops.assign_(self.batch_correct, xp.where(hit, ops.count_equal(self._argmax(z), labels), self.batch_correct))
+
+    def record(self, index: int, start: int, stop: int, loss: Array, z: Array, labels: Array | None = None) -> None:
+        """Store batch ``index``'s figures (a step run outside the graph; ``labels``: its rows')."""
+        self.batch_losses[index] = loss
+        self.batch_correct[index] = self.ops.count_equal(self._argmax(z), labels)
+
+    def _correct(self, labels: Array, first: int, done: int, s: int, e: int) -> Array:
+        return self.ops.xp.sum(self.batch_correct[first:done])

@@ -15,10 +15,12 @@ from typing import Any
 
 from ..backend import Array, to_device, to_host
 from ..backend.host import as_host_rows
+from ..backend.precision import check_precision
 from ..callbacks import Callback
 from ..errors import ResumeError
 from .batches import EpochBatches
 from .callback_list import CallbackList
+from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
 from .checkpointing import SaveCheckpoints, SaveStopPoint
 from .data import device_inputs, device_targets, host_inputs
 from .evaluation import evaluate_batches
@@ -49,6 +51,18 @@ def check_fit_arguments(ops: Any, epochs: Any, batch_size: Any, check_finite: An
         raise ValueError(f"fit: resume must be False, True or 'if-exists', got {resume!r}")
 
 
+def check_precision_argument(net: Any, precision: Any) -> None:
+    """One-line errors for a products precision this network or backend cannot train in."""
+    check_precision(precision)
+    if precision == "float32":
+        return
+    if not hasattr(getattr(net.ops, "products", None), "with_precision"):
+        raise ValueError(f"fit: precision={precision!r} needs a backend whose matrix products can change "
+                         f"precision (numpy, cupy); {net.ops.name!r} computes them in its own namespace")
+    if net.dtype_name != "float32":
+        raise ValueError(f"fit: precision={precision!r} keeps float32 master weights; the network is {net.dtype_name}")
+
+
 class Trainer:
     """One run of ``fit`` on a model (``net``: layers, parameters, forward, backward, loss,
     optimizer, host generator ``rng``); see :meth:`deepnet.Network.fit` for the arguments."""
@@ -57,8 +71,10 @@ class Trainer:
                  validation_data: tuple[Any, Any] | None = None, callbacks: Iterable[Callback] = (),
                  verbose: bool = False, check_finite: str = "raise", checkpointer: Any = None,
                  resume: bool | str = False, stream_chunk_rows: int | None = None, rows: Any = None,
-                 validation_rows: Any = None) -> None:
+                 validation_rows: Any = None, graphs: str = "auto", precision: str = "float32") -> None:
         check_fit_arguments(net.ops, epochs, batch_size, check_finite, resume)
+        check_graphs_argument(graphs)
+        check_precision_argument(net, precision)
         if net.loss is None or net.optimizer is None:
             raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
         if resume and checkpointer is None:
@@ -67,6 +83,12 @@ class Trainer:
         self.validation_data, self.user_callbacks, self.verbose = validation_data, list(callbacks), verbose
         self.check_finite, self.checkpointer, self.resume = check_finite, checkpointer, resume
         self.stream_chunk_rows = stream_chunk_rows
+        #: "auto" (a CUDA graph where the backend has them and the run allows), "on" (the
+        #: captured step, required), "epoch" (also whole epochs as one graph), "off"
+        self.graphs = graphs
+        self.static: StaticStep | None = None
+        #: the matrix products' precision during the run ("float32", "tf32", "bf16")
+        self.precision = precision
         #: train on these rows of X, and validate on these rows of the validation X (host
         #: indices): a validation split by indices, no copy of the data (None: all rows)
         self.rows, self.validation_rows = rows, validation_rows
@@ -129,6 +151,8 @@ class Trainer:
         if ckpt is None:
             return 0, 0, None, history, None
         settings = run_settings(self.net, X, T, labels, self.epochs, self.batch_size, self.shuffle, self.rows)
+        if self.precision != "float32":      # recorded only when not the default: older checkpoints still resume
+            settings["precision"] = self.precision
         state = ckpt.restore(self.net, settings=settings) if self.resume else None
         if state is None and self.resume is True:
             raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
@@ -152,8 +176,36 @@ class Trainer:
                 p.data = laid
         net.optimizer.match_parameters(net.parameters(), ops)
 
+    def _static_step(self, batches: EpochBatches, T: Array, labels: Array, batch_hooks: bool) -> StaticStep | None:
+        """The captured step of this run, or None for the plain loop: with graphs="auto" when
+        the backend has no CUDA graphs or something in the run prevents one (said once);
+        "on"/"epoch" raise naming what prevents it."""
+        mode, net = self.graphs, self.net
+        if mode == "off" or (mode == "auto" and not net.ops.graphs.captures):
+            return None
+        obstacles = capture_obstacles(net, check_finite=self.check_finite, streamed=bool(self.stream_chunk_rows),
+                                      batch_hooks=batch_hooks, mode=mode)
+        if obstacles:
+            if mode == "auto":
+                warn_once(obstacles[0])
+                return None
+            raise ValueError(f"fit(graphs={mode!r}): the step cannot be captured: {'; '.join(obstacles)}")
+        return StaticStep(net, batches.X, T, labels, self.batch_size, batches.rows, mode)
+
     # ------------------------------------------------------------------ the run
     def fit(self, X: Any, y: Any) -> History:
+        """Train on (X, y) and return the history (products in :attr:`precision` meanwhile)."""
+        ops = self.net.ops
+        if self.precision == "float32":
+            return self._fit(X, y)
+        products = ops.products
+        ops.products = products.with_precision(self.precision)
+        try:
+            return self._fit(X, y)
+        finally:
+            ops.products = products
+
+    def _fit(self, X: Any, y: Any) -> History:
         net = self.net
         Xd, T, labels = self._data(X, y)
         val = self._validation(X, Xd)
@@ -170,6 +222,7 @@ class Trainer:
         callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
                                  + ([PrintEpochs(self.epochs)] if self.verbose else []) + self.user_callbacks
                                  + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
+        self.static = self._static_step(batches, T, labels, bool(callbacks.batch_callbacks))
         callbacks.train_begin(net, {"epochs": self.epochs, "steps_per_epoch": batches.n_batches,
                                     "batch_size": self.batch_size, "samples": batches.n,
                                     "initial_epoch": start_epoch})
@@ -194,9 +247,33 @@ class Trainer:
         perm = net.rng.permutation(batches.n) if self.shuffle else None      # host indices
         order = None if perm is None else to_device(perm, ops, dtype="int64")
         pos.labels = labels if order is None else ops.take_rows(labels, order)
-        pos.metrics = metrics = EpochMetrics(ops, batches.n, self.batch_size, ops.dtype(net.dtype_name),
-                                             loss.reduction)
-        callbacks.epoch_begin(net, epoch)
+        if self.static is not None:
+            callbacks.epoch_begin(net, epoch)
+            pos.metrics = self.static.begin_epoch(order, first)
+            self._static_epoch(first, pos, callbacks)
+        else:
+            pos.metrics = EpochMetrics(ops, batches.n, self.batch_size, ops.dtype(net.dtype_name), loss.reduction)
+            callbacks.epoch_begin(net, epoch)
+            self._steps(epoch, first, batches, perm, order, pos, guard, callbacks)
+        pos.totals = totals = pos.partial_totals(pos.done, check_weights=True)
+        callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard
+        net.clear_cache()
+        seen = max(totals["seen"], 1)
+        logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
+        if val is not None:
+            Xv, Tv, Lv, rows = val
+            v = evaluate_batches(net, loss, Xv, Tv, Lv, max(self.batch_size, 1024), ops.dtype(net.dtype_name), rows)
+            logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
+        logs["lr"] = opt.lr
+        logs["time"] = time.perf_counter() - t0
+        if net.diagnostics is not None:
+            net.diagnostics.end_epoch(net, epoch)
+        return logs
+
+    def _steps(self, epoch: int, first: int, batches: EpochBatches, perm: Any, order: Array, pos: RunPosition,
+               guard: NonFiniteGuard, callbacks: CallbackList) -> None:
+        """The epoch's batches from ``first``, one :func:`train_step` each (the plain loop)."""
+        net, loss, opt, metrics = self.net, self.net.loss, self.net.optimizer, pos.metrics
         accept = guard.accept if guard.each_step else None
         batch_hooks = bool(callbacks.batch_callbacks)
         for b, s, e, x, t in batches.epoch(perm, order, first):
@@ -213,17 +290,39 @@ class Trainer:
                 callbacks.batch_end(net, net.step_count, {"loss": result[0], "batch": b, "size": e - s})
             if net.stop_training:
                 break
-        pos.totals = totals = pos.partial_totals(pos.done, check_weights=True)
-        callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard
-        net.clear_cache()
-        seen = max(totals["seen"], 1)
-        logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
-        if val is not None:
-            Xv, Tv, Lv, rows = val
-            v = evaluate_batches(net, loss, Xv, Tv, Lv, max(self.batch_size, 1024), ops.dtype(net.dtype_name), rows)
-            logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
-        logs["lr"] = opt.lr
-        logs["time"] = time.perf_counter() - t0
-        if net.diagnostics is not None:
-            net.diagnostics.end_epoch(net, epoch)
-        return logs
+
+    def _static_epoch(self, first: int, pos: RunPosition, callbacks: CallbackList) -> None:
+        """The epoch's batches from ``first`` through the captured step; per-batch callbacks
+        run between replays."""
+        net, static = self.net, self.static
+        assert static is not None
+        hooks = _BatchHooks(net, pos, callbacks, self.batch_size) if callbacks.batch_callbacks else None
+        pos.done = static.run_full_batches(first, hooks)
+        if net.stop_training or pos.done < static.n_full:
+            return
+        if hooks is not None:
+            hooks.begin(static.n_full)
+        last = static.run_last_batch()
+        if last is not None:
+            pos.done = static.n_full + 1
+            if hooks is not None:
+                hooks.end(static.n_full, last[0])
+
+
+class _BatchHooks:
+    """The per-batch callbacks around each step of a captured run (the loss handed to them is a
+    copy: the graph overwrites its own at the next replay)."""
+
+    def __init__(self, net: Any, pos: RunPosition, callbacks: CallbackList, batch_size: int) -> None:
+        self.net, self.pos, self.callbacks, self.batch_size = net, pos, callbacks, batch_size
+
+    def begin(self, b: int) -> None:
+        self.pos.batch = b
+        self.callbacks.batch_begin(self.net, self.net.step_count, {"epoch": self.pos.epoch, "batch": b})
+
+    def end(self, b: int, f: Array) -> bool:
+        pos, net = self.pos, self.net
+        pos.done = b + 1
+        size = min(self.batch_size, pos.metrics.n - b * self.batch_size)
+        self.callbacks.batch_end(net, net.step_count, {"loss": net.ops.copy(f), "batch": b, "size": size})
+        return bool(net.stop_training)

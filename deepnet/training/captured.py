@@ -1,0 +1,269 @@
+"""The training step on fixed buffers, captured once and replayed (CUDA graphs).
+
+A CUDA graph replays the kernels a step launched, on the addresses it used, with no Python.
+So the captured step (:class:`StaticStep`) keeps everything a replay touches in device
+memory that lives as long as the graph:
+
+* the batch is gathered on the device: the epoch's order is copied once per epoch into a
+  fixed (batches × B) index buffer, and a device batch index b selects its row, then is
+  incremented (b ← b + 1) by the step itself;
+* the optimizer's step count, learning rate and Adam's bias corrections are device scalars
+  (:class:`~deepnet.optimizers.StepScalars`), the dropout masks come from a counter-based
+  generator whose counter lives on the device;
+* each batch's loss and correct count are written at index b (:class:`StepMetrics`).
+
+The first full batch of a run is an eager warm-up (optimizer slots, generators and kernels
+come into being; the layers are checked not to rebind state a replay would need), the
+second is captured, the rest are replays; with ``graphs="epoch"`` every later epoch's full
+batches are one graph.  A short last batch runs through the same step code without a graph.
+On a backend without CUDA graphs the same step runs its Python every time
+(:class:`~deepnet.backend.graphs.StepGraphs`): identical arithmetic, which is how it is
+tested on the CPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ..backend import Array, Ops
+from ..backend.graphs import CaptureError, Replay
+from ..errors import BackendError
+from .metrics import StepMetrics
+
+GRAPHS = ("auto", "on", "off", "epoch")
+
+
+class GraphCaptureWarning(UserWarning):
+    """``graphs="auto"`` could not capture the step; the run trains eagerly (reason given once)."""
+
+
+def check_graphs_argument(graphs: Any) -> None:
+    if graphs not in GRAPHS:
+        raise ValueError(f"fit: graphs must be one of {', '.join(map(repr, GRAPHS))}, got {graphs!r}")
+
+
+def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hooks: bool, mode: str) -> list[str]:
+    """Why this run's step cannot be captured (empty: it can).  ``mode`` "epoch" also needs no
+    per-batch callbacks (they run Python between steps)."""
+    out = []
+    if check_finite == "skip":
+        out.append("check_finite='skip' decides on the host after every step")
+    if streamed:
+        out.append("the data is streamed from the host in chunks (stream_chunk_rows); a graph needs X resident")
+    for i, layer in enumerate(net.layers):
+        if not layer.capturable:
+            out.append(f"layer {i} ({layer.name}) sets capturable = False")
+    if not net.optimizer.can_capture():
+        out.append(f"the optimizer {net.optimizer.name} overrides step/update without declaring capturable = True")
+    if not getattr(net.loss, "capturable", True):
+        out.append(f"the loss {net.loss.name} sets capturable = False")
+    if net.diagnostics is not None:
+        out.append("diagnostics record every step on the host")
+    if mode == "epoch" and batch_hooks:
+        out.append("a callback runs at every batch, between the steps of an epoch graph")
+    return out
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(reason: str) -> None:
+    """Say once per process why a run with ``graphs="auto"`` trains without a graph."""
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"graphs='auto': training without a CUDA graph because {reason}", GraphCaptureWarning,
+                      stacklevel=4)
+
+
+def _state_of(net: Any, ops: Ops) -> dict[tuple[int, str], Any]:
+    """What a step must not replace: each layer's array attributes (by identity; ``_cache``
+    and its ``step_scratch`` excepted), numbers, and its parameters' arrays."""
+    state: dict[tuple[int, str], Any] = {}
+    for i, layer in enumerate(net.layers):
+        skip = {"_cache", *layer.step_scratch}
+        for name, v in vars(layer).items():
+            if name in skip:
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                state[i, name] = ("number", v)
+            elif ops.owns(v):
+                state[i, name] = ("array", id(v))
+        for pname, p in layer.parameters().items():
+            state[i, f"parameter {pname}"] = ("array", id(p.data))
+    return state
+
+
+class StaticStep:
+    """One run's training step on fixed buffers (see the module docstring).
+
+    ``X`` resident on ``ops``; ``T`` and ``labels`` for the run's rows in order; ``rows``
+    (device indices or None) the rows of X trained on."""
+
+    def __init__(self, net: Any, X: Array, T: Array, labels: Array, batch_size: int, rows: Array | None,
+                 mode: str) -> None:
+        ops = self.ops = net.ops
+        self.net, self.X, self.T, self.labels, self.rows, self.mode = net, X, T, labels, rows, mode
+        self.B = batch_size
+        self.n = int(T.shape[0])
+        self.n_full = self.n // batch_size
+        dtype = ops.dtype(net.dtype_name)
+        self.metrics = StepMetrics(ops, self.n, batch_size, dtype, net.loss.reduction)
+        shape = (max(self.n_full, 1), batch_size)
+        self.t_order = ops.zeros(shape, ops.int64)                 # rows of T (and labels) per batch
+        self.x_order = ops.zeros(shape, ops.int64) if rows is not None else self.t_order
+        self.index = ops.zeros((1,), ops.int64)                    # the device batch index b
+        self.xbuf = ops.empty((batch_size, *X.shape[1:]), X.dtype)
+        self.tbuf = ops.empty((batch_size, *T.shape[1:]), T.dtype)
+        self.scalars = net.optimizer.device_scalars(ops, dtype)
+        net.optimizer.create_slots(net.parameters(), ops)     # not inside a graph's memory
+        self.graph: Replay | None = None
+        self.epoch_graph: Replay | None = None
+        self.captured = False        # a real CUDA graph replays the step
+        self.failed: str | None = None
+        self._warmed = False
+        #: the per-step graph's own memory: the warm-up runs in it, so the capture finds its blocks
+        self.memory = ops.graphs.private_memory()
+        self.last: tuple[Array, Array] | None = None      # (f, z) of the latest step
+        self.order: Array | None = None
+
+    # ------------------------------------------------------------------ the step
+    def _step_on(self, x: Array, t: Array, labels: Array, at: Array | None, b: int) -> tuple[Array, Array]:
+        net = self.net
+        z = net.forward(x, True)
+        f, dz = net.loss.forward_backward(z, t)
+        if at is None:
+            self.metrics.record(b, 0, 0, f, z, labels)
+        else:
+            self.metrics.record_at(at, f, z, labels)
+        net.backward(dz)
+        net.optimizer.step(net.parameters(), scalars=self.scalars)
+        net.zero_grad()
+        return f, z
+
+    def _step(self) -> None:
+        """One full batch at the device index b, then b ← b + 1: device work only."""
+        ops, xp = self.ops, self.ops.xp
+        t_rows = xp.reshape(xp.take(self.t_order, self.index, axis=0), (self.B,))
+        x_rows = t_rows if self.rows is None else xp.reshape(xp.take(self.x_order, self.index, axis=0), (self.B,))
+        x = ops.take_rows(self.X, x_rows, out=self.xbuf)
+        t = ops.take_rows(self.T, t_rows, out=self.tbuf)
+        self.last = self._step_on(x, t, ops.take_rows(self.labels, t_rows), self.index, -1)
+        self.index += 1
+
+    # ------------------------------------------------------------------ an epoch
+    def begin_epoch(self, order: Array | None, first: int) -> StepMetrics:
+        """Copy the epoch's order (device indices into the run's rows; None: in order) into the
+        index buffers, set b to ``first`` and zero the metrics."""
+        ops, xp = self.ops, self.ops.xp
+        if order is None:
+            order = ops.arange(self.n)
+        if self.n_full:
+            full = order[:self.n_full * self.B]
+            ops.assign_(self.t_order, xp.reshape(full, (self.n_full, self.B)))
+            if self.rows is not None:
+                ops.assign_(self.x_order, xp.reshape(ops.take_rows(self.rows, full), (self.n_full, self.B)))
+        self.order = order
+        ops.fill_(self.index, first)
+        self.metrics.reset()
+        self.scalars.set_lr(self.net.optimizer.lr)
+        return self.metrics
+
+    def run_full_batches(self, first: int, hooks: Any = None) -> int:
+        """Train the full batches from ``first`` and return how many batches are done.
+        ``hooks``: None, or an object with ``begin(b)`` and ``end(b, f)`` (True: stop) called
+        around each step; an epoch graph (graphs="epoch", a whole epoch from its start, no
+        hooks) trains them all in one launch."""
+        graphs = self.ops.graphs
+        with graphs.stream():
+            if self.mode == "epoch" and first == 0 and hooks is None and self.graph is not None:
+                if self.epoch_graph is None:
+                    self._capture_epoch()
+                else:
+                    self.epoch_graph.launch()
+                self._count(self.n_full)
+                return self.n_full
+            for b in range(first, self.n_full):
+                if hooks is not None:
+                    hooks.begin(b)
+                self.scalars.set_lr(self.net.optimizer.lr)
+                if self.graph is not None:
+                    self.graph.launch()
+                elif self.failed is not None:
+                    self._step()                 # graphs="auto" after a refusal: the same step, eagerly
+                elif self._warmed:
+                    self._capture()
+                else:
+                    self._warm_up()
+                self._count(1)
+                if hooks is not None and hooks.end(b, self.last[0]):
+                    return b + 1
+        return self.n_full
+
+    def _count(self, steps: int) -> None:
+        self.net.optimizer.iterations += steps
+        self.net.step_count += steps
+
+    def _check_state(self, before: dict, after: dict, *, new_too: bool) -> None:
+        """Fail when a step replaced layer state (``new_too``: also state it created)."""
+        changed = [k for k in after if (k in before and before[k] != after[k]) or (new_too and k not in before)]
+        if changed:
+            i, name = changed[0]
+            layer = self.net.layers[i]
+            self.fail(f"layer {i} ({layer.name}) replaced its {name!r} during a step: a replay would keep "
+                      f"using the first one (update it in place, a[...] = ..., or set {layer.name}.capturable = False)")
+
+    def _warm_up(self) -> None:
+        """The first full batch, eagerly (state may come into being here, not be replaced)."""
+        before = _state_of(self.net, self.ops)
+        with self.memory:
+            self._step()
+            self.net.clear_cache()       # free the step's blocks into the graph's pool for the capture
+        self._warmed = True
+        self._check_state(before, _state_of(self.net, self.ops), new_too=False)
+
+    def _capture(self) -> None:
+        """The second full batch, captured (and run once); a step that replaced layer state
+        while being captured leaves a graph reading the old state, so it is dropped."""
+        before = _state_of(self.net, self.ops)
+        try:
+            graph = self.ops.graphs.capture(self._step, memory=self.memory)
+        except CaptureError as err:
+            # nothing ran on a real GPU (capture records, it does not execute): train the batch eagerly
+            self.fail(f"the step could not be captured ({err})")
+            self._step()
+            return
+        self._check_state(before, _state_of(self.net, self.ops), new_too=True)
+        if self.failed is None:
+            self.graph = graph
+            self.captured = self.ops.graphs.captures
+
+    def fail(self, reason: str) -> None:
+        """Stop capturing for this run: graphs="auto" warns once, "on"/"epoch" raise."""
+        self.failed = reason
+        self.graph = None
+        if self.mode == "auto":
+            warn_once(reason)
+        else:
+            raise BackendError(f"fit(graphs={self.mode!r}): {reason}; graphs='auto' trains eagerly instead")
+
+    def _capture_epoch(self) -> None:
+        """Capture an epoch's full batches as one graph; the capture trains them."""
+        try:
+            self.epoch_graph = self.ops.graphs.capture(self._step, steps=self.n_full)
+        except CaptureError as err:
+            self.fail(f"the epoch could not be captured ({err})")
+
+    def run_last_batch(self) -> tuple[Array, Array] | None:
+        """The short last batch (if any), through the same step code outside any graph."""
+        if self.n_full * self.B == self.n:
+            return None
+        ops = self.ops
+        self.scalars.set_lr(self.net.optimizer.lr)
+        with self.ops.graphs.stream():
+            t_rows = self.order[self.n_full * self.B:]
+            x_rows = t_rows if self.rows is None else ops.take_rows(self.rows, t_rows)
+            res = self._step_on(ops.take_rows(self.X, x_rows), ops.take_rows(self.T, t_rows),
+                                ops.take_rows(self.labels, t_rows), None, self.n_full)
+        self._count(1)
+        return res

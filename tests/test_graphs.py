@@ -1,0 +1,352 @@
+"""The captured training step (fit(graphs=...)): its bookkeeping, run without capture on every
+backend, trains exactly as the plain loop does; what prevents a capture is found and said."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet.backend import Ops, to_host
+from deepnet.backend.graphs import CheckedGraphs, StepGraphs
+from deepnet.backend.numpy_ops import NumpyOps
+from deepnet.callbacks import Callback
+from deepnet.layers import BatchNorm, Dropout, Layer
+from deepnet.training import captured
+
+
+def _data(n: int = 300, d: int = 12, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d), dtype=np.float32), rng.integers(0, k, n)
+
+
+def _net(ops: Ops, opt: dn.Optimizer, *, extra: tuple = (), loss: str = "xent", seed: int = 3) -> dn.Network:
+    layers = [dn.Dense(12, 16), dn.ReLU(), *extra, dn.Dense(16, 4)]
+    return dn.Network(layers, seed=seed, backend=ops, loss=loss, optimizer=opt)
+
+
+def _weights(net: dn.Network) -> dict[str, np.ndarray]:
+    return {k: to_host(v) for k, v in net.get_weights().items()}
+
+
+def _same_run(ops: Ops, make_opt, *, extra=lambda: (), graphs: str = "on", **fit) -> tuple[dict, dict]:
+    X, y = _data()
+    runs = []
+    for mode in ("off", graphs):
+        net = _net(ops, make_opt(), extra=extra())
+        h = net.fit(X, y, **{"epochs": 2, "batch_size": 32, **fit}, graphs=mode)
+        runs.append((_weights(net), {k: v for k, v in h.history.items() if k != "time"}, net))
+    (w0, h0, n0), (w1, h1, n1) = runs
+    if isinstance(ops.graphs, CheckedGraphs):
+        # the captured products go through (emulated) cuBLAS, the eager ones through matmul:
+        # the same products, rounded differently, over 20 steps of float32
+        for k in w0:
+            np.testing.assert_allclose(w1[k], w0[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        assert h0.keys() == h1.keys()
+        for k in h0:
+            np.testing.assert_allclose(h1[k], h0[k], rtol=1e-5, atol=2 / 300 if "accuracy" in k else 0, err_msg=k)
+    else:
+        for k in w0:
+            np.testing.assert_array_equal(w0[k], w1[k], err_msg=k)
+        assert h0 == h1
+    assert n0.step_count == n1.step_count and n0.optimizer.iterations == n1.optimizer.iterations
+    return h0, h1
+
+
+OPTIMIZERS = {
+    "sgd": lambda: dn.SGD(0.1),
+    "momentum": lambda: dn.SGD(0.05, momentum=0.9, nesterov=True),
+    "adam": lambda: dn.Adam(1e-2),
+    "adamw": lambda: dn.AdamW(1e-2, weight_decay=0.1),
+    "rmsprop": lambda: dn.RMSProp(1e-3),
+    "adam-clipped": lambda: dn.Adam(1e-2, clip_norm=0.5, max_norm=2.0, weight_decay=1e-3),
+}
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_captured_step_trains_exactly_as_the_plain_loop(backend, opt):
+    """Device batch index, device scalars (t, η, Adam's η_t and ε̂), per-batch device metrics and
+    the eager short last batch (300 = 9·32 + 12): the same weights and history, bit for bit."""
+    _same_run(backend, OPTIMIZERS[opt])
+
+
+def test_dropout_and_batchnorm_in_the_captured_step(backend):
+    """Dropout draws its masks in the same order; BatchNorm updates its running statistics in place.
+    (SGD: Adam's first steps are a smoothed sign of g, which turns a rounding difference of
+    the emulated cuBLAS products on cupy-shaped into a full step.)"""
+    _same_run(backend, lambda: dn.SGD(0.05, momentum=0.9), extra=lambda: (BatchNorm(16), Dropout(0.3)))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_whole_epoch_graph_trains_exactly_as_the_plain_loop(backend, shuffle):
+    _same_run(backend, lambda: dn.Adam(1e-2), graphs="epoch", shuffle=shuffle, epochs=3)
+
+
+def test_captured_step_with_rows_and_validation_split(rng):
+    """A run on some rows of X (the CLI's validation split by indices) gathers through both orders."""
+    X, y = _data(400)
+    rows, vrows = np.arange(0, 400, 2)[:150], np.arange(1, 400, 2)[:50]
+    out = []
+    for mode in ("off", "on"):
+        net = _net(NumpyOps(), dn.Adam(1e-2))
+        trainer = dn.training.Trainer(net, epochs=2, batch_size=16, graphs=mode, rows=rows,
+                                      validation_data=(X, y), validation_rows=vrows)
+        h = trainer.fit(X, y)
+        out.append((_weights(net), {k: v for k, v in h.history.items() if k != "time"}))
+    for k in out[0][0]:
+        np.testing.assert_array_equal(out[0][0][k], out[1][0][k])
+    assert out[0][1] == out[1][1]
+
+
+def test_float64_and_sum_of_squares_batch_one():
+    """The seed's setting: batch 1, sum of squares, SGD; float64 parameters."""
+    X, y = _data(40)
+    res = []
+    for mode in ("off", "on"):
+        net = dn.Network([dn.Dense(12, 8), dn.Sigmoid(), dn.Dense(8, 4), dn.Sigmoid()], seed=0, backend=NumpyOps(),
+                         loss="sse", optimizer=dn.SGD(0.1), dtype="float64")
+        net.fit(X, y, epochs=2, batch_size=1, graphs=mode)
+        res.append(_weights(net))
+    for k in res[0]:
+        np.testing.assert_array_equal(res[0][k], res[1][k])
+
+
+class _LRByBatch(Callback):
+    """A per-batch schedule: η changes between replays and must reach the device."""
+
+    def on_batch_begin(self, net, step, logs):
+        net.optimizer.lr = 0.01 / (1 + 0.1 * step)
+
+    def on_batch_end(self, net, step, logs):
+        self.losses = getattr(self, "losses", []) + [float(to_host(logs["loss"]))]
+
+
+def test_batch_callbacks_run_between_replays_with_a_copy_of_the_loss():
+    X, y = _data()
+    seen = []
+    for mode in ("off", "on"):
+        cb = _LRByBatch()
+        net = _net(NumpyOps(), dn.Adam(1e-2))
+        net.fit(X, y, epochs=2, batch_size=32, graphs=mode, callbacks=[cb])
+        seen.append((_weights(net), cb.losses))
+    assert seen[0][1] == seen[1][1] and len(seen[1][1]) == 20
+    for k in seen[0][0]:
+        np.testing.assert_array_equal(seen[0][0][k], seen[1][0][k])
+
+
+def test_epoch_graph_with_batch_callbacks_is_refused():
+    X, y = _data()
+    with pytest.raises(ValueError, match="callback runs at every batch"):
+        _net(NumpyOps(), dn.Adam()).fit(X, y, graphs="epoch", callbacks=[_LRByBatch()])
+
+
+def test_resume_inside_an_epoch_with_the_captured_step(tmp_path):
+    """Stopped at batch 4 of epoch 1 and resumed: the same weights as one uninterrupted run."""
+    X, y = _data()
+
+    class StopAt(Callback):
+        def on_batch_end(self, net, step, logs):
+            if step == 14:
+                net.stop_training = True
+
+    ref = _net(NumpyOps(), dn.Adam(1e-2))
+    ref.fit(X, y, epochs=2, batch_size=32, graphs="on")
+    net = _net(NumpyOps(), dn.Adam(1e-2))
+    net.fit(X, y, epochs=2, batch_size=32, graphs="on", callbacks=[StopAt()], checkpoint=tmp_path)
+    again = _net(NumpyOps(), dn.Adam(1e-2), seed=99)
+    again.fit(X, y, epochs=2, batch_size=32, graphs="on", checkpoint=tmp_path, resume=True)
+    w0, w1 = _weights(ref), _weights(again)
+    for k in w0:
+        np.testing.assert_array_equal(w0[k], w1[k])
+
+
+# ---------------------------------------------------------------------- what prevents a capture
+class _Capturing(StepGraphs):
+    """Pretends to capture (as CUDA does), running the step's Python each time: the "auto" path."""
+
+    captures = True
+
+
+class _CapturingOps(NumpyOps):
+    graphs_type = _Capturing
+
+
+class _Rebinds(Layer):
+    """Keeps a running sum by rebinding an attribute: a replay would read the first array forever."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = None
+
+    def forward(self, x, training=False):
+        s = self.ops.xp.sum(x, axis=0)
+        if training:
+            self.total = s if self.total is None else self.total + s
+        self._cache = True
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+class _Counts(Layer):
+    """Counts steps in a Python number (frozen in a graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def forward(self, x, training=False):
+        if training:
+            self.steps += 1
+        self._cache = True
+        return x * 1.0
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+class _Eager(Layer):
+    capturable = False
+
+    def forward(self, x, training=False):
+        self._cache = True
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(captured, "_WARNED", set())
+
+
+@pytest.mark.parametrize("layer, what", [(_Rebinds, "replaced its 'total'"), (_Counts, "replaced its 'steps'")])
+def test_a_layer_that_rebinds_state_is_found_at_the_warm_up(layer, what, fresh_warnings):
+    X, y = _data()
+    with pytest.raises(dn.BackendError, match=what):
+        _net(NumpyOps(), dn.Adam(), extra=(layer(),)).fit(X, y, batch_size=32, graphs="on")
+    # graphs="auto" on a backend that captures: said once, then the same training eagerly
+    ref = _net(NumpyOps(), dn.Adam(), extra=(layer(),))
+    ref.fit(X, y, epochs=2, batch_size=32, graphs="off")
+    net = _net(_CapturingOps(), dn.Adam(), extra=(layer(),))
+    with pytest.warns(captured.GraphCaptureWarning, match=what):
+        net.fit(X, y, epochs=2, batch_size=32)
+    w0, w1 = _weights(ref), _weights(net)
+    for k in w0:
+        np.testing.assert_array_equal(w0[k], w1[k])
+
+
+def test_obstacles_are_named(fresh_warnings):
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"layer 2 \(_Eager\) sets capturable = False"):
+        _net(NumpyOps(), dn.Adam(), extra=(_Eager(),)).fit(X, y, graphs="on")
+    with pytest.raises(ValueError, match="check_finite='skip'"):
+        _net(NumpyOps(), dn.Adam()).fit(X, y, graphs="on", check_finite="skip")
+
+    class MyAdam(dn.Adam):
+        def update(self, w, g, state, ops, scalars=None):
+            super().update(w, g, state, ops, scalars)
+
+    with pytest.raises(ValueError, match="optimizer MyAdam overrides"):
+        _net(NumpyOps(), MyAdam()).fit(X, y, graphs="on")
+
+    class DeclaredAdam(MyAdam):
+        capturable = True
+
+    assert DeclaredAdam().can_capture() and not MyAdam().can_capture() and dn.RMSProp().can_capture()
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            _net(_CapturingOps(), dn.Adam(), extra=(_Eager(),)).fit(X, y, batch_size=32)
+    said = [w for w in got if issubclass(w.category, captured.GraphCaptureWarning)]
+    assert len(said) == 1 and "capturable = False" in str(said[0].message)
+
+
+def test_auto_without_graphs_is_the_plain_loop_and_says_nothing():
+    X, y = _data()
+    net = _net(NumpyOps(), dn.Adam())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer = dn.training.Trainer(net, epochs=1, batch_size=32)
+        trainer.fit(X, y)
+    assert trainer.static is None
+
+
+def test_bad_graphs_argument():
+    X, y = _data()
+    with pytest.raises(ValueError, match="graphs must be one of 'auto', 'on', 'off', 'epoch', got 'yes'"):
+        _net(NumpyOps(), dn.Adam()).fit(X, y, graphs="yes")
+
+
+# ---------------------------------------------------------------------- the CuPy-shaped capture
+class _MatmulLayer(Layer):
+    """y = x·x̄ᵀ-free identity that still calls cupy.matmul: cuBLAS, refused under capture."""
+
+    def forward(self, x, training=False):
+        xp = self.ops.xp
+        self._cache = True
+        return xp.matmul(x, xp.eye(x.shape[1], dtype=x.dtype))
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+class _ReadsBack(Layer):
+    """Reads a value back to the host every step (a sync: refused under capture)."""
+
+    def forward(self, x, training=False):
+        self._cache = True
+        return x * 1.0 if float(self.ops.xp.sum(x)) >= 0 else x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def _shaped(**kw):
+    shaped = pytest.importorskip("deepnet.backend.cupy_shaped")
+    try:
+        return shaped.FusedCupyShapedOps(**kw)
+    except dn.BackendError as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.cupy_shaped
+@pytest.mark.parametrize("layer, what", [(_MatmulLayer, "calling cuBLAS API during stream capture"),
+                                         (_ReadsBack, "cudaErrorStreamCaptureUnsupported")])
+def test_what_cuda_refuses_during_capture_is_found_on_the_shaped_backend(layer, what, fresh_warnings):
+    X, y = _data()
+    with pytest.raises(dn.BackendError, match=what):
+        _net(_shaped(), dn.Adam(), extra=(layer(),)).fit(X, y, batch_size=32, graphs="on")
+
+    class Capturing(CheckedGraphs):
+        captures = True
+
+    ops = _shaped()
+    ops.graphs = Capturing(ops)
+    ref = _net(_shaped(), dn.SGD(0.1), extra=(layer(),))
+    ref.fit(X, y, epochs=2, batch_size=32, graphs="off")
+    net = _net(ops, dn.SGD(0.1), extra=(layer(),))
+    with pytest.warns(captured.GraphCaptureWarning, match=what):
+        net.fit(X, y, epochs=2, batch_size=32)        # graphs="auto": said once, then eagerly
+    w0, w1 = _weights(ref), _weights(net)
+    for k in w0:
+        np.testing.assert_allclose(w1[k], w0[k], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.cupy_shaped
+def test_captured_run_reads_and_uploads_per_epoch_not_per_step():
+    """Host reads and uploads of a captured run do not grow with the number of batches."""
+    counts = []
+    for n in (320, 1280):
+        ops = _shaped()
+        X, y = _data(n)
+        Xd, yd = dn.to_device(X, ops), dn.to_device(y, ops, dtype="int64")
+        net = _net(ops, dn.Adam(1e-2), extra=(Dropout(0.2),))
+        ops.xp.host_syncs.reset()
+        net.fit(Xd, yd, epochs=2, batch_size=32, graphs="on", check_finite="off")
+        counts.append((ops.xp.host_syncs.count, ops.xp.host_syncs.uploads))
+    assert counts[0] == counts[1], counts
