@@ -337,7 +337,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         rows, val_rows = data.validation_rows(args.val_fraction, args.seed)
     n_train = len(X) if rows is None else len(rows)
     _check_free_space(out, net, checkpointing)
-    callbacks: list[Any] = [ProgressBar(n_train, args.epochs, quiet=args.quiet)]
+    # a whole-epoch graph runs no Python between steps: no per-batch bar then (the epoch lines stay)
+    callbacks: list[Any] = [ProgressBar(n_train, args.epochs, quiet=args.quiet or args.graphs == "epoch")]
     if args.early_stopping:
         callbacks.append(EarlyStopping("val_loss" if val_rows is not None else "loss", patience=args.early_stopping))
     if args.schedule:
@@ -591,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and accumulation; docs/gpu.md)")
     t.add_argument("--graphs", choices=list(GRAPHS), default="auto",
                    help="capture the training step as a CUDA graph: auto (default: where the backend has graphs "
-                        "and the run allows; says why not), on (required), epoch (whole epochs), off")
+                        "and the run allows; says why not), on (required), epoch (whole epochs as one graph; "
+                        "no per-batch progress bar), off")
     t.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this fraction of the training set for validation (default 0.1; 0 for none; "

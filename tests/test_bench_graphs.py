@@ -51,3 +51,26 @@ def test_dry_run_reports_every_network_and_column(tmp_path: Path) -> None:
     # one markdown table, a row per network
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| network | deepnet eager |") and len(rows) == 1 + len(NETS)
+
+
+def test_graph_parity_dry_run_passes_every_criterion(tmp_path: Path) -> None:
+    """benchmarks/graph_parity.py on the CuPy-shaped backend (the device script's step 2)."""
+    import pytest
+
+    pytest.importorskip("cupy")
+    out = tmp_path / "parity.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DEEPNET_MNIST", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "graph_parity.py"), "--dry-run", "--json",
+                           str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text(encoding="utf-8"))
+    assert res["backend"] == "cupy-shaped" and res["pass"]
+    assert res["a"]["worst"] <= 1e-12
+    assert len(res["b"]["relative_per_step"]) == 10
+
+
+def test_device_script_is_valid_bash() -> None:
+    proc = subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu_graphs_check.sh")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -310,3 +310,16 @@ def test_the_fused_kernel_matches_the_array_api_version_on_the_gpu():
     fused.uniform_into(out)
     np.testing.assert_array_equal(ops.to_host(out), ops.to_host(plain.uniform((64, 4), ops.float32)))
     assert fused.get_state() == plain.get_state()
+
+
+def test_a_checkpoint_from_before_counter_rng_resumes_as_it_did():
+    """GPU checkpoints written with cuRAND recorded only {"cupy_seed": s}: resuming reseeds from s."""
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    ops = NumpyOps()
+    a, b = CounterRNG(ops, 5), CounterRNG(ops, 99)
+    a.uniform((8,), ops.float32)
+    a.set_state({"cupy_seed": 99})
+    np.testing.assert_array_equal(a.uniform((8,), ops.float32), b.uniform((8,), ops.float32))
+    with pytest.raises(ValueError, match="CounterRNG.set_state: expected"):
+        a.set_state({"bit_generator": "PCG64", "state": {}})

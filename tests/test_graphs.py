@@ -170,7 +170,10 @@ class _Capturing(StepGraphs):
 
 
 class _CapturingOps(NumpyOps):
+    """NumPy as a GPU backend looks to the loop: it captures, and reads back are not cheap."""
+
     graphs_type = _Capturing
+    cheap_sync = False
 
 
 class _Rebinds(Layer):
@@ -350,3 +353,13 @@ def test_captured_run_reads_and_uploads_per_epoch_not_per_step():
         net.fit(Xd, yd, epochs=2, batch_size=32, graphs="on", check_finite="off")
         counts.append((ops.xp.host_syncs.count, ops.xp.host_syncs.uploads))
     assert counts[0] == counts[1], counts
+
+
+def test_a_nan_loss_stops_the_captured_step_before_its_update_where_reads_are_cheap():
+    """check_finite='raise' on NumPy reads each step's loss: the static step does too, naming the batch."""
+    X, y = _data()
+    X[200] = 3e38                  # overflows to inf, then NaN: row 200 is in batch 7 (32 rows each, in order)
+    for mode in ("off", "on"):
+        net = _net(NumpyOps(), dn.SGD(0.1))
+        with pytest.raises(dn.NonFiniteError, match="epoch 1, batch 7 .step 7."), np.errstate(all="ignore"):
+            net.fit(X, y, batch_size=32, shuffle=False, graphs=mode)

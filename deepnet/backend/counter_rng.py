@@ -237,6 +237,13 @@ class CounterRNG(DeviceRNG):
         """Restore :meth:`get_state`'s dict: d is written into the existing counter buffer (its
         address stays, so a captured graph sees it).  The key is a kernel argument: a graph
         captured under another key must be captured again."""
+        if isinstance(state, dict) and set(state) == {"cupy_seed"}:
+            # written by deepnet before CounterRNG (cuRAND, whose state was only its seed): what
+            # resuming did then, a generator seeded again from that seed
+            k0, k1 = seed_key(operator.index(state["cupy_seed"]))
+            self.key = (k0, k1)
+            self.counter[...] = 0
+            return
         try:
             k0, k1 = (operator.index(k) for k in state["philox_key"])
             d = operator.index(state["counter"])

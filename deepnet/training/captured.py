@@ -49,6 +49,9 @@ def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hook
     out = []
     if check_finite == "skip":
         out.append("check_finite='skip' decides on the host after every step")
+    elif check_finite == "raise" and net.ops.cheap_sync and net.ops.graphs.captures:
+        out.append("check_finite='raise' reads every step's loss on this backend (use 'off' to check at "
+                   "each epoch's end)")
     if streamed:
         out.append("the data is streamed from the host in chunks (stream_chunk_rows); a graph needs X resident")
     for i, layer in enumerate(net.layers):
@@ -101,9 +104,12 @@ class StaticStep:
     (device indices or None) the rows of X trained on."""
 
     def __init__(self, net: Any, X: Array, T: Array, labels: Array, batch_size: int, rows: Array | None,
-                 mode: str) -> None:
+                 mode: str, accept: Any = None) -> None:
         ops = self.ops = net.ops
         self.net, self.X, self.T, self.labels, self.rows, self.mode = net, X, T, labels, rows, mode
+        #: ``accept(f, b)``: the NaN guard's check of each step's loss before its update, on a
+        #: backend whose reads are cheap and that replays by running the Python (never in a graph)
+        self.accept = accept
         self.B = batch_size
         self.n = int(T.shape[0])
         self.n_full = self.n // batch_size
@@ -132,6 +138,8 @@ class StaticStep:
         net = self.net
         z = net.forward(x, True)
         f, dz = net.loss.forward_backward(z, t)
+        if self.accept is not None:        # raises on a NaN or inf loss, before any update
+            self.accept(f, b if at is None else int(self.ops.to_host(at)[0]))
         if at is None:
             self.metrics.record(b, 0, 0, f, z, labels)
         else:

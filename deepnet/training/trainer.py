@@ -176,7 +176,8 @@ class Trainer:
                 p.data = laid
         net.optimizer.match_parameters(net.parameters(), ops)
 
-    def _static_step(self, batches: EpochBatches, T: Array, labels: Array, batch_hooks: bool) -> StaticStep | None:
+    def _static_step(self, batches: EpochBatches, T: Array, labels: Array, batch_hooks: bool,
+                     guard: NonFiniteGuard, pos: RunPosition) -> StaticStep | None:
         """The captured step of this run, or None for the plain loop: with graphs="auto" when
         the backend has no CUDA graphs or something in the run prevents one (said once);
         "on"/"epoch" raise naming what prevents it."""
@@ -190,7 +191,12 @@ class Trainer:
                 warn_once(obstacles[0])
                 return None
             raise ValueError(f"fit(graphs={mode!r}): the step cannot be captured: {'; '.join(obstacles)}")
-        return StaticStep(net, batches.X, T, labels, self.batch_size, batches.rows, mode)
+        def accept(f: Array, b: int) -> None:
+            pos.batch = b
+            guard.accept(f)
+
+        return StaticStep(net, batches.X, T, labels, self.batch_size, batches.rows, mode,
+                          accept if guard.each_step else None)
 
     # ------------------------------------------------------------------ the run
     def fit(self, X: Any, y: Any) -> History:
@@ -222,7 +228,7 @@ class Trainer:
         callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
                                  + ([PrintEpochs(self.epochs)] if self.verbose else []) + self.user_callbacks
                                  + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
-        self.static = self._static_step(batches, T, labels, bool(callbacks.batch_callbacks))
+        self.static = self._static_step(batches, T, labels, bool(callbacks.batch_callbacks), guard, pos)
         callbacks.train_begin(net, {"epochs": self.epochs, "steps_per_epoch": batches.n_batches,
                                     "batch_size": self.batch_size, "samples": batches.n,
                                     "initial_epoch": start_epoch})
