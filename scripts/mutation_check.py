@@ -137,7 +137,7 @@ MUTATIONS: list[Mutation] = [
       'self._k.many["adam"](*lists, t(lr_t),', 'self._k.many["adam"](*lists, t(lr_t * beta1),',
       OPT_EQ, "Adam step size η_t applied wrongly (×β₁) in the numba multi-tensor path"),
     M("M20", "deepnet/backend/cupy_ops.py",
-      "self._k.adam(g, _arg(t, lr_t),", "self._k.adam(g, _arg(t, lr_t * beta1),",
+      "self._k.adam(g, self._arg(t, lr_t),", "self._k.adam(g, self._arg(t, lr_t * beta1),",
       OPT_GPU, "Adam step size η_t applied wrongly (×β₁) in the fused CuPy kernel's arguments"),
     M("M21", "deepnet/optimizers.py",
       "        eps_hat = c2 * self.eps\n", "        eps_hat = self.eps\n",
@@ -270,6 +270,14 @@ MUTATIONS: list[Mutation] = [
       "    out = u + half\n",
       ["tests/test_precision.py"],
       "bf16/TF32 rounding: ties not to even"),
+    M("M50", "deepnet/training/captured.py",
+      "            self.net.zero_grad()\n            self.net.clear_cache()\n", "",
+      ["tests/test_graphs.py", "-k", "retries_the_step"],
+      "a refused capture's retry adds to the gradients the captured backward marked written"),
+    M("M51", "deepnet/training/captured.py",
+      "        if now != self._settings:\n", "        if False:\n",
+      ["tests/test_graphs.py", "-k", "captured_again"],
+      "a setting a graph froze (momentum, dropout p) changes and the old graph keeps replaying"),
 ]
 
 

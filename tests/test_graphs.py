@@ -13,6 +13,7 @@ from deepnet.backend import Ops, to_host
 from deepnet.backend.graphs import CheckedGraphs, StepGraphs
 from deepnet.backend.numpy_ops import NumpyOps
 from deepnet.callbacks import Callback
+from deepnet.checkpoint import Checkpointer
 from deepnet.layers import BatchNorm, Dropout, Layer
 from deepnet.training import captured
 
@@ -136,10 +137,12 @@ def test_batch_callbacks_run_between_replays_with_a_copy_of_the_loss():
         np.testing.assert_array_equal(seen[0][0][k], seen[1][0][k])
 
 
-def test_epoch_graph_with_batch_callbacks_is_refused():
+def test_epoch_graph_with_batch_callbacks_is_refused(tmp_path):
     X, y = _data()
-    with pytest.raises(ValueError, match="callback runs at every batch"):
-        _net(NumpyOps(), dn.Adam()).fit(X, y, graphs="epoch", callbacks=[_LRByBatch()])
+    with pytest.raises(ValueError, match="callbacks run at every batch, between the steps of an epoch graph: "
+                                         r"_LRByBatch, checkpoints every 4 steps \(use graphs='on'"):
+        _net(NumpyOps(), dn.Adam()).fit(X, y, graphs="epoch", callbacks=[_LRByBatch()],
+                                        checkpoint=Checkpointer(tmp_path, every_steps=4))
 
 
 def test_resume_inside_an_epoch_with_the_captured_step(tmp_path):
@@ -363,3 +366,102 @@ def test_a_nan_loss_stops_the_captured_step_before_its_update_where_reads_are_ch
         net = _net(NumpyOps(), dn.SGD(0.1))
         with pytest.raises(dn.NonFiniteError, match="epoch 1, batch 7 .step 7."), np.errstate(all="ignore"):
             net.fit(X, y, batch_size=32, shuffle=False, graphs=mode)
+
+
+class _CountingGraphs(StepGraphs):
+    """Counts captures (each a unit of ``steps`` steps)."""
+
+    captures = True
+
+    def __init__(self, ops):
+        super().__init__(ops)
+        self.units = []
+
+    def capture(self, fn, steps=1, memory=None):
+        self.units.append(steps)
+        return super().capture(fn, steps, memory)
+
+
+class _CountingOps(NumpyOps):
+    graphs_type = _CountingGraphs
+    cheap_sync = False
+
+
+def test_epoch_graphs_hold_at_most_epoch_chunk_steps(monkeypatch):
+    """graphs="epoch": runs of ≤ EPOCH_CHUNK steps, one graph each, the device index carrying on."""
+    monkeypatch.setattr(captured, "EPOCH_CHUNK", 4)
+    X, y = _data(320)                               # 10 full batches of 32: runs of 10 // 3 = 3 steps
+    ref = _net(NumpyOps(), dn.Adam(1e-2))
+    ref.fit(X, y, epochs=3, batch_size=32, graphs="off")
+    ops = _CountingOps()
+    net = _net(ops, dn.Adam(1e-2))
+    net.fit(X, y, epochs=3, batch_size=32, graphs="epoch", check_finite="off")
+    assert ops.graphs.units == [1, 3]               # the step, then one graph of 3 steps, replayed
+    w0, w1 = _weights(ref), _weights(net)
+    for k in w0:
+        np.testing.assert_array_equal(w0[k], w1[k])
+
+
+class _MomentumSchedule(Callback):
+    def on_epoch_begin(self, net, epoch, logs):
+        net.optimizer.momentum = 0.5 if epoch < 2 else 0.9
+
+
+def test_a_setting_a_graph_froze_that_changes_is_captured_again():
+    """A graph freezes μ, dropout p, ...: when one changes, the step is captured again."""
+    X, y = _data()
+    ops = _CountingOps()
+    net = _net(ops, dn.SGD(0.05, momentum=0.5), extra=(Dropout(0.2),))
+    net.fit(X, y, epochs=4, batch_size=32, graphs="on", check_finite="off", callbacks=[_MomentumSchedule()])
+    assert ops.graphs.units == [1, 1]              # captured in epoch 1, again when μ changed in epoch 3
+    net.layers[2].p = 0.3
+    net.fit(X, y, epochs=1, batch_size=32, graphs="on", check_finite="off", callbacks=[_MomentumSchedule()])
+    assert ops.graphs.units == [1, 1, 1]           # a new run captures its own graph
+
+
+def test_precision_is_the_running_threads_only():
+    """fit(precision="bf16") changes the products of its own thread (and context), nobody else's."""
+    import threading
+
+    X, y = _data()
+    ops = NumpyOps()
+    seen = {}
+
+    class Look(Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            seen["here"] = ops.products.precision
+            t = threading.Thread(target=lambda: seen.__setitem__("other thread", ops.products.precision))
+            t.start()
+            t.join()
+
+    _net(ops, dn.Adam()).fit(X, y, epochs=1, batch_size=32, precision="bf16", callbacks=[Look()])
+    assert seen == {"here": "bf16", "other thread": "float32"} and ops.products.precision == "float32"
+
+
+@pytest.mark.cupy_shaped
+def test_a_capture_refused_in_backward_retries_the_step_from_clean_gradients(fresh_warnings):
+    """The refusal comes after some layers' backward wrote (marked) their gradients: the eager
+    retry must not add to them."""
+
+    class ReadsInBackward(Layer):
+        def forward(self, x, training=False):
+            self._cache = True
+            return x * 1.0
+
+        def backward(self, grad_output, need_input_grad=True):
+            return grad_output * 1.0 if float(self.ops.xp.sum(grad_output)) == float("inf") else grad_output
+
+    class Capturing(CheckedGraphs):
+        captures = True
+
+    X, y = _data()
+    ref = _net(_shaped(), dn.SGD(0.1), extra=(ReadsInBackward(),))
+    ref.fit(X, y, epochs=2, batch_size=32, graphs="off")
+    ops = _shaped()
+    ops.graphs = Capturing(ops)
+    net = _net(ops, dn.SGD(0.1), extra=(ReadsInBackward(),))
+    with pytest.warns(captured.GraphCaptureWarning, match="cudaErrorStreamCaptureUnsupported"):
+        net.fit(X, y, epochs=2, batch_size=32, check_finite="off")
+    w0, w1 = _weights(ref), _weights(net)
+    for k in w0:
+        np.testing.assert_allclose(w1[k], w0[k], rtol=1e-6, atol=1e-7)

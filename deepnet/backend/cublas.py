@@ -140,7 +140,8 @@ class Cublas:
         self._call("cublasCreate_v2", ctypes.addressof(handle))
         self.handle: int = handle.value or 0
         #: the handle's workspace: kept alive as long as the handle (and any graph using it)
-        self.workspace = cupy.empty((WORKSPACE_BYTES,), dtype=cupy.uint8)
+        with cupy.cuda.using_allocator(cupy.get_default_memory_pool().malloc):   # never a graph's private pool
+            self.workspace = cupy.empty((WORKSPACE_BYTES,), dtype=cupy.uint8)
         self._call("cublasSetPointerMode_v2", self.handle, CUBLAS_POINTER_MODE_HOST)
         self._bind_stream()
         self._to_bf16 = cupy.ElementwiseKernel("uint32 u", "uint16 y", BF16_KERNEL, "deepnet_float32_to_bfloat16")

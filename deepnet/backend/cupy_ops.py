@@ -135,6 +135,10 @@ class CupyOps(Ops):
     def to_host(self, a: Array) -> Any:
         return self.xp.asnumpy(a)
 
+    def set_at_(self, dst: Array, index: Array, value: Array) -> Array:
+        dst[index] = value             # a scatter of one element at a device index (no read)
+        return dst
+
     def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
         """``cupy.take`` gathers straight into ``out`` (one kernel, no allocation)."""
         return self.xp.take(a, idx, axis=0, out=out)
@@ -149,12 +153,6 @@ class CupyOps(Ops):
         """Philox4x32-10 keyed by ``seed`` with its counter on the device (cuRAND is refused
         under stream capture; this generator is captured, and its state is exact)."""
         return CounterRNG(self, seed)
-
-
-def _arg(t: Any, v: Any) -> Any:
-    """A kernel's scalar argument: a Python number as type ``t``; a 0-d device array (a captured
-    step's per-step value, of the parameters' dtype) as it is, read by the kernel on the device."""
-    return t(v) if isinstance(v, (int, float)) else v
 
 
 class FusedCupyOps(CupyOps):
@@ -173,6 +171,12 @@ class FusedCupyOps(CupyOps):
             self._philox = build_philox_kernel(self.xp)
         return CounterRNG(self, seed, kernel=self._philox)
 
+    def _arg(self, t: Any, v: Any) -> Any:
+        """A kernel's scalar argument: a number (Python or NumPy) as type ``t``; a 0-d device
+        array (a captured step's per-step value, in the parameters' dtype) as it is, read by the
+        kernel on the device."""
+        return v if isinstance(v, self.xp.ndarray) else t(v)
+
     def sigmoid_backward_(self, dy: Array, y: Array) -> Array:
         self._k.sigmoid_bwd(y, dy, dy)
         return dy
@@ -186,18 +190,18 @@ class FusedCupyOps(CupyOps):
         return dy
 
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:
-        self._k.sgd(g, _arg(w.dtype.type, lr), w)
+        self._k.sgd(g, self._arg(w.dtype.type, lr), w)
         return w
 
     def momentum_update_(self, w: Array, g: Array, v: Array, lr: float, mu: float,
                          nesterov: bool) -> Array:
         t = w.dtype.type
-        self._k.momentum(g, _arg(t, lr), t(mu), bool(nesterov), w, v)
+        self._k.momentum(g, self._arg(t, lr), t(mu), bool(nesterov), w, v)
         return w
 
     def adam_update_(self, w: Array, g: Array, m: Array, v: Array, lr_t: float, beta1: float,
                      beta2: float, eps_hat: float, decay: float) -> Array:
         t = w.dtype.type
-        self._k.adam(g, _arg(t, lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
-                     _arg(t, eps_hat), _arg(t, decay), w, m, v)
+        self._k.adam(g, self._arg(t, lr_t), t(beta1), t(beta2), t(1.0 - beta1), t(1.0 - beta2),
+                     self._arg(t, eps_hat), self._arg(t, decay), w, m, v)
         return w

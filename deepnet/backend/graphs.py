@@ -185,7 +185,10 @@ class CudaGraphs(StepGraphs):
                 with contextlib.suppress(Exception):    # an invalidated capture may refuse to end cleanly
                     stream.end_capture()
                 raise CaptureError(f"{type(err).__name__}: {' '.join(str(err).split())}") from None
-            graph = stream.end_capture()
+            try:
+                graph = stream.end_capture()            # CUDA may refuse only here (an invalidated capture)
+            except Exception as err:
+                raise CaptureError(f"{type(err).__name__}: {' '.join(str(err).split())}") from None
         replay = _CudaReplay(graph, memory, stream)
         replay.launch()              # capture recorded the step without running it
         return replay

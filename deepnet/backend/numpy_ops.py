@@ -96,6 +96,10 @@ class NumpyOps(Ops):
             return w if w.flags.f_contiguous else np.asfortranarray(w)
         return w if w.flags.c_contiguous else np.ascontiguousarray(w)
 
+    def set_at_(self, dst: Array, index: Array, value: Array) -> Array:
+        dst[index] = value             # a scatter of one element at a device index (no read)
+        return dst
+
     def take_rows(self, a: Array, idx: Array, out: Array | None = None) -> Array:
         # mode="clip" lets NumPy gather straight into ``out`` (mode="raise" buffers the whole
         # result first: 3x slower for a batch of 64 MNIST rows); ``idx`` are valid indices

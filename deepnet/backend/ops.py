@@ -15,6 +15,9 @@ Memory, streaming and device facts live apart from the maths, in ``ops.memory``
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 from .graphs import StepGraphs
@@ -131,6 +134,31 @@ class Ops:
         self.memory: DeviceMemory = self.memory_type(self)
         #: capture and replay of a training step (CUDA graphs where the backend has them)
         self.graphs: StepGraphs = self.graphs_type(self)
+        self._products: Any = None
+        self._products_scope: contextvars.ContextVar[Any] = contextvars.ContextVar(f"deepnet_products_{id(self)}",
+                                                                                  default=None)
+
+    @property
+    def products(self) -> Any:
+        """What computes this backend's matrix products (NumPy, oneMKL, CuPy/cuBLAS; None when the
+        generic maths do), or the provider a :meth:`using_products` block set in this thread
+        or context."""
+        scoped = self._products_scope.get()
+        return self._products if scoped is None else scoped
+
+    @products.setter
+    def products(self, value: Any) -> None:
+        self._products = value
+
+    @contextlib.contextmanager
+    def using_products(self, provider: Any) -> Iterator[Any]:
+        """Compute the matrix products with ``provider`` inside the block, in this thread or
+        context only (``fit(precision=...)``: other threads and later code keep theirs)."""
+        token = self._products_scope.set(provider)
+        try:
+            yield provider
+        finally:
+            self._products_scope.reset(token)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -264,6 +292,14 @@ class Ops:
         the result's shape the backend may gather into (and return) instead of allocating;
         generic: a new array (the Array API's ``take`` has no ``out``)."""
         return self.xp.take(a, idx, axis=0)
+
+    def set_at_(self, dst: Array, index: Array, value: Array) -> Array:
+        """dst[i] ← value for the one device index in ``index`` (shape (1,)), without reading it
+        on the host.  Generic: a pass over ``dst`` (the Array API has no integer-array
+        assignment); NumPy and CuPy scatter the one element."""
+        xp = self.xp
+        dst[...] = xp.where(self.arange(dst.shape[0]) == index, value, dst)
+        return dst
 
     def argmax_rows(self, a: Array) -> Array:
         return self.xp.argmax(a, axis=1)

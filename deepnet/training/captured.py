@@ -23,6 +23,7 @@ tested on the CPU.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -43,9 +44,9 @@ def check_graphs_argument(graphs: Any) -> None:
         raise ValueError(f"fit: graphs must be one of {', '.join(map(repr, GRAPHS))}, got {graphs!r}")
 
 
-def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hooks: bool, mode: str) -> list[str]:
+def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hooks: list[str], mode: str) -> list[str]:
     """Why this run's step cannot be captured (empty: it can).  ``mode`` "epoch" also needs no
-    per-batch callbacks (they run Python between steps)."""
+    per-batch callbacks (``batch_hooks``: their names; they run Python between steps)."""
     out = []
     if check_finite == "skip":
         out.append("check_finite='skip' decides on the host after every step")
@@ -64,7 +65,8 @@ def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hook
     if net.diagnostics is not None:
         out.append("diagnostics record every step on the host")
     if mode == "epoch" and batch_hooks:
-        out.append("a callback runs at every batch, between the steps of an epoch graph")
+        out.append(f"callbacks run at every batch, between the steps of an epoch graph: {', '.join(batch_hooks)} "
+                   "(use graphs='on': one graph per step, callbacks between them)")
     return out
 
 
@@ -72,11 +74,16 @@ _WARNED: set[str] = set()
 
 
 def warn_once(reason: str) -> None:
-    """Say once per process why a run with ``graphs="auto"`` trains without a graph."""
-    if reason not in _WARNED:
-        _WARNED.add(reason)
-        warnings.warn(f"graphs='auto': training without a CUDA graph because {reason}", GraphCaptureWarning,
-                      stacklevel=4)
+    """Say once per process why a run with ``graphs="auto"`` trains without a graph (pointing at
+    the caller's line that started the run, the first frame outside deepnet)."""
+    if reason in _WARNED:
+        return
+    _WARNED.add(reason)
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("deepnet."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"graphs='auto': training without a CUDA graph because {reason}", GraphCaptureWarning,
+                  stacklevel=level)
 
 
 def _state_of(net: Any, ops: Ops) -> dict[tuple[int, str], Any]:
@@ -95,6 +102,19 @@ def _state_of(net: Any, ops: Ops) -> dict[tuple[int, str], Any]:
         for pname, p in layer.parameters().items():
             state[i, f"parameter {pname}"] = ("array", id(p.data))
     return state
+
+
+#: the most steps one graph holds with graphs="epoch" (an epoch is then a few launches): a graph
+#: of every step of a batch-1 epoch would hold millions of nodes
+EPOCH_CHUNK = 256
+
+
+def _settings_of(net: Any, ops: Ops) -> tuple:
+    """What a graph freezes besides η: the optimizer's and the loss's settings and the layers'
+    numbers (dropout p, momentum, ...); a change means capturing again."""
+    opt = {k: v for k, v in net.optimizer.get_config().items() if k != "lr"}
+    numbers = {k: v for k, v in _state_of(net, ops).items() if v[0] == "number"}
+    return repr(sorted(opt.items())), repr(sorted(net.loss.get_config().items())), repr(sorted(numbers.items()))
 
 
 class StaticStep:
@@ -132,6 +152,7 @@ class StaticStep:
         self.memory = ops.graphs.private_memory()
         self.last: tuple[Array, Array] | None = None      # (f, z) of the latest step
         self.order: Array | None = None
+        self._settings = _settings_of(net, ops)
 
     # ------------------------------------------------------------------ the step
     def _step_on(self, x: Array, t: Array, labels: Array, at: Array | None, b: int) -> tuple[Array, Array]:
@@ -175,38 +196,66 @@ class StaticStep:
         ops.fill_(self.index, first)
         self.metrics.reset()
         self.scalars.set_lr(self.net.optimizer.lr)
+        self._follow_settings()
         return self.metrics
+
+    def _follow_settings(self) -> None:
+        """Drop the graphs when a setting they froze changed (a schedule of momentum, weight
+        decay, dropout p, ...): the next step is captured again with the new values."""
+        now = _settings_of(self.net, self.ops)
+        if now != self._settings:
+            self._settings = now
+            self.graph = self.epoch_graph = None
 
     def run_full_batches(self, first: int, hooks: Any = None) -> int:
         """Train the full batches from ``first`` and return how many batches are done.
         ``hooks``: None, or an object with ``begin(b)`` and ``end(b, f)`` (True: stop) called
-        around each step; an epoch graph (graphs="epoch", a whole epoch from its start, no
-        hooks) trains them all in one launch."""
-        graphs = self.ops.graphs
-        with graphs.stream():
-            if self.mode == "epoch" and first == 0 and hooks is None and self.graph is not None:
-                if self.epoch_graph is None:
-                    self._capture_epoch()
-                else:
-                    self.epoch_graph.launch()
-                self._count(self.n_full)
-                return self.n_full
-            for b in range(first, self.n_full):
+        around each step (the graphs' frozen settings are compared after ``begin``).  With
+        graphs="epoch" and no hooks, once the step's graph exists, runs of up to
+        :data:`EPOCH_CHUNK` steps are one graph each (the device batch index carries on)."""
+        b = first
+        with self.ops.graphs.stream():
+            while b < self.n_full:
                 if hooks is not None:
                     hooks.begin(b)
+                    self._follow_settings()
                 self.scalars.set_lr(self.net.optimizer.lr)
                 if self.graph is not None:
+                    chunk = self._chunk()
+                    if hooks is None and chunk and self.n_full - b >= chunk:
+                        self._run_chunk(chunk)
+                        b += chunk
+                        continue
                     self.graph.launch()
+                    self._count(1)
                 elif self.failed is not None:
                     self._step()                 # graphs="auto" after a refusal: the same step, eagerly
+                    self._count(1)
                 elif self._warmed:
                     self._capture()
                 else:
                     self._warm_up()
-                self._count(1)
                 if hooks is not None and hooks.end(b, self.last[0]):
                     return b + 1
+                b += 1
         return self.n_full
+
+    def _chunk(self) -> int:
+        """Steps per epoch graph (0: none): the full batches in equal runs of at most EPOCH_CHUNK."""
+        if self.mode != "epoch" or self.n_full < 2:
+            return 0
+        runs = -(-self.n_full // EPOCH_CHUNK)
+        return self.n_full // runs
+
+    def _run_chunk(self, chunk: int) -> None:
+        if self.epoch_graph is None:
+            try:        # the capture trains these steps
+                self.epoch_graph = self.ops.graphs.capture(self._step, steps=chunk)
+            except CaptureError as err:
+                self.fail(f"{chunk} steps could not be captured as one graph ({err})")
+        else:
+            self.epoch_graph.launch()
+        self._count(chunk)
 
     def _count(self, steps: int) -> None:
         self.net.optimizer.iterations += steps
@@ -227,20 +276,26 @@ class StaticStep:
         with self.memory:
             self._step()
             self.net.clear_cache()       # free the step's blocks into the graph's pool for the capture
+        self._count(1)
         self._warmed = True
         self._check_state(before, _state_of(self.net, self.ops), new_too=False)
 
     def _capture(self) -> None:
-        """The second full batch, captured (and run once); a step that replaced layer state
-        while being captured leaves a graph reading the old state, so it is dropped."""
+        """A full batch, captured (and run once); a step that replaced layer state while being
+        captured leaves a graph reading the old state, so it is dropped."""
         before = _state_of(self.net, self.ops)
         try:
             graph = self.ops.graphs.capture(self._step, memory=self.memory)
         except CaptureError as err:
-            # nothing ran on a real GPU (capture records, it does not execute): train the batch eagerly
+            # on a GPU nothing ran (capture records, it does not execute), but the Python did: the
+            # gradients are marked written and the layers hold caches, so both are reset first
+            self.net.zero_grad()
+            self.net.clear_cache()
             self.fail(f"the step could not be captured ({err})")
             self._step()
+            self._count(1)
             return
+        self._count(1)
         self._check_state(before, _state_of(self.net, self.ops), new_too=True)
         if self.failed is None:
             self.graph = graph
@@ -254,13 +309,6 @@ class StaticStep:
             warn_once(reason)
         else:
             raise BackendError(f"fit(graphs={self.mode!r}): {reason}; graphs='auto' trains eagerly instead")
-
-    def _capture_epoch(self) -> None:
-        """Capture an epoch's full batches as one graph; the capture trains them."""
-        try:
-            self.epoch_graph = self.ops.graphs.capture(self._step, steps=self.n_full)
-        except CaptureError as err:
-            self.fail(f"the epoch could not be captured ({err})")
 
     def run_last_batch(self) -> tuple[Array, Array] | None:
         """The short last batch (if any), through the same step code outside any graph."""

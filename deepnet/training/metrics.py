@@ -79,7 +79,6 @@ class StepMetrics(EpochMetrics):
         n_batches = -(-n // batch_size)
         self.batch_losses = ops.zeros((n_batches,), dtype)
         self.batch_correct = ops.zeros((n_batches,), ops.int64)
-        self._index = ops.arange(n_batches)
         self._argmax = ops.argmax_rows
 
     def reset(self) -> None:
@@ -89,10 +88,9 @@ class StepMetrics(EpochMetrics):
 
     def record_at(self, index: Array, loss: Array, z: Array, labels: Array) -> None:
         """Store the loss f and the correct count of the batch at device ``index`` (shape (1,))."""
-        xp, ops = self.ops.xp, self.ops
-        hit = self._index == index
-        ops.assign_(self.batch_losses, xp.where(hit, loss, self.batch_losses))
-        ops.assign_(self.batch_correct, xp.where(hit, ops.count_equal(self._argmax(z), labels), self.batch_correct))
+        ops = self.ops
+        ops.set_at_(self.batch_losses, index, loss)
+        ops.set_at_(self.batch_correct, index, ops.count_equal(self._argmax(z), labels))
 
     def record(self, index: int, start: int, stop: int, loss: Array, z: Array, labels: Array | None = None) -> None:
         """Store batch ``index``'s figures (a step run outside the graph; ``labels``: its rows')."""

@@ -176,7 +176,7 @@ class Trainer:
                 p.data = laid
         net.optimizer.match_parameters(net.parameters(), ops)
 
-    def _static_step(self, batches: EpochBatches, T: Array, labels: Array, batch_hooks: bool,
+    def _static_step(self, batches: EpochBatches, T: Array, labels: Array, batch_hooks: list[str],
                      guard: NonFiniteGuard, pos: RunPosition) -> StaticStep | None:
         """The captured step of this run, or None for the plain loop: with graphs="auto" when
         the backend has no CUDA graphs or something in the run prevents one (said once);
@@ -202,14 +202,10 @@ class Trainer:
     def fit(self, X: Any, y: Any) -> History:
         """Train on (X, y) and return the history (products in :attr:`precision` meanwhile)."""
         ops = self.net.ops
-        if self.precision == "float32":
+        if self.precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
             return self._fit(X, y)
-        products = ops.products
-        ops.products = products.with_precision(self.precision)
-        try:
+        with ops.using_products(ops.products.with_precision(self.precision)):   # this thread's run only
             return self._fit(X, y)
-        finally:
-            ops.products = products
 
     def _fit(self, X: Any, y: Any) -> History:
         net = self.net
@@ -228,7 +224,8 @@ class Trainer:
         callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
                                  + ([PrintEpochs(self.epochs)] if self.verbose else []) + self.user_callbacks
                                  + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
-        self.static = self._static_step(batches, T, labels, bool(callbacks.batch_callbacks), guard, pos)
+        self.static = self._static_step(batches, T, labels, [_describe(cb) for cb in callbacks.batch_callbacks],
+                                        guard, pos)
         callbacks.train_begin(net, {"epochs": self.epochs, "steps_per_epoch": batches.n_batches,
                                     "batch_size": self.batch_size, "samples": batches.n,
                                     "initial_epoch": start_epoch})
@@ -313,6 +310,13 @@ class Trainer:
             pos.done = static.n_full + 1
             if hooks is not None:
                 hooks.end(static.n_full, last[0])
+
+
+def _describe(cb: Callback) -> str:
+    """A per-batch callback as the user knows it."""
+    if isinstance(cb, SaveCheckpoints):
+        return f"checkpoints every {cb.checkpointer.every_steps} steps"
+    return type(cb).__name__
 
 
 class _BatchHooks:
