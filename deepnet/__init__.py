@@ -14,9 +14,15 @@ from .gradcheck import GradCheckError, check_layer, check_loss
 from .layers import (
     ELU,
     GELU,
+    AvgPool2D,
     BatchNorm,
+    Conv2D,
     Dense,
     Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    Reshape,
     LayerNorm,
     Softplus,
     Identity,
@@ -38,6 +44,7 @@ from .version import __version__
 __all__ = [
     "LayerContractError", "check_layer_contract",
     "ELU", "GELU", "BatchNorm", "Dropout", "LayerNorm", "Softplus",
+    "AvgPool2D", "Conv2D", "Flatten", "GlobalAvgPool2D", "MaxPool2D", "Reshape",
     "SGD", "Adam", "AdamW", "BackendError", "Callback", "Dense", "EarlyStopping", "GradCheckError",
     "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",

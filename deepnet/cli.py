@@ -36,7 +36,7 @@ from .metrics import confusion_matrix, per_class_accuracy
 from .network import Network
 from .optimizers import get_optimizer
 from .plotting import PlotUnavailable, plot_confusion, plot_curves, plot_gradient_flow, plot_misclassified, pyplot
-from .presets import mlp_layers, parse_spec, seed_layers
+from .presets import cnn_layers, mlp_layers, parse_spec, seed_layers
 from .progress import ProgressBar
 from .schedules import LearningRateScheduler, get_schedule
 from .training import Trainer
@@ -61,11 +61,16 @@ def _say(args: argparse.Namespace, msg: str) -> None:
 
 
 # ---------------------------------------------------------------- train
-def _build_network(args: argparse.Namespace, n_in: int, n_classes: int) -> Any:
+def _build_network(args: argparse.Namespace, n_in: int, n_classes: int, image_shape: Any = None) -> Any:
     if args.preset == "seed":
         if n_in != 784 or n_classes != 10:
             raise CLIError(f"--preset seed is 784-50-10 but the data has {n_in} features and {n_classes} classes")
         return Network(seed_layers(args.shortcut), seed=args.seed, backend=args.backend)
+    if args.model == "cnn":
+        if image_shape is None or int(np.prod(image_shape)) != n_in:
+            raise CLIError(f"--model cnn needs image data (a data set with an image shape), but --dataset "
+                           f"{args.dataset} gives rows of {n_in} values")
+        return Network(cnn_layers(image_shape, n_classes, dropout=args.dropout), seed=args.seed, backend=args.backend)
     spec = args.layers or f"{n_in}-128-{n_classes}"
     sizes = parse_spec(spec)
     if sizes[0] != n_in:
@@ -103,8 +108,11 @@ def _apply_preset(args: argparse.Namespace) -> None:
                 setattr(args, k, v)
     if args.preset == "seed" and args.val_fraction is None:
         args.val_fraction = 0.0
+    if args.model is None:
+        args.model = "mlp"
     defaults = {"dataset": "digits", "loss": "xent", "optimizer": "adam", "epochs": 20, "batch_size": 32,
-                "scale": "unit", "shuffle": True, "val_fraction": 0.1, "activation": "relu", "dropout": 0.0,
+                "scale": "unit", "shuffle": True, "val_fraction": 0.1, "activation": "relu",
+                "dropout": 0.5 if args.model == "cnn" else 0.0,     # the Keras convnet's dropout before its dense layer
                 "weight_decay": 0.0, "early_stopping": 0, "precision": "float32"}
     for k, v in defaults.items():
         if getattr(args, k) is None:
@@ -114,7 +122,7 @@ def _apply_preset(args: argparse.Namespace) -> None:
 #: train options that shape the run: recorded in checkpoints, compared (or taken over) on resume
 RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "layers",
                "activation", "loss", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "max_norm",
-               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision")
+               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision", "model")
 
 
 def _flag(dest: str) -> str:
@@ -168,6 +176,9 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
                            "(drop them, or drop --preset to build your own network)")
     elif args.shortcut:
         raise CLIError("--shortcut only applies to --preset seed (the notebook's network)")
+    if args.model == "cnn" and ("layers" in given or "activation" in given or args.preset == "seed"):
+        what = [_flag(d) for d in ("layers", "activation") if d in given] + (["--preset seed"] if args.preset else [])
+        raise CLIError(f"{', '.join(what)} build an MLP; --model cnn has its own layers (drop one of them)")
     if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
         raise CLIError(f"--momentum applies to --optimizer sgd or momentum, not {args.optimizer} "
                        "(which would ignore it)")
@@ -320,7 +331,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if data.name == "digits":
         _say(args, "      (the offline default; for MNIST run: deepnet train --dataset mnist [--data DIR], "
                    "or the notebook's network: deepnet train --preset seed --data DIR)")
-    net = _build_network(args, data.n_features, data.n_classes)
+    net = _build_network(args, data.n_features, data.n_classes, data.image_shape)
     loss = {"sse": SumOfSquares(on=0.99, off=0.01), "mse": MeanSquaredError(),
             "xent": SoftmaxCrossEntropy()}[args.loss]
     opt = _optimizer(args)
@@ -570,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network and save it")
     data_args(t, None)
     t.add_argument("--preset", choices=["seed"], help="seed: the course notebook's 784-50-10 network")
+    t.add_argument("--model", choices=["mlp", "cnn"], default=None,
+                   help="mlp (default: Dense layers, see --layers) or cnn (conv 32 → pool → conv 64 → pool → "
+                        "dropout → dense, for image data sets; docs/training.md)")
     t.add_argument("--shortcut", action="store_true", help="with --preset seed: the notebook's ẽ = Aᵀe shortcut")
     t.add_argument("--layers", help="layer sizes, e.g. 784-128-64-10 (default: inputs-128-classes)")
     t.add_argument("--activation", default=None, choices=["relu", "sigmoid", "tanh", "leaky_relu"],

@@ -78,23 +78,38 @@ class Network:
 
     # ------------------------------------------------------------------ structure
     def _check_widths(self) -> tuple[int, int]:
-        width = None
-        first = None
+        """(input width, output width), walking the per-sample shapes through every layer
+        (``Layer.input_shape`` / ``Layer.output_shape``): rows (k,) or NCHW images (C, H, W)
+        inside; a network takes and gives rows."""
+        shape: tuple[int, ...] | None = None
+        first: tuple[int, ...] | None = None
         for i, layer in enumerate(self.layers):
-            n_in = getattr(layer, "n_in", None)
-            if n_in is not None:
-                if width is not None and width != n_in:
-                    raise ShapeError(
-                        f"Network: layer {i} ({layer.name}) expects inputs of width {n_in}, "
-                        f"but the layers before it produce width {width}")
-                if first is None:
-                    first = n_in
-            if width is None and n_in is None:
+            want = layer.input_shape()
+            if want is not None and shape is not None and tuple(shape) != tuple(want) \
+                    and not _accepts(layer, shape):           # e.g. BatchNorm(C): rows (C,) or images (C, H, W)
+                if len(want) == 1 == len(shape):
+                    raise ShapeError(f"Network: layer {i} ({layer.name}) expects inputs of width {want[0]}, "
+                                     f"but the layers before it produce width {shape[0]}")
+                raise ShapeError(f"Network: layer {i} ({layer.name}) expects per-sample inputs of shape "
+                                 f"{tuple(want)}, but the layers before it produce shape {tuple(shape)}")
+            if want is not None and first is None:
+                first = tuple(want)
+            if shape is None and want is None:
                 continue
-            width = layer.output_width(n_in if width is None else width)
-        if first is None or width is None:
-            raise ValueError("Network: cannot infer the input width; the stack needs at least one Dense layer")
-        return first, width
+            try:
+                shape = tuple(layer.output_shape(tuple(want) if shape is None else shape))
+            except ShapeError as err:
+                raise ShapeError(f"Network: layer {i} ({layer.name}): {err}") from None
+        if first is None or shape is None:
+            raise ValueError("Network: cannot infer the input width; the stack needs a layer that declares its "
+                             "input size (Dense, or Reshape to start a convolutional network)")
+        if len(first) != 1:
+            raise ShapeError(f"Network: a network takes rows (n, features), but its first sized layer expects "
+                             f"per-sample shape {first}: start with Reshape")
+        if len(shape) != 1:
+            raise ShapeError(f"Network: the last layer outputs per-sample shape {shape}, but a network outputs "
+                             "rows (n, k): end with Flatten (or GlobalAvgPool2D) and a Dense layer")
+        return first[0], shape[0]
 
     def _collect_params(self) -> dict[str, Parameter]:
         params: dict[str, Parameter] = {}
@@ -177,12 +192,13 @@ class Network:
     def summary(self) -> str:
         """A readable table: layers, output shapes and parameter counts."""
         rows = [("#", "layer", "output", "parameters")]
-        width = self.input_width
+        shape: tuple[int, ...] = (self.input_width,)
         for i, layer in enumerate(self.layers):
-            width = layer.output_width(width)
+            shape = tuple(layer.output_shape(shape))
             n = sum(math.prod(p.shape) for p in layer.parameters().values())
             shapes = ", ".join(f"{k}{p.shape}" for k, p in layer.parameters().items())
-            rows.append((str(i), repr(layer), f"(n, {width})", f"{n:,}" + (f"  {shapes}" if shapes else "")))
+            rows.append((str(i), repr(layer), f"(n, {', '.join(map(str, shape))})",
+                         f"{n:,}" + (f"  {shapes}" if shapes else "")))
         w = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(w) + 6)
         out = [f"Network on {self.ops.name}, {self.dtype_name}, input (n, {self.input_width})", line]
@@ -296,3 +312,12 @@ class Network:
         if self._device_rng is None:
             self._device_rng = self.ops.device_rng(int(self.rng.integers(2**63 - 1)))
         return self._device_rng
+
+
+def _accepts(layer: Layer, shape: tuple[int, ...]) -> bool:
+    """Whether ``layer`` takes per-sample inputs of ``shape`` besides its declared input shape."""
+    try:
+        layer.output_shape(shape)
+    except ShapeError:
+        return False
+    return True

@@ -1,12 +1,13 @@
-"""Ready-made networks: the course notebook's seed network and simple MLP specs."""
+"""Ready-made networks: the course notebook's seed network, simple MLP specs and a small CNN."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .backend import Array, Ops
-from .layers import Dense, LeakyReLU, ReLU, Sigmoid, Tanh
+from .layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
 from .layers.base import Layer
+from .layers.conv import Conv2D, Flatten, MaxPool2D, Reshape
 from .losses import SumOfSquares
 from .network import Network
 from .optimizers import SGD
@@ -94,4 +95,30 @@ def mlp_layers(spec: str | list[int], activation: str = "relu", output_activatio
                 layers.extend(hidden(b))
         elif output_activation is not None:
             layers.append(ACTIVATIONS[output_activation]())
+    return layers
+
+
+def cnn_layers(image_shape: tuple[int, ...] | list[int], n_classes: int, channels: tuple[int, int] = (32, 64),
+               dropout: float = 0.5) -> list[Layer]:
+    """The shape of Keras' "simple MNIST convnet" for rows of ``image_shape`` pixels ((H, W), or
+    (C, H, W)): Reshape to NCHW → conv 3×3 (32) → ReLU → max-pool 2 → conv 3×3 (64) → ReLU →
+    max-pool 2 → Flatten → Dropout(0.5) → Dense to ``n_classes`` logits.  Convolutions are
+    "valid" as in Keras for images of 16 pixels or more (28 → 26 → 13 → 11 → 5), "same" below
+    (8 → 8 → 4 → 4 → 2, for the digits)."""
+    shape = [int(v) for v in image_shape]
+    if len(shape) == 2:
+        shape = [1, *shape]
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"cnn_layers: image_shape must be (H, W) or (C, H, W), got {tuple(image_shape)!r}")
+    c, h, w = shape
+    padding: Any = 0 if min(h, w) >= 16 else "same"
+    layers: list[Layer] = [Reshape(shape)]
+    size = (c, h, w)
+    for out in channels:
+        conv = Conv2D(size[0], out, 3, padding=padding)
+        pool = MaxPool2D(2)
+        size = pool.output_shape(conv.output_shape(size))
+        layers += [conv, ReLU(), pool]
+    flat = size[0] * size[1] * size[2]
+    layers += [Flatten()] + ([Dropout(dropout)] if dropout else []) + [Dense(flat, n_classes, init="glorot")]
     return layers

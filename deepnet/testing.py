@@ -41,7 +41,9 @@ import numpy as _host  # host-side comparisons only: a test utility, not a layer
 from .backend import Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
 from .gradcheck import GradCheckError, GradCheckReport, check_layer
 from .io import load_model, save_model
+from .errors import ShapeError
 from .layers.base import Layer
+from .layers.conv import Flatten, Reshape
 from .layers.dense import Dense
 from .network import Network
 
@@ -88,7 +90,9 @@ def check_layer_contract(make_layer: Callable[[], Layer] | Layer, x: Any, *, bac
     """Run every check of the layer contract on ``backend`` (default: the current one).
 
     ``make_layer`` returns a new layer on each call (or pass a layer: it is deep-copied);
-    ``x`` is a host float array (n, n_in) with n ≥ 2, kept away from kinks.  ``rtol``,
+    ``x`` is a host float batch with n ≥ 2 samples, kept away from kinks: rows (n, n_in), or
+    NCHW images (n, C, H, W) for a layer that takes them (per-sample shapes follow
+    ``Layer.output_shape``).  ``rtol``,
     ``atol``, ``eps``, ``max_checks`` go to the gradient checks; ``skip`` names checks
     (see :data:`CHECKS`) to leave out.  Returns a :class:`ContractReport`; raises
     :class:`LayerContractError` listing every failed check.
@@ -105,8 +109,8 @@ def check_layer_contract(make_layer: Callable[[], Layer] | Layer, x: Any, *, bac
                         f"got {type(make_layer).__name__}")
     ops = get_backend() if backend is None else get_ops(backend)
     xh = _host.array(to_host(x), dtype=_host.float64)
-    if xh.ndim != 2 or xh.shape[0] < 2 or not _host.isfinite(xh).all():
-        raise ValueError(f"check_layer_contract: x must be a finite 2-D batch of at least 2 samples, "
+    if xh.ndim < 2 or xh.shape[0] < 2 or not _host.isfinite(xh).all():
+        raise ValueError(f"check_layer_contract: x must be a finite batch (n, ...) of at least 2 samples, "
                          f"got shape {xh.shape}" + ("" if _host.isfinite(xh).all() else " with NaN or inf"))
     with use_backend(ops):
         run = _Run(make_layer, xh, ops, seed, dict(rtol=rtol, atol=atol, eps=eps, max_checks=max_checks))
@@ -115,9 +119,12 @@ def check_layer_contract(make_layer: Callable[[], Layer] | Layer, x: Any, *, bac
             raise TypeError("check_layer_contract: make_layer returned the same layer twice; "
                             "it must build a new one on each call (e.g. lambda: MyLayer(4, 3))")
         n_in = getattr(first, "n_in", None)
-        if n_in is not None and n_in != xh.shape[1]:
-            raise ValueError(f"check_layer_contract: {first.name} expects inputs of width {n_in}, "
-                             f"got x of shape {xh.shape}")
+        try:
+            first.output_shape(tuple(xh.shape[1:]))
+        except (ShapeError, ValueError) as err:
+            what = (f"{first.name} expects inputs of width {n_in}" if n_in is not None and xh.ndim == 2
+                    else " ".join(str(err).split()))
+            raise ValueError(f"check_layer_contract: {what}, got x of shape {xh.shape}") from None
         try:
             label = repr(first)
         except Exception:  # noqa: BLE001  (a broken get_config is reported by round_trip)
@@ -156,7 +163,8 @@ class _Run:
 
     def __init__(self, factory: Callable[[], Layer], x: Any, ops: Ops, seed: int, grad_opts: dict[str, Any]) -> None:
         self.factory, self.x, self.ops, self.seed, self.grad_opts = factory, x, ops, seed, grad_opts
-        self.n, self.width = x.shape
+        self.n, self.shape = x.shape[0], tuple(x.shape[1:])
+        self.width = self.shape[0] if len(self.shape) == 1 else int(_host.prod(self.shape))
         self.input_problem = ""
         self.rng = host_rng(seed + 2)
 
@@ -174,8 +182,8 @@ class _Run:
     def dev(self, a: Any, dtype: str = "float64") -> Any:
         return to_device(_host.array(a, dtype=dtype), self.ops)   # always a fresh array
 
-    def out_shape(self, layer: Layer, n: int | None = None) -> tuple[int, int]:
-        return (self.n if n is None else n, layer.output_width(self.width))
+    def out_shape(self, layer: Layer, n: int | None = None) -> tuple[int, ...]:
+        return (self.n if n is None else n, *layer.output_shape(self.shape))
 
     def gradcheck(self, layer: Layer, x: Any) -> GradCheckReport:
         try:
@@ -199,7 +207,7 @@ class _Run:
                 self.note_input(x, dtype, f"forward(x, training={training})")
             dx = layer.backward(self.dev(self.rng.standard_normal(want), dtype), True)
             self.note_input(x, dtype, "backward after forward(x, training=True)")
-            problems += self.array_problems(f"{dtype} backward's input gradient", dx, (self.n, self.width), dtype)
+            problems += self.array_problems(f"{dtype} backward's input gradient", dx, (self.n, *self.shape), dtype)
             for name, p in layer.parameters().items():
                 problems += self.array_problems(f"{dtype} gradient of {name}", p.grad, p.shape, dtype)
         if problems:
@@ -294,10 +302,12 @@ class _Run:
     def check_non_contiguous(self, report: ContractReport, failures: dict[str, str]) -> None:
         layer = self.build("float32")
         _freeze(layer)
-        wide = _host.zeros((self.n, 2 * self.width))
-        wide[:, ::2] = self.x
-        views = {"a strided view x[:, ::2]": lambda: self.dev(wide, "float32")[:, ::2],
-                 "a transposed view (x.T).T": lambda: self.dev(self.x.T, "float32").T,
+        wide = _host.zeros((self.n, *self.shape[:-1], 2 * self.shape[-1]))
+        wide[..., ::2] = self.x
+        mt = self.ops.xp.matrix_transpose
+        views = {"a strided view x[..., ::2]": lambda: self.dev(wide, "float32")[..., ::2],
+                 "a transposed view of the last two axes":
+                     lambda: mt(self.dev(_host.swapaxes(self.x, -1, -2), "float32")),
                  "a contiguous copy": lambda: self.dev(self.x, "float32")}
         contiguous = views.pop("a contiguous copy")
         problems: list[str] = []
@@ -330,10 +340,15 @@ class _Run:
         for scale in (1.0, 2.0):                 # training updates state (e.g. running statistics)
             layer.forward(self.dev(self.x * scale + 0.5, "float32"), True)
         ref = to_host(layer.forward(self.dev(self.x, "float32"), False))
-        carrier = [] if getattr(layer, "n_in", None) is not None else [Dense(self.width, self.width)]
-        net = Network([*carrier, layer], seed=self.seed)
+        out = layer.output_shape(self.shape)
+        if len(self.shape) == 1:           # rows: a Dense in front gives the network its width if the layer does not
+            before = [] if layer.input_shape() is not None else [Dense(self.width, self.width)]
+        else:                              # images: a network takes and gives rows
+            before = [Reshape(list(self.shape))]
+        after = [] if len(out) == 1 else [Flatten()]
+        net = Network([*before, layer, *after], seed=self.seed)
         with tempfile.TemporaryDirectory(prefix="deepnet-contract-") as tmp:
-            loaded = load_model(save_model(net, Path(tmp) / "layer.npz")).layers[-1]
+            loaded = load_model(save_model(net, Path(tmp) / "layer.npz")).layers[len(before)]
         problems: list[str] = []
         if type(loaded) is not type(layer):
             a, b = type(loaded), type(layer)

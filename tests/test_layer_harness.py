@@ -32,6 +32,19 @@ BUILTIN = {
     "BatchNorm": lambda: dn.BatchNorm(5, momentum=0.8, eps=1e-4),
     "LayerNorm": lambda: dn.LayerNorm(5, eps=1e-4),
 }
+#: layers of NCHW images, checked on a batch of 3 images of 2 channels, 5×4 pixels
+IMAGE_BUILTIN = {
+    "Conv2D": lambda: dn.Conv2D(2, 3, 3, padding=1),
+    "Conv2D-strided-dilated": lambda: dn.Conv2D(2, 4, [2, 3], stride=2, dilation=[1, 2], padding=[0, 1]),
+    "Conv2D-groups-nobias": lambda: dn.Conv2D(2, 4, 1, groups=2, bias=False),
+    "MaxPool2D": lambda: dn.MaxPool2D(2),
+    "AvgPool2D": lambda: dn.AvgPool2D(3, stride=1, padding=1),
+    "GlobalAvgPool2D": dn.GlobalAvgPool2D,
+    "Flatten": dn.Flatten,
+    "BatchNorm-images": lambda: dn.BatchNorm(2, momentum=0.8),
+    "ReLU-images": dn.ReLU,
+    "Dropout-images": lambda: dn.Dropout(0.3),
+}
 
 
 def sample(n: int = 4, width: int = 5, seed: int = 0) -> np.ndarray:
@@ -59,8 +72,26 @@ def test_builtin_layer_passes_the_contract(backend, name):
     assert set(report.gradients.checked) == {"input", *layer.parameters()}      # every parameter checked
 
 
+def image_sample(seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(3, 2, 5, 4))
+    x = np.where(np.abs(x) < 0.05, 0.3, x)
+    return x + np.arange(x.size).reshape(x.shape) * 1e-3       # no ties inside a pooling window
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_BUILTIN))
+def test_builtin_image_layer_passes_the_contract(backend, name):
+    report = check_layer_contract(IMAGE_BUILTIN[name], image_sample())
+    assert report.passed == list(CHECKS)
+
+
+def test_reshape_passes_the_contract(backend):
+    report = check_layer_contract(lambda: dn.Reshape([2, 3, 2]), sample(width=12))
+    assert report.passed == list(CHECKS)
+
+
 def test_every_builtin_layer_class_goes_through_the_harness():
-    covered = {type(f()) for f in BUILTIN.values()} | {ShortcutSigmoidDense}
+    covered = ({type(f()) for f in BUILTIN.values()} | {type(f()) for f in IMAGE_BUILTIN.values()}
+               | {ShortcutSigmoidDense, dn.Reshape})
     defined = {cls for cls in Layer.registry.values() if cls.__module__.startswith("deepnet.")} - {Activation}
     assert defined <= covered, f"add these layers to BUILTIN: {sorted(c.__name__ for c in defined - covered)}"
 
@@ -75,7 +106,7 @@ def test_shortcut_preset_fails_exactly_the_input_gradient(backend):
 def test_report_says_what_did_not_apply():
     text = str(check_layer_contract(lambda: dn.BatchNorm(5), sample(), backend="numpy"))
     assert text.startswith("layer contract of BatchNorm(n_features=5, momentum=0.9, eps=1e-05) on numpy: passed (")
-    assert "batch1: training at batch 1 refused (ValueError: BatchNorm needs at least 2 samples" in text
+    assert "batch1: training at batch 1 refused (ValueError: BatchNorm needs at least 2 values per feature" in text
     assert "accumulation: no parameters" in str(check_layer_contract(dn.Tanh(), sample()))   # a layer is copied
 
 
@@ -247,7 +278,7 @@ def test_usage_errors_are_one_line_naming_expected_and_given():
     with pytest.raises(ValueError, match=r"^check_layer_contract: Dense expects inputs of width 4, got x of shape "
                                          r"\(4, 5\)$"):
         check_layer_contract(lambda: dn.Dense(4, 2), x)
-    with pytest.raises(ValueError, match=r"^check_layer_contract: x must be a finite 2-D batch of at least 2 samples, "
+    with pytest.raises(ValueError, match=r"^check_layer_contract: x must be a finite batch \(n, \.\.\.\) of at least 2 samples, "
                                          r"got shape \(1, 5\)$"):
         check_layer_contract(dn.Tanh, x[:1])
     same = dn.Tanh()

@@ -85,7 +85,7 @@ def test_batchnorm_training_statistics_and_running_averages(backend, rng):
 def test_batchnorm_needs_two_samples():
     bn = dn.BatchNorm(3)
     bn.initialize(np.random.default_rng(0))
-    with pytest.raises(ValueError, match="BatchNorm needs at least 2 samples per training batch, got 1"):
+    with pytest.raises(ValueError, match="BatchNorm needs at least 2 values per feature in a training batch, got 1"):
         bn.forward(np.zeros((1, 3), np.float32), training=True)
 
 

@@ -26,3 +26,62 @@ def build(cupy: Any) -> SimpleNamespace:
             "w = w * decay - lr_t * m / (sqrt(v) + eps_hat)",
             "deepnet_adam"),
     )
+
+
+# im2col / col2im (``ops.unfold`` / ``ops.fold``, geometry in deepnet.backend.windows).  Built
+# apart from :func:`build`, on first use: their loops and integer arithmetic are beyond the
+# CuPy-shaped evaluator, so that backend keeps the generic Array-API path for them.
+UNFOLD_SOURCE = """
+ptrdiff_t t = i;
+const int kj = t % kw; t /= kw;
+const int ki = t % kh; t /= kh;
+const int ch = t % C; t /= C;
+const int ox = t % OW; t /= OW;
+const int oy = t % OH; t /= OH;
+const int y = oy * sh + ki * dh - pt;
+const int xx = ox * sw + kj * dw - pl;
+cols = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[((t * C + ch) * H + y) * W + xx] : T(0);
+"""
+
+# A gather (one thread per pixel, no atomics): the pixel at padded (yp, xp) was read by tap
+# (ki, kj) of output (oy, ox) iff yp − ki·dh = oy·sh and xp − kj·dw = ox·sw with 0 ≤ oy < OH,
+# 0 ≤ ox < OW; the taps' rows decrease with ki, so the loops stop at the first negative one.
+FOLD_SOURCE = """
+ptrdiff_t t = i;
+const int xx = t % W; t /= W;
+const int y = t % H; t /= H;
+const int ch = t % C; t /= C;
+const int yp = y + pt;
+const int xp = xx + pl;
+const ptrdiff_t K = (ptrdiff_t)kh * kw;
+T acc = T(0);
+for (int ki = 0; ki < kh; ++ki) {
+    const int r = yp - ki * dh;
+    if (r < 0) break;
+    if (r % sh != 0) continue;
+    const int oy = r / sh;
+    if (oy >= OH) continue;
+    for (int kj = 0; kj < kw; ++kj) {
+        const int s = xp - kj * dw;
+        if (s < 0) break;
+        if (s % sw != 0) continue;
+        const int ox = s / sw;
+        if (ox >= OW) continue;
+        acc += cols[(((t * OH + oy) * OW + ox) * C + ch) * K + ki * kw + kj];
+    }
+}
+dx = acc;
+"""
+
+#: the scalar parameters both window kernels take, in this order
+WINDOW_PARAMS = "int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 kh, int32 kw, int32 sh, int32 sw, " \
+                "int32 pt, int32 pl, int32 dh, int32 dw"
+
+
+def build_windows(cupy: Any) -> SimpleNamespace:
+    """The unfold (im2col) and fold (col2im) kernels: one thread per output element each."""
+    ek = cupy.ElementwiseKernel
+    return SimpleNamespace(
+        unfold=ek(f"raw T x, {WINDOW_PARAMS}", "T cols", UNFOLD_SOURCE, "deepnet_unfold"),
+        fold=ek(f"raw T cols, {WINDOW_PARAMS}", "T dx", FOLD_SOURCE, "deepnet_fold"),
+    )

@@ -18,6 +18,7 @@ from .cupy_products import CupyProducts
 from .graphs import CudaGraphs
 from .memory import DeviceMemory
 from .ops import Array, DeviceRNG, Ops
+from .windows import Window, check_cols, check_image
 
 INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'deepnet[cuda12]' "
                 "or pip install 'deepnet[cuda13]'")
@@ -170,6 +171,40 @@ class FusedCupyOps(CupyOps):
         if self._philox is None:
             self._philox = build_philox_kernel(self.xp)
         return CounterRNG(self, seed, kernel=self._philox)
+
+    #: unfold/fold through the fused window kernels (``cupy_kernels.build_windows``); False: the
+    #: generic Array-API path (the CuPy-shaped backend, whose evaluator cannot run their loops)
+    fused_windows = True
+
+    def _window_kernels(self) -> Any:
+        k = self.__dict__.get("_windows_k")
+        if k is None:
+            k = self.__dict__["_windows_k"] = cupy_kernels.build_windows(self.xp)
+        return k
+
+    @staticmethod
+    def _window_args(c: int, h: int, w: int, oh: int, ow: int, win: Window) -> tuple:
+        return tuple(np.int32(v) for v in (c, h, w, oh, ow, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl,
+                                           win.dh, win.dw))
+
+    def unfold(self, x: Array, win: Window) -> Array:
+        """One kernel: each element of cols computes the pixel it copies (0 in the padding)."""
+        if not self.fused_windows:
+            return super().unfold(x, win)
+        n, c, h, w = check_image(x)
+        oh, ow = win.out_size(h, w)
+        cols = self.xp.empty((n * oh * ow, c * win.kh * win.kw), dtype=x.dtype)
+        self._window_kernels().unfold(self.xp.ascontiguousarray(x), *self._window_args(c, h, w, oh, ow, win), cols)
+        return cols
+
+    def fold(self, cols: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """One kernel, a gather: each pixel sums the entries of cols read from it (no atomics)."""
+        if not self.fused_windows:
+            return super().fold(cols, x_shape, win)
+        n, c, h, w, oh, ow = check_cols(cols, x_shape, win)
+        dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
+        self._window_kernels().fold(self.xp.ascontiguousarray(cols), *self._window_args(c, h, w, oh, ow, win), dx)
+        return dx
 
     def _arg(self, t: Any, v: Any) -> Any:
         """A kernel's scalar argument: a number (Python or NumPy) as type ``t``; a 0-d device

@@ -7,6 +7,7 @@ object given at construction (``products``: NumPy's ``np.dot`` or oneMKL).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from .memory import DeviceMemory
 from .ops import Array, DeviceRNG, Ops, is_one, store
 from .products import BLAS_NAMES, NumpyProducts, products_named
+from .windows import Window, check_cols, check_image
 
 
 class _NumpyRNG(DeviceRNG):
@@ -185,6 +187,63 @@ class NumpyOps(Ops):
         p *= scale / s
         p[rows, target] -= scale                      # scale · (softmax(z) − one_hot(y))
         return np.asarray(loss, dtype=logits.dtype), p
+
+    # Sliding windows: a loop over the kh·kw kernel taps (never over samples or pixels), each
+    # one strided copy (unfold) or add (fold) between the image in NHWC order and the tap's
+    # plane of cols, whose C index is then the fastest-moving on both sides.  N=64, C=32,
+    # 13x13, 3x3, padding 1, float32, 2-core AMD EPYC (shared, so ±50%), best of 60
+    # interleaved: unfold 5.2 ms against 8.8 ms for sliding_window_view + one reshape copy and
+    # 8.2 ms for as_strided + one copy into the cols layout (whose inner loops are kw long);
+    # fold 4.0 ms against 9.7 ms adding NCHW planes.  ``python tests/test_windows.py`` re-times.
+    def unfold(self, x: Array, win: Window) -> Array:
+        """im2col (see :meth:`Ops.unfold`): x copied once to a reused NHWC buffer, then one strided
+        copy per kernel tap into the (N, OH, OW, C, kh, kw) result (zeros first if padded)."""
+        n, c, h, w = check_image(x)
+        oh, ow = win.out_size(h, w)
+        kh, kw = win.kh, win.kw
+        taps = win.spans(h, w)
+        full = all(ro == slice(0, oh) and co == slice(0, ow) for _, _, ro, co, _, _ in taps)
+        out = (np.empty if full else np.zeros)((n, oh, ow, c, kh, kw), x.dtype)
+        if kh * kw == 1:                       # one tap: straight from NCHW
+            _, _, ro, co, ri, ci = taps[0]
+            out[:, ro, co, :, 0, 0] = x[:, :, ri, ci].transpose(0, 2, 3, 1)
+            return out.reshape(n * oh * ow, c)
+        nhwc = self._window_buffer((n, h, w, c), x.dtype)   # reused: C contiguous for every tap's copy
+        np.copyto(nhwc, x.transpose(0, 2, 3, 1))
+        for i, j, ro, co, ri, ci in taps:
+            if ro.stop > ro.start and co.stop > co.start:
+                out[:, ro, co, :, i, j] = nhwc[:, ri, ci, :]
+        return out.reshape(n * oh * ow, c * kh * kw)
+
+    def fold(self, cols: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """col2im (see :meth:`Ops.fold`): one strided ``np.add`` per kernel tap into an NHWC
+        accumulator, then one copy to NCHW."""
+        n, c, h, w, oh, ow = check_cols(cols, x_shape, win)
+        acc = np.zeros((n, h, w, c), cols.dtype)      # NHWC: each tap adds C-contiguous rows
+        planes = cols.reshape(n, oh, ow, c, win.kh, win.kw)
+        for i, j, ro, co, ri, ci in win.spans(h, w):
+            if ro.stop > ro.start and co.stop > co.start:
+                dst = acc[:, ri, ci, :]
+                np.add(dst, planes[:, ro, co, :, i, j], out=dst)
+        out = np.empty((n, c, h, w), cols.dtype)
+        np.copyto(out, acc.transpose(0, 3, 1, 2))
+        return out
+
+    def _window_buffer(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        """A scratch array of ``shape``, reused by this thread (unfold's NHWC copy of the input)."""
+        local = self.__dict__.get("_windows_local")
+        if local is None:
+            local = self.__dict__.setdefault("_windows_local", threading.local())
+        bufs = getattr(local, "bufs", None)
+        if bufs is None:
+            bufs = local.bufs = {}
+        key = (shape, np.dtype(dtype).char)
+        buf = bufs.get(key)
+        if buf is None:
+            if len(bufs) >= 4:
+                bufs.clear()
+            buf = bufs[key] = np.empty(shape, dtype)
+        return buf
 
     def _ones(self, n: int, dtype: Any) -> Array:
         key = (n, np.dtype(dtype).char)

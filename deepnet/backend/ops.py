@@ -22,6 +22,7 @@ from typing import Any
 
 from .graphs import StepGraphs
 from .memory import DeviceMemory
+from .windows import TableCache, Window, check_cols, check_image
 
 Array = Any
 
@@ -317,6 +318,63 @@ class Ops:
             out *= on - off
             out += off
         return out
+
+    # ------------------------------------------------------------------ sliding windows (im2col)
+    def unfold(self, x: Array, win: Window) -> Array:
+        """im2col: ``x`` (N, C, H, W) → cols (N·OH·OW, C·kh·kw), row (n, oh, ow), column (c, i, j),
+        ``cols[r, (c,i,j)] = x_pad[n, c, oh·sh + i·dh, ow·sw + j·dw]`` (0 in the padding).
+
+        Generic: zero-pad by slice assignment, then one ``take`` per call on the images
+        flattened to rows, through an int64 index table built (on the device, with Array-API
+        arithmetic) once per (C, H, W, window) and cached."""
+        xp = self.xp
+        n, c, h, w = check_image(x)
+        oh, ow = win.out_size(h, w)
+        hp, wp = h + win.pt + win.pb, w + win.pl + win.pr
+        if win.padded:
+            xpad = xp.zeros((n, c, hp, wp), dtype=x.dtype, **self.on_device)
+            xpad[:, :, win.pt:win.pt + h, win.pl:win.pl + w] = x
+        else:
+            xpad = x
+        idx = self._window_tables().get(("unfold", c, h, w, win), lambda: self._unfold_index(c, hp, wp, oh, ow, win))
+        cols = xp.take(xp.reshape(xpad, (n, c * hp * wp)), idx, axis=1)
+        return xp.reshape(cols, (n * oh * ow, c * win.kh * win.kw))
+
+    def fold(self, cols: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """col2im, the adjoint of :meth:`unfold`: cols (N·OH·OW, C·kh·kw) → (N, C, H, W), each entry
+        added to the pixel it was read from (overlaps summed, padding dropped).
+
+        Generic: a loop over the kh·kw kernel taps (never over samples or pixels); each adds
+        its plane of ``cols`` to a strided slice of the output, clipped to the image."""
+        xp = self.xp
+        n, c, h, w, oh, ow = check_cols(cols, x_shape, win)
+        out = xp.zeros((n, c, h, w), dtype=cols.dtype, **self.on_device)
+        taps = xp.permute_dims(xp.reshape(cols, (n, oh, ow, c, win.kh, win.kw)), (4, 5, 0, 3, 1, 2))
+        for i, j, ro, co, ri, ci in win.spans(h, w):
+            if ro.stop > ro.start and co.stop > co.start:
+                out[:, :, ri, ci] += taps[i, j, :, :, ro, co]
+        return out
+
+    def _window_tables(self) -> TableCache:
+        """This backend's cache of window index tables (created on first use)."""
+        cache = self.__dict__.get("_windows_cache")
+        if cache is None:
+            cache = self.__dict__["_windows_cache"] = TableCache()
+        return cache
+
+    def _unfold_index(self, c: int, hp: int, wp: int, oh: int, ow: int, win: Window) -> Array:
+        """Flat int64 indices into one padded image (C·Hp·Wp values) in unfold's (oh, ow, c, i, j)
+        order, computed on the device (no upload)."""
+        xp = self.xp
+
+        def axis(n: int, step: int, dim: int) -> Array:
+            shape = [1] * 5
+            shape[dim] = n
+            return xp.reshape(self.arange(n) * step, tuple(shape))
+
+        idx = (axis(oh, win.sh * wp, 0) + axis(ow, win.sw, 1) + axis(c, hp * wp, 2)
+               + axis(win.kh, win.dh * wp, 3) + axis(win.kw, win.dw, 4))
+        return xp.reshape(idx, (-1,))
 
     # ------------------------------------------------------------------ activations
     # Each forward returns a new array (its input is never modified).  Each backward

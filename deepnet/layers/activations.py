@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Array
+from ..errors import ShapeError
 from .base import Layer
 
 
@@ -37,9 +38,12 @@ class Activation(Layer):
     def _backward_(self, dy: Array, kept: Array) -> Array:
         raise NotImplementedError
 
+    #: whether the activation works on a batch of any rank (elementwise), not only rows
+    any_rank = True
+
     def forward(self, x: Array, training: bool = False) -> Array:
         if x.ndim != 2:
-            self._check_input(x, None)
+            self._check_input(x, None, any_rank=self.any_rank)
         y = self._forward(x)
         if training:
             self._cache = y if self.keep == "y" else x
@@ -92,6 +96,13 @@ class Softmax(Activation):
     """
 
     op, op_backward = "softmax", "softmax_backward_"
+    any_rank = False           # over the features of a row
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) != 1:
+            raise ShapeError(f"Softmax works on rows (n, k), got per-sample shape {tuple(in_shape)}: "
+                             "put Flatten before it")
+        return tuple(in_shape)
 
 
 class LeakyReLU(Activation):

@@ -185,6 +185,26 @@ class Layer:
         """Width of the output for an input of width ``n_in`` (default: unchanged)."""
         return n_in
 
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The per-sample input shape this layer requires, when it alone decides it (``Dense``:
+        (n_in,); ``Reshape``: its input width), so a network that starts with it knows its
+        input width; None: any (activations, dropout, convolutions of any image size).
+        Default: (n_in,) for a layer with an ``n_in`` attribute."""
+        n_in = getattr(self, "n_in", None)
+        return None if n_in is None else (int(n_in),)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-sample output shape for a per-sample input shape (rows (n, k) have shape
+        (k,); NCHW images (C, H, W)).  Raises :class:`ShapeError` for an input the layer cannot
+        take.  Default: :meth:`output_width` for rows; any other shape unchanged (an
+        elementwise layer).  Layers that change the shape of images override this."""
+        want = self.input_shape()
+        if want is not None and tuple(in_shape) != want:
+            raise ShapeError(f"{self.name} expects inputs of shape {want}, got per-sample shape {tuple(in_shape)}")
+        if len(in_shape) == 1:
+            return (self.output_width(in_shape[0]),)
+        return tuple(in_shape)
+
     def check_config(self, trial: bool | None = None) -> dict[str, Any]:
         """:meth:`get_config`, checked to rebuild this layer: plain data that the constructor
         accepts, giving the same parameter names and shapes; a layer without its own
@@ -285,7 +305,14 @@ class Layer:
                 f"forward(x, training=True) first (evaluation mode keeps nothing for backward)")
         return cache
 
-    def _check_input(self, x: Array, n_in: int | None) -> None:
+    def _check_input(self, x: Array, n_in: int | None, any_rank: bool = False) -> None:
+        """One-line errors for an input that is not a batch of rows of width ``n_in`` (``any_rank``:
+        a batch of any rank ≥ 2, for elementwise layers)."""
+        if any_rank:
+            if getattr(x, "ndim", 0) < 2:
+                raise ShapeError(f"{self.name} expects a batch (n, ...) of rank 2 or more, got an input of shape "
+                                 f"{tuple(getattr(x, 'shape', ()))}")
+            return
         if getattr(x, "ndim", None) != 2:
             raise ShapeError(
                 f"{self.name} expects a 2-D batch (n, {n_in if n_in is not None else 'features'}), "

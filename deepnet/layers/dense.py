@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Array
+from ..errors import ShapeError
 from ..initializers import get_initializer
 from .base import Layer
 
@@ -44,6 +45,12 @@ class Dense(Layer):
 
     def output_width(self, n_in: int) -> int:
         return self.n_out
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(in_shape) != (self.n_in,):
+            hint = ": put Flatten before it" if len(in_shape) > 1 else ""
+            raise ShapeError(f"Dense expects inputs of width {self.n_in}, got per-sample shape {tuple(in_shape)}{hint}")
+        return (self.n_out,)
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if x.ndim != 2 or x.shape[1] != self.n_in:

@@ -47,7 +47,7 @@ class Dropout(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         if x.ndim != 2:
-            self._check_input(x, None)
+            self._check_input(x, None, any_rank=True)
         if not training:
             self._cache = None
             return self.ops.copy(x)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Array, to_device, to_host
+from ..errors import ShapeError
 from .base import Layer
 
 
-def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int, xp: Any) -> Array:
+def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int | tuple[int, ...], xp: Any) -> Array:
     """∂f/∂x from ∂f/∂x̂ for x̂ = (x − μ)/σ over ``axis`` (n entries):
     (1/σ)·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))."""
     m1 = xp.mean(dxhat, axis=axis, keepdims=True)
@@ -76,16 +77,37 @@ class BatchNorm(Layer):
         if self.running_mean is not None:
             self.load_state_arrays(self.state_arrays())
 
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) not in (1, 3) or in_shape[0] != self.n_in:
+            raise ShapeError(f"BatchNorm({self.n_in}) expects rows ({self.n_in},) or images ({self.n_in}, H, W), "
+                             f"got per-sample shape {tuple(in_shape)}")
+        return tuple(in_shape)
+
+    def _axes(self, x: Array) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """(axes reduced over, the shape a per-feature vector broadcasts as): rows (n, k) reduce
+        over the batch; NCHW images over batch and pixels, per channel."""
+        if x.ndim == 2 and x.shape[1] == self.n_in:
+            return (0,), None
+        if x.ndim == 4 and x.shape[1] == self.n_in:
+            return (0, 2, 3), (1, self.n_in, 1, 1)
+        raise ShapeError(f"BatchNorm({self.n_in}) expects rows (n, {self.n_in}) or images (n, {self.n_in}, H, W), "
+                         f"got an input of shape {tuple(getattr(x, 'shape', ()))}")
+
     def forward(self, x: Array, training: bool = False) -> Array:
-        self._check_input(x, self.n_in)
+        """Rows: statistics per feature over the batch.  Images (n, C, H, W): per channel over the
+        batch and every pixel (m = n·H·W values each), as ``torch.nn.BatchNorm2d``."""
+        axes, bshape = self._axes(x)
         xp = self.ops.xp
         p = self._params
+        gamma, beta = p["gamma"].data, p["beta"].data
         if training:
-            n = x.shape[0]
+            n = 1
+            for a in axes:
+                n *= x.shape[a]
             if n < 2:
-                raise ValueError(f"BatchNorm needs at least 2 samples per training batch, got {n}")
-            mu = xp.mean(x, axis=0)
-            var = xp.var(x, axis=0)
+                raise ValueError(f"BatchNorm needs at least 2 values per feature in a training batch, got {n}")
+            mu = xp.mean(x, axis=axes)
+            var = xp.var(x, axis=axes)
             m = self.momentum
             # in place: a captured step (CUDA graph) replays writes into these very buffers
             self.running_mean *= m
@@ -95,12 +117,28 @@ class BatchNorm(Layer):
         else:
             mu, var = self.running_mean, self.running_var
         inv_std = 1.0 / xp.sqrt(var + self.eps)
+        if bshape is not None:
+            mu, inv_std = xp.reshape(mu, bshape), xp.reshape(inv_std, bshape)
+            gamma, beta = xp.reshape(gamma, bshape), xp.reshape(beta, bshape)
         xhat = (x - mu) * inv_std
-        self._cache = (xhat, inv_std) if training else None
-        return xhat * p["gamma"].data + p["beta"].data
+        self._cache = (xhat, inv_std, axes, bshape) if training else None
+        return xhat * gamma + beta
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        return _affine_normalize_backward(self, self._need_cache(), grad_output, need_input_grad, axis=0)
+        """∂f/∂γ = Σ dy ∘ x̂, ∂f/∂β = Σ dy (over the reduced axes); ∂f/∂x through
+        :func:`_normalize_backward` with dx̂ = dy ∘ γ."""
+        xhat, inv_std, axes, bshape = self._need_cache()
+        if bshape is None:
+            return _affine_normalize_backward(self, (xhat, inv_std), grad_output, need_input_grad, axis=0)
+        xp = self.ops.xp
+        g, b = self._params["gamma"], self._params["beta"]
+        dy = grad_output
+        g.grad[...] += xp.sum(dy * xhat, axis=axes)
+        b.grad[...] += xp.sum(dy, axis=axes)
+        if not need_input_grad:
+            return None
+        dy *= xp.reshape(g.data, bshape)
+        return _normalize_backward(dy, xhat, inv_std, axes, xp)
 
 
 class LayerNorm(Layer):

@@ -1,0 +1,70 @@
+"""Layers on batches of NCHW images: elementwise layers take any rank, BatchNorm is channel-wise
+on images, and a network walks per-sample shapes from rows to images and back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet.gradcheck import check_layer
+from deepnet.layers import BatchNorm, Dropout
+
+
+def _x(shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _layer(layer, backend):
+    layer.to(backend, "float64")
+    if not layer.initialized:
+        layer.initialize(np.random.default_rng(0))
+    return layer
+
+
+@pytest.mark.parametrize("make", [dn.ReLU, dn.Sigmoid, dn.Tanh, lambda: dn.LeakyReLU(0.1), dn.ELU, dn.GELU],
+                         ids=["relu", "sigmoid", "tanh", "leaky", "elu", "gelu"])
+def test_activations_take_images(backend, make):
+    report = check_layer(_layer(make(), backend), dn.to_device(_x((2, 3, 4, 5)), backend, dtype="float64"))
+    assert report.checked["input"] > 0          # check_layer raises GradCheckError on a mismatch
+
+
+def test_dropout_takes_images(backend):
+    layer = _layer(Dropout(0.4), backend)
+    x = dn.to_device(np.ones((2, 3, 4, 5)), backend, dtype="float64")
+    y = dn.to_host(layer.forward(x, training=True))
+    assert y.shape == (2, 3, 4, 5) and set(np.unique(y)) <= {0.0, 1 / 0.6}
+    np.testing.assert_array_equal(dn.to_host(layer.backward(dn.to_device(np.ones((2, 3, 4, 5)), backend,
+                                                                           dtype="float64"))), y)
+
+
+def test_batchnorm_on_images_is_per_channel(backend):
+    """Statistics per channel over batch and pixels: the same as torch.nn.BatchNorm2d (training
+    and evaluation, running averages with deepnet's momentum 0.9 = torch's 0.1), and its gradients."""
+    torch = pytest.importorskip("torch")
+    x = _x((4, 3, 5, 2))
+    bn = _layer(BatchNorm(3), backend)
+    ref = torch.nn.BatchNorm2d(3, momentum=0.1, eps=1e-5).double().train()
+    y = dn.to_host(bn.forward(dn.to_device(x, backend, dtype="float64"), training=True))
+    np.testing.assert_allclose(y, ref(torch.from_numpy(x)).detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(dn.to_host(bn.running_var), ref.running_var.numpy(), atol=1e-12)
+    ref.eval()
+    y = dn.to_host(bn.forward(dn.to_device(x, backend, dtype="float64")))
+    np.testing.assert_allclose(y, ref(torch.from_numpy(x)).detach().numpy(), atol=1e-12)
+    report = check_layer(_layer(BatchNorm(3), backend), dn.to_device(x, backend, dtype="float64"))
+    assert set(report.checked) == {"input", "gamma", "beta"}
+
+
+def test_batchnorm_shape_errors():
+    bn = _layer(BatchNorm(3), "numpy")
+    with pytest.raises(dn.ShapeError, match=r"BatchNorm\(3\) expects rows \(n, 3\) or images \(n, 3, H, W\), "
+                                            r"got an input of shape \(2, 4, 5, 5\)"):
+        bn.forward(np.zeros((2, 4, 5, 5)))
+    with pytest.raises(dn.ShapeError, match=r"Softmax works on rows"):
+        dn.Softmax().output_shape((3, 4, 4))
+
+
+def test_elementwise_layers_refuse_a_batch_of_scalars():
+    with pytest.raises(dn.ShapeError, match=r"ReLU expects a batch \(n, \.\.\.\) of rank 2 or more, got an input "
+                                            r"of shape \(5,\)"):
+        _layer(dn.ReLU(), "numpy").forward(np.zeros(5))
