@@ -37,6 +37,20 @@ _TO_TORCH: dict[str, Any] = {
     "BatchNorm": lambda L: ("BatchNorm1d", {"num_features": L.n_in, "eps": L.eps,
                                             "momentum": torch_bn_momentum(L.momentum)}),
     "LayerNorm": lambda L: ("LayerNorm", {"normalized_shape": L.n_in, "eps": L.eps}),
+    "Conv2D": lambda L: ("Conv2d", {"in_channels": L.in_channels, "out_channels": L.out_channels,
+                                    "kernel_size": tuple(L.kernel_size), "stride": tuple(L.stride),
+                                    "padding": L.padding if isinstance(L.padding, str) else tuple(L.padding),
+                                    "dilation": tuple(L.dilation), "groups": L.groups, "bias": L.bias}),
+    "MaxPool2D": lambda L: ("MaxPool2d", {"kernel_size": tuple(L.pool_size), "stride": tuple(L.stride),
+                                          "padding": tuple(L.padding)}),
+    "AvgPool2D": lambda L: ("AvgPool2d", {"kernel_size": tuple(L.pool_size), "stride": tuple(L.stride),
+                                          "padding": tuple(L.padding), "count_include_pad": True}),
+    "Flatten": lambda L: ("Flatten", {}),
+    "Reshape": lambda L: ("Unflatten", {"dim": 1, "unflattened_size": tuple(L.shape)}),
+}
+#: a layer that becomes several torch modules (no parameters): (torch.nn class name, kwargs) each
+_TO_TORCH_SEQUENCE: dict[str, Any] = {
+    "GlobalAvgPool2D": lambda L: [("AdaptiveAvgPool2d", {"output_size": 1}), ("Flatten", {})],
 }
 _RENAME = {"gamma": "weight", "beta": "bias"}
 
@@ -70,15 +84,31 @@ def deepnet_bn_momentum(torch_momentum: float | None, where: str = "BatchNorm1d"
     return _complement(m)
 
 
-def torch_modules(net: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The ``torch.nn`` class name and arguments for each layer, in order."""
-    out = []
+def torch_modules(net: Any) -> list[Any]:
+    """The ``torch.nn`` class name and arguments for each layer, in order (a list of them for a
+    layer that becomes a small ``Sequential``, e.g. GlobalAvgPool2D).  BatchNorm becomes
+    ``BatchNorm2d`` where it sees images, ``BatchNorm1d`` on rows."""
+    out: list[Any] = []
+    shape: tuple[int, ...] = (net.input_width,)
     for i, layer in enumerate(net.layers):
-        make = _TO_TORCH.get(type(layer).__name__)
-        if make is None:
+        kind = type(layer).__name__
+        many = _TO_TORCH_SEQUENCE.get(kind)
+        make = _TO_TORCH.get(kind)
+        if many is None and make is None:
             raise ValueError(f"layer {i} ({layer.name}) has no PyTorch equivalent")
-        out.append(make(layer))
+        entry = many(layer) if many is not None else make(layer)
+        if kind == "BatchNorm" and len(shape) == 3:
+            entry = ("BatchNorm2d", entry[1])
+        out.append(entry)
+        shape = tuple(layer.output_shape(shape))
     return out
+
+
+def _module(torch: Any, entry: Any) -> Any:
+    if isinstance(entry, list):
+        return torch.nn.Sequential(*(getattr(torch.nn, cls)(**kw) for cls, kw in entry))
+    cls, kw = entry
+    return getattr(torch.nn, cls)(**kw)
 
 
 def to_torch_state_dict(net: Any) -> dict[str, np.ndarray]:
@@ -99,7 +129,7 @@ def to_torch(net: Any) -> Any:
     """A ``torch.nn.Sequential`` computing the same function, weights loaded (float32)."""
     import torch
 
-    modules = [getattr(torch.nn, cls)(**kw) for cls, kw in torch_modules(net)]
+    modules = [_module(torch, entry) for entry in torch_modules(net)]
     seq = torch.nn.Sequential(*modules)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch_state_dict(net).items()}
     seq.load_state_dict(state)
@@ -132,6 +162,35 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
             layers.append(deepnet_layers.BatchNorm(m.num_features, momentum=momentum, eps=m.eps))
         elif cls == "LayerNorm":
             layers.append(deepnet_layers.LayerNorm(int(m.normalized_shape[0]), eps=m.eps))
+        elif cls == "BatchNorm2d":
+            momentum = deepnet_bn_momentum(m.momentum, f"module {i} (BatchNorm2d)")
+            layers.append(deepnet_layers.BatchNorm(m.num_features, momentum=momentum, eps=m.eps))
+        elif cls == "Conv2d":
+            if m.padding_mode != "zeros":
+                raise ValueError(f"module {i} (Conv2d): padding_mode={m.padding_mode!r}; deepnet pads with zeros")
+            layers.append(deepnet_layers.Conv2D(m.in_channels, m.out_channels, list(m.kernel_size),
+                                                stride=list(m.stride), dilation=list(m.dilation),
+                                                padding=m.padding if isinstance(m.padding, str) else list(m.padding),
+                                                groups=m.groups, bias=m.bias is not None))
+        elif cls in ("MaxPool2d", "AvgPool2d"):
+            pair = (lambda v: [v, v] if isinstance(v, int) else list(v))
+            if getattr(m, "ceil_mode", False) or (cls == "MaxPool2d" and pair(m.dilation) != [1, 1]):
+                raise ValueError(f"module {i} ({cls}): ceil_mode and dilation have no deepnet equivalent")
+            if cls == "AvgPool2d" and not m.count_include_pad:
+                raise ValueError(f"module {i} (AvgPool2d): count_include_pad=False has no deepnet equivalent")
+            make = deepnet_layers.MaxPool2D if cls == "MaxPool2d" else deepnet_layers.AvgPool2D
+            layers.append(make(pair(m.kernel_size), stride=pair(m.stride), padding=pair(m.padding)))
+        elif cls == "Sequential" and [type(c).__name__ for c in m] == ["AdaptiveAvgPool2d", "Flatten"] \
+                and m[0].output_size in (1, (1, 1)):
+            layers.append(deepnet_layers.GlobalAvgPool2D())          # what to_torch writes for it
+        elif cls == "Flatten":
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise ValueError(f"module {i} (Flatten): only start_dim=1, end_dim=-1 maps to deepnet's Flatten")
+            layers.append(deepnet_layers.Flatten())
+        elif cls == "Unflatten":
+            if m.dim != 1:
+                raise ValueError(f"module {i} (Unflatten): only dim=1 maps to deepnet's Reshape")
+            layers.append(deepnet_layers.Reshape(list(m.unflattened_size)))
         else:
             raise ValueError(f"module {i} ({cls}) has no deepnet equivalent")
     net = Network(layers, seed=seed, backend=backend)

@@ -73,6 +73,9 @@ class Network:
         self.input_width, self.output_width = self._check_widths()
         self._params = self._collect_params()
         self._param_list = list(self._params.values())
+        #: the lowest layer with parameters: backward stops there, asking it for no input error
+        #: (the layers below it, e.g. a Reshape, have no gradient to compute)
+        self._lowest_trained = next((i for i, layer in enumerate(self.layers) if layer.parameters()), 0)
         self._device_rng = None
         self._give_rng()
 
@@ -85,13 +88,13 @@ class Network:
         first: tuple[int, ...] | None = None
         for i, layer in enumerate(self.layers):
             want = layer.input_shape()
-            if want is not None and shape is not None and tuple(shape) != tuple(want) \
-                    and not _accepts(layer, shape):           # e.g. BatchNorm(C): rows (C,) or images (C, H, W)
-                if len(want) == 1 == len(shape):
+            if want is not None and shape is not None and tuple(shape) != tuple(want):
+                refusal = _refusal(layer, shape)            # None: it takes it (BatchNorm(C) on (C, H, W) images)
+                if refusal is not None and len(want) == 1 == len(shape):
                     raise ShapeError(f"Network: layer {i} ({layer.name}) expects inputs of width {want[0]}, "
                                      f"but the layers before it produce width {shape[0]}")
-                raise ShapeError(f"Network: layer {i} ({layer.name}) expects per-sample inputs of shape "
-                                 f"{tuple(want)}, but the layers before it produce shape {tuple(shape)}")
+                if refusal is not None:
+                    raise ShapeError(f"Network: layer {i} ({layer.name}): {refusal}")
             if want is not None and first is None:
                 first = tuple(want)
             if shape is None and want is None:
@@ -223,13 +226,15 @@ class Network:
 
     def backward(self, grad_output: Array) -> None:
         """Walk the layers in reverse: each receives the error from above, accumulates its
-        gradients and hands ẽ down.  The first layer's input error is not computed."""
+        gradients and hands ẽ down.  The lowest layer with parameters computes no input error,
+        and the layers below it (which have nothing to learn) are not visited."""
         layers = self.layers
         diag = self.diagnostics
         if diag is None:
-            for i in range(len(layers) - 1, 0, -1):
+            low = self._lowest_trained
+            for i in range(len(layers) - 1, low, -1):
                 grad_output = layers[i].backward(grad_output, True)
-            layers[0].backward(grad_output, False)
+            layers[low].backward(grad_output, False)
             return
         for i in range(len(layers) - 1, -1, -1):
             diag.record_error(i, grad_output)
@@ -314,10 +319,11 @@ class Network:
         return self._device_rng
 
 
-def _accepts(layer: Layer, shape: tuple[int, ...]) -> bool:
-    """Whether ``layer`` takes per-sample inputs of ``shape`` besides its declared input shape."""
+def _refusal(layer: Layer, shape: tuple[int, ...]) -> str | None:
+    """Why ``layer`` does not take per-sample inputs of ``shape`` (None: it does, besides its
+    declared input shape)."""
     try:
         layer.output_shape(shape)
-    except ShapeError:
-        return False
-    return True
+    except ShapeError as err:
+        return str(err)
+    return None

@@ -40,6 +40,7 @@ def test_guide_code_blocks_run_in_order(tmp_path, monkeypatch, capsys):
         exec(compile(src, f"{GUIDE}:{line}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "gradient check of Swish: passed" in out and "gradient check of Residual: passed" in out
+    assert "layer contract of PlainConv(c_in=3, c_out=4, k=3) on numpy: passed" in out      # section 8, images
     assert (tmp_path / "circle.npz").is_file() and not (tmp_path / "shift.npz").exists()
     assert namespace["result"]["accuracy"] > 0.9
 

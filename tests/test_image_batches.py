@@ -68,3 +68,35 @@ def test_elementwise_layers_refuse_a_batch_of_scalars():
     with pytest.raises(dn.ShapeError, match=r"ReLU expects a batch \(n, \.\.\.\) of rank 2 or more, got an input "
                                             r"of shape \(5,\)"):
         _layer(dn.ReLU(), "numpy").forward(np.zeros(5))
+
+
+def test_a_convolutional_network_goes_to_pytorch_and_back():
+    """to_torch gives torch.nn.Conv2d / BatchNorm2d / MaxPool2d / ... computing the same function;
+    from_torch rebuilds the same deepnet network."""
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch, to_torch
+
+    layers = [dn.Reshape([1, 12, 10]), dn.Conv2D(1, 4, 3, padding="same"), dn.BatchNorm(4), dn.ReLU(),
+              dn.MaxPool2D(2), dn.Conv2D(4, 6, [2, 3], stride=[1, 2], dilation=[2, 1], padding=[1, 0], groups=2),
+              dn.AvgPool2D(2, stride=1, padding=1), dn.GlobalAvgPool2D(), dn.Dense(6, 3)]
+    net = dn.Network(layers, seed=0)
+    X = np.random.default_rng(0).random((5, 120), dtype=np.float32)
+    net.fit(X, np.arange(5) % 3, epochs=1, batch_size=5, loss="xent", optimizer="adam")   # running statistics move
+    module = to_torch(net)
+    kinds = [type(m).__name__ for m in module]
+    assert kinds[:5] == ["Unflatten", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"] and kinds[-1] == "Linear"
+    want = dn.to_host(net.predict(X))
+    np.testing.assert_allclose(module(torch.from_numpy(X)).detach().numpy(), want, rtol=1e-5, atol=1e-6)
+    back = from_torch(module)
+    np.testing.assert_array_equal(dn.to_host(back.predict(X)), want)
+    assert [type(layer).__name__ for layer in back.layers] == [type(layer).__name__ for layer in layers]
+
+
+def test_network_shape_errors_name_the_layer():
+    with pytest.raises(dn.ShapeError, match=r"layer 2 \(Dense\): Dense expects inputs of width 16, got per-sample "
+                                            r"shape \(4, 2, 2\): put Flatten before it"):
+        dn.Network([dn.Reshape([1, 4, 4]), dn.Conv2D(1, 4, 3), dn.Dense(16, 2)])
+    with pytest.raises(dn.ShapeError, match=r"the last layer outputs per-sample shape \(4, 2, 2\).*end with Flatten"):
+        dn.Network([dn.Reshape([1, 4, 4]), dn.Conv2D(1, 4, 3)])
+    net = dn.Network([dn.Reshape([1, 4, 4]), dn.Conv2D(1, 4, 3), dn.BatchNorm(4), dn.Flatten(), dn.Dense(16, 2)])
+    assert (net.input_width, net.output_width) == (16, 2) and "(n, 4, 2, 2)" in net.summary()
