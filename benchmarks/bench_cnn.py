@@ -58,7 +58,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("deepnet", "pytorch")
 TARGET = 0.7          # issue 16: deepnet ≥ 0.7 × PyTorch's samples/s on the CPU
-OPS_TIMED = ("unfold", "fold", "linear", "gemm", "add_bias_", "sum_rows", "relu", "relu_backward_")
+OPS_TIMED = ("unfold", "fold", "unfold_t", "fold_t", "linear", "gemm", "add_bias_", "sum_rows", "relu", "relu_backward_")
 
 
 # ---------------------------------------------------------------------------- parent: data

@@ -163,6 +163,76 @@ def test_results_are_fresh_arrays(backend, rng):
     np.testing.assert_array_equal(to_host(a), a_host)
 
 
+# ------------------------------------------------------------------ the transposed layout (unfold_t / fold_t)
+@grid
+def test_unfold_t_is_unfold_transposed(backend, rng, kernel, stride, dil):
+    for win, shape, fits in cases(kernel, stride, dil):
+        x = rng.standard_normal(shape)
+        if not fits:
+            with pytest.raises(ValueError, match="does not fit"):
+                backend.unfold_t(on(backend, x), win)
+            continue
+        got = to_host(backend.unfold_t(on(backend, x), win))
+        np.testing.assert_array_equal(got, naive_unfold(x, win).T, err_msg=str((win, shape)))
+
+
+@grid
+def test_fold_t_is_fold_transposed_and_the_adjoint(backend, rng, kernel, stride, dil):
+    for win, shape, fits in cases(kernel, stride, dil):
+        if not fits:
+            continue
+        oh, ow = win.out_size(*shape[2:])
+        x = rng.standard_normal(shape)
+        c = rng.standard_normal((shape[1] * win.kh * win.kw, shape[0] * oh * ow))
+        f = to_host(backend.fold_t(on(backend, c), shape, win))
+        assert f.shape == shape and f.dtype == np.float64
+        np.testing.assert_allclose(f, naive_fold(c.T, shape, win), rtol=1e-13, atol=1e-13, err_msg=str((win, shape)))
+        u = to_host(backend.unfold_t(on(backend, x), win))
+        lhs, rhs = float(np.vdot(u, c)), float(np.vdot(x, f))
+        assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs)), (win, shape, lhs, rhs)
+
+
+def test_transposed_layout_float32_fresh_and_errors(backend, rng):
+    win = Window(3, 3, 2, 2, 1, 1, 1, 1)
+    x = rng.standard_normal((2, 3, 7, 5)).astype(np.float32)
+    a = backend.unfold_t(on(backend, x), win)
+    assert backend.dtype_name(a.dtype) == "float32" and tuple(a.shape) == (27, 2 * 4 * 3)
+    a_host = np.array(to_host(a), copy=True)
+    backend.unfold_t(on(backend, 2 * x), win)           # no reused buffer handed back
+    np.testing.assert_array_equal(to_host(a), a_host)
+    back = backend.fold_t(a, (2, 3, 7, 5), win)
+    assert backend.dtype_name(back.dtype) == "float32" and tuple(back.shape) == (2, 3, 7, 5)
+    ref = naive_fold(naive_unfold(x.astype(np.float64), win), (2, 3, 7, 5), win)
+    np.testing.assert_allclose(to_host(back), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"unfold_t: expected a 4-D \(N, C, H, W\) array, got shape \(5, 5\)"):
+        backend.unfold_t(on(backend, np.zeros((5, 5))), win)
+    with pytest.raises(ValueError, match=r"fold_t: expected cols_t of shape \(18, 18\) .* got \(9, 18\)"):
+        backend.fold_t(on(backend, np.zeros((9, 18))), (2, 2, 5, 5), Window(3, 3))
+
+
+def test_transposed_generic_path_on_numpy_matches_numpy_backend(rng):
+    generic, fast = Ops(np), NumpyOps()
+    for kernel, stride, dil in itertools.product(KERNELS, STRIDES, DILATIONS):
+        for win, shape, fits in cases(kernel, stride, dil):
+            if fits:
+                x = rng.standard_normal(shape)
+                np.testing.assert_array_equal(generic.unfold_t(x, win), fast.unfold_t(x, win))
+                c = fast.unfold_t(rng.standard_normal(shape), win)
+                np.testing.assert_allclose(generic.fold_t(c, shape, win), fast.fold_t(c, shape, win), rtol=1e-13,
+                                           atol=1e-13)
+
+
+def test_unfold_t_scratch_border_stays_zero(rng):
+    """NumpyOps reuses its padded channel-major scratch per shape: a padded call after an unpadded
+    one of the same padded shape must still see zeros in the border."""
+    ops = NumpyOps()
+    big = rng.standard_normal((2, 3, 7, 7))
+    ops.unfold_t(big, Window(3, 3))                     # fills a (3, 2, 7, 7) scratch entirely
+    small = rng.standard_normal((2, 3, 5, 5))
+    win = Window(3, 3, 1, 1, 1, 1, 1, 1)                # the same (3, 2, 7, 7) scratch, border zeroed
+    np.testing.assert_array_equal(ops.unfold_t(small, win), naive_unfold(small, win).T)
+
+
 # ------------------------------------------------------------------ errors and the Window type
 def test_out_size():
     assert Window(3, 3).out_size(7, 5) == (5, 3)
@@ -230,6 +300,20 @@ def test_no_host_syncs_after_the_first_call(rng):
         assert isinstance(cols, ops.xp.ndarray) and isinstance(back, ops.xp.ndarray)
 
 
+@pytest.mark.cupy_shaped
+def test_transposed_no_host_syncs_after_the_first_call(rng):
+    with deepnet.use_backend("cupy-shaped") as ops:
+        win = Window(3, 3, 2, 2, 1, 1, 1, 1)
+        x = to_device(rng.standard_normal((2, 3, 7, 5)).astype(np.float32), ops)
+        ops.fold_t(ops.unfold_t(x, win), (2, 3, 7, 5), win)
+        ops.xp.host_syncs.reset()
+        for _ in range(3):
+            cols_t = ops.unfold_t(x, win)
+            back = ops.fold_t(cols_t, (2, 3, 7, 5), win)
+        assert ops.xp.host_syncs.count == 0 and ops.xp.host_syncs.uploads == 0, ops.xp.host_syncs
+        assert isinstance(cols_t, ops.xp.ndarray) and isinstance(back, ops.xp.ndarray)
+
+
 # ------------------------------------------------------------------ the fused CUDA kernels, as C++
 def _compile_kernels(tmp_path) -> ctypes.CDLL:
     """The CUDA kernels' bodies in a C++ loop over ``i`` (T = double, raw arrays as pointers)."""
@@ -269,6 +353,45 @@ def test_cuda_kernel_source_as_cpp(tmp_path, rng):
             c = rng.standard_normal(cols.shape)
             back = call(lib.fold, c, np.full(shape, np.nan), shape, win)
             np.testing.assert_allclose(back, naive_fold(c, shape, win), rtol=1e-13, atol=1e-13,
+                                       err_msg=str((win, shape)))
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to run the CUDA kernels' C source on the CPU")
+def test_cuda_transposed_kernel_source_as_cpp(tmp_path, rng):
+    """The unfold_t / fold_t kernels' bodies in a C++ loop over ``i`` (T = double)."""
+    ck = cupy_kernels
+    params = ", ".join(f"int {p.split()[1]}" for p in ck.WINDOW_T_PARAMS.split(","))
+    src = "#include <cstddef>\ntypedef double T;\n"
+    for name, inp, outp, body in (("unfold_t", "x", "cols_t", ck.UNFOLD_T_SOURCE),
+                                  ("fold_t", "cols_t", "dx", ck.FOLD_T_SOURCE)):
+        src += (f'extern "C" void {name}(const T* {inp}, {params}, T* out_, ptrdiff_t size_) {{\n'
+                f"  for (ptrdiff_t i = 0; i < size_; ++i) {{ T& {outp} = out_[i];\n{body}\n  }}\n}}\n")
+    (tmp_path / "kt.cpp").write_text(src)
+    subprocess.run(["g++", "-O1", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(tmp_path / "kt.so"),
+                    str(tmp_path / "kt.cpp")], check=True, capture_output=True, text=True)
+    lib = ctypes.CDLL(str(tmp_path / "kt.so"))
+    dptr = ctypes.POINTER(ctypes.c_double)
+
+    def call(fn, inp: np.ndarray, out: np.ndarray, shape, win: Window) -> np.ndarray:
+        n, c, h, w = shape
+        oh, ow = win.out_size(h, w)
+        ints = [n, c, h, w, oh, ow, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl, win.dh, win.dw]
+        fn(np.ascontiguousarray(inp).ctypes.data_as(dptr), *map(ctypes.c_int, ints), out.ctypes.data_as(dptr),
+           ctypes.c_ssize_t(out.size))
+        return out
+
+    for kernel, stride, dil in itertools.product(KERNELS, STRIDES, DILATIONS):
+        for win, shape, fits in cases(kernel, stride, dil):
+            if not fits:
+                continue
+            oh, ow = win.out_size(*shape[2:])
+            x = rng.standard_normal(shape)
+            cols_t = call(lib.unfold_t, x, np.full((shape[1] * win.kh * win.kw, shape[0] * oh * ow), np.nan),
+                          shape, win)
+            np.testing.assert_array_equal(cols_t, naive_unfold(x, win).T, err_msg=str((win, shape)))
+            c = rng.standard_normal(cols_t.shape)
+            back = call(lib.fold_t, c, np.full(shape, np.nan), shape, win)
+            np.testing.assert_allclose(back, naive_fold(c.T, shape, win), rtol=1e-13, atol=1e-13,
                                        err_msg=str((win, shape)))
 
 

@@ -77,11 +77,61 @@ dx = acc;
 WINDOW_PARAMS = "int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 kh, int32 kw, int32 sh, int32 sw, " \
                 "int32 pt, int32 pl, int32 dh, int32 dw"
 
+# The transposed layout (``ops.unfold_t`` / ``ops.fold_t``): cols_t (C·kh·kw, N·OH·OW), row
+# (c, i, j), column (n, oh, ow).  unfold_t: one thread per entry of cols_t, consecutive threads
+# along ow (coalesced stores, reads along an image row); fold_t: the same gather as fold, whose
+# reads are now coalesced too (consecutive pixels read consecutive columns of cols_t).
+UNFOLD_T_SOURCE = """
+ptrdiff_t t = i;
+const int ox = t % OW; t /= OW;
+const int oy = t % OH; t /= OH;
+const int nn = t % N; t /= N;
+const int kj = t % kw; t /= kw;
+const int ki = t % kh; t /= kh;
+const int ch = t;
+const int y = oy * sh + ki * dh - pt;
+const int xx = ox * sw + kj * dw - pl;
+cols_t = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[(((ptrdiff_t)nn * C + ch) * H + y) * W + xx] : T(0);
+"""
+
+FOLD_T_SOURCE = """
+ptrdiff_t t = i;
+const int xx = t % W; t /= W;
+const int y = t % H; t /= H;
+const int ch = t % C; t /= C;
+const int yp = y + pt;
+const int xp = xx + pl;
+const ptrdiff_t NP = (ptrdiff_t)N * OH * OW;
+T acc = T(0);
+for (int ki = 0; ki < kh; ++ki) {
+    const int r = yp - ki * dh;
+    if (r < 0) break;
+    if (r % sh != 0) continue;
+    const int oy = r / sh;
+    if (oy >= OH) continue;
+    for (int kj = 0; kj < kw; ++kj) {
+        const int s = xp - kj * dw;
+        if (s < 0) break;
+        if (s % sw != 0) continue;
+        const int ox = s / sw;
+        if (ox >= OW) continue;
+        acc += cols_t[((ptrdiff_t)(ch * kh + ki) * kw + kj) * NP + (t * OH + oy) * OW + ox];
+    }
+}
+dx = acc;
+"""
+
+#: the scalar parameters both transposed window kernels take, in this order
+WINDOW_T_PARAMS = "int32 N, " + WINDOW_PARAMS
+
 
 def build_windows(cupy: Any) -> SimpleNamespace:
-    """The unfold (im2col) and fold (col2im) kernels: one thread per output element each."""
+    """The unfold (im2col) and fold (col2im) kernels, plain and transposed: one thread per output
+    element each."""
     ek = cupy.ElementwiseKernel
     return SimpleNamespace(
         unfold=ek(f"raw T x, {WINDOW_PARAMS}", "T cols", UNFOLD_SOURCE, "deepnet_unfold"),
         fold=ek(f"raw T cols, {WINDOW_PARAMS}", "T dx", FOLD_SOURCE, "deepnet_fold"),
+        unfold_t=ek(f"raw T x, {WINDOW_T_PARAMS}", "T cols_t", UNFOLD_T_SOURCE, "deepnet_unfold_t"),
+        fold_t=ek(f"raw T cols_t, {WINDOW_T_PARAMS}", "T dx", FOLD_T_SOURCE, "deepnet_fold_t"),
     )

@@ -17,7 +17,7 @@ from .counter_rng import CounterRNG, build_philox_kernel
 from .cupy_products import CupyProducts
 from .graphs import CudaGraphs
 from .memory import DeviceMemory
-from .ops import Array, DeviceRNG, Ops
+from .ops import Array, DeviceRNG, Ops, check_cols_t
 from .windows import Window, check_cols, check_image
 
 INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'deepnet[cuda12]' "
@@ -204,6 +204,27 @@ class FusedCupyOps(CupyOps):
         n, c, h, w, oh, ow = check_cols(cols, x_shape, win)
         dx = self.xp.empty((n, c, h, w), dtype=cols.dtype)
         self._window_kernels().fold(self.xp.ascontiguousarray(cols), *self._window_args(c, h, w, oh, ow, win), dx)
+        return dx
+
+    def unfold_t(self, x: Array, win: Window) -> Array:
+        """One kernel: each element of cols_t computes the pixel it copies (0 in the padding)."""
+        if not self.fused_windows:
+            return super().unfold_t(x, win)
+        n, c, h, w = check_image(x, "unfold_t")
+        oh, ow = win.out_size(h, w)
+        cols_t = self.xp.empty((c * win.kh * win.kw, n * oh * ow), dtype=x.dtype)
+        self._window_kernels().unfold_t(self.xp.ascontiguousarray(x), np.int32(n),
+                                        *self._window_args(c, h, w, oh, ow, win), cols_t)
+        return cols_t
+
+    def fold_t(self, cols_t: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """One kernel, a gather: each pixel sums the entries of cols_t read from it (no atomics)."""
+        if not self.fused_windows:
+            return super().fold_t(cols_t, x_shape, win)
+        n, c, h, w, oh, ow = check_cols_t(cols_t, x_shape, win)
+        dx = self.xp.empty((n, c, h, w), dtype=cols_t.dtype)
+        self._window_kernels().fold_t(self.xp.ascontiguousarray(cols_t), np.int32(n),
+                                      *self._window_args(c, h, w, oh, ow, win), dx)
         return dx
 
     def _arg(self, t: Any, v: Any) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .memory import DeviceMemory
-from .ops import Array, DeviceRNG, Ops, is_one, store
+from .ops import Array, DeviceRNG, Ops, check_cols_t, is_one, store
 from .products import BLAS_NAMES, NumpyProducts, products_named
 from .windows import Window, check_cols, check_image
 
@@ -229,18 +229,57 @@ class NumpyOps(Ops):
         np.copyto(out, acc.transpose(0, 3, 1, 2))
         return out
 
-    def _window_buffer(self, shape: tuple[int, ...], dtype: Any) -> Array:
-        """A scratch array of ``shape``, reused by this thread (unfold's NHWC copy of the input)."""
+    # The transposed layout (Conv2D's): the patches' long axis (n, oh, ow) is contiguous, so
+    # each tap is one strided copy (unfold_t) or add (fold_t) of (C, N, OH, OW) planes whose inner
+    # runs are image rows.  N=128, C=32, 13x13, 3x3, float32, 1 thread, 2-core AMD EPYC under
+    # load, median of 40 interleaved: unfold_t 8.6 ms (unfold 37 ms), fold_t 18 ms (fold 43 ms);
+    # the channel-major copy first beats copying each tap from the transposed NCHW view (11 ms),
+    # adding straight into NCHW beats a channel-major accumulator and a final copy (21 ms).
+    def unfold_t(self, x: Array, win: Window) -> Array:
+        """im2col transposed (see :meth:`Ops.unfold_t`): x copied once, zero-padded, to a reused
+        channel-major (C, N, Hp, Wp) buffer, then one strided copy per kernel tap into the
+        (C, kh, kw, N, OH, OW) result."""
+        n, c, h, w = check_image(x, "unfold_t")
+        oh, ow = win.out_size(h, w)
+        kh, kw, sh, sw, pt, pl = win.kh, win.kw, win.sh, win.sw, win.pt, win.pl
+        hp, wp = h + pt + win.pb, w + pl + win.pr
+        xc = self._window_buffer((c, n, hp, wp), x.dtype, "unfold_t")
+        if win.padded:                          # the border: zeros (the buffer is shared by shape)
+            xc[:, :, :pt], xc[:, :, pt + h:], xc[:, :, :, :pl], xc[:, :, :, pl + w:] = 0, 0, 0, 0
+        np.copyto(xc[:, :, pt:pt + h, pl:pl + w], x.transpose(1, 0, 2, 3))
+        out = np.empty((c, kh, kw, n, oh, ow), x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                r0, c0 = i * win.dh, j * win.dw
+                out[:, i, j] = xc[:, :, r0:r0 + (oh - 1) * sh + 1:sh, c0:c0 + (ow - 1) * sw + 1:sw]
+        return out.reshape(c * kh * kw, n * oh * ow)
+
+    def fold_t(self, cols_t: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """col2im transposed (see :meth:`Ops.fold_t`): one strided ``np.add`` per kernel tap,
+        clipped to the image, straight into the NCHW result viewed channel-major."""
+        n, c, h, w, oh, ow = check_cols_t(cols_t, x_shape, win)
+        out = np.zeros((n, c, h, w), cols_t.dtype)
+        acc = out.transpose(1, 0, 2, 3)
+        taps = cols_t.reshape(c, win.kh, win.kw, n, oh, ow)
+        for i, j, ro, co, ri, ci in win.spans(h, w):
+            if ro.stop > ro.start and co.stop > co.start:
+                dst = acc[:, :, ri, ci]
+                np.add(dst, taps[:, i, j, :, ro, co], out=dst)
+        return out
+
+    def _window_buffer(self, shape: tuple[int, ...], dtype: Any, tag: str = "") -> Array:
+        """A scratch array of ``shape``, reused by this thread for the same ``tag`` (unfold's NHWC
+        copy of the input, unfold_t's channel-major one)."""
         local = self.__dict__.get("_windows_local")
         if local is None:
             local = self.__dict__.setdefault("_windows_local", threading.local())
         bufs = getattr(local, "bufs", None)
         if bufs is None:
             bufs = local.bufs = {}
-        key = (shape, np.dtype(dtype).char)
+        key = (tag, shape, np.dtype(dtype).char)
         buf = bufs.get(key)
         if buf is None:
-            if len(bufs) >= 4:
+            if len(bufs) >= 8:
                 bufs.clear()
             buf = bufs[key] = np.empty(shape, dtype)
         return buf

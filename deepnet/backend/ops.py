@@ -44,6 +44,19 @@ def store(res: Array, out: Array | None, accumulate: bool) -> Array:
     return out
 
 
+def check_cols_t(cols_t: Array, x_shape: tuple[int, ...], win: Window) -> tuple[int, int, int, int, int, int]:
+    """(N, C, H, W, OH, OW) for ``fold_t(cols_t, x_shape, win)``; ValueError on a mismatch."""
+    if len(x_shape) != 4:
+        raise ValueError(f"fold_t: expected x_shape (N, C, H, W), got {tuple(x_shape)}")
+    n, c, h, w = (int(d) for d in x_shape)
+    oh, ow = win.out_size(h, w)
+    want = (c * win.kh * win.kw, n * oh * ow)
+    if tuple(cols_t.shape) != want:
+        raise ValueError(f"fold_t: expected cols_t of shape {want} (C*kh*kw, N*OH*OW) for x_shape {(n, c, h, w)}, "
+                         f"got {tuple(cols_t.shape)}")
+    return n, c, h, w, oh, ow
+
+
 class DeviceRNG:
     """Random numbers drawn where the arrays live, seeded from the run's host generator.
 
@@ -353,6 +366,43 @@ class Ops:
         for i, j, ro, co, ri, ci in win.spans(h, w):
             if ro.stop > ro.start and co.stop > co.start:
                 out[:, :, ri, ci] += taps[i, j, :, :, ro, co]
+        return out
+
+    def unfold_t(self, x: Array, win: Window) -> Array:
+        """im2col transposed: ``x`` (N, C, H, W) → cols_t (C·kh·kw, N·OH·OW), row (c, i, j), column
+        (n, oh, ow), both in C order; as values ``unfold(x, win).T`` (a contiguous array).  The
+        layout of ``W₂ · cols_t`` (Conv2D): the patches' long axis is the product's inner one.
+
+        Generic: zero-pad, view the image channel-major (C, N, Hp, Wp), and copy its kh·kw
+        strided slices (one per kernel tap) into the (C, kh, kw, N, OH, OW) result."""
+        xp = self.xp
+        n, c, h, w = check_image(x, "unfold_t")
+        oh, ow = win.out_size(h, w)
+        if win.padded:
+            xpad = xp.zeros((n, c, h + win.pt + win.pb, w + win.pl + win.pr), dtype=x.dtype, **self.on_device)
+            xpad[:, :, win.pt:win.pt + h, win.pl:win.pl + w] = x
+        else:
+            xpad = x
+        xc = xp.permute_dims(xpad, (1, 0, 2, 3))
+        out = xp.empty((c, win.kh, win.kw, n, oh, ow), dtype=x.dtype, **self.on_device)
+        for i in range(win.kh):
+            for j in range(win.kw):
+                r0, c0 = i * win.dh, j * win.dw
+                out[:, i, j, ...] = xc[:, :, r0:r0 + (oh - 1) * win.sh + 1:win.sh, c0:c0 + (ow - 1) * win.sw + 1:win.sw]
+        return xp.reshape(out, (c * win.kh * win.kw, n * oh * ow))
+
+    def fold_t(self, cols_t: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """col2im transposed, the adjoint of :meth:`unfold_t`: cols_t (C·kh·kw, N·OH·OW) →
+        (N, C, H, W); as values ``fold(cols_t.T, x_shape, win)``.
+
+        Generic: one strided add per kernel tap (never per sample or pixel), clipped to the image."""
+        xp = self.xp
+        n, c, h, w, oh, ow = check_cols_t(cols_t, x_shape, win)
+        out = xp.zeros((n, c, h, w), dtype=cols_t.dtype, **self.on_device)
+        taps = xp.reshape(cols_t, (c, win.kh, win.kw, n, oh, ow))
+        for i, j, ro, co, ri, ci in win.spans(h, w):
+            if ro.stop > ro.start and co.stop > co.start:
+                out[:, :, ri, ci] += xp.permute_dims(taps[:, i, j, :, ro, co], (1, 0, 2, 3))
         return out
 
     def _window_tables(self) -> TableCache:
