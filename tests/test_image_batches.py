@@ -100,3 +100,32 @@ def test_network_shape_errors_name_the_layer():
         dn.Network([dn.Reshape([1, 4, 4]), dn.Conv2D(1, 4, 3)])
     net = dn.Network([dn.Reshape([1, 4, 4]), dn.Conv2D(1, 4, 3), dn.BatchNorm(4), dn.Flatten(), dn.Dense(16, 2)])
     assert (net.input_width, net.output_width) == (16, 2) and "(n, 4, 2, 2)" in net.summary()
+
+
+def test_a_convolutional_run_resumes_exactly(tmp_path):
+    """Checkpoints and resume cover the image layers: stopped inside epoch 2 and resumed, the
+    same weights (and BatchNorm statistics) as one uninterrupted run."""
+    from deepnet.callbacks import Callback
+
+    def make():
+        return dn.Network([dn.Reshape([1, 6, 6]), dn.Conv2D(1, 3, 3, padding="same"), dn.BatchNorm(3), dn.ReLU(),
+                           dn.MaxPool2D(2), dn.Flatten(), dn.Dropout(0.2), dn.Dense(27, 3)],
+                          seed=4, loss="xent", optimizer=dn.Adam(1e-2))
+
+    class StopAt(Callback):
+        def on_batch_end(self, net, step, logs):
+            if step == 7:
+                net.stop_training = True
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 36), dtype=np.float32), rng.integers(0, 3, 40)
+    ref = make()
+    ref.fit(X, y, epochs=3, batch_size=8)
+    run = make()
+    run.fit(X, y, epochs=3, batch_size=8, callbacks=[StopAt()], checkpoint=tmp_path)
+    again = make()
+    again.fit(X, y, epochs=3, batch_size=8, checkpoint=tmp_path, resume=True)
+    w0, w1 = ref.get_weights(), again.get_weights()
+    for k in w0:
+        np.testing.assert_array_equal(dn.to_host(w0[k]), dn.to_host(w1[k]), err_msg=k)
+    np.testing.assert_array_equal(dn.to_host(ref.layers[2].running_var), dn.to_host(again.layers[2].running_var))
