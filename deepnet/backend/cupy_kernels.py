@@ -46,32 +46,39 @@ cols = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[((t * C + ch) * H + y) * W + x
 # A gather (one thread per pixel, no atomics): the pixel at padded (yp, xp) was read by tap
 # (ki, kj) of output (oy, ox) iff yp − ki·dh = oy·sh and xp − kj·dw = ox·sw with 0 ≤ oy < OH,
 # 0 ≤ ox < OW; the taps' rows decrease with ki, so the loops stop at the first negative one.
-FOLD_SOURCE = """
+def _gather(setup: str, read: str) -> str:
+    """The body of a fold kernel: each pixel sums the entries of the patches that read it;
+    ``setup`` declares what ``read``, the entry of tap (ki, kj) at output (oy, ox), needs."""
+    return f"""
 ptrdiff_t t = i;
 const int xx = t % W; t /= W;
 const int y = t % H; t /= H;
 const int ch = t % C; t /= C;
 const int yp = y + pt;
 const int xp = xx + pl;
-const ptrdiff_t K = (ptrdiff_t)kh * kw;
+{setup}
 T acc = T(0);
-for (int ki = 0; ki < kh; ++ki) {
+for (int ki = 0; ki < kh; ++ki) {{
     const int r = yp - ki * dh;
     if (r < 0) break;
     if (r % sh != 0) continue;
     const int oy = r / sh;
     if (oy >= OH) continue;
-    for (int kj = 0; kj < kw; ++kj) {
+    for (int kj = 0; kj < kw; ++kj) {{
         const int s = xp - kj * dw;
         if (s < 0) break;
         if (s % sw != 0) continue;
         const int ox = s / sw;
         if (ox >= OW) continue;
-        acc += cols[(((t * OH + oy) * OW + ox) * C + ch) * K + ki * kw + kj];
-    }
-}
+        acc += {read};
+    }}
+}}
 dx = acc;
 """
+
+
+FOLD_SOURCE = _gather("const ptrdiff_t K = (ptrdiff_t)kh * kw;",
+                      "cols[(((t * OH + oy) * OW + ox) * C + ch) * K + ki * kw + kj]")
 
 #: the scalar parameters both window kernels take, in this order
 WINDOW_PARAMS = "int32 C, int32 H, int32 W, int32 OH, int32 OW, int32 kh, int32 kw, int32 sh, int32 sw, " \
@@ -94,32 +101,8 @@ const int xx = ox * sw + kj * dw - pl;
 cols_t = (y >= 0 && y < H && xx >= 0 && xx < W) ? x[(((ptrdiff_t)nn * C + ch) * H + y) * W + xx] : T(0);
 """
 
-FOLD_T_SOURCE = """
-ptrdiff_t t = i;
-const int xx = t % W; t /= W;
-const int y = t % H; t /= H;
-const int ch = t % C; t /= C;
-const int yp = y + pt;
-const int xp = xx + pl;
-const ptrdiff_t NP = (ptrdiff_t)N * OH * OW;
-T acc = T(0);
-for (int ki = 0; ki < kh; ++ki) {
-    const int r = yp - ki * dh;
-    if (r < 0) break;
-    if (r % sh != 0) continue;
-    const int oy = r / sh;
-    if (oy >= OH) continue;
-    for (int kj = 0; kj < kw; ++kj) {
-        const int s = xp - kj * dw;
-        if (s < 0) break;
-        if (s % sw != 0) continue;
-        const int ox = s / sw;
-        if (ox >= OW) continue;
-        acc += cols_t[((ptrdiff_t)(ch * kh + ki) * kw + kj) * NP + (t * OH + oy) * OW + ox];
-    }
-}
-dx = acc;
-"""
+FOLD_T_SOURCE = _gather("const ptrdiff_t NP = (ptrdiff_t)N * OH * OW;",
+                        "cols_t[((ptrdiff_t)(ch * kh + ki) * kw + kj) * NP + (t * OH + oy) * OW + ox]")
 
 #: the scalar parameters both transposed window kernels take, in this order
 WINDOW_T_PARAMS = "int32 N, " + WINDOW_PARAMS
