@@ -178,7 +178,7 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
         raise CLIError("--shortcut only applies to --preset seed (the notebook's network)")
     if args.model == "cnn" and ("layers" in given or "activation" in given or args.preset == "seed"):
         what = [_flag(d) for d in ("layers", "activation") if d in given] + (["--preset seed"] if args.preset else [])
-        raise CLIError(f"{', '.join(what)} build an MLP; --model cnn has its own layers (drop one of them)")
+        raise CLIError(f"{', '.join(what)}: these build an MLP; --model cnn has its own layers (drop one of them)")
     if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
         raise CLIError(f"--momentum applies to --optimizer sgd or momentum, not {args.optimizer} "
                        "(which would ignore it)")
@@ -595,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--clip-norm", type=float, default=None)
     t.add_argument("--max-norm", type=float, default=None)
-    t.add_argument("--dropout", type=float, default=None, help="dropout rate after each hidden activation")
+    t.add_argument("--dropout", type=float, default=None,
+                   help="dropout rate: after each hidden activation of an MLP (default 0); with --model cnn, "
+                        "once before the last Dense layer (default 0.5)")
     t.add_argument("--schedule", default=None, help="learning-rate schedule: cosine, step, exponential, warmup-cosine")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--epochs", type=int, default=None)

@@ -157,6 +157,9 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
             layers.append(deepnet_layers.Softmax())
         elif cls == "Dropout":
             layers.append(deepnet_layers.Dropout(m.p))
+        elif cls in ("BatchNorm1d", "BatchNorm2d") and not (m.affine and m.track_running_stats):
+            raise ValueError(f"module {i} ({cls}): affine=False or track_running_stats=False has no deepnet "
+                             "equivalent (deepnet's BatchNorm has γ, β and running statistics)")
         elif cls == "BatchNorm1d":
             momentum = deepnet_bn_momentum(m.momentum, f"module {i} (BatchNorm1d)")
             layers.append(deepnet_layers.BatchNorm(m.num_features, momentum=momentum, eps=m.eps))
@@ -176,8 +179,9 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
             pair = (lambda v: [v, v] if isinstance(v, int) else list(v))
             if getattr(m, "ceil_mode", False) or (cls == "MaxPool2d" and pair(m.dilation) != [1, 1]):
                 raise ValueError(f"module {i} ({cls}): ceil_mode and dilation have no deepnet equivalent")
-            if cls == "AvgPool2d" and not m.count_include_pad:
-                raise ValueError(f"module {i} (AvgPool2d): count_include_pad=False has no deepnet equivalent")
+            if cls == "AvgPool2d" and (not m.count_include_pad or m.divisor_override is not None):
+                raise ValueError(f"module {i} (AvgPool2d): count_include_pad=False or divisor_override has no "
+                                 "deepnet equivalent")
             make = deepnet_layers.MaxPool2D if cls == "MaxPool2d" else deepnet_layers.AvgPool2D
             layers.append(make(pair(m.kernel_size), stride=pair(m.stride), padding=pair(m.padding)))
         elif cls == "Sequential" and [type(c).__name__ for c in m] == ["AdaptiveAvgPool2d", "Flatten"] \

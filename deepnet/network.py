@@ -73,9 +73,7 @@ class Network:
         self.input_width, self.output_width = self._check_widths()
         self._params = self._collect_params()
         self._param_list = list(self._params.values())
-        #: the lowest layer with parameters: backward stops there, asking it for no input error
-        #: (the layers below it, e.g. a Reshape, have no gradient to compute)
-        self._lowest_trained = next((i for i, layer in enumerate(self.layers) if layer.parameters()), 0)
+        self._lowest_trained = self._backward_floor()
         self._device_rng = None
         self._give_rng()
 
@@ -121,6 +119,21 @@ class Network:
                 p.name = f"{i}.{name}"
                 params[p.name] = p
         return params
+
+    def _backward_floor(self) -> int:
+        """The lowest layer backward calls: the first one with parameters, unless a layer below
+        it must see the error (``Layer.backward_free`` False); layers below are skipped."""
+        for i, layer in enumerate(self.layers):
+            if layer.parameters() or not layer.backward_free:
+                return i
+        return 0
+
+    @property
+    def lowest_trained(self) -> int:
+        """Index of the lowest layer backward calls (with ``need_input_grad=False``): no input
+        error is computed there, so the backend may lay out its parameters for that
+        (``Ops.training_layout``)."""
+        return self._lowest_trained
 
     def parameters(self) -> dict[str, Parameter]:
         """All parameters by stable name ``"<layer index>.<name>"`` (e.g. ``"0.weight"``)."""
@@ -226,8 +239,9 @@ class Network:
 
     def backward(self, grad_output: Array) -> None:
         """Walk the layers in reverse: each receives the error from above, accumulates its
-        gradients and hands ẽ down.  The lowest layer with parameters computes no input error,
-        and the layers below it (which have nothing to learn) are not visited."""
+        gradients and hands ẽ down.  The lowest layer that needs it (:attr:`lowest_trained`)
+        computes no input error; layers below it only hand errors down
+        (``Layer.backward_free``) and are not visited."""
         layers = self.layers
         diag = self.diagnostics
         if diag is None:

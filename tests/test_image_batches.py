@@ -129,3 +129,40 @@ def test_a_convolutional_run_resumes_exactly(tmp_path):
     for k in w0:
         np.testing.assert_array_equal(dn.to_host(w0[k]), dn.to_host(w1[k]), err_msg=k)
     np.testing.assert_array_equal(dn.to_host(ref.layers[2].running_var), dn.to_host(again.layers[2].running_var))
+
+
+def test_backward_visits_layers_below_the_first_trained_one_unless_they_only_hand_errors_down():
+    """A Reshape (or Dropout, ReLU, ...) below the first layer with parameters is skipped; a
+    layer that may have side effects in backward (the default) is still called."""
+    calls = []
+
+    class Probe(dn.Layer):
+        def forward(self, x, training=False):
+            self._cache = True
+            return x * 1.0
+
+        def backward(self, grad_output, need_input_grad=True):
+            calls.append(need_input_grad)
+            return grad_output if need_input_grad else None
+
+    X, y = np.random.default_rng(0).random((8, 4), dtype=np.float32), np.arange(8) % 2
+    net = dn.Network([Probe(), dn.Dense(4, 3), dn.ReLU(), dn.Dense(3, 2)], loss="xent", optimizer="sgd")
+    net.fit(X, y, epochs=1, batch_size=4)
+    assert net.lowest_trained == 0 and calls == [False, False]
+    cnn = dn.Network([dn.Reshape([1, 2, 2]), dn.Conv2D(1, 2, 2), dn.Flatten(), dn.Dense(2, 2)])
+    mlp = dn.Network([dn.Dropout(0.2), dn.Dense(4, 2)])
+    assert cnn.lowest_trained == 1 and mlp.lowest_trained == 1
+
+
+def test_from_torch_refuses_what_deepnet_cannot_compute():
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch
+
+    nn = torch.nn
+    for module, what in [(nn.Sequential(nn.Unflatten(1, (1, 4, 4)), nn.AvgPool2d(2, divisor_override=1), nn.Flatten(),
+                                        nn.Linear(4, 2)), "divisor_override"),
+                         (nn.Sequential(nn.Unflatten(1, (2, 2, 2)), nn.BatchNorm2d(2, track_running_stats=False),
+                                        nn.Flatten(), nn.Linear(8, 2)), "track_running_stats=False"),
+                         (nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3, affine=False)), "affine=False")]:
+        with pytest.raises(ValueError, match=what):
+            from_torch(module)

@@ -20,6 +20,7 @@ class Activation(Layer):
     """
 
     keep = "y"
+    backward_free = True
     op: str | None = None
     op_backward: str | None = None
 

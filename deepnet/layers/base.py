@@ -138,6 +138,11 @@ class Layer:
     capturable: ClassVar[bool] = True
     #: array attributes a step may rebind because only that step reads them (besides ``_cache``)
     step_scratch: ClassVar[tuple[str, ...]] = ()
+    #: True for a layer whose backward only hands the error down (no parameters, no side
+    #: effects): below the lowest layer with parameters the network then need not call it
+    #: (``Reshape``, ``Flatten``, pooling, dropout, the built-in activations).  False (the
+    #: default, e.g. a layer that records its gradients): always called.
+    backward_free: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -84,6 +84,8 @@ class _PoolWindow:
     """Shared part of the windowed poolings (a mixin, so that it is no registered layer of its own):
     settings, shapes, and each channel's windows through unfold on (n·C, 1, H, W)."""
 
+    backward_free = True
+
     name: str
     ops: Any
 
@@ -418,6 +420,8 @@ class AvgPool2D(_PoolWindow, Layer):
 class GlobalAvgPool2D(Layer):
     """(n, C, H, W) → (n, C): y = the mean of each channel's H·W pixels; ẽ = δ/(H·W) at every pixel."""
 
+    backward_free = True
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (_sample_shape(self, in_shape)[0],)
 
@@ -438,6 +442,8 @@ class GlobalAvgPool2D(Layer):
 class Flatten(Layer):
     """(n, d₁, …, d_k) → (n, d₁·…·d_k) in C order (NCHW: channel, then row, then column); ẽ = δ reshaped back."""
 
+    backward_free = True
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(int(d) for d in in_shape),)
 
@@ -457,6 +463,8 @@ class Flatten(Layer):
 class Reshape(Layer):
     """(n, features) → (n, *shape), e.g. rows of 784 pixels → images ``Reshape([1, 28, 28])``;
     ẽ = δ reshaped back to rows.  Starts a convolutional network (data sets are rows)."""
+
+    backward_free = True
 
     def __init__(self, shape: list[int]) -> None:
         super().__init__()

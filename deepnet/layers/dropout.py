@@ -19,6 +19,7 @@ class Dropout(Layer):
 
     stochastic = True
     step_scratch = ("_mask",)      # a new mask each step, read only by that step's backward
+    backward_free = True
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         super().__init__()

@@ -165,11 +165,11 @@ class Trainer:
         return state
 
     def _lay_out(self) -> None:
-        """Let the backend store the first layer's parameters (whose input error is never
-        computed) in its fastest layout for this batch size, if the layer allows any layout
-        (``Layer.any_layout``); optimizer slots follow."""
+        """Let the backend store the parameters of the lowest layer backward calls (whose input
+        error is never computed: ``Network.lowest_trained``) in its fastest layout for this
+        batch size, if the layer allows any layout (``Layer.any_layout``); optimizer slots follow."""
         net, ops = self.net, self.net.ops
-        first = net.layers[0]
+        first = net.layers[net.lowest_trained] if hasattr(net, "lowest_trained") else net.layers[0]
         for p in first.parameters().values() if first.any_layout else ():
             laid = ops.training_layout(p.data, self.batch_size, input_grad=False)
             if laid is not p.data:
