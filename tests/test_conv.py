@@ -340,3 +340,40 @@ def test_same_padding_puts_the_odd_pixel_at_the_bottom_right():
     assert (w.pt, w.pb, w.pl, w.pr) == (0, 1, 1, 2)
     w = Conv2D(1, 1, 3, padding="same", dilation=2).window
     assert (w.pt, w.pb, w.pl, w.pr) == (2, 2, 2, 2)
+
+
+def test_conv2d_in_chunks_is_the_same_convolution(backend):
+    """When the patches of a batch would exceed max_patch_bytes, forward convolves chunks of
+    samples and backward unfolds each chunk again: the same outputs and gradients (to rounding),
+    with at most one chunk's patches alive."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 6, 7))
+    dy = rng.standard_normal((5, 4, 3, 4))
+    out = {}
+    for budget in (None, 2 * 27 * 12 * 8):               # 2 samples of 3·3·3 × 3·4 float64 patches per chunk
+        with dn.use_backend(backend):
+            layer = dn.Conv2D(3, 4, 3, stride=[2, 2], padding=1, groups=1)
+            layer.to(backend, "float64")
+            layer.initialize(np.random.default_rng(0))
+            if budget is not None:
+                layer.max_patch_bytes = budget
+            y = layer.forward(dn.to_device(x, backend, dtype="float64"), training=True)
+            cached = layer.cached
+            dx = layer.backward(dn.to_device(dy, backend, dtype="float64"))
+            out[budget] = (dn.to_host(y), dn.to_host(dx), {k: dn.to_host(p.grad) for k, p in layer.parameters().items()},
+                           cached)
+    (y0, dx0, g0, c0), (y1, dx1, g1, c1) = out[None], out[2 * 27 * 12 * 8]
+    assert c0[2] is None and c1[0] is None and c1[2][1] == 2          # whole patches vs. chunks of 2 samples
+    np.testing.assert_allclose(y1, y0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-12, atol=1e-12)
+    for k in g0:
+        np.testing.assert_allclose(g1[k], g0[k], rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_in_chunks_passes_the_gradient_check():
+    layer = dn.Conv2D(2, 3, 3, padding="same", groups=1)
+    layer.max_patch_bytes = 2 * 18 * 20 * 8                  # chunks of 2 of the 3 samples: one full, one partial
+    from deepnet.gradcheck import check_layer
+    layer.to("numpy", "float64")
+    layer.initialize(np.random.default_rng(1))
+    check_layer(layer, np.random.default_rng(2).standard_normal((3, 2, 4, 5)))

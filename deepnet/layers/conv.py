@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any
+from typing import Any, ClassVar
 
 from ..backend import Array
 from ..backend.windows import Window
@@ -234,11 +234,20 @@ class Conv2D(Layer):
         og, ck = self.out_channels // g, self.in_channels // g * self.kernel_size[0] * self.kernel_size[1]
         return [(slice(k * og, (k + 1) * og), slice(k * ck, (k + 1) * ck)) for k in range(g)]
 
-    def forward(self, x: Array, training: bool = False) -> Array:
+    #: the most bytes of unfolded patches a forward pass keeps (or a backward pass builds) at
+    #: once: a batch whose patches would take more is convolved in chunks of samples, and
+    #: backward unfolds each chunk again instead of keeping them (memory for time)
+    max_patch_bytes: ClassVar[int] = 256 << 20
+
+    def _chunk(self, n: int, c: int, oh: int, ow: int, itemsize: int) -> int:
+        """Samples per chunk: all n when their patches fit in :attr:`max_patch_bytes`."""
+        per_sample = c * self.kernel_size[0] * self.kernel_size[1] * oh * ow * itemsize
+        return max(1, min(n, self.max_patch_bytes // max(per_sample, 1)))
+
+    def _convolve(self, x: Array, oh: int, ow: int) -> tuple[Array, Array]:
+        """(Yᵀ of shape (O, n·OH·OW), colsᵀ) for the images x."""
         ops, xp = self.ops, self.ops.xp
-        n, c, h, w = _image_shape(self, x, self.in_channels)
-        oh, ow = _out_hw(self, self.window, h, w)
-        o = self.out_channels
+        n, o = int(x.shape[0]), self.out_channels
         cols_t = ops.unfold_t(x, self.window)                               # (C·kh·kw, n·OH·OW)
         w2 = xp.reshape(self._params["weight"].data, (o, -1))              # W₂: (O, C/g·kh·kw)
         if self.groups == 1:
@@ -249,13 +258,47 @@ class Conv2D(Layer):
                 ops.gemm(w2[oi, :], cols_t[ci, :], out=y_t[oi, :])
         if self.bias:
             y_t += xp.reshape(self._params["bias"].data, (o, 1))           # + b (one row per output)
-        y = ops.empty((n, o, oh, ow), dtype=y_t.dtype)
-        y[...] = xp.permute_dims(xp.reshape(y_t, (o, n, oh, ow)), (1, 0, 2, 3))   # → NCHW (one copy)
-        self._cache = (cols_t, (n, c, h, w)) if training else None
+        return y_t, cols_t
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        ops, xp = self.ops, self.ops.xp
+        n, c, h, w = _image_shape(self, x, self.in_channels)
+        oh, ow = _out_hw(self, self.window, h, w)
+        o = self.out_channels
+        m = self._chunk(n, c, oh, ow, _ITEMSIZE.get(ops.dtype_name(x.dtype), 8))
+        y = ops.empty((n, o, oh, ow), dtype=x.dtype)
+        for s in range(0, n, m):                                            # one chunk unless patches are large
+            e = min(s + m, n)
+            y_t, cols_t = self._convolve(x[s:e, ...], oh, ow)
+            y[s:e, ...] = xp.permute_dims(xp.reshape(y_t, (o, e - s, oh, ow)), (1, 0, 2, 3))   # → NCHW
+        if not training:
+            self._cache = None
+        elif m >= n:
+            self._cache = (cols_t, (n, c, h, w), None)
+        else:                                                               # chunks: backward unfolds again
+            self._cache = (None, (n, c, h, w), (x, m))
         return y
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
-        cols_t, x_shape = self._need_cache()
+        cols_t, x_shape, chunked = self._need_cache()
+        if chunked is None:
+            return self._backward_chunk(cols_t, x_shape, grad_output, need_input_grad, False)
+        x, m = chunked
+        n = x_shape[0]
+        dx = self.ops.empty(x_shape, dtype=grad_output.dtype) if need_input_grad else None
+        for s in range(0, n, m):
+            e = min(s + m, n)
+            xs = x[s:e, ...]
+            part = self._backward_chunk(self.ops.unfold_t(xs, self.window), (e - s, *x_shape[1:]),
+                                        grad_output[s:e, ...], need_input_grad, s > 0)
+            if dx is not None:
+                dx[s:e, ...] = part
+        return dx
+
+    def _backward_chunk(self, cols_t: Array, x_shape: tuple[int, ...], grad_output: Array, need_input_grad: bool,
+                        more: bool) -> Array | None:
+        """∂f/∂W₂ += Δᵀ·cols, ∂f/∂b += Σ Δ and ẽ = fold(Δ·W₂) for one chunk of samples
+        (``more``: a later chunk, which adds to the gradients the first one wrote)."""
         ops, xp = self.ops, self.ops.xp
         n, o, oh, ow = (int(d) for d in grad_output.shape)
         delta_t = ops.empty((o, n, oh, ow), dtype=grad_output.dtype)
@@ -263,6 +306,7 @@ class Conv2D(Layer):
         delta_t = xp.reshape(delta_t, (o, n * oh * ow))                     # Δᵀ: columns (n, oh, ow)
         params = self._params
         gw, acc = params["weight"].grad_target()
+        acc = acc or more
         gw2 = xp.reshape(gw, (o, -1))                                       # a view of the grad buffer
         if self.groups == 1:
             ops.gemm(delta_t, cols_t, trans_b=True, out=gw2, accumulate=acc)     # ∂f/∂W₂ += Δᵀ cols
@@ -271,7 +315,7 @@ class Conv2D(Layer):
                 ops.gemm(delta_t[oi, :], cols_t[ci, :], trans_b=True, out=gw2[oi, :], accumulate=acc)
         if self.bias:
             gb, acc = params["bias"].grad_target()
-            ops.sum_rows(xp.matrix_transpose(delta_t), out=gb, accumulate=acc)   # ∂f/∂b += Σ_rows Δ
+            ops.sum_rows(xp.matrix_transpose(delta_t), out=gb, accumulate=acc or more)   # ∂f/∂b += Σ_rows Δ
         if not need_input_grad:
             return None
         w2 = xp.reshape(params["weight"].data, (o, -1))
@@ -282,6 +326,10 @@ class Conv2D(Layer):
             for oi, ci in self._blocks():
                 ops.gemm(w2[oi, :], delta_t[oi, :], trans_a=True, out=dcols_t[ci, :])
         return ops.fold_t(dcols_t, x_shape, self.window)                    # ẽ = fold(Δ · W₂)
+
+
+#: bytes per element of the float dtypes (the Array API's dtypes do not say)
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 # ---------------------------------------------------------------------------- pooling
