@@ -145,7 +145,6 @@ class StaticStep:
         net.optimizer.create_slots(net.parameters(), ops)     # not inside a graph's memory
         self.graph: Replay | None = None
         self.epoch_graph: Replay | None = None
-        self.captured = False        # a real CUDA graph replays the step
         self.failed: str | None = None
         self._warmed = False
         #: the per-step graph's own memory: the warm-up runs in it, so the capture finds its blocks
@@ -299,7 +298,6 @@ class StaticStep:
         self._check_state(before, _state_of(self.net, self.ops), new_too=True)
         if self.failed is None:
             self.graph = graph
-            self.captured = self.ops.graphs.captures
 
     def fail(self, reason: str) -> None:
         """Stop capturing for this run: graphs="auto" warns once, "on"/"epoch" raise."""

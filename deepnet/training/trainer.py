@@ -249,7 +249,8 @@ class Trainer:
         pos.epoch_rng_state = net.rng.bit_generator.state
         perm = net.rng.permutation(batches.n) if self.shuffle else None      # host indices
         order = None if perm is None else to_device(perm, ops, dtype="int64")
-        pos.labels = labels if order is None else ops.take_rows(labels, order)
+        # the epoch's labels in its row order (the captured step counts correct rows itself)
+        pos.labels = labels if order is None or self.static is not None else ops.take_rows(labels, order)
         if self.static is not None:
             callbacks.epoch_begin(net, epoch)
             pos.metrics = self.static.begin_epoch(order, first)
