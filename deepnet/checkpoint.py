@@ -88,6 +88,9 @@ class Checkpointer:
         self.monitor = monitor
         self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
         self.best: float | None = None
+        #: a data-parallel run's communicator (set by the trainer): rank 0 writes, and every
+        #: rank's dropout generator state is recorded and restored to that rank
+        self.communicator: Any = None
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(".*.tmp"):   # left by a crash during a write
             stale.unlink(missing_ok=True)
@@ -136,6 +139,12 @@ class Checkpointer:
 
     def _write(self, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
                partial: dict | None, name: str | None = None) -> Path:
+        path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
+        comm, device_rngs = self.communicator, None
+        if comm is not None and comm.size > 1:
+            device_rngs = comm.allgather_object(net.device_rng_state())      # every rank takes part
+            if comm.rank != 0:
+                return path
         tensors: dict[str, np.ndarray] = {f"model/{k}": v for k, v in net.get_weights().items()}
         tensors.update({f"state/{k}": v for k, v in layer_state(net).items()})
         opt = net.optimizer.state_dict() if net.optimizer is not None else None
@@ -149,11 +158,11 @@ class Checkpointer:
             "optimizer": opt, "epoch": epoch, "next_batch": next_batch, "step_count": net.step_count,
             "host_rng": rng_state,
             "device_rng": net.device_rng_state(),
+            **({} if device_rngs is None else {"device_rngs": device_rngs}),
             "history": {"epochs": history.epochs, "history": history.history},
             "partial": partial, "best": self.best, "settings": self._run_settings, "notes": self.notes,
             "finished": getattr(net, "stop_reason", None) if next_batch == 0 else None,
         }
-        path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
         write_tensors(path, tensors, header)
         if name is None:
             for old in self.paths()[:-self.keep]:
@@ -220,8 +229,12 @@ class Checkpointer:
             net.optimizer.load_state_dict({**opt, "slots": slots}, net.ops)
         net.step_count = int(header.get("step_count", 0))
         net.rng.bit_generator.state = header["host_rng"]
-        if header.get("device_rng") is not None:
-            net.device_rng().set_state(header["device_rng"])
+        device_rng = header.get("device_rng")
+        comm, per_rank = self.communicator, header.get("device_rngs")
+        if comm is not None and per_rank and len(per_rank) == comm.size:
+            device_rng = per_rank[comm.rank]          # each rank's own dropout stream
+        if device_rng is not None:
+            net.device_rng().set_state(device_rng)
         self.best = header.get("best")
         history = History()
         hist = header.get("history") or {}

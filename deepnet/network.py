@@ -74,6 +74,11 @@ class Network:
         self._params = self._collect_params()
         self._param_list = list(self._params.values())
         self._lowest_trained = self._backward_floor()
+        #: called with each layer's index as backward finishes it (data-parallel training
+        #: starts reducing gradients then); None: nothing is called
+        self.backward_hook: Any = None
+        self._replica = 0
+        self._device_seed: int | None = None
         self._device_rng = None
         self._give_rng()
 
@@ -182,7 +187,7 @@ class Network:
         for layer in self.layers:
             layer.to(ops, self.dtype_name)
         self.ops = ops
-        self._device_rng = None
+        self._device_rng = self._device_seed = None
         self._give_rng()
         self.loss, self.optimizer = self._loss, self._optimizer      # bound to the new backend
         return self
@@ -243,16 +248,24 @@ class Network:
         computes no input error; layers below it only hand errors down
         (``Layer.backward_free``) and are not visited."""
         layers = self.layers
-        diag = self.diagnostics
-        if diag is None:
+        diag, hook = self.diagnostics, self.backward_hook
+        if diag is None and hook is None:
             low = self._lowest_trained
             for i in range(len(layers) - 1, low, -1):
                 grad_output = layers[i].backward(grad_output, True)
             layers[low].backward(grad_output, False)
             return
+        if diag is None:
+            low = self._lowest_trained
+            for i in range(len(layers) - 1, low - 1, -1):
+                grad_output = layers[i].backward(grad_output, i > low)
+                hook(i)
+            return
         for i in range(len(layers) - 1, -1, -1):
             diag.record_error(i, grad_output)
             grad_output = layers[i].backward(grad_output, i > 0)
+            if hook is not None:
+                hook(i)
         diag.record_grads(self._params)
 
     def clear_cache(self) -> None:
@@ -265,7 +278,8 @@ class Network:
             shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
             callbacks: Iterable[Callback] = (), verbose: bool = False,
             check_finite: str = "raise", checkpoint: Any = None, resume: bool | str = False,
-            stream_chunk_rows: int | None = None, graphs: str = "auto", precision: str = "float32") -> History:
+            stream_chunk_rows: int | None = None, graphs: str = "auto", precision: str = "float32",
+            communicator: Any = None, sync_batchnorm: bool = False) -> History:
         """Train with mini-batch gradient descent; return the per-epoch :class:`History`.
 
         Each step (:func:`deepnet.training.train_step`): forward, f and ∂f/∂z from the loss
@@ -283,7 +297,11 @@ class Network:
         once why not; ``"on"``: required; ``"epoch"``: whole epochs as one graph; ``"off"``).
         ``precision``: the matrix products' operands in ``"float32"``, ``"tf32"`` or ``"bf16"``
         (float32 master weights and accumulation; docs/gpu.md).
-        The rules in full: docs/training.md and docs/gpu.md.
+        ``communicator``: train data-parallel over its ranks (:mod:`deepnet.distributed`; each
+        rank calls ``fit`` with the same data and settings, trains on its shard of every
+        global batch of ranks × ``batch_size`` rows, and the gradients are summed across the
+        ranks); ``sync_batchnorm``: BatchNorm normalizes with the global batch's statistics.
+        The rules in full: docs/training.md, docs/gpu.md and docs/distributed.md.
         """
         check_fit_arguments(self.ops, epochs, batch_size, check_finite, resume)   # before anything changes
         check_graphs_argument(graphs)
@@ -297,7 +315,8 @@ class Network:
         trainer = Trainer(self, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                           validation_data=validation_data, callbacks=callbacks, verbose=verbose,
                           check_finite=check_finite, checkpointer=checkpoint, resume=resume,
-                          stream_chunk_rows=stream_chunk_rows, graphs=graphs, precision=precision)
+                          stream_chunk_rows=stream_chunk_rows, graphs=graphs, precision=precision,
+                          communicator=communicator, sync_batchnorm=sync_batchnorm)
         return trainer.fit(X, y)
 
     # ------------------------------------------------------------------ inference
@@ -327,10 +346,36 @@ class Network:
         return None if self._device_rng is None else self._device_rng.get_state()
 
     def device_rng(self) -> Any:
-        """The run's generator on the backend (dropout masks), seeded from the host one."""
+        """The run's generator on the backend (dropout masks), seeded from the host one (a
+        data-parallel rank r > 0 mixes r into that seed: its own stream, see :meth:`set_replica`)."""
         if self._device_rng is None:
-            self._device_rng = self.ops.device_rng(int(self.rng.integers(2**63 - 1)))
+            if self._device_seed is None:
+                self._device_seed = int(self.rng.integers(2**63 - 1))
+            self._device_rng = self.ops.device_rng((self._device_seed + _REPLICA_STRIDE * self._replica) % 2**63)
         return self._device_rng
+
+    @property
+    def replica(self) -> int:
+        """The rank this network trains as in a data-parallel run (0 otherwise)."""
+        return self._replica
+
+    def set_replica(self, rank: int) -> None:
+        """Train as rank ``rank`` of a data-parallel run: dropout masks from a stream of this
+        rank's own (rank 0 keeps the single-process stream; the host generator, which draws
+        the shuffles, is left as it is)."""
+        if not isinstance(rank, int) or rank < 0:
+            raise ValueError(f"set_replica: rank must be a non-negative integer, got {rank!r}")
+        if rank == self._replica:
+            return
+        self._replica = rank
+        if self._device_rng is not None:
+            self._device_rng = None
+            self._give_rng()
+
+
+#: the seed of rank r's dropout stream is the run's seed + r·stride (mod 2⁶³): the golden
+#: ratio's 64-bit constant, so ranks' seeds are far apart
+_REPLICA_STRIDE = 0x9E3779B97F4A7C15
 
 
 def _refusal(layer: Layer, shape: tuple[int, ...]) -> str | None:

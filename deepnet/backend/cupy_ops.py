@@ -72,6 +72,28 @@ class CupyMemory(DeviceMemory):
         rows = max(batch_size, int(0.1 * self.info()["free_bytes"] // row) // batch_size * batch_size)
         return rows
 
+    def host_buffer(self, n: int, dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        mem = self.ops.xp.cuda.alloc_pinned_memory(max(1, n * dtype.itemsize))
+        return np.frombuffer(mem, dtype, n)           # the array keeps the page-locked block alive
+
+    def download(self, dev: Array, host: np.ndarray) -> None:
+        dev.get(out=host.reshape(tuple(dev.shape)))   # waits for the compute stream, then the copy
+
+    def upload(self, host: np.ndarray, dev: Array) -> None:
+        dev.set(host.reshape(tuple(dev.shape)))
+        self.synchronize()          # the copy reads ``host``: done before the caller reuses it
+
+    def synchronize(self) -> None:
+        self.ops.xp.cuda.get_current_stream().synchronize()
+
+    def use_device(self, index: int) -> int:
+        """Make GPU ``index`` mod (GPUs here) this thread's current device; returns its index."""
+        cuda = self.ops.xp.cuda
+        gpu = index % max(1, int(cuda.runtime.getDeviceCount()))
+        cuda.Device(gpu).use()
+        return gpu
+
     def stage(self, host: Any) -> Any:
         cp = self.ops.xp
         if self._copy_stream is None:

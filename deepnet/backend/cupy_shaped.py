@@ -160,7 +160,18 @@ class DeviceArray:
 
     def get(self, stream: Any = None, order: str = "C", out: Any = None, blocking: bool = True) -> np.ndarray:
         self._ns._host_read("get")
-        return np.array(self._a, order=order, copy=True)
+        if out is None:
+            return np.array(self._a, order=order, copy=True)
+        if not isinstance(out, np.ndarray):     # CuPy's checks on ``out``
+            raise TypeError("Only numpy.ndarray can be obtained from cupy.ndarray")
+        if out.dtype != self._a.dtype:
+            raise TypeError(f"{out.dtype} array cannot be obtained from {self._a.dtype} array")
+        if out.shape != self._a.shape:
+            raise ValueError(f"Shape mismatch. Expected shape: {self._a.shape}, actual shape: {out.shape}")
+        if not (out.flags.c_contiguous or out.flags.f_contiguous):
+            raise RuntimeError("Non-contiguous array is not supported")
+        out[...] = self._a
+        return out
 
     def item(self) -> Any:
         self._ns._host_read("item")
@@ -595,6 +606,8 @@ class _Event:
 
 class _Device:
     def __init__(self, device: Any = None) -> None:
+        if device not in (None, 0):
+            raise RuntimeError(f"cudaErrorInvalidDevice: invalid device ordinal {device}")
         self.id = 0
 
     def __eq__(self, other: Any) -> bool:
@@ -605,6 +618,9 @@ class _Device:
 
     def __repr__(self) -> str:
         return "<CUDA Device 0 (CuPy-shaped)>"
+
+    def use(self) -> None:
+        """Make this the current device (there is one)."""
 
 
 class _MemoryPool:

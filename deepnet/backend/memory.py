@@ -35,6 +35,21 @@ class DeviceMemory:
         """The device array of a :meth:`stage` result, usable by the computation."""
         return staged
 
+    def host_buffer(self, n: int, dtype: Any) -> np.ndarray:
+        """A flat host array of ``n`` values to stage device arrays through (page-locked on GPUs)."""
+        return np.empty(n, dtype)
+
+    def download(self, dev: Array, host: np.ndarray) -> None:
+        """host ← dev (``host`` flat, of dev's size), complete when this returns."""
+        host[...] = np.reshape(np.asarray(self.ops.to_host(dev)), -1)
+
+    def upload(self, host: np.ndarray, dev: Array) -> None:
+        """dev ← host (flat, of dev's size), in place; ``host`` may be reused when this returns."""
+        dev[...] = self.ops.xp.reshape(self.ops.from_host(host), tuple(dev.shape))
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished the work queued so far (nothing to wait for here)."""
+
     def info(self) -> dict[str, Any]:
         """Device memory: pool used and cached bytes, device free and total (GPU backends)."""
         return {}

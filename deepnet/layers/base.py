@@ -100,6 +100,25 @@ class Parameter:
     def zero_grad(self) -> None:
         self._fresh = True
 
+    @property
+    def grad_buffer(self) -> Array:
+        """The array backward writes ∂f/∂θ into (as it is: not zeroed, however stale)."""
+        return self._grad
+
+    def share_grad(self, buffer: Array) -> None:
+        """Keep ∂f/∂θ in ``buffer`` from now on (e.g. a view into one flat array of every
+        gradient, reduced across processes in one call); its shape, dtype and memory layout
+        must be θ's.  A gradient written since :meth:`zero_grad` is carried over."""
+        if (tuple(buffer.shape) != self.shape or buffer.dtype != self._data.dtype
+                or getattr(buffer, "strides", None) != getattr(self._data, "strides", None)):
+            raise ShapeError(f"Parameter {self.name!r}: a gradient buffer must have shape {self.shape}, dtype "
+                             f"{self._data.dtype} and θ's layout; got shape {tuple(buffer.shape)}, dtype {buffer.dtype}")
+        if buffer is self._grad:
+            return
+        if not self._fresh:
+            buffer[...] = self._grad
+        self._grad = buffer
+
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape})"
 

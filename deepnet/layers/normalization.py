@@ -9,19 +9,24 @@ from ..errors import ShapeError
 from .base import Layer
 
 
-def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int | tuple[int, ...], xp: Any) -> Array:
+def _normalize_backward(dxhat: Array, xhat: Array, inv_std: Array, axis: int | tuple[int, ...], xp: Any,
+                        means: Any = None) -> Array:
     """∂f/∂x from ∂f/∂x̂ for x̂ = (x − μ)/σ over ``axis`` (n entries):
-    (1/σ)·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂))."""
-    m1 = xp.mean(dxhat, axis=axis, keepdims=True)
-    m2 = xp.mean(dxhat * xhat, axis=axis, keepdims=True)
+    (1/σ)·(dx̂ − mean(dx̂) − x̂·mean(dx̂ ∘ x̂)).  ``means(a, b)``: the two means over the
+    global batch (synchronized BatchNorm); None: over this batch."""
+    if means is None:
+        m1 = xp.mean(dxhat, axis=axis, keepdims=True)
+        m2 = xp.mean(dxhat * xhat, axis=axis, keepdims=True)
+    else:
+        m1, m2 = means(dxhat, dxhat * xhat)
     dxhat -= m1
     dxhat -= xhat * m2
     dxhat *= inv_std
     return dxhat
 
 
-def _affine_normalize_backward(layer: Layer, cache: Any, dy: Array, need_input_grad: bool, axis: int
-                               ) -> Array | None:
+def _affine_normalize_backward(layer: Layer, cache: Any, dy: Array, need_input_grad: bool, axis: int,
+                               means: Any = None) -> Array | None:
     """Backward of y = γ x̂ + β with x̂ normalized over ``axis``: ∂f/∂γ = Σ_rows dy ∘ x̂,
     ∂f/∂β = Σ_rows dy, and ∂f/∂x through :func:`_normalize_backward`."""
     xhat, inv_std = cache
@@ -33,7 +38,7 @@ def _affine_normalize_backward(layer: Layer, cache: Any, dy: Array, need_input_g
     if not need_input_grad:
         return None
     dy *= g.data
-    return _normalize_backward(dy, xhat, inv_std, axis, xp)
+    return _normalize_backward(dy, xhat, inv_std, axis, xp, means)
 
 
 class BatchNorm(Layer):
@@ -42,7 +47,14 @@ class BatchNorm(Layer):
     Training uses the batch mean μ and variance σ² (x̂ = (x − μ)/√(σ² + ε)) and updates
     running averages (``momentum`` is the weight of the old value; the running variance
     uses the unbiased batch variance); evaluation uses the running averages.
+
+    In data-parallel training the batch is this process's shard of the global batch; with
+    :meth:`set_sync` (``fit(sync_batchnorm=True)``) μ, σ² and the means of backward are
+    those of the global batch, summed over the ranks (three reductions forward, one backward).
     """
+
+    #: the communicator the statistics are summed over (None: this batch's own)
+    sync: Any = None
 
     def __init__(self, n_features: int, momentum: float = 0.9, eps: float = 1e-5) -> None:
         super().__init__()
@@ -56,6 +68,35 @@ class BatchNorm(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"n_features": self.n_in, "momentum": self.momentum, "eps": self.eps}
+
+    def set_sync(self, comm: Any) -> None:
+        """Normalize with the statistics of the global batch, summed over ``comm``'s ranks
+        (None: this process's batch)."""
+        self.sync = comm
+
+    def _global_moments(self, x: Array, axes: tuple[int, ...], bshape: Any) -> tuple[Array, Array, float]:
+        """(μ, σ², N) over every rank's batch: N = Σ n_r, μ = Σ x / N, σ² = Σ (x − μ)² / N."""
+        xp, comm = self.ops.xp, self.sync
+        n_local = 1
+        for a in axes:
+            n_local *= x.shape[a]
+        n = comm.sum_floats([float(n_local)])[0]
+        mu = comm.allreduce(xp.sum(x, axis=axes)) / n
+        d = x - (mu if bshape is None else xp.reshape(mu, bshape))
+        var = comm.allreduce(xp.sum(d * d, axis=axes)) / n
+        return mu, var, n
+
+    def _global_means(self, n: float, axes: tuple[int, ...], bshape: Any) -> Any:
+        """means(a, b): the means of a and b over every rank's batch, in one reduction."""
+        xp, comm = self.ops.xp, self.sync
+
+        def means(a: Array, b: Array) -> tuple[Array, Array]:
+            both = comm.allreduce(xp.concat([xp.sum(a, axis=axes), xp.sum(b, axis=axes)])) / n
+            k = self.n_in
+            shape = (1, k) if bshape is None else bshape
+            return xp.reshape(both[:k], shape), xp.reshape(both[k:], shape)
+
+        return means
 
     def initialize(self, rng: Any) -> None:
         self.add_param("gamma", [1.0] * self.n_in)
@@ -101,13 +142,17 @@ class BatchNorm(Layer):
         p = self._params
         gamma, beta = p["gamma"].data, p["beta"].data
         if training:
-            n = 1
-            for a in axes:
-                n *= x.shape[a]
+            if self.sync is None:
+                n = 1
+                for a in axes:
+                    n *= x.shape[a]
+                if n >= 2:
+                    mu = xp.mean(x, axis=axes)
+                    var = xp.var(x, axis=axes)
+            else:
+                mu, var, n = self._global_moments(x, axes, bshape)
             if n < 2:
-                raise ValueError(f"BatchNorm needs at least 2 values per feature in a training batch, got {n}")
-            mu = xp.mean(x, axis=axes)
-            var = xp.var(x, axis=axes)
+                raise ValueError(f"BatchNorm needs at least 2 values per feature in a training batch, got {n:g}")
             m = self.momentum
             # in place: a captured step (CUDA graph) replays writes into these very buffers
             self.running_mean *= m
@@ -121,15 +166,17 @@ class BatchNorm(Layer):
             mu, inv_std = xp.reshape(mu, bshape), xp.reshape(inv_std, bshape)
             gamma, beta = xp.reshape(gamma, bshape), xp.reshape(beta, bshape)
         xhat = (x - mu) * inv_std
-        self._cache = (xhat, inv_std, axes, bshape) if training else None
+        means = self._global_means(n, axes, bshape) if training and self.sync is not None else None
+        self._cache = (xhat, inv_std, axes, bshape, means) if training else None
         return xhat * gamma + beta
 
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
         """∂f/∂γ = Σ dy ∘ x̂, ∂f/∂β = Σ dy (over the reduced axes); ∂f/∂x through
         :func:`_normalize_backward` with dx̂ = dy ∘ γ."""
-        xhat, inv_std, axes, bshape = self._need_cache()
+        xhat, inv_std, axes, bshape, means = self._need_cache()
         if bshape is None:
-            return _affine_normalize_backward(self, (xhat, inv_std), grad_output, need_input_grad, axis=0)
+            return _affine_normalize_backward(self, (xhat, inv_std), grad_output, need_input_grad, axis=0,
+                                              means=means)
         xp = self.ops.xp
         g, b = self._params["gamma"], self._params["beta"]
         dy = grad_output
@@ -138,7 +185,7 @@ class BatchNorm(Layer):
         if not need_input_grad:
             return None
         dy *= xp.reshape(g.data, bshape)
-        return _normalize_backward(dy, xhat, inv_std, axes, xp)
+        return _normalize_backward(dy, xhat, inv_std, axes, xp, means)
 
 
 class LayerNorm(Layer):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from ..backend import Array, Ops, to_device
+from ..distributed.shards import check_shards, shard_order, shard_rows
 
 
 class Batch(NamedTuple):
@@ -40,8 +41,15 @@ class EpochBatches:
         self.rows_host = rows
         self.rows = None if rows is None or chunk_rows else to_device(rows, ops, dtype="int64")
         self.n = int(X.shape[0]) if rows is None else len(rows)
+        #: the rows of the run (all ranks together); :attr:`n` are those this process trains on
+        self.n_rows = self.n
         self.n_batches = -(-self.n // batch_size)
         self._buffers: tuple[Array, Array] | None = None
+
+    def epoch_order(self, perm: Any) -> tuple[Any, Array]:
+        """(host, device) order of this process's rows for an epoch in order ``perm`` of the
+        run's rows (None, None: in order)."""
+        return perm, None if perm is None else to_device(perm, self.ops, dtype="int64")
 
     def epoch(self, perm: Any, order: Array, first: int = 0) -> Iterator[Batch]:
         if self.chunk_rows:
@@ -109,3 +117,25 @@ class EpochBatches:
                 s, e = self._bounds(b)
                 yield Batch(b, s, e, xs[s - lo:e - lo, ...], ts[s - lo:e - lo, ...])
             lo = hi
+
+
+class ShardedBatches(EpochBatches):
+    """Rank ``rank``'s shard of every global batch of ``size`` × ``batch_size`` rows
+    (:mod:`deepnet.distributed.shards`): batch b of an epoch is its slice of global batch b."""
+
+    def __init__(self, ops: Ops, X: Any, T: Any, batch_size: int, rank: int, size: int,
+                 chunk_rows: int | None = None, rows: Any = None) -> None:
+        super().__init__(ops, X, T, batch_size, chunk_rows, rows)
+        check_shards(self.n_rows, batch_size, size)
+        self.rank, self.size = rank, size
+        self.n, self.last_rows = shard_rows(self.n_rows, batch_size, rank, size)
+        self.n_batches = -(-self.n_rows // (size * batch_size))
+
+    def epoch_order(self, perm: Any) -> tuple[Any, Array]:
+        local = shard_order(perm, self.n_rows, self.batch_size, self.rank, self.size)
+        return local, to_device(local, self.ops, dtype="int64")
+
+    def global_rows(self, b: int) -> int:
+        """Rows of global batch ``b`` (all ranks)."""
+        g = self.size * self.batch_size
+        return min(g, self.n_rows - b * g)

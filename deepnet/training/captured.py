@@ -44,10 +44,14 @@ def check_graphs_argument(graphs: Any) -> None:
         raise ValueError(f"fit: graphs must be one of {', '.join(map(repr, GRAPHS))}, got {graphs!r}")
 
 
-def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hooks: list[str], mode: str) -> list[str]:
+def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hooks: list[str], mode: str,
+                      distributed: bool = False) -> list[str]:
     """Why this run's step cannot be captured (empty: it can).  ``mode`` "epoch" also needs no
     per-batch callbacks (``batch_hooks``: their names; they run Python between steps)."""
     out = []
+    if distributed:
+        out.append("data-parallel training reduces the gradients across processes between backward and the "
+                   "update (not captured)")
     if check_finite == "skip":
         out.append("check_finite='skip' decides on the host after every step")
     elif check_finite == "raise" and net.ops.cheap_sync and net.ops.graphs.captures:

@@ -26,12 +26,20 @@ class RunPosition:
         self.labels: Array = None
         self.carried: dict[str, Any] | None = None
         self.totals: dict[str, Any] = {}
+        #: sums this process's totals over the ranks of a data-parallel run (None: one process)
+        self.reduce: Any = None
 
     def partial_totals(self, done: int, check_weights: bool = False) -> dict[str, Any]:
         """Totals of this epoch's batches so far (one device read)."""
         assert self.metrics is not None
-        return self.metrics.totals(self.labels, self.first, done, self.carried,
-                                   self.params if check_weights else None)
+        params = self.params if check_weights else None
+        if self.reduce is None:
+            return self.metrics.totals(self.labels, self.first, done, self.carried, params)
+        totals = self.reduce(self.metrics.totals(self.labels, self.first, done, None, params))
+        if self.carried is not None:         # a resumed epoch's totals were saved summed already
+            for k in ("loss_sum", "correct", "seen"):
+                totals[k] += self.carried[k]
+        return totals
 
     @property
     def finished_epoch(self) -> bool:

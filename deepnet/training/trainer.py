@@ -9,6 +9,7 @@ the checkpoint savers, the NaN guard, the history and the printer are callbacks 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -18,11 +19,12 @@ from ..backend.host import as_host_rows
 from ..backend.precision import check_precision
 from ..callbacks import Callback
 from ..errors import ResumeError
-from .batches import EpochBatches
+from .batches import EpochBatches, ShardedBatches
 from .callback_list import CallbackList
 from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
 from .checkpointing import SaveCheckpoints, SaveStopPoint
 from .data import device_inputs, device_targets, host_inputs
+from .data_parallel import DataParallel
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
 from .history import History
@@ -71,7 +73,8 @@ class Trainer:
                  validation_data: tuple[Any, Any] | None = None, callbacks: Iterable[Callback] = (),
                  verbose: bool = False, check_finite: str = "raise", checkpointer: Any = None,
                  resume: bool | str = False, stream_chunk_rows: int | None = None, rows: Any = None,
-                 validation_rows: Any = None, graphs: str = "auto", precision: str = "float32") -> None:
+                 validation_rows: Any = None, graphs: str = "auto", precision: str = "float32",
+                 communicator: Any = None, sync_batchnorm: bool = False) -> None:
         check_fit_arguments(net.ops, epochs, batch_size, check_finite, resume)
         check_graphs_argument(graphs)
         check_precision_argument(net, precision)
@@ -94,6 +97,18 @@ class Trainer:
         self.rows, self.validation_rows = rows, validation_rows
         if validation_rows is not None and validation_data is None:
             raise ValueError("fit: validation_rows needs validation_data=(X, y) to take them from")
+        if sync_batchnorm not in (True, False):
+            raise ValueError(f"fit: sync_batchnorm must be True or False, got {sync_batchnorm!r}")
+        if sync_batchnorm and communicator is None:
+            raise ValueError("fit: sync_batchnorm=True synchronizes BatchNorm across the processes of a "
+                             "data-parallel run; give communicator= (deepnet.distributed)")
+        #: the data-parallel side of the run (None: one process, no communicator given)
+        self.parallel = None if communicator is None else DataParallel(
+            communicator, sync_batchnorm, communicator.bucket_bytes, communicator.overlap)
+        if self.parallel is not None and check_finite == "skip":
+            raise ValueError("fit: check_finite='skip' decides per process whether to skip a step, and the ranks "
+                             "of a data-parallel run must all step; use 'raise' (the ranks' summed totals are "
+                             "checked at each epoch's end) or 'off'")
         net.loss.bind(net.ops)          # a Network has bound both; a model of another kind may not
         net.optimizer.bind(net.ops)
 
@@ -144,15 +159,39 @@ class Trainer:
         return Xv, Tv, Lv, None if rows is None else to_device(rows, ops, dtype="int64")
 
     # ------------------------------------------------------------------ resume
-    def _restore(self, X: Any, T: Array, labels: Array, history: History) -> tuple[int, int, Any, History, Any]:
+    def _settings(self, X: Any, T: Array, labels: Array) -> dict[str, Any]:
+        """The settings that shape the run, as checkpoints record them."""
+        settings = run_settings(self.net, X, T, labels, self.epochs, self.batch_size, self.shuffle, self.rows)
+        if self.precision != "float32":      # recorded only when not the default: older checkpoints still resume
+            settings["precision"] = self.precision
+        par = self.parallel
+        if par is not None and par.size > 1:        # likewise
+            settings["ranks"] = par.size
+            if par.sync_batchnorm:
+                settings["sync_batchnorm"] = True
+        return settings
+
+    def _agree(self, settings: dict[str, Any]) -> None:
+        """Every rank of a data-parallel run checks that all were given the same run."""
+        par, net = self.parallel, self.net
+        assert par is not None
+        ckpt = self.checkpointer
+        par.agree({**settings, "graphs": self.graphs, "check_finite": self.check_finite, "backend": net.ops.name,
+                   "model": par.fingerprint(net), "validation": None if self.validation_data is None else
+                   [list(self.validation_data[0].shape), None if self.validation_rows is None else
+                    len(self.validation_rows)], "checkpoint": None if ckpt is None else str(ckpt.directory),
+                   "resume": self.resume, "stream_chunk_rows": self.stream_chunk_rows})
+        if self.resume:
+            par.check_resume(ckpt)
+
+    def _restore(self, settings: dict[str, Any], history: History) -> tuple[int, int, Any, History, Any]:
         """(first epoch, first batch, carried totals, history, finished) after checking or
         restoring the checkpointer's run."""
         ckpt = self.checkpointer
         if ckpt is None:
             return 0, 0, None, history, None
-        settings = run_settings(self.net, X, T, labels, self.epochs, self.batch_size, self.shuffle, self.rows)
-        if self.precision != "float32":      # recorded only when not the default: older checkpoints still resume
-            settings["precision"] = self.precision
+        if self.parallel is not None:
+            ckpt.communicator = self.parallel.comm       # rank 0 writes; every rank's dropout state is kept
         state = ckpt.restore(self.net, settings=settings) if self.resume else None
         if state is None and self.resume is True:
             raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "
@@ -185,7 +224,7 @@ class Trainer:
         if mode == "off" or (mode == "auto" and not net.ops.graphs.captures):
             return None
         obstacles = capture_obstacles(net, check_finite=self.check_finite, streamed=bool(self.stream_chunk_rows),
-                                      batch_hooks=batch_hooks, mode=mode)
+                                      batch_hooks=batch_hooks, mode=mode, distributed=self.parallel is not None)
         if obstacles:
             if mode == "auto":
                 warn_once(obstacles[0])
@@ -202,33 +241,59 @@ class Trainer:
     def fit(self, X: Any, y: Any) -> History:
         """Train on (X, y) and return the history (products in :attr:`precision` meanwhile)."""
         ops = self.net.ops
-        if self.precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
-            return self._fit(X, y)
-        with ops.using_products(ops.products.with_precision(self.precision)):   # this thread's run only
-            return self._fit(X, y)
+        try:
+            if self.precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
+                return self._fit(X, y)
+            with ops.using_products(ops.products.with_precision(self.precision)):   # this thread's run only
+                return self._fit(X, y)
+        except BaseException as err:
+            par = self.parallel
+            if par is None or par.size == 1:
+                raise
+            # the other ranks would wait for this one in their next reduction: end the job
+            print(f"deepnet: rank {par.rank} of {par.size} stopped the run: {type(err).__name__}: {err}",
+                  file=sys.stderr, flush=True)
+            par.comm.abort(1)
+            raise
 
     def _fit(self, X: Any, y: Any) -> History:
-        net = self.net
+        net, par = self.net, self.parallel
+        if par is not None:
+            par.start(net)
         Xd, T, labels = self._data(X, y)
         val = self._validation(X, Xd)
-        start_epoch, start_batch, carried, history, finished = self._restore(Xd, T, labels, History())
+        settings = self._settings(Xd, T, labels)
+        if par is not None:
+            self._agree(settings)
+        start_epoch, start_batch, carried, history, finished = self._restore(settings, History())
         if finished:            # the run ended for good (e.g. early stopping): nothing to train
             return history
         self._lay_out()          # after a restore, which replaces the weights
+        if par is not None:
+            par.share_weights(net)
         net.stop_training, net.stop_reason = False, None
-        batches = EpochBatches(net.ops, Xd, T, self.batch_size, self.stream_chunk_rows, self.rows)
+        if par is None:
+            batches = EpochBatches(net.ops, Xd, T, self.batch_size, self.stream_chunk_rows, self.rows)
+        else:
+            batches = ShardedBatches(net.ops, Xd, T, self.batch_size, par.rank, par.size, self.stream_chunk_rows,
+                                     self.rows)
         pos = RunPosition(history, batches.n_batches, list(net.parameters().values()))
         pos.carried = carried
         guard = NonFiniteGuard(self.check_finite, net, pos, self.checkpointer)
+        if par is not None:
+            pos.reduce = par.sum_totals
+            guard.each_step = False          # one rank alone must not stop: the summed totals decide, on all
         ckpt = self.checkpointer
+        printing = self.verbose and (par is None or par.rank == 0)
         callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
-                                 + ([PrintEpochs(self.epochs)] if self.verbose else []) + self.user_callbacks
+                                 + ([PrintEpochs(self.epochs)] if printing else []) + self.user_callbacks
                                  + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
         self.static = self._static_step(batches, T, labels, [_describe(cb) for cb in callbacks.batch_callbacks],
                                         guard, pos)
         callbacks.train_begin(net, {"epochs": self.epochs, "steps_per_epoch": batches.n_batches,
-                                    "batch_size": self.batch_size, "samples": batches.n,
-                                    "initial_epoch": start_epoch})
+                                    "batch_size": self.batch_size, "samples": batches.n_rows,
+                                    "initial_epoch": start_epoch, "rank": 0 if par is None else par.rank,
+                                    "ranks": 1 if par is None else par.size})
         for epoch in range(start_epoch, self.epochs):
             first = start_batch if epoch == start_epoch else 0
             logs = self._epoch(epoch, first, batches, labels, pos, guard, callbacks, val)
@@ -247,8 +312,8 @@ class Trainer:
         t0 = time.perf_counter()
         pos.epoch, pos.first, pos.done = epoch, first, first
         pos.epoch_rng_state = net.rng.bit_generator.state
-        perm = net.rng.permutation(batches.n) if self.shuffle else None      # host indices
-        order = None if perm is None else to_device(perm, ops, dtype="int64")
+        perm = net.rng.permutation(batches.n_rows) if self.shuffle else None      # host indices
+        perm, order = batches.epoch_order(perm)      # this process's rows (a data-parallel rank's shard)
         # the epoch's labels in its row order (the captured step counts correct rows itself)
         pos.labels = labels if order is None or self.static is not None else ops.take_rows(labels, order)
         if self.static is not None:
@@ -264,9 +329,13 @@ class Trainer:
         net.clear_cache()
         seen = max(totals["seen"], 1)
         logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
+        par = self.parallel
+        if par is not None:
+            par.end_epoch(net)
         if val is not None:
             Xv, Tv, Lv, rows = val
-            v = evaluate_batches(net, loss, Xv, Tv, Lv, max(self.batch_size, 1024), ops.dtype(net.dtype_name), rows)
+            evaluate = evaluate_batches if par is None else par.evaluate
+            v = evaluate(net, loss, Xv, Tv, Lv, max(self.batch_size, 1024), ops.dtype(net.dtype_name), rows)
             logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
         logs["lr"] = opt.lr
         logs["time"] = time.perf_counter() - t0
@@ -280,11 +349,17 @@ class Trainer:
         net, loss, opt, metrics = self.net, self.net.loss, self.net.optimizer, pos.metrics
         accept = guard.accept if guard.each_step else None
         batch_hooks = bool(callbacks.batch_callbacks)
+        par = self.parallel
+        mean = loss.reduction != "sum"
         for b, s, e, x, t in batches.epoch(perm, order, first):
             pos.batch = b
             if batch_hooks:
                 callbacks.batch_begin(net, net.step_count, {"epoch": epoch, "batch": b})
-            result = train_step(net, loss, opt, x, t, accept)
+            if par is None:
+                result = train_step(net, loss, opt, x, t, accept)
+            else:       # this rank's share of the global batch's mean loss
+                share = (e - s) / batches.global_rows(b) if mean else 1.0
+                result = par.step(net, loss, opt, x, t, share)
             pos.done = b + 1
             if result is None:     # refused by the NaN guard (check_finite="skip")
                 continue

@@ -1,0 +1,168 @@
+"""Data-parallel training: one process per rank, each on its shard of every global batch.
+
+What a run with a communicator does beyond the single-process loop:
+
+* at the start, every rank checks that the others run the same settings (data fingerprint,
+  batch size, optimizer, model...), takes rank 0's host generator state and weights, and
+  gets its own dropout stream (rank 0 keeps the single-process one);
+* each step, the rank's error ∂f/∂z is scaled by its share of the global batch (n_r / N for
+  a mean loss), so that after backward the sum over the ranks of every ∂f/∂θ, reduced in
+  one flat buffer (:class:`~deepnet.distributed.gradients.GradientBuckets`), is the gradient
+  of the global batch; then every rank makes the same update;
+* epoch metrics and validation (each rank evaluates a share) are summed over the ranks;
+  BatchNorm running statistics are averaged over the ranks at each epoch's end unless the
+  statistics are synchronized (``sync_batchnorm``: every batch normalized with the
+  global batch's μ and σ², as one process with the global batch would).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..backend import Array, to_device, to_host
+from ..distributed.communicator import DEFAULT_BUCKET_BYTES, Communicator
+from ..distributed.gradients import GradientBuckets
+from ..distributed.shards import shard_of
+from ..errors import ResumeError
+from ..losses import Loss
+from ..optimizers import Optimizer
+from .evaluation import evaluate_batches
+
+
+class SettingsMismatch(ValueError):
+    """The ranks of a data-parallel run were started with different settings."""
+
+
+class DataParallel:
+    """The data-parallel side of one run over ``comm`` (see the module)."""
+
+    def __init__(self, comm: Communicator, sync_batchnorm: bool = False,
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = False) -> None:
+        if not isinstance(comm, Communicator):
+            raise TypeError(f"fit: communicator must be a deepnet.distributed Communicator, got {type(comm).__name__}")
+        self.comm, self.sync_batchnorm = comm, bool(sync_batchnorm)
+        self.bucket_bytes, self.overlap = bucket_bytes, bool(overlap)
+        self.rank, self.size = comm.rank, comm.size
+        self.buckets: GradientBuckets | None = None
+
+    # ------------------------------------------------------------------ start
+    def agree(self, settings: dict[str, Any]) -> None:
+        """Raise :class:`SettingsMismatch` on every rank, naming the differences, unless every
+        rank was given the same ``settings``."""
+        mine = json.loads(json.dumps(settings, default=str))
+        every = self.comm.allgather_object(mine)
+        diffs = []
+        for r, theirs in enumerate(every):
+            for key in sorted(set(theirs) | set(every[0])):
+                a, b = every[0].get(key, "not set"), theirs.get(key, "not set")
+                if a != b:
+                    diffs.append(f"{key}: rank 0 {a!r}, rank {r} {b!r}")
+        if diffs:
+            raise SettingsMismatch("fit: the ranks of this run were started with different settings: "
+                                   + "; ".join(diffs[:8]) + (f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else "")
+                                   + " (start every rank with the same command, data and seed)")
+
+    def start(self, net: Any) -> None:
+        """Bind the communicator; rank 0's host generator; this rank's dropout stream; synced
+        BatchNorm if asked (every layer that can, else an error naming the layer)."""
+        self.comm.bind(net.ops)
+        state = self.comm.broadcast_object(net.rng.bit_generator.state if self.rank == 0 else None)
+        net.rng.bit_generator.state = state
+        net.set_replica(self.rank)
+        for i, layer in enumerate(net.layers):
+            if hasattr(layer, "set_sync"):
+                layer.set_sync(self.comm if self.sync_batchnorm else None)
+
+    def share_weights(self, net: Any) -> None:
+        """Every rank takes rank 0's weights and layer state (after a restore, so a resume
+        on every rank continues from the same model), then keeps its gradients in the buckets."""
+        ops = net.ops
+        self.buckets = GradientBuckets(self.comm, ops, net.layers, ops.dtype(net.dtype_name),
+                                       self.bucket_bytes, self.overlap)
+        self.buckets.broadcast_parameters(list(net.parameters().values()))
+        net.zero_grad()
+        self._reduce_layer_state(net, "broadcast")
+        net.backward_hook = self.buckets.layer_done if self.overlap else None
+
+    def check_resume(self, checkpointer: Any) -> None:
+        """Refuse, clearly, to resume a checkpoint written by another number of ranks."""
+        state = checkpointer.read_state() if checkpointer is not None else None
+        if state is None:
+            return
+        saved = int((state.get("settings") or {}).get("ranks", 1))
+        if saved != self.size:
+            raise ResumeError(f"cannot resume from {state['path']}: it was trained on {saved} rank"
+                              f"{'s' if saved != 1 else ''} and this run has {self.size}; each global batch is "
+                              f"split over the ranks, so resume it with the same number "
+                              f"(mpiexec -n {saved} ..., or --nproc {saved})")
+
+    # ------------------------------------------------------------------ steps
+    def step(self, net: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array, share: float
+             ) -> tuple[Array, Array]:
+        """One data-parallel step on this rank's rows (x, t), ``share`` = n_r / N of the
+        global batch for a mean loss (1 for a sum): forward, ∂f/∂z·share, backward (buckets
+        started as layers finish, with ``overlap``), Σ over the ranks, the update."""
+        buckets = self.buckets
+        assert buckets is not None
+        z = net.forward(x, True)
+        f, dz = loss.forward_backward(z, t)
+        if share != 1.0:
+            dz *= share
+        buckets.begin()
+        net.backward(dz)
+        buckets.finish()
+        optimizer.step(net.parameters())
+        net.zero_grad()
+        return f, z
+
+    def sum_totals(self, totals: dict[str, Any]) -> dict[str, Any]:
+        """Σ over the ranks of an epoch's loss_sum, correct and seen (one small reduction)."""
+        loss_sum, correct, seen = self.comm.sum_floats([totals["loss_sum"], totals["correct"], totals["seen"]])
+        return {**totals, "loss_sum": loss_sum, "correct": correct, "seen": int(round(seen))}
+
+    def evaluate(self, net: Any, loss: Loss, X: Array, T: Array, labels: Array, batch_size: int, dtype: Any,
+                 rows: Array = None) -> dict[str, float]:
+        """Loss and accuracy over every rank's share of (X, T) (rows ``rows``), summed."""
+        n = int(X.shape[0]) if rows is None else int(rows.shape[0])
+        s, e = shard_of(n, self.rank, self.size)
+        local = {"loss": 0.0, "accuracy": 0.0}
+        if e > s:
+            if rows is None:
+                local = evaluate_batches(net, loss, X[s:e, ...], T[s:e, ...], labels[s:e, ...], batch_size, dtype)
+            else:
+                local = evaluate_batches(net, loss, X, T[s:e, ...], labels[s:e, ...], batch_size, dtype, rows[s:e])
+        loss_sum, correct = self.comm.sum_floats([local["loss"] * (e - s), local["accuracy"] * (e - s)])
+        return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1)}
+
+    def end_epoch(self, net: Any) -> None:
+        """Local BatchNorm statistics: every rank takes their mean over the ranks."""
+        if not self.sync_batchnorm:
+            self._reduce_layer_state(net, "mean")
+
+    def _reduce_layer_state(self, net: Any, how: str) -> None:
+        """Layer state (BatchNorm running statistics) averaged over the ranks, or rank 0's."""
+        ops = net.ops
+        for layer in net.layers:
+            state = layer.state_arrays() if hasattr(layer, "state_arrays") else {}
+            if not state:
+                continue
+            names = sorted(state)
+            flat = to_device([float(v) for k in names for v in to_host(state[k]).reshape(-1)], ops, dtype="float64")
+            if how == "mean":
+                self.comm.allreduce(flat, "mean")
+            else:
+                self.comm.broadcast(flat, 0)
+            host, o, out = to_host(flat), 0, {}
+            for k in names:
+                n = int(to_host(state[k]).size)
+                out[k] = host[o:o + n].reshape(to_host(state[k]).shape).astype(to_host(state[k]).dtype)
+                o += n
+            layer.load_state_arrays(out)
+
+    def fingerprint(self, net: Any) -> str:
+        """A short hash of the architecture and the parameter shapes (compared across ranks)."""
+        desc = [(type(layer).__name__, layer.get_config(), {k: list(p.shape) for k, p in layer.parameters().items()})
+                for layer in net.layers]
+        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
