@@ -11,9 +11,11 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from .checkpoint import Checkpointer, resume_refusal, settings_differences
 from .datasets import DatasetError, InputFileError, load_dataset, read_inputs, scale_pixels
 from .datasets.registry import NAMES
 from .diagnostics import GradientFlow
+from .distributed import communicator
+from .distributed.launch import COMM_KINDS, abort_job, launched_rank, launched_size, mpiexec_command
 from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError
 from .io import atomic_write, load_model, save_model
 from .layers import Dropout
@@ -41,6 +45,7 @@ from .progress import ProgressBar
 from .schedules import LearningRateScheduler, get_schedule
 from .training import Trainer
 from .training.captured import GRAPHS
+from .training.data_parallel import ranks_refusal
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -156,6 +161,9 @@ def _check_options(args: argparse.Namespace) -> None:
             raise CLIError(f"{_flag(dest)}: expected {want}, got {value}")
     if args.resume and args.resume_if_exists:
         raise CLIError("give either --resume or --resume-if-exists, not both")
+    if args.sync_batchnorm and launched_size() == 1:
+        raise CLIError("--sync-batchnorm synchronizes BatchNorm across the processes of a data-parallel run; "
+                       "start several (mpiexec -n N deepnet train ..., or --nproc N)")
     if args.dataset is not None:
         key = args.dataset.lower().replace("_", "-")
         args.dataset = "fashion-mnist" if key == "fashion" else key
@@ -233,6 +241,9 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
         _say(args, f"no checkpoint in {ckpt_dir}: starting a new run")
         return None
     recorded, given = state["settings"] or {}, _given(args)
+    refusal = ranks_refusal(state["path"], int(recorded.get("ranks", 1)), launched_size())
+    if refusal:
+        raise CLIError(refusal)
     keys = {dest: _setting_key(dest) for dest in RUN_OPTIONS if _setting_key(dest) in recorded}
     diffs = settings_differences({keys[d]: recorded[keys[d]] for d in keys if d in given},
                                  {keys[d]: getattr(args, d) for d in keys if d in given}, state["epochs_done"])
@@ -295,6 +306,8 @@ def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     # 1. settings: checked, completed from a resumed run, checked in combination; nothing written yet
     _check_options(args)
+    if launched_rank() != 0:
+        args.quiet = True           # rank 0 reports for the data-parallel run
     out = Path(args.out or f"runs/{args.dataset or ('mnist' if args.preset == 'seed' else 'digits')}")
     ckpt_dir = out / "checkpoints"
     resumed = _resume_settings(args, ckpt_dir) if args.resume or args.resume_if_exists else None
@@ -315,15 +328,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.epochs == 0 and (out / "model.npz").exists():
             raise CLIError(f"--epochs 0 would replace the trained model in {out} with an untrained one "
                            "(choose another --out)")
-    # 2. where results go: checked (and created) before any data is loaded
-    _check_output_folder(out)
-    if args.plot:
+    # 2. where results go: checked (and created) before any data is loaded, by rank 0 (it writes them)
+    if launched_rank() == 0:
+        _check_output_folder(out)
+    if args.plot and launched_rank() == 0:
         _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
         pyplot()  # fail early with a clear message if matplotlib is missing
-    get_ops(args.backend or get_backend())
-    # 3. data and network
+    ops = get_ops(args.backend or get_backend())
+    # 3. the processes of a data-parallel run (started by mpiexec): each on its own GPU
+    comm = None if launched_size() == 1 and args.comm == "auto" else communicator(args.comm, ops)
+    if comm is not None:
+        _say(args, f"data-parallel: {comm.describe()}; batch {args.batch_size} per rank, "
+                   f"{args.batch_size * comm.size} per step")
+    # 4. data and network (rank 0 reads, or downloads, first; the others then read its files)
+    if comm is not None and comm.rank != 0:
+        comm.barrier()
     data = load_dataset(args.dataset, args.data, scale=args.scale, download=not args.no_download,
                         label_column=args.label_column, seed=args.seed, log=lambda m: _say(args, m))
+    if comm is not None and comm.rank == 0:
+        comm.barrier()
     as_host_inputs(data.X_test, data.n_features, f"{data.name} test data")   # bad test data fails now, not after
     _say(args, f"data: {data.description}; inputs scaled '{data.scaling}'")
     for warning in data.label_warnings():
@@ -373,8 +396,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     hist = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
                    validation_data=None if val_rows is None else (X, y), validation_rows=val_rows,
                    callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows,
-                   graphs=args.graphs, precision=args.precision).fit(X, y)
+                   graphs=args.graphs, precision=args.precision, communicator=comm,
+                   sync_batchnorm=args.sync_batchnorm).fit(X, y)
     train_time = time.perf_counter() - t0
+    if comm is not None and comm.rank != 0:
+        return 0            # rank 0 saves, evaluates and reports; the weights are the same on every rank
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
              "class_names": data.class_names, "n_features": data.n_features}
     model_path = _save_results(net, out, extra)
@@ -392,6 +418,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test": {"accuracy": test["accuracy"], "loss": test["loss"], "confusion_matrix": conf.tolist()},
         "versions": _versions(),
     }
+    if comm is not None:
+        summary["data_parallel"] = {"ranks": comm.size, "engine": comm.describe(),
+                                    "batch_per_rank": args.batch_size, "sync_batchnorm": args.sync_batchnorm}
     if net.stop_reason:
         summary["stopped"] = net.stop_reason
         _say(args, f"stopped: {net.stop_reason}")
@@ -627,6 +656,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume-if-exists", action="store_true",
                    help="like --resume when --out holds a checkpoint, otherwise start a new run")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (started with mpiexec; "
+                        "docs/distributed.md); under mpiexec -n N, deepnet detects MPI itself")
+    t.add_argument("--comm", choices=list(COMM_KINDS), default="auto",
+                   help="what reduces the gradients of a data-parallel run: auto (default: NCCL for GPU "
+                        "arrays where CuPy has it, else MPI), mpi, nccl")
+    t.add_argument("--sync-batchnorm", action="store_true",
+                   help="data-parallel: BatchNorm normalizes with the statistics of the global batch "
+                        "(summed over the ranks) instead of each rank's own")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
@@ -668,15 +706,59 @@ def given_options(argv: list[str]) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """``--nproc N``: run this command as N MPI processes here and return their exit status
+    (None: train in this process)."""
+    n = getattr(args, "nproc", None)
+    if n is None:
+        return None
+    if n < 1:
+        raise CLIError(f"--nproc: expected a positive number of processes, got {n}")
+    if launched_size() > 1:
+        raise CLIError(f"--nproc starts the processes itself, but this one was started by an MPI launcher "
+                       f"with {launched_size()}: drop --nproc (or mpiexec)")
+    if n == 1:
+        return None
+    cmd = mpiexec_command(n, _without_nproc(argv))
+    try:
+        return subprocess.call(cmd)
+    except OSError as err:
+        raise CLIError(f"--nproc: could not start {cmd[0]}: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.given = given_options(argv)
+    code = _run(args, argv)
+    if code and launched_size() > 1:
+        abort_job(code)         # the other ranks may be waiting for this one: end the whole job
+    return code
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    where = f"deepnet: rank {launched_rank()}" if launched_size() > 1 else "deepnet"
     try:
+        started = _start_processes(args, argv)
+        if started is not None:
+            return started
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("deepnet: interrupted", file=sys.stderr)
+        print(f"{where}: interrupted", file=sys.stderr)
         return 130
     except _known_errors() as err:
         if args.debug:
@@ -684,10 +766,16 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).strip() or type(err).__name__
         if isinstance(err, KeyError) and err.args:
             msg = str(err.args[0])
-        print(f"deepnet: error: {msg}", file=sys.stderr)
+        print(f"{where}: error: {msg}", file=sys.stderr, flush=True)
         if not isinstance(err, (CLIError, ResumeError, InputFileError)):
-            print("deepnet: (run with --debug for the full traceback)", file=sys.stderr)
+            print(f"{where}: (run with --debug for the full traceback)", file=sys.stderr, flush=True)
         return EXIT_ERROR
+    except BaseException:
+        if launched_size() > 1:
+            traceback.print_exc()
+            sys.stderr.flush()
+            abort_job(EXIT_ERROR)
+        raise
 
 
 if __name__ == "__main__":

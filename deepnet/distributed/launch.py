@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from .communicator import Communicator, LocalCommunicator
-from .mpi import MPICommunicator
+from .mpi import MPICommunicator, import_mpi
 from .nccl import NCCLCommunicator, import_nccl
 
+#: environment variables MPI launchers set to this process's rank (same launchers, same order)
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 #: environment variables MPI launchers set to the number of processes of the job:
 #: Open MPI; MPICH, Intel MPI and MVAPICH (PMI); PMIx launchers (Slurm's srun, PRRTE)
 SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -28,8 +30,26 @@ def launched_size() -> int:
     return 1
 
 
+def launched_rank() -> int:
+    """This process's rank in the job the MPI launcher started (0: not launched by MPI)."""
+    for var in RANK_VARIABLES:
+        value = os.environ.get(var)
+        if value and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def abort_job(code: int = 1) -> None:
+    """End every process of the MPI job this one belongs to (a failed rank must not leave the
+    others waiting in a reduction); exits this process when it is not in a job of several."""
+    if launched_size() > 1:
+        import_mpi().COMM_WORLD.Abort(code)
+    sys.exit(code)
+
+
 def communicator(kind: str = "auto", ops: Any = None) -> Communicator:
-    """The communicator of this process, bound to ``ops`` when given.
+    """The communicator of this process, bound to ``ops`` when given (and then on GPU
+    ``local_rank`` of its machine, where ``ops`` has GPUs).
 
     ``kind``: ``"mpi"``, ``"nccl"`` or ``"auto"`` (NCCL when the backend's arrays are on GPUs
     and CuPy has NCCL; MPI otherwise).  A process the launcher did not start in a job of
@@ -39,10 +59,12 @@ def communicator(kind: str = "auto", ops: Any = None) -> Communicator:
         raise ValueError(f"communicator: kind must be one of {', '.join(COMM_KINDS)}, got {kind!r}")
     if kind == "auto" and launched_size() == 1:
         comm: Communicator = LocalCommunicator()
-    elif kind == "nccl" or (kind == "auto" and ops is not None and _nccl_usable(ops)):
-        comm = NCCLCommunicator()
     else:
         comm = MPICommunicator()
+        if ops is not None:
+            use_local_gpu(comm, ops)         # before NCCL binds to the current GPU, and before any weights
+        if kind == "nccl" or (kind == "auto" and ops is not None and _nccl_usable(ops)):
+            comm = NCCLCommunicator(bootstrap=comm)
     return comm if ops is None else comm.bind(ops)
 
 

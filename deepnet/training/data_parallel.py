@@ -22,13 +22,32 @@ import json
 from typing import Any
 
 from ..backend import Array, to_device, to_host
-from ..distributed.communicator import DEFAULT_BUCKET_BYTES, Communicator
+from ..distributed.communicator import Communicator
 from ..distributed.gradients import GradientBuckets
 from ..distributed.shards import shard_of
 from ..errors import ResumeError
 from ..losses import Loss
 from ..optimizers import Optimizer
 from .evaluation import evaluate_batches
+
+
+def ranks_refusal(path: Any, saved: int, now: int) -> str | None:
+    """Why a checkpoint trained on ``saved`` ranks cannot be resumed by ``now`` (None: it can)."""
+    if saved == now:
+        return None
+    how = f"mpiexec -n {saved} ..., or --nproc {saved}" if saved > 1 else "in one process, without mpiexec"
+    return (f"cannot resume from {path}: it was trained on {saved} process{'es' if saved != 1 else ''} (ranks) "
+            f"and this run has {now}; each global batch is split over the ranks, so resume it with the same "
+            f"number ({how})")
+
+
+def check_resume_ranks(checkpointer: Any, size: int) -> None:
+    """Refuse, clearly, to resume a checkpoint written by another number of ranks."""
+    state = checkpointer.read_state() if checkpointer is not None else None
+    if state is not None:
+        refusal = ranks_refusal(state["path"], int((state.get("settings") or {}).get("ranks", 1)), size)
+        if refusal:
+            raise ResumeError(refusal)
 
 
 class SettingsMismatch(ValueError):
@@ -38,12 +57,12 @@ class SettingsMismatch(ValueError):
 class DataParallel:
     """The data-parallel side of one run over ``comm`` (see the module)."""
 
-    def __init__(self, comm: Communicator, sync_batchnorm: bool = False,
-                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = False) -> None:
+    def __init__(self, comm: Communicator, sync_batchnorm: bool = False) -> None:
         if not isinstance(comm, Communicator):
             raise TypeError(f"fit: communicator must be a deepnet.distributed Communicator, got {type(comm).__name__}")
         self.comm, self.sync_batchnorm = comm, bool(sync_batchnorm)
-        self.bucket_bytes, self.overlap = bucket_bytes, bool(overlap)
+        #: gradients reduced in buckets of this many bytes, started during backward with ``overlap``
+        self.bucket_bytes, self.overlap = comm.bucket_bytes, comm.overlap
         self.rank, self.size = comm.rank, comm.size
         self.buckets: GradientBuckets | None = None
 
@@ -85,18 +104,6 @@ class DataParallel:
         net.zero_grad()
         self._reduce_layer_state(net, "broadcast")
         net.backward_hook = self.buckets.layer_done if self.overlap else None
-
-    def check_resume(self, checkpointer: Any) -> None:
-        """Refuse, clearly, to resume a checkpoint written by another number of ranks."""
-        state = checkpointer.read_state() if checkpointer is not None else None
-        if state is None:
-            return
-        saved = int((state.get("settings") or {}).get("ranks", 1))
-        if saved != self.size:
-            raise ResumeError(f"cannot resume from {state['path']}: it was trained on {saved} rank"
-                              f"{'s' if saved != 1 else ''} and this run has {self.size}; each global batch is "
-                              f"split over the ranks, so resume it with the same number "
-                              f"(mpiexec -n {saved} ..., or --nproc {saved})")
 
     # ------------------------------------------------------------------ steps
     def step(self, net: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array, share: float

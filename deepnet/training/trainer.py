@@ -24,7 +24,7 @@ from .callback_list import CallbackList
 from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
 from .checkpointing import SaveCheckpoints, SaveStopPoint
 from .data import device_inputs, device_targets, host_inputs
-from .data_parallel import DataParallel
+from .data_parallel import DataParallel, check_resume_ranks
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
 from .history import History
@@ -103,8 +103,7 @@ class Trainer:
             raise ValueError("fit: sync_batchnorm=True synchronizes BatchNorm across the processes of a "
                              "data-parallel run; give communicator= (deepnet.distributed)")
         #: the data-parallel side of the run (None: one process, no communicator given)
-        self.parallel = None if communicator is None else DataParallel(
-            communicator, sync_batchnorm, communicator.bucket_bytes, communicator.overlap)
+        self.parallel = None if communicator is None else DataParallel(communicator, sync_batchnorm)
         if self.parallel is not None and check_finite == "skip":
             raise ValueError("fit: check_finite='skip' decides per process whether to skip a step, and the ranks "
                              "of a data-parallel run must all step; use 'raise' (the ranks' summed totals are "
@@ -181,8 +180,6 @@ class Trainer:
                    [list(self.validation_data[0].shape), None if self.validation_rows is None else
                     len(self.validation_rows)], "checkpoint": None if ckpt is None else str(ckpt.directory),
                    "resume": self.resume, "stream_chunk_rows": self.stream_chunk_rows})
-        if self.resume:
-            par.check_resume(ckpt)
 
     def _restore(self, settings: dict[str, Any], history: History) -> tuple[int, int, Any, History, Any]:
         """(first epoch, first batch, carried totals, history, finished) after checking or
@@ -192,6 +189,8 @@ class Trainer:
             return 0, 0, None, history, None
         if self.parallel is not None:
             ckpt.communicator = self.parallel.comm       # rank 0 writes; every rank's dropout state is kept
+        if self.resume:
+            check_resume_ranks(ckpt, 1 if self.parallel is None else self.parallel.size)
         state = ckpt.restore(self.net, settings=settings) if self.resume else None
         if state is None and self.resume is True:
             raise ResumeError(f"fit: resume=True but {ckpt.directory} holds no checkpoint "

@@ -1,0 +1,139 @@
+"""One rank of the data-parallel tests (tests/test_distributed.py starts it with mpiexec).
+
+``python tests/distributed_worker.py SCENARIO OUT``: ``equivalence`` trains every case of
+:data:`CASES` with the ranks of this job and rank 0 writes its weights and history to
+``OUT/<case>.npz``; ``fail-raise`` / ``fail-kill``: rank 1 fails at its 5th step (an
+exception, or SIGKILL) in a run that would otherwise take minutes; ``mismatch``: rank 1 is
+given another learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+
+from deepnet import Network
+from deepnet.callbacks import Callback
+from deepnet.layers import BatchNorm, Conv2D, Dense, Flatten, ReLU, Reshape, Tanh
+from deepnet.optimizers import get_optimizer
+
+# (name, model, optimizer, dtype, backend, bucket_bytes, overlap)
+CASES = [(f"{model}-{opt}-{dtype}", model, opt, dtype, "numpy", None, False)
+         for model in ("mlp", "bn") for opt in ("sgd", "momentum", "adam") for dtype in ("float64", "float32")]
+CASES += [("conv-bn-adam-float64", "conv", "adam", "float64", "numpy", None, False),
+          ("bn-adam-float64-buckets-overlap", "bn", "adam", "float64", "numpy", 256, True),
+          ("bn-momentum-float64-cupy-shaped", "bn", "momentum", "float64", "cupy-shaped", None, False)]
+#: per-rank batch; 2 ranks × B rows per step equal one process with 2B.  N rows: 25 full
+#: global batches and a short one of 10 (5 per rank): 52 steps in 2 epochs
+B, N, EPOCHS = 10, 510, 2
+
+
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(N, 36))
+    y = (X[:, :4].sum(axis=1) > 0).astype(int) + 2 * (X[:, 4] > 0)
+    return X, y
+
+
+def build(model: str, opt: str, dtype: str, backend: str = "numpy") -> Network:
+    """The network of a case (seed 5), with its optimizer."""
+    if model == "mlp":
+        layers = [Dense(36, 24), Tanh(), Dense(24, 16), ReLU(), Dense(16, 4)]
+    elif model == "bn":
+        layers = [Dense(36, 24, bias=False), BatchNorm(24), ReLU(), Dense(24, 4)]   # no bias before BN: its gradient is 0
+    else:
+        layers = [Reshape((1, 6, 6)), Conv2D(1, 3, 3, padding=1, bias=False), BatchNorm(3), ReLU(), Flatten(), Dense(108, 4)]
+    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}[opt]
+    optimizer = {"sgd": "sgd", "momentum": "momentum", "adam": "adam"}[opt]
+    return Network(layers, seed=5, dtype=dtype, backend=backend, loss="xent", optimizer=get_optimizer(optimizer, lr=lr))
+
+
+def equivalence(out: str) -> None:
+    from deepnet.distributed import MPICommunicator
+    X, y = data()
+    for name, model, opt, dtype, backend, bucket_bytes, overlap in CASES:
+        comm = MPICommunicator().configure(bucket_bytes=bucket_bytes, overlap=overlap)
+        net = build(model, opt, dtype, backend)
+        hist = net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model != "mlp")
+        if comm.rank == 0:
+            np.savez(os.path.join(out, f"{name}.npz"), **net.get_weights(),
+                     __history__=np.array(json.dumps(hist.history)), __transport__=np.array(comm.transport))
+
+
+class FailAt(Callback):
+    def __init__(self, rank: int, how: str) -> None:
+        self.rank, self.how = rank, how
+
+    def wants_batch_hooks(self) -> bool:
+        return True
+
+    def on_batch_end(self, net, step, logs) -> None:
+        if self.rank == 1 and step == 5:
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("rank 1 failed on purpose at step 5")
+
+
+def failing(how: str) -> None:
+    from deepnet.distributed import MPICommunicator
+    comm = MPICommunicator()
+    X, y = data()
+    net = build("mlp", "sgd", "float32")
+    net.fit(np.tile(X, (200, 1)), np.tile(y, 200), epochs=1000, batch_size=B, communicator=comm,
+            callbacks=[FailAt(comm.rank, how)])
+
+
+def mismatch() -> None:
+    from deepnet.distributed import MPICommunicator
+    comm = MPICommunicator()
+    X, y = data()
+    net = build("mlp", "sgd", "float32")
+    net.optimizer = get_optimizer("sgd", lr=0.1 if comm.rank == 0 else 0.2)
+    net.fit(X, y, epochs=1, batch_size=B, communicator=comm)
+
+
+def on_gpus(kind: str) -> None:
+    """``nccl``: NCCL, one GPU per rank; ``mpi-cupy``: MPI with CuPy arrays (staged or
+    CUDA-aware), every rank on GPU 0.  Rank 0 then trains one process with the global batch
+    and checks the weights (float64: 1e-10)."""
+    from deepnet.backend import get_ops
+    from deepnet.distributed import MPICommunicator, NCCLCommunicator, use_local_gpu
+    ops = get_ops("cupy")
+    mpi = MPICommunicator()
+    if kind == "nccl":
+        use_local_gpu(mpi, ops)
+        comm = NCCLCommunicator(bootstrap=mpi)
+    else:
+        comm = mpi
+    X, y = data()
+    worst = 0.0
+    for model, opt in (("mlp", "adam"), ("bn", "momentum")):
+        net = build(model, opt, "float64", "cupy")
+        net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model == "bn")
+        if comm.rank == 0:
+            ref = build(model, opt, "float64", "cupy")
+            ref.fit(X, y, epochs=EPOCHS, batch_size=2 * B)
+            a, b = net.get_weights(), ref.get_weights()
+            worst = max(worst, max(float(np.abs(a[k] - b[k]).max()) for k in a))
+    if comm.rank == 0:
+        print(f"{kind}: {comm.describe()}: max weight difference {worst:.3e}", flush=True)
+        if not worst <= 1e-10:
+            raise SystemExit(f"{kind}: 2 ranks differ from one process by {worst:.3e} > 1e-10")
+
+
+if __name__ == "__main__":
+    scenario = sys.argv[1]
+    if scenario == "equivalence":
+        equivalence(sys.argv[2])
+    elif scenario in ("fail-raise", "fail-kill"):
+        failing(scenario.split("-")[1])
+    elif scenario == "mismatch":
+        mismatch()
+    elif scenario in ("nccl", "mpi-cupy"):
+        on_gpus(scenario)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")

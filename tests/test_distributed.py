@@ -1,0 +1,321 @@
+"""Data-parallel training: shards, the gradient buckets, the communicator interface, and
+(with mpi4py and mpiexec) 2 MPI processes against one process with the global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet import Network
+from deepnet.distributed import Communicator, LocalCommunicator, Pending
+from deepnet.distributed.gradients import GradientBuckets
+from deepnet.distributed.launch import find_mpiexec, launched_size, mpiexec_command
+from deepnet.distributed.shards import check_shards, shard_of, shard_order, shard_rows
+from deepnet.errors import ShapeError
+from deepnet.layers import BatchNorm, Dense, Dropout, ReLU
+from deepnet.layers.base import Parameter
+from tests.distributed_worker import B, CASES, EPOCHS, build, data
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "distributed_worker.py"
+
+
+# ---------------------------------------------------------------------- shards
+@pytest.mark.parametrize("n,batch,size", [(100, 10, 2), (105, 10, 2), (103, 4, 3), (64, 8, 4), (8, 3, 2)])
+def test_shards_split_every_global_batch_disjointly(n, batch, size):
+    order = np.random.default_rng(1).permutation(n)
+    check_shards(n, batch, size)
+    g = size * batch
+    shards = [shard_order(order, n, batch, r, size) for r in range(size)]
+    for r, rows in enumerate(shards):
+        assert len(rows) == shard_rows(n, batch, r, size)[0]
+    for b in range(-(-n // g)):
+        glob = order[b * g:(b + 1) * g]
+        parts = [rows[b * batch:(b + 1) * batch] for rows in shards]
+        assert np.array_equal(np.concatenate(parts), glob)        # disjoint, in order, all of it
+    assert shard_order(None, n, batch, 0, size).tolist() == sorted(shard_order(None, n, batch, 0, size).tolist())
+
+
+def test_a_last_global_batch_smaller_than_the_ranks_is_refused():
+    with pytest.raises(ValueError, match=r"last global batch has 1 row of 65.*at least 2"):
+        check_shards(65, 32, 2)
+    check_shards(66, 32, 2)
+
+
+def test_evaluation_shares_cover_the_rows():
+    assert [shard_of(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
+
+
+# ---------------------------------------------------------------------- communicators
+class CountingCommunicator(LocalCommunicator):
+    """One process that records every reduction (size of the array, when it started)."""
+
+    def __init__(self, net=None):
+        self.calls, self.net, self.layer = [], net, None
+
+    def allreduce_start(self, x, op="sum"):
+        self.calls.append((int(x.size), self.layer))
+        return Pending()
+
+
+def test_local_communicator_checks_its_arguments():
+    comm = LocalCommunicator()
+    x = np.arange(3.0)
+    assert comm.allreduce(x) is x and comm.broadcast(x) is x
+    with pytest.raises(ValueError, match="op must be 'sum' or 'mean', got 'max'"):
+        comm.allreduce(x, "max")
+    with pytest.raises(ValueError, match=r"root must be a rank in 0..0, got 1"):
+        comm.broadcast(x, 1)
+    with pytest.raises(ValueError, match="bucket_bytes must be a positive integer, got 0"):
+        comm.configure(bucket_bytes=0)
+    assert comm.sum_floats([1, 2.5]) == [1.0, 2.5] and comm.allgather_object({"a": 1}) == [{"a": 1}]
+
+
+def _net(dtype="float64", **kw):
+    return Network([Dense(6, 5), BatchNorm(5), ReLU(), Dense(5, 3)], seed=1, dtype=dtype, loss="xent",
+                   optimizer="adam", **kw)
+
+
+def test_gradients_live_in_one_flat_buffer_reduced_once_per_step():
+    net = _net()
+    comm = CountingCommunicator()
+    buckets = GradientBuckets(comm, net.ops, net.layers, np.float64)
+    params = list(net.parameters().values())
+    assert buckets.n_values == sum(p.data.size for p in params)
+    for p in params:       # views into the flat buffer, from the top layer down
+        assert np.shares_memory(p.grad_buffer, buckets.flat)
+    top = net.parameters()["3.weight"]
+    assert np.shares_memory(top.grad_buffer, buckets.flat[:top.data.size])
+    X, y = np.random.default_rng(0).normal(size=(8, 6)), np.arange(8) % 3
+    z = net.forward(X, True)
+    _, dz = net.loss.forward_backward(z, np.eye(3)[y])
+    buckets.begin()
+    net.backward(dz)
+    buckets.finish()
+    assert comm.calls == [(buckets.n_values, None)]
+    grads = {k: p.grad.copy() for k, p in net.parameters().items()}
+    assert np.array_equal(buckets.flat[:top.data.size], grads["3.weight"].reshape(-1))
+
+
+def test_small_buckets_start_during_backward_with_overlap():
+    net = _net()
+    comm = CountingCommunicator()
+    buckets = GradientBuckets(comm, net.ops, net.layers, np.float64, bucket_bytes=8 * 16, overlap=True)
+    assert len(buckets.buckets) >= 3 and [b.lowest for b in buckets.buckets] == sorted(
+        (b.lowest for b in buckets.buckets), reverse=True)
+
+    def hook(i):
+        comm.layer = i
+        buckets.layer_done(i)
+
+    net.backward_hook = hook
+    X, y = np.random.default_rng(0).normal(size=(8, 6)), np.arange(8) % 3
+    z = net.forward(X, True)
+    _, dz = net.loss.forward_backward(z, np.eye(3)[y])
+    buckets.begin()
+    net.backward(dz)
+    started = list(comm.calls)
+    buckets.finish()
+    assert len(started) == len(buckets.buckets) == len(comm.calls)
+    assert started[0][1] == 3                      # the top layer's bucket went while layers 2..0 still ran
+    assert sum(n for n, _ in started) == buckets.n_values
+
+
+def test_a_parameter_keeps_its_gradient_in_a_shared_buffer():
+    p = Parameter("w", np.zeros((2, 3)))
+    p.grad = np.ones((2, 3))
+    buf = np.zeros(6)[:6].reshape(2, 3)
+    p.share_grad(buf)
+    assert p.grad_buffer is buf and np.array_equal(buf, np.ones((2, 3)))      # the written gradient carried over
+    with pytest.raises(ShapeError, match=r"gradient buffer must have shape \(2, 3\).*got shape \(3, 2\)"):
+        p.share_grad(np.zeros((3, 2)))
+
+
+def test_one_rank_with_a_communicator_trains_exactly_as_without():
+    X, y = data()
+    plain = build("bn", "adam", "float64")
+    plain.fit(X, y, epochs=2, batch_size=2 * B)
+    local = build("bn", "adam", "float64")
+    local.fit(X, y, epochs=2, batch_size=2 * B, communicator=LocalCommunicator(), sync_batchnorm=True)
+    for k, w in plain.get_weights().items():
+        assert np.array_equal(w, local.get_weights()[k]), k
+
+
+def test_fit_refuses_what_data_parallel_training_cannot_do():
+    X, y = data()
+    with pytest.raises(ValueError, match="sync_batchnorm=True synchronizes BatchNorm across the processes"):
+        _net().fit(X[:, :6], y % 3, sync_batchnorm=True)
+    with pytest.raises(ValueError, match="check_finite='skip' decides per process"):
+        _net().fit(X[:, :6], y % 3, check_finite="skip", communicator=LocalCommunicator())
+    with pytest.raises(TypeError, match="communicator must be a deepnet.distributed Communicator, got str"):
+        _net().fit(X[:, :6], y % 3, communicator="mpi")
+    with pytest.raises(ValueError, match=r"graphs='on'.*data-parallel training reduces the gradients"):
+        _net(backend="cupy-shaped").fit(X[:, :6], y % 3, graphs="on", communicator=LocalCommunicator(),
+                                        check_finite="off")
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_rank_0_the_single_process_ones():
+    def draws(rank):
+        net = Network([Dense(4, 4), Dropout(0.5), Dense(4, 2)], seed=3)
+        state = net.rng.bit_generator.state
+        net.set_replica(rank)
+        assert net.rng.bit_generator.state == state          # the shuffles' generator is left alone
+        return net.device_rng().uniform((1000,), np.float32)
+
+    assert np.array_equal(draws(0), draws(0))
+    assert not np.array_equal(draws(0), draws(1)) and not np.array_equal(draws(1), draws(2))
+
+
+def test_mpiexec_command_runs_deepnet_here(monkeypatch):
+    cmd = mpiexec_command(3, ["train", "--epochs", "1"], mpiexec="/opt/mpi/bin/mpiexec")
+    assert cmd[:3] == ["/opt/mpi/bin/mpiexec", "-n", "3"]
+    assert cmd[-6:] == [sys.executable, "-m", "deepnet", "train", "--epochs", "1"]
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert launched_size() == 4
+
+
+# ---------------------------------------------------------------------- 2 MPI processes
+def _mpi_missing() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'deepnet[mpi]')"
+    if find_mpiexec() is None:
+        return "no mpiexec found (pip install mpich)"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+
+
+def _mpiexec(n: int, args: list[str], timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run([find_mpiexec(), "-n", str(n), sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd or ROOT)
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("equivalence")
+    res = _mpiexec(2, [str(WORKER), "equivalence", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(two_rank_runs, case):
+    """52 steps (a short last global batch included): float64 weights within 1e-10, float32 within 1e-5."""
+    name, model, opt, dtype, backend, _, _ = case
+    if backend == "cupy-shaped":
+        pytest.importorskip("cupy")
+    X, y = data()
+    net = build(model, opt, dtype, backend)
+    hist = net.fit(X, y, epochs=EPOCHS, batch_size=2 * B)
+    assert net.step_count == 52
+    got = np.load(two_rank_runs / f"{name}.npz")
+    tol = 1e-10 if dtype == "float64" else 1e-5
+    for k, w in net.get_weights().items():
+        np.testing.assert_allclose(got[k], w, rtol=0, atol=tol, err_msg=k)
+    history = json.loads(str(got["__history__"]))
+    np.testing.assert_allclose(history["loss"], hist.history["loss"], rtol=tol)
+    np.testing.assert_allclose(history["accuracy"], hist.history["accuracy"], rtol=0, atol=1e-12)
+    assert str(got["__transport__"]) == ("staged" if backend == "cupy-shaped" else "host")
+
+
+@needs_mpi
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_rank_that_dies_stops_the_others_within_seconds(how):
+    t0 = time.perf_counter()
+    res = _mpiexec(2, [str(WORKER), f"fail-{how}"], timeout=120)
+    took = time.perf_counter() - t0
+    assert res.returncode != 0 and took < 30, (took, res.stderr[-2000:])
+    if how == "raise":
+        assert "deepnet: rank 1 of 2 stopped the run: RuntimeError: rank 1 failed on purpose at step 5" in res.stderr
+
+
+@needs_mpi
+def test_ranks_started_with_different_settings_are_stopped_at_the_start():
+    res = _mpiexec(2, [str(WORKER), "mismatch"], timeout=120)
+    assert res.returncode != 0
+    assert ("the ranks of this run were started with different settings: optimizer.lr: rank 0 0.1, rank 1 0.2"
+            in res.stderr)
+
+
+@needs_mpi
+def test_mpiexec_deepnet_train_checkpoints_resumes_and_refuses_another_rank_count(tmp_path):
+    out = tmp_path / "run"
+    base = ["-m", "deepnet", "train", "--epochs", "2", "--out", str(out), "--checkpoint-every", "20",
+            "--batch-size", "16"]
+    first = _mpiexec(2, base, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "data-parallel: MPI" in first.stdout and "2 ranks" in first.stdout
+    assert first.stdout.count("epoch 1/2") == 1                      # only rank 0 reports
+    more = _mpiexec(2, [*base[:3], "--epochs", "3", "--out", str(out), "--resume"], cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-3000:]
+    straight = tmp_path / "straight"
+    whole = _mpiexec(2, [*base[:3], "--epochs", "3", "--out", str(straight), "--batch-size", "16"], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a, b = np.load(out / "model.npz"), np.load(straight / "model.npz")
+    for k in a.files:
+        if k.startswith("param"):
+            assert np.array_equal(a[k], b[k]), k            # resumed = uninterrupted, bit for bit
+    settings = np.load(sorted((out / "checkpoints").glob("ckpt-*.npz"))[-1])
+    assert settings is not None
+    other = _mpiexec(3, [*base[:3], "--epochs", "4", "--out", str(out), "--resume"], cwd=tmp_path)
+    assert other.returncode != 0
+    assert "it was trained on 2 processes (ranks) and this run has 3" in other.stderr
+    alone = subprocess.run([sys.executable, "-m", "deepnet", "train", "--epochs", "4", "--out", str(out), "--resume"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert alone.returncode != 0 and "it was trained on 2 processes (ranks) and this run has 1" in alone.stderr
+
+
+@needs_mpi
+def test_nproc_starts_the_processes_itself(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "deepnet", "train", "--nproc", "2", "--epochs", "1", "--out", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=240,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "data-parallel: MPI" in res.stdout and (out / "model.npz").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data_parallel"]["ranks"] == 2 and summary["data_parallel"]["sync_batchnorm"] is False
+
+
+def test_sync_batchnorm_needs_several_processes(tmp_path):
+    from deepnet.cli import main
+    assert main(["train", "--sync-batchnorm", "--out", str(tmp_path / "r")]) == 1
+
+
+def _gpus() -> tuple[int, str]:
+    """(CUDA GPUs here, why none when 0)."""
+    try:
+        import cupy
+        return int(cupy.cuda.runtime.getDeviceCount()), ""
+    except Exception as err:        # no CuPy, no driver
+        return 0, f"{type(err).__name__}: {err}"
+
+
+@needs_mpi
+@pytest.mark.cupy
+@pytest.mark.parametrize("scenario,gpus", [("nccl", 2), ("mpi-cupy", 1)])
+def test_on_gpus_two_ranks_equal_one_process(scenario, gpus, tmp_path):
+    """NCCL with a GPU per rank (needs 2); MPI with CuPy arrays, both ranks on one GPU (needs 1).
+    The worker checks itself: rank 0 trains the one-process run too and compares."""
+    have, why = _gpus()
+    if have < gpus:
+        pytest.skip(f"{scenario} needs {gpus} GPU{'s' if gpus > 1 else ''}; this machine has {have} {why}".strip())
+    res = _mpiexec(2, [str(WORKER), scenario, str(tmp_path)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "max weight difference" in res.stdout
