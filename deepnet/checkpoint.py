@@ -92,8 +92,15 @@ class Checkpointer:
         #: rank's dropout generator state is recorded and restored to that rank
         self.communicator: Any = None
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob(".*.tmp"):   # left by a crash during a write
-            stale.unlink(missing_ok=True)
+        self._stale_removed = False
+
+    def _remove_stale(self) -> None:
+        """Temporary files a crash left during a write (removed by the writer, before its first
+        write: in a data-parallel run another rank may be writing when this one starts)."""
+        if not self._stale_removed:
+            for stale in self.directory.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            self._stale_removed = True
 
     # ------------------------------------------------------------------ files
     def paths(self) -> list[Path]:
@@ -140,11 +147,26 @@ class Checkpointer:
     def _write(self, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
                partial: dict | None, name: str | None = None) -> Path:
         path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
-        comm, device_rngs = self.communicator, None
-        if comm is not None and comm.size > 1:
-            device_rngs = comm.allgather_object(net.device_rng_state())      # every rank takes part
-            if comm.rank != 0:
-                return path
+        comm = self.communicator
+        if comm is None or comm.size == 1:
+            return self._write_file(path, net, epoch, next_batch, rng_state, history, partial, name)
+        # a data-parallel run: every rank's dropout and layer state goes to rank 0, which writes;
+        # every rank returns when the file is written (or fails with rank 0's error)
+        ranks = comm.allgather_object({"device_rng": net.device_rng_state(), "state": layer_state(net)})
+        error = None
+        if comm.rank == 0:
+            try:
+                self._write_file(path, net, epoch, next_batch, rng_state, history, partial, name, ranks)
+            except Exception as err:     # noqa: BLE001  (told to every rank, raised on every rank)
+                error = f"{type(err).__name__}: {err}"
+        error = comm.broadcast_object(error)
+        if error is not None:
+            raise ModelFileError(path, f"rank 0 could not write the checkpoint: {error}")
+        return path
+
+    def _write_file(self, path: Path, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
+                    partial: dict | None, name: str | None, ranks: list[dict] | None = None) -> Path:
+        self._remove_stale()
         tensors: dict[str, np.ndarray] = {f"model/{k}": v for k, v in net.get_weights().items()}
         tensors.update({f"state/{k}": v for k, v in layer_state(net).items()})
         opt = net.optimizer.state_dict() if net.optimizer is not None else None
@@ -158,11 +180,13 @@ class Checkpointer:
             "optimizer": opt, "epoch": epoch, "next_batch": next_batch, "step_count": net.step_count,
             "host_rng": rng_state,
             "device_rng": net.device_rng_state(),
-            **({} if device_rngs is None else {"device_rngs": device_rngs}),
+            **({} if ranks is None else {"device_rngs": [r["device_rng"] for r in ranks]}),
             "history": {"epochs": history.epochs, "history": history.history},
             "partial": partial, "best": self.best, "settings": self._run_settings, "notes": self.notes,
             "finished": getattr(net, "stop_reason", None) if next_batch == 0 else None,
         }
+        for r, got in list(enumerate(ranks or []))[1:]:      # the other ranks' own layer state (local BatchNorm)
+            tensors.update({f"ranks/{r}/state/{k}": v for k, v in got["state"].items()})
         write_tensors(path, tensors, header)
         if name is None:
             for old in self.paths()[:-self.keep]:
@@ -233,6 +257,12 @@ class Checkpointer:
         comm, per_rank = self.communicator, header.get("device_rngs")
         if comm is not None and per_rank and len(per_rank) == comm.size:
             device_rng = per_rank[comm.rank]          # each rank's own dropout stream
+            own = f"ranks/{comm.rank}/state/"
+            mine = {k[len(own):]: v for k, v in tensors.items() if k.startswith(own)}
+            for i, layer in enumerate(net.layers):    # and its own BatchNorm running statistics
+                load = getattr(layer, "load_state_arrays", None)
+                if load is not None and mine:
+                    load({k.split(".", 1)[1]: v for k, v in mine.items() if k.startswith(f"{i}.")})
         if device_rng is not None:
             net.device_rng().set_state(device_rng)
         self.best = header.get("best")

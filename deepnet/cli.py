@@ -75,7 +75,8 @@ def _build_network(args: argparse.Namespace, n_in: int, n_classes: int, image_sh
         if image_shape is None or int(np.prod(image_shape)) != n_in:
             raise CLIError(f"--model cnn needs image data (a data set with an image shape), but --dataset "
                            f"{args.dataset} gives rows of {n_in} values")
-        return Network(cnn_layers(image_shape, n_classes, dropout=args.dropout), seed=args.seed, backend=args.backend)
+        return Network(cnn_layers(image_shape, n_classes, dropout=args.dropout, batchnorm=args.batchnorm),
+                       seed=args.seed, backend=args.backend)
     spec = args.layers or f"{n_in}-128-{n_classes}"
     sizes = parse_spec(spec)
     if sizes[0] != n_in:
@@ -87,8 +88,8 @@ def _build_network(args: argparse.Namespace, n_in: int, n_classes: int, image_sh
         def hidden(width: int) -> list[Any]:
             return [Dropout(args.dropout)]
     out_act = "sigmoid" if args.loss in ("sse", "mse") else None
-    return Network(mlp_layers(sizes, args.activation, output_activation=out_act, hidden=hidden),
-                      seed=args.seed, backend=args.backend)
+    return Network(mlp_layers(sizes, args.activation, output_activation=out_act, hidden=hidden,
+                              batchnorm=args.batchnorm), seed=args.seed, backend=args.backend)
 
 
 def _optimizer(args: argparse.Namespace) -> Any:
@@ -125,7 +126,7 @@ def _apply_preset(args: argparse.Namespace) -> None:
 
 
 #: train options that shape the run: recorded in checkpoints, compared (or taken over) on resume
-RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "layers",
+RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "batchnorm", "layers",
                "activation", "loss", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "max_norm",
                "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision", "model")
 
@@ -178,7 +179,7 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
     preset and a resumed run's settings)."""
     given = _given(args)
     if args.preset == "seed":
-        fixed = [_flag(d) for d in ("layers", "activation", "dropout") if d in given]
+        fixed = [_flag(d) for d in ("layers", "activation", "dropout", "batchnorm") if d in given]
         if fixed:
             raise CLIError(f"{', '.join(fixed)} cannot change --preset seed's fixed 784-50-10 sigmoid network "
                            "(drop them, or drop --preset to build your own network)")
@@ -187,6 +188,8 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
     if args.model == "cnn" and ("layers" in given or "activation" in given or args.preset == "seed"):
         what = [_flag(d) for d in ("layers", "activation") if d in given] + (["--preset seed"] if args.preset else [])
         raise CLIError(f"{', '.join(what)}: these build an MLP; --model cnn has its own layers (drop one of them)")
+    if args.sync_batchnorm and not args.batchnorm:
+        raise CLIError("--sync-batchnorm synchronizes BatchNorm layers, and this network has none (add --batchnorm)")
     if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
         raise CLIError(f"--momentum applies to --optimizer sgd or momentum, not {args.optimizer} "
                        "(which would ignore it)")
@@ -315,8 +318,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_combinations(args, resumed)
     if resumed is not None and (resumed["finished"] or resumed["epochs_done"] >= args.epochs):
         why = resumed["finished"] or f"all {resumed['epochs_done']} epochs are done"
-        print(f"nothing to train: the run in {out} has finished ({why}); its model is {out / 'model.npz'}",
-              flush=True)
+        if launched_rank() == 0:
+            print(f"nothing to train: the run in {out} has finished ({why}); its model is {out / 'model.npz'}",
+                  flush=True)
         return 0
     checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
     if resumed is None:
@@ -349,7 +353,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         comm.barrier()
     as_host_inputs(data.X_test, data.n_features, f"{data.name} test data")   # bad test data fails now, not after
     _say(args, f"data: {data.description}; inputs scaled '{data.scaling}'")
-    for warning in data.label_warnings():
+    for warning in data.label_warnings() if launched_rank() == 0 else ():
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     if data.name == "digits":
         _say(args, "      (the offline default; for MNIST run: deepnet train --dataset mnist [--data DIR], "
@@ -370,7 +374,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.val_fraction:       # the split by indices: no copy of the training set
         rows, val_rows = data.validation_rows(args.val_fraction, args.seed)
     n_train = len(X) if rows is None else len(rows)
-    _check_free_space(out, net, checkpointing)
+    if launched_rank() == 0:         # the rank that writes
+        _check_free_space(out, net, checkpointing)
     # a whole-epoch graph runs no Python between steps: no per-batch bar then (the epoch lines stay)
     callbacks: list[Any] = [ProgressBar(n_train, args.epochs, quiet=args.quiet or args.graphs == "epoch")]
     if args.early_stopping:
@@ -614,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mlp (default: Dense layers, see --layers) or cnn (conv 32 → pool → conv 64 → pool → "
                         "dropout → dense, for image data sets; docs/training.md)")
     t.add_argument("--shortcut", action="store_true", help="with --preset seed: the notebook's ẽ = Aᵀe shortcut")
+    t.add_argument("--batchnorm", action="store_true",
+                   help="BatchNorm after each hidden Dense layer (mlp) or convolution (cnn), before its activation")
     t.add_argument("--layers", help="layer sizes, e.g. 784-128-64-10 (default: inputs-128-classes)")
     t.add_argument("--activation", default=None, choices=["relu", "sigmoid", "tanh", "leaky_relu"],
                    help="hidden activation (default relu)")

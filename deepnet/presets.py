@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import Array, Ops
-from .layers import Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from .layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
 from .layers.base import Layer
 from .layers.conv import Conv2D, Flatten, MaxPool2D, Reshape
 from .losses import SumOfSquares
@@ -73,8 +73,12 @@ def parse_spec(spec: str) -> list[int]:
 
 
 def mlp_layers(spec: str | list[int], activation: str = "relu", output_activation: str | None = None,
-               bias: bool = True, init: str | None = None, hidden: Any = None) -> list[Layer]:
+               bias: bool = True, init: str | None = None, hidden: Any = None,
+               batchnorm: bool = False) -> list[Layer]:
     """Dense layers for ``spec`` with ``activation`` between them.
+
+    ``batchnorm``: each hidden Dense layer (without a bias: BatchNorm's β replaces it) is
+    followed by BatchNorm, then the activation.
 
     ``output_activation=None`` leaves logits (for softmax cross-entropy).  ``init``
     defaults to He for ReLU-like activations and Glorot otherwise.  ``hidden``, if given,
@@ -88,7 +92,11 @@ def mlp_layers(spec: str | list[int], activation: str = "relu", output_activatio
     layers: list[Layer] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
         last = i == len(sizes) - 2
-        layers.append(Dense(a, b, bias=bias, init="glorot" if last and activation in ("relu", "leaky_relu") else init))
+        norm = batchnorm and not last
+        layers.append(Dense(a, b, bias=bias and not norm,
+                            init="glorot" if last and activation in ("relu", "leaky_relu") else init))
+        if norm:
+            layers.append(BatchNorm(b))
         if not last:
             layers.append(ACTIVATIONS[activation]())
             if hidden is not None:
@@ -99,10 +107,11 @@ def mlp_layers(spec: str | list[int], activation: str = "relu", output_activatio
 
 
 def cnn_layers(image_shape: tuple[int, ...] | list[int], n_classes: int, channels: tuple[int, int] = (32, 64),
-               dropout: float = 0.5) -> list[Layer]:
+               dropout: float = 0.5, batchnorm: bool = False) -> list[Layer]:
     """The shape of Keras' "simple MNIST convnet" for rows of ``image_shape`` pixels ((H, W), or
     (C, H, W)): Reshape to NCHW → conv 3×3 (32) → ReLU → max-pool 2 → conv 3×3 (64) → ReLU →
-    max-pool 2 → Flatten → Dropout(0.5) → Dense to ``n_classes`` logits.  Convolutions are
+    max-pool 2 → Flatten → Dropout(0.5) → Dense to ``n_classes`` logits (``batchnorm``: each
+    convolution, without a bias, followed by BatchNorm before its ReLU).  Convolutions are
     "valid" as in Keras for images of 16 pixels or more (28 → 26 → 13 → 11 → 5), "same" below
     (8 → 8 → 4 → 4 → 2, for the digits)."""
     shape = [int(v) for v in image_shape]
@@ -115,10 +124,10 @@ def cnn_layers(image_shape: tuple[int, ...] | list[int], n_classes: int, channel
     layers: list[Layer] = [Reshape(shape)]
     size = (c, h, w)
     for out in channels:
-        conv = Conv2D(size[0], out, 3, padding=padding)
+        conv = Conv2D(size[0], out, 3, padding=padding, bias=not batchnorm)
         pool = MaxPool2D(2)
         size = pool.output_shape(conv.output_shape(size))
-        layers += [conv, ReLU(), pool]
+        layers += [conv] + ([BatchNorm(out)] if batchnorm else []) + [ReLU(), pool]
     flat = size[0] * size[1] * size[2]
     layers += [Flatten()] + ([Dropout(dropout)] if dropout else []) + [Dense(flat, n_classes, init="glorot")]
     return layers

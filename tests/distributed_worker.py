@@ -3,8 +3,10 @@
 ``python tests/distributed_worker.py SCENARIO OUT``: ``equivalence`` trains every case of
 :data:`CASES` with the ranks of this job and rank 0 writes its weights and history to
 ``OUT/<case>.npz``; ``fail-raise`` / ``fail-kill``: rank 1 fails at its 5th step (an
-exception, or SIGKILL) in a run that would otherwise take minutes; ``mismatch``: rank 1 is
-given another learning rate.
+exception, or SIGKILL) in a run that would otherwise take minutes; ``mismatch-lr`` /
+``mismatch-buckets``: rank 1 is given another learning rate or bucket size; ``stop-one``: a
+callback stops rank 0 alone; ``resume-exact``: a mid-epoch stop and resume (dropout, local
+BatchNorm) against the uninterrupted run; ``nccl`` / ``mpi-cupy``: on GPUs.
 """
 
 from __future__ import annotations
@@ -87,13 +89,75 @@ def failing(how: str) -> None:
             callbacks=[FailAt(comm.rank, how)])
 
 
-def mismatch() -> None:
+def mismatch(what: str) -> None:
+    """Rank 1 is given another learning rate, or another bucket size (which would pair the
+    ranks' reductions wrongly: detected at the start)."""
     from deepnet.distributed import MPICommunicator
     comm = MPICommunicator()
     X, y = data()
     net = build("mlp", "sgd", "float32")
-    net.optimizer = get_optimizer("sgd", lr=0.1 if comm.rank == 0 else 0.2)
+    if what == "lr":
+        net.optimizer = get_optimizer("sgd", lr=0.1 if comm.rank == 0 else 0.2)
+    else:
+        comm.configure(bucket_bytes=256 if comm.rank == 0 else 1 << 20)
     net.fit(X, y, epochs=1, batch_size=B, communicator=comm)
+
+
+class StopOn(Callback):
+    """Stops the run at ``step`` on rank ``rank`` only (as a callback deciding from this
+    rank's own batch loss could)."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+
+    def wants_batch_hooks(self) -> bool:
+        return True
+
+    def on_batch_end(self, net, step, logs) -> None:
+        if step == self.step and self.rank == 0:
+            net.stop_training, net.stop_reason = True, "stopped by rank 0"
+
+
+def stop_one() -> None:
+    """Rank 0 alone stops at step 7: every rank stops there (no rank waits in a reduction)."""
+    from deepnet.distributed import MPICommunicator
+    comm = MPICommunicator()
+    X, y = data()
+    net = build("mlp", "sgd", "float32")
+    net.fit(X, y, epochs=3, batch_size=B, communicator=comm, callbacks=[StopOn(comm.rank, 7)])
+    steps = comm.allgather_object((net.step_count, net.stop_reason))
+    if comm.rank == 0:
+        print(f"stopped at {steps}", flush=True)
+        if steps != [(7, "stopped by rank 0")] * comm.size:
+            raise SystemExit(f"ranks stopped at different steps: {steps}")
+
+
+def resume_exact(out: str) -> None:
+    """A run with dropout and local BatchNorm stopped at step 30 (mid-epoch) and resumed equals
+    the uninterrupted run, on every rank, bit for bit (weights and running statistics)."""
+    from deepnet.distributed import MPICommunicator
+    from deepnet.layers import Dropout
+    comm = MPICommunicator()
+    X, y = data()
+
+    def net() -> Network:
+        return Network([Dense(36, 24, bias=False), BatchNorm(24), ReLU(), Dropout(0.3), Dense(24, 4)], seed=5,
+                       dtype="float64", loss="xent", optimizer=get_optimizer("adam", lr=0.01))
+
+    ref = net()
+    ref.fit(X, y, epochs=3, batch_size=B, communicator=comm)
+    first = net()
+    first.fit(X, y, epochs=3, batch_size=B, communicator=comm, checkpoint=out, callbacks=[StopOn(0, 30)])
+    again = net()
+    again.fit(X, y, epochs=3, batch_size=B, communicator=comm, checkpoint=out, resume=True)
+    a, b = again.get_weights(), ref.get_weights()
+    same = all(np.array_equal(a[k], b[k]) for k in a) and np.array_equal(again.layers[1].running_var,
+                                                                          ref.layers[1].running_var)
+    every = comm.allgather_object(same)
+    if comm.rank == 0:
+        print(f"resumed equals uninterrupted on every rank: {every}", flush=True)
+        if not all(every):
+            raise SystemExit(f"a resumed rank differs from the uninterrupted run: {every}")
 
 
 def on_gpus(kind: str) -> None:
@@ -131,8 +195,12 @@ if __name__ == "__main__":
         equivalence(sys.argv[2])
     elif scenario in ("fail-raise", "fail-kill"):
         failing(scenario.split("-")[1])
-    elif scenario == "mismatch":
-        mismatch()
+    elif scenario.startswith("mismatch-"):
+        mismatch(scenario.split("-")[1])
+    elif scenario == "stop-one":
+        stop_one()
+    elif scenario == "resume-exact":
+        resume_exact(sys.argv[2])
     elif scenario in ("nccl", "mpi-cupy"):
         on_gpus(scenario)
     else:

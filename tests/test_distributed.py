@@ -129,6 +129,28 @@ def test_small_buckets_start_during_backward_with_overlap():
     assert sum(n for n, _ in started) == buckets.n_values
 
 
+def test_a_parameter_laid_out_anew_after_the_buckets_were_built_is_still_reduced():
+    net = _net()
+    comm = CountingCommunicator()
+    buckets = GradientBuckets(comm, net.ops, net.layers, np.float64)
+    w = net.parameters()["0.weight"]
+    w.data = np.asfortranarray(w.data)          # a new layout: its gradient buffer is replaced
+    X, y = np.random.default_rng(0).normal(size=(8, 6)), np.arange(8) % 3
+    z = net.forward(X, True)
+    _, dz = net.loss.forward_backward(z, np.eye(3)[y])
+    buckets.begin()
+    net.backward(dz)
+    expected = w.grad.copy()
+    buckets.finish()
+    assert np.shares_memory(w.grad_buffer, buckets.flat) and np.array_equal(w.grad, expected)
+
+
+def test_local_batchnorm_needs_two_rows_per_rank_in_the_last_batch():
+    check_shards(503, 10, 2, min_rows=1)
+    with pytest.raises(ValueError, match=r"last global batch has 3 rows of 503, too few.*each needs 2.*at least 4"):
+        check_shards(503, 10, 2, min_rows=2)
+
+
 def test_a_parameter_keeps_its_gradient_in_a_shared_buffer():
     p = Parameter("w", np.zeros((2, 3)))
     p.grad = np.ones((2, 3))
@@ -155,6 +177,13 @@ def test_fit_refuses_what_data_parallel_training_cannot_do():
         _net().fit(X[:, :6], y % 3, sync_batchnorm=True)
     with pytest.raises(ValueError, match="check_finite='skip' decides per process"):
         _net().fit(X[:, :6], y % 3, check_finite="skip", communicator=LocalCommunicator())
+    with pytest.raises(ValueError, match="sync_batchnorm=True, but the network has no BatchNorm layer"):
+        Network([Dense(6, 3)], loss="xent", optimizer="sgd").fit(X[:, :6], y % 3, communicator=LocalCommunicator(),
+                                                                  sync_batchnorm=True)
+    diag = _net()
+    diag.diagnostics = object()
+    with pytest.raises(ValueError, match="diagnostics record each process's own gradients"):
+        diag.fit(X[:, :6], y % 3, communicator=LocalCommunicator())
     with pytest.raises(TypeError, match="communicator must be a deepnet.distributed Communicator, got str"):
         _net().fit(X[:, :6], y % 3, communicator="mpi")
     with pytest.raises(ValueError, match=r"graphs='on'.*data-parallel training reduces the gradients"):
@@ -245,11 +274,27 @@ def test_a_rank_that_dies_stops_the_others_within_seconds(how):
 
 
 @needs_mpi
-def test_ranks_started_with_different_settings_are_stopped_at_the_start():
-    res = _mpiexec(2, [str(WORKER), "mismatch"], timeout=120)
+@pytest.mark.parametrize("what,says", [
+    ("lr", "optimizer.lr: rank 0 0.1, rank 1 0.2"),
+    ("buckets", "reduction: rank 0 ['mpi', 'host', 256, False, False], rank 1 ['mpi', 'host', 1048576, False, False]")])
+def test_ranks_started_with_different_settings_are_stopped_at_the_start(what, says):
+    res = _mpiexec(2, [str(WORKER), f"mismatch-{what}"], timeout=120)
     assert res.returncode != 0
-    assert ("the ranks of this run were started with different settings: optimizer.lr: rank 0 0.1, rank 1 0.2"
-            in res.stderr)
+    assert f"the ranks of this run were started with different settings: {says}" in res.stderr
+
+
+@needs_mpi
+def test_a_callback_that_stops_one_rank_stops_every_rank_at_that_step():
+    res = _mpiexec(2, [str(WORKER), "stop-one"], timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "stopped at [(7, 'stopped by rank 0'), (7, 'stopped by rank 0')]" in res.stdout
+
+
+@needs_mpi
+def test_a_run_resumed_mid_epoch_equals_the_uninterrupted_run_on_every_rank(tmp_path):
+    res = _mpiexec(2, [str(WORKER), "resume-exact", str(tmp_path / "ckpt")], timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed equals uninterrupted on every rank: [True, True]" in res.stdout
 
 
 @needs_mpi
@@ -293,9 +338,15 @@ def test_nproc_starts_the_processes_itself(tmp_path):
     assert summary["data_parallel"]["ranks"] == 2 and summary["data_parallel"]["sync_batchnorm"] is False
 
 
-def test_sync_batchnorm_needs_several_processes(tmp_path):
+def test_sync_batchnorm_needs_several_processes_and_batchnorm(tmp_path, capsys):
     from deepnet.cli import main
-    assert main(["train", "--sync-batchnorm", "--out", str(tmp_path / "r")]) == 1
+    assert main(["train", "--sync-batchnorm", "--batchnorm", "--out", str(tmp_path / "r")]) == 1
+    assert "--sync-batchnorm synchronizes BatchNorm across the processes" in capsys.readouterr().err
+    # as if mpiexec had started 2 (the error comes before any MPI call; the job is then aborted)
+    res = subprocess.run([sys.executable, "-m", "deepnet", "train", "--sync-batchnorm", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PMI_SIZE": "2", "PMI_RANK": "0", "PYTHONPATH": str(ROOT)})
+    assert res.returncode != 0 and "this network has none (add --batchnorm)" in res.stderr
 
 
 def _gpus() -> tuple[int, str]:

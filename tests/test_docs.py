@@ -314,12 +314,31 @@ def check_pip(args: list[str], where: str) -> None:
             assert not missing, f"{where}: `pip install {arg}`: no extra {missing} in pyproject.toml ({sorted(known)})"
 
 
+MPI_LAUNCHERS = {"mpiexec", "mpirun"}
+# launcher options that take a value (MPICH's hydra and Open MPI), and those that take two
+LAUNCHER_VALUE = {"-n", "-np", "-N", "-ppn", "-f", "-hostfile", "--hostfile", "-machinefile", "--map-by",
+                  "--bind-to", "-x", "-host", "--host", "-bind-to", "-map-by"}
+LAUNCHER_TWO_VALUES = {"-genv", "--mca", "-mca", "-env"}
+
+
+def launched_command(args: list[str], where: str) -> list[str]:
+    """The command an ``mpiexec``/``mpirun`` line starts (after the launcher's own options)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 3 if args[i] in LAUNCHER_TWO_VALUES else 2 if args[i] in LAUNCHER_VALUE else 1
+    assert i < len(args), f"{where}: `{shlex.join(args)}`: the launcher starts no command"
+    return args[i:]
+
+
 def check_command(cmd: list[str], where: str, monkeypatch) -> str | None:
     """Parse one command without running it; the kind of command checked, or None if not checked."""
     env, argv = env_and_argv(cmd)
     if not argv:
         return None
     prog, args = argv[0], argv[1:]
+    if prog in MPI_LAUNCHERS:               # mpiexec [its options] <command>: the command is checked
+        rest = launched_command(args, where)
+        return check_command(rest, where, monkeypatch) if rest else None
     if prog == "deepnet":
         parse_deepnet(args, where)
         return "deepnet"

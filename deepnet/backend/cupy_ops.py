@@ -87,6 +87,9 @@ class CupyMemory(DeviceMemory):
     def synchronize(self) -> None:
         self.ops.xp.cuda.get_current_stream().synchronize()
 
+    def device_count(self) -> int:
+        return int(self.ops.xp.cuda.runtime.getDeviceCount())
+
     def use_device(self, index: int) -> int:
         """Make GPU ``index`` mod (GPUs here) this thread's current device; returns its index."""
         cuda = self.ops.xp.cuda

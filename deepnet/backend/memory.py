@@ -50,6 +50,10 @@ class DeviceMemory:
     def synchronize(self) -> None:
         """Wait until the device has finished the work queued so far (nothing to wait for here)."""
 
+    def device_count(self) -> int:
+        """GPUs this process can use (0: a CPU backend)."""
+        return 0
+
     def info(self) -> dict[str, Any]:
         """Device memory: pool used and cached bytes, device free and total (GPU backends)."""
         return {}

@@ -97,13 +97,16 @@ class GradientBuckets:
 
     def _start(self, bucket: _Bucket) -> None:
         flat = self.flat
-        for p, view, o, n in bucket.params:
+        for j, (p, view, o, n) in enumerate(bucket.params):
             g = p.grad                    # zeroed here if backward wrote none (lazy zeroing)
-            if view is None:
+            if view is not None and p.grad_buffer is not view:     # θ was replaced since: a view like it
+                view = self._view(o, n, p)
+                bucket.params[j] = (p, view, o, n)
+                if view is not None:
+                    view[...] = g
+                    p.share_grad(view)
+            if view is None:                         # no view has θ's layout: copied in, and out in finish
                 flat[o:o + n] = self.ops.xp.reshape(g, (n,))
-            elif p.grad_buffer is not view:          # θ was re-laid out since: share again
-                view[...] = g
-                p.share_grad(view)
         self._pending.append(self.comm.allreduce_start(flat[bucket.lo:bucket.hi], "sum"))
 
     def finish(self) -> None:

@@ -63,7 +63,11 @@ def communicator(kind: str = "auto", ops: Any = None) -> Communicator:
         comm = MPICommunicator()
         if ops is not None:
             use_local_gpu(comm, ops)         # before NCCL binds to the current GPU, and before any weights
-        if kind == "nccl" or (kind == "auto" and ops is not None and _nccl_usable(ops)):
+        gpus = ops.memory.device_count() if ops is not None else 0
+        if kind == "nccl" and comm.local_size > gpus and ops is not None:
+            raise ValueError(f"communicator: NCCL needs a GPU per rank, and this machine runs {comm.local_size} "
+                             f"ranks on {gpus} GPU{'s' if gpus != 1 else ''} (use MPI: --comm mpi)")
+        if kind == "nccl" or (kind == "auto" and ops is not None and comm.local_size <= gpus and _nccl_usable(ops)):
             comm = NCCLCommunicator(bootstrap=comm)
     return comm if ops is None else comm.bind(ops)
 

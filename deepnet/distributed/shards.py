@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 
 
-def check_shards(n: int, batch_size: int, size: int, where: str = "fit") -> None:
-    """Refuse a split that would leave a rank without rows in the last global batch."""
+def check_shards(n: int, batch_size: int, size: int, where: str = "fit", min_rows: int = 1) -> None:
+    """Refuse a split that would leave a rank fewer than ``min_rows`` rows in the last global
+    batch (2 with BatchNorm on each rank's own rows: a variance needs two values)."""
     m = n % (size * batch_size)
-    if 0 < m < size:
+    if 0 < m < size * min_rows:
+        need = size * min_rows
+        each = "one" if min_rows == 1 else f"{min_rows} (a BatchNorm layer normalizes each rank's own rows)"
         raise ValueError(f"{where}: with {size} ranks and batch_size {batch_size}, the last global batch has "
-                         f"{m} row{'s' if m != 1 else ''} of {n}, fewer than the ranks (each needs one); "
-                         f"choose a batch_size for which {n} mod ({size} × batch_size) is 0 or at least {size}")
+                         f"{m} row{'s' if m != 1 else ''} of {n}, too few for the ranks (each needs {each}); "
+                         f"choose a batch_size for which {n} mod ({size} × batch_size) is 0 or at least {need}")
 
 
 def shard_order(order: Any, n: int, batch_size: int, rank: int, size: int) -> np.ndarray:

@@ -124,9 +124,9 @@ class ShardedBatches(EpochBatches):
     (:mod:`deepnet.distributed.shards`): batch b of an epoch is its slice of global batch b."""
 
     def __init__(self, ops: Ops, X: Any, T: Any, batch_size: int, rank: int, size: int,
-                 chunk_rows: int | None = None, rows: Any = None) -> None:
+                 chunk_rows: int | None = None, rows: Any = None, min_rows: int = 1) -> None:
         super().__init__(ops, X, T, batch_size, chunk_rows, rows)
-        check_shards(self.n_rows, batch_size, size)
+        check_shards(self.n_rows, batch_size, size, min_rows=min_rows)
         self.rank, self.size = rank, size
         self.n, self.last_rows = shard_rows(self.n_rows, batch_size, rank, size)
         self.n_batches = -(-self.n_rows // (size * batch_size))

@@ -85,7 +85,12 @@ class DataParallel:
 
     def start(self, net: Any) -> None:
         """Bind the communicator; rank 0's host generator; this rank's dropout stream; synced
-        BatchNorm if asked (every layer that can, else an error naming the layer)."""
+        BatchNorm if asked (every layer that can; an error when none can)."""
+        if net.diagnostics is not None:
+            raise ValueError("fit: diagnostics record each process's own gradients before they are summed; "
+                             "they are not available in data-parallel runs (drop diagnostics or the communicator)")
+        if self.sync_batchnorm and not any(hasattr(layer, "set_sync") for layer in net.layers):
+            raise ValueError("fit: sync_batchnorm=True, but the network has no BatchNorm layer to synchronize")
         self.comm.bind(net.ops)
         state = self.comm.broadcast_object(net.rng.bit_generator.state if self.rank == 0 else None)
         net.rng.bit_generator.state = state
@@ -94,16 +99,48 @@ class DataParallel:
             if hasattr(layer, "set_sync"):
                 layer.set_sync(self.comm if self.sync_batchnorm else None)
 
-    def share_weights(self, net: Any) -> None:
-        """Every rank takes rank 0's weights and layer state (after a restore, so a resume
-        on every rank continues from the same model), then keeps its gradients in the buckets."""
+    def finish(self, net: Any) -> None:
+        """The run is over: the network no longer reduces anything (a later ``fit`` without a
+        communicator trains it alone)."""
+        net.backward_hook = None
+        for layer in net.layers:
+            if hasattr(layer, "set_sync"):
+                layer.set_sync(None)
+
+    def min_shard_rows(self, net: Any) -> int:
+        """Rows each rank needs in a batch: 2 with a BatchNorm layer normalizing each rank's own
+        rows (a variance needs two values), else 1."""
+        local_bn = any(hasattr(layer, "set_sync") for layer in net.layers) and not self.sync_batchnorm
+        return 2 if local_bn else 1
+
+    def share_weights(self, net: Any, resumed: bool) -> None:
+        """Every rank takes rank 0's weights (and, unless the run was resumed from a checkpoint
+        that restored each rank's own, its layer state), then keeps its gradients in the buckets."""
         ops = net.ops
         self.buckets = GradientBuckets(self.comm, ops, net.layers, ops.dtype(net.dtype_name),
                                        self.bucket_bytes, self.overlap)
         self.buckets.broadcast_parameters(list(net.parameters().values()))
         net.zero_grad()
-        self._reduce_layer_state(net, "broadcast")
+        if not resumed:
+            self._reduce_layer_state(net, "broadcast")
         net.backward_hook = self.buckets.layer_done if self.overlap else None
+
+    def agree_position(self, where: dict[str, Any]) -> None:
+        """After a restore: every rank must continue from the same point (same checkpoint)."""
+        every = self.comm.allgather_object(where)
+        if any(w != every[0] for w in every):
+            raise SettingsMismatch("fit: the ranks restored different checkpoints: " + "; ".join(
+                f"rank {r}: {w}" for r, w in enumerate(every)) + " (the checkpoint folder must be the same "
+                "for every rank: a shared filesystem on several machines)")
+
+    def agree_stop(self, net: Any) -> None:
+        """A callback that stopped the run on some ranks stops it on all (with the first
+        stopping rank's reason): the ranks must take the same steps."""
+        flags = self.comm.allgather_object((bool(net.stop_training), net.stop_reason))
+        stopped = [reason for stop, reason in flags if stop]
+        if stopped:
+            net.stop_training = True
+            net.stop_reason = next((r for r in stopped if r), net.stop_reason)
 
     # ------------------------------------------------------------------ steps
     def step(self, net: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array, share: float

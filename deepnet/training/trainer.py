@@ -90,6 +90,8 @@ class Trainer:
         #: captured step, required), "epoch" (also whole epochs as one graph), "off"
         self.graphs = graphs
         self.static: StaticStep | None = None
+        #: whether the run continued from a checkpoint
+        self.resumed = False
         #: the matrix products' precision during the run ("float32", "tf32", "bf16")
         self.precision = precision
         #: train on these rows of X, and validate on these rows of the validation X (host
@@ -179,16 +181,21 @@ class Trainer:
                    "model": par.fingerprint(net), "validation": None if self.validation_data is None else
                    [list(self.validation_data[0].shape), None if self.validation_rows is None else
                     len(self.validation_rows)], "checkpoint": None if ckpt is None else str(ckpt.directory),
-                   "resume": self.resume, "stream_chunk_rows": self.stream_chunk_rows})
+                   "resume": self.resume, "stream_chunk_rows": self.stream_chunk_rows,
+                   "resume from": None if not (self.resume and ckpt is not None) else str(ckpt.last_path()),
+                   "checkpoints": None if ckpt is None else [ckpt.every_steps, ckpt.monitor, ckpt.mode, ckpt.keep],
+                   "reduction": [par.comm.name, getattr(par.comm, "transport", None), par.bucket_bytes,
+                                 par.overlap, par.sync_batchnorm]})
 
     def _restore(self, settings: dict[str, Any], history: History) -> tuple[int, int, Any, History, Any]:
         """(first epoch, first batch, carried totals, history, finished) after checking or
         restoring the checkpointer's run."""
         ckpt = self.checkpointer
+        self.resumed = False
         if ckpt is None:
             return 0, 0, None, history, None
-        if self.parallel is not None:
-            ckpt.communicator = self.parallel.comm       # rank 0 writes; every rank's dropout state is kept
+        # a data-parallel run: rank 0 writes; every rank's dropout and layer state is kept
+        ckpt.communicator = None if self.parallel is None else self.parallel.comm
         if self.resume:
             check_resume_ranks(ckpt, 1 if self.parallel is None else self.parallel.size)
         state = ckpt.restore(self.net, settings=settings) if self.resume else None
@@ -198,6 +205,8 @@ class Trainer:
         if state is None:
             ckpt.check_new_run()
             state = (0, 0, None, history, None)
+        else:
+            self.resumed = True
         if not state[4]:        # a finished run records nothing new
             ckpt.record_settings(self.net, settings)
         return state
@@ -256,26 +265,38 @@ class Trainer:
             raise
 
     def _fit(self, X: Any, y: Any) -> History:
+        par = self.parallel
+        if par is None:
+            return self._run(X, y)
+        try:
+            par.start(self.net)
+            return self._run(X, y)
+        finally:
+            par.finish(self.net)
+
+    def _run(self, X: Any, y: Any) -> History:
         net, par = self.net, self.parallel
-        if par is not None:
-            par.start(net)
         Xd, T, labels = self._data(X, y)
         val = self._validation(X, Xd)
-        settings = self._settings(Xd, T, labels)
+        # read from the device only when something compares them (a checkpoint, the other ranks)
+        settings = self._settings(Xd, T, labels) if self.checkpointer is not None or par is not None else {}
         if par is not None:
             self._agree(settings)
         start_epoch, start_batch, carried, history, finished = self._restore(settings, History())
+        if par is not None:
+            par.agree_position({"epoch": start_epoch, "batch": start_batch, "step": net.step_count,
+                                "finished": finished})
         if finished:            # the run ended for good (e.g. early stopping): nothing to train
             return history
         self._lay_out()          # after a restore, which replaces the weights
         if par is not None:
-            par.share_weights(net)
+            par.share_weights(net, self.resumed)
         net.stop_training, net.stop_reason = False, None
         if par is None:
             batches = EpochBatches(net.ops, Xd, T, self.batch_size, self.stream_chunk_rows, self.rows)
         else:
             batches = ShardedBatches(net.ops, Xd, T, self.batch_size, par.rank, par.size, self.stream_chunk_rows,
-                                     self.rows)
+                                     self.rows, par.min_shard_rows(net))
         pos = RunPosition(history, batches.n_batches, list(net.parameters().values()))
         pos.carried = carried
         guard = NonFiniteGuard(self.check_finite, net, pos, self.checkpointer)
@@ -297,7 +318,8 @@ class Trainer:
             first = start_batch if epoch == start_epoch else 0
             logs = self._epoch(epoch, first, batches, labels, pos, guard, callbacks, val)
             callbacks.epoch_end(net, epoch, logs)
-            pos.carried = None
+            if par is not None:
+                par.agree_stop(net)          # a callback that stopped one rank stops all            pos.carried = None
             if net.stop_training:
                 break
         callbacks.train_end(net, {"history": history})
@@ -364,8 +386,11 @@ class Trainer:
                 continue
             net.step_count += 1
             metrics.record(b, s, e, *result)
-            if batch_hooks:
-                callbacks.batch_end(net, net.step_count, {"loss": result[0], "batch": b, "size": e - s})
+            if batch_hooks:         # (a data-parallel run counts the global batch's rows; the loss is this rank's)
+                size = e - s if par is None else batches.global_rows(b)
+                callbacks.batch_end(net, net.step_count, {"loss": result[0], "batch": b, "size": size})
+                if par is not None:
+                    par.agree_stop(net)
             if net.stop_training:
                 break
 
