@@ -14,6 +14,7 @@ Rows of the table:
 * ``comm ms/step``: time a rank spent in the gradient reduction per step (starting it and
   waiting for it: on a loaded machine this includes waiting for the slower rank), and the
   ``allreduce alone`` time of the same flat buffer with the ranks in step (a barrier first);
+* ``deepnet-overlap``: the same ranks with 4 MiB buckets started during backward;
 * PyTorch DDP with the gloo backend (``--torch``), same ranks, threads and batches.
 
     python benchmarks/bench_distributed.py [--configs medium,wide] [--ranks 1,2] [--steps 40]
@@ -94,7 +95,9 @@ def _deepnet(cfg: dict, X: np.ndarray, y: np.ndarray, batch: int, steps: int, si
             pending.wait = timed_wait
             return pending
 
-    comm = Timed() if size > 1 or comm_kind == "mpi" else None
+    comm = Timed() if size > 1 or comm_kind != "none" else None
+    if comm is not None and comm_kind == "mpi-overlap":      # buckets of 4 MiB started during backward
+        comm.configure(bucket_bytes=4 << 20, overlap=True)
     net = Network(mlp_layers(cfg["sizes"], "relu"), seed=0, loss="xent", optimizer="adam")
 
     class Clock(Callback):
@@ -165,8 +168,11 @@ def _torch(cfg: dict, X: np.ndarray, y: np.ndarray, batch: int, steps: int, rank
 # ---------------------------------------------------------------------- the table
 def run_job(framework: str, config: str, ranks: int, threads: int, batch: int, steps: int, mpiexec: str) -> dict:
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}, "PYTHONPATH": str(ROOT)}
+    kind = "none" if ranks == 1 else "mpi"
+    if framework == "deepnet-overlap":
+        framework, kind = "deepnet", "mpi-overlap"
     cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", framework, config, str(batch),
-           str(steps), "mpi" if ranks > 1 else "none"]
+           str(steps), kind]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     for line in res.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -194,6 +200,7 @@ def main() -> None:
     for config in args.configs.split(","):
         b = CONFIGS[config]["batch"]
         jobs = [(fw, r, 1, b) for fw in frameworks for r in ranks]
+        jobs += [("deepnet-overlap", r, 1, b) for r in ranks if r > 1]
         jobs += [(fw, 1, min(cores, r), r * b) for fw in frameworks for r in ranks if r > 1]
         samples: dict = {j: [] for j in jobs}
         for _ in range(args.reps):                  # interleaved repetitions
@@ -201,6 +208,7 @@ def main() -> None:
                 fw, r, t, batch = job
                 samples[job].append(run_job(fw, config, r, t, batch, args.steps, mpiexec))
         base = {fw: statistics.median(s["samples_per_s"] for s in samples[(fw, 1, 1, b)]) for fw in frameworks}
+        base["deepnet-overlap"] = base["deepnet"]
         for job in jobs:
             fw, r, t, batch = job
             med = {k: statistics.median(s[k] for s in samples[job]) for k in samples[job][0]}
@@ -208,10 +216,10 @@ def main() -> None:
                    "global_batch": r * batch, **med, "efficiency": med["samples_per_s"] / (r * base[fw])
                    if t == 1 else None}
             rows.append(row)
-            print(f"{config:6s} {fw:7s} {r} rank{'s' if r > 1 else ' '} x {t} thread{'s' if t > 1 else ' '} "
+            print(f"{config:6s} {fw:15s} {r} rank{'s' if r > 1 else ' '} x {t} thread{'s' if t > 1 else ' '} "
                   f"batch {batch:4d}: {med['samples_per_s']:9,.0f} samples/s  step {med['step_ms']:7.2f} ms"
                   + (f"  comm {med['comm_ms']:6.2f} ms/step (allreduce alone {med['allreduce_ms']:.2f} ms, "
-                     f"{med['gradient_mb']:.1f} MiB)" if r > 1 and fw == "deepnet" else "")
+                     f"{med['gradient_mb']:.1f} MiB)" if r > 1 and fw.startswith("deepnet") else "")
                   + (f"  efficiency {row['efficiency']:.2f}" if row["efficiency"] is not None else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({
