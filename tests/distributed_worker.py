@@ -189,6 +189,33 @@ def on_gpus(kind: str) -> None:
             raise SystemExit(f"{kind}: 2 ranks differ from one process by {worst:.3e} > 1e-10")
 
 
+def nccl_shaped() -> None:
+    """The NCCL communicator's code path on the CuPy-shaped backend, with a stand-in for
+    ``cupy.cuda.nccl`` (tests/fake_nccl.py) that has its signatures and reduces over MPI: 2 ranks
+    against one process with the global batch, float64 within 1e-10."""
+    from deepnet.backend import get_ops
+    from deepnet.distributed import MPICommunicator, NCCLCommunicator
+    from tests import fake_nccl
+    ops = get_ops("cupy-shaped")
+    comm = NCCLCommunicator(bootstrap=MPICommunicator(), nccl=fake_nccl.as_module(), cupy=ops.xp)
+    X, y = data()
+    worst = 0.0
+    for model, opt in (("mlp", "adam"), ("bn", "momentum")):
+        net = build(model, opt, "float64", "cupy-shaped")
+        net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model == "bn")
+        if comm.rank == 0:
+            ref = build(model, opt, "float64", "cupy-shaped")
+            ref.fit(X, y, epochs=EPOCHS, batch_size=2 * B)
+            a, b = net.get_weights(), ref.get_weights()
+            worst = max(worst, max(float(np.abs(a[k] - b[k]).max()) for k in a))
+    calls = {name for name, _, _, stream in fake_nccl.calls if stream != 0}
+    if comm.rank == 0:
+        print(f"nccl-shaped: {comm.describe()}: max weight difference {worst:.3e}; calls on a side stream: "
+              f"{sorted(calls)}", flush=True)
+        if not worst <= 1e-10:
+            raise SystemExit(f"nccl-shaped: 2 ranks differ from one process by {worst:.3e} > 1e-10")
+
+
 if __name__ == "__main__":
     scenario = sys.argv[1]
     if scenario == "equivalence":
@@ -203,5 +230,7 @@ if __name__ == "__main__":
         resume_exact(sys.argv[2])
     elif scenario in ("nccl", "mpi-cupy"):
         on_gpus(scenario)
+    elif scenario == "nccl-shaped":
+        nccl_shaped()
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")

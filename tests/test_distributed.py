@@ -370,3 +370,13 @@ def test_on_gpus_two_ranks_equal_one_process(scenario, gpus, tmp_path):
     res = _mpiexec(2, [str(WORKER), scenario, str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "max weight difference" in res.stdout
+
+
+@needs_mpi
+def test_the_nccl_code_path_on_the_cupy_shaped_backend():
+    """NCCLCommunicator with a stand-in for cupy.cuda.nccl (its signatures, reducing over MPI):
+    2 ranks equal one process with the global batch; the reductions go on a side stream."""
+    pytest.importorskip("cupy")
+    res = _mpiexec(2, [str(WORKER), "nccl-shaped"], timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "max weight difference" in res.stdout and "calls on a side stream: ['allReduce', 'bcast']" in res.stdout
