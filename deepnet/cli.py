@@ -384,8 +384,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     checkpoint = None
     if checkpointing:
+        # --batchnorm is recorded only when given: checkpoints written before it existed still resume
         checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every,
-                                  settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS if d != "epochs"},
+                                  settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
+                                            if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
                                   notes={"--data": None if args.data is None else os.path.abspath(args.data)})
 
     class EpochLine(Callback):

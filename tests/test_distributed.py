@@ -380,3 +380,15 @@ def test_the_nccl_code_path_on_the_cupy_shaped_backend():
     res = _mpiexec(2, [str(WORKER), "nccl-shaped"], timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "max weight difference" in res.stdout and "calls on a side stream: ['allReduce', 'bcast']" in res.stdout
+
+
+def test_batchnorm_is_recorded_in_checkpoints_only_when_given(tmp_path):
+    """Checkpoints written before --batchnorm existed lack it, and still resume."""
+    from deepnet.checkpoint import Checkpointer
+    from deepnet.cli import main
+    for flags, recorded in (([], False), (["--batchnorm"], True)):
+        out = tmp_path / f"run{len(flags)}"
+        assert main(["train", "--epochs", "1", "--out", str(out), "--checkpoint-every", "50", "--quiet", *flags]) == 0
+        settings = Checkpointer(out / "checkpoints").read_state()["settings"]
+        assert ("--batchnorm" in settings) is recorded
+        assert main(["train", "--epochs", "2", "--out", str(out), "--resume", "--quiet"]) == 0
