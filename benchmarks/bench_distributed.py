@@ -180,6 +180,23 @@ def run_job(framework: str, config: str, ranks: int, threads: int, batch: int, s
     raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
 
 
+def _versions(mpiexec: str) -> dict:
+    """The versions that shape the figures: NumPy, mpi4py, the MPI library, PyTorch."""
+    from importlib import metadata
+    out = {"numpy": np.__version__}
+    for pkg in ("mpi4py", "mpich", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    probe = subprocess.run([mpiexec, "-n", "1", sys.executable, "-c",
+                            "from mpi4py import MPI; print(MPI.Get_library_version().splitlines()[0])"],
+                           capture_output=True, text=True, timeout=60)
+    out["mpi library"] = probe.stdout.strip() or None
+    out["mpiexec"] = mpiexec
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", default="medium,wide")
@@ -224,7 +241,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {cores} cores",
-            "python": platform.python_version(), "steps": args.steps, "reps": args.reps,
+            "python": platform.python_version(), "versions": _versions(mpiexec), "steps": args.steps, "reps": args.reps,
             "command": " ".join(["python", "benchmarks/bench_distributed.py", *sys.argv[1:]]), "rows": rows},
             indent=2))
 

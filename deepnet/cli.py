@@ -243,11 +243,15 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
                            "--resume-if-exists)")
         _say(args, f"no checkpoint in {ckpt_dir}: starting a new run")
         return None
-    recorded, given = state["settings"] or {}, _given(args)
+    recorded, given = dict(state["settings"] or {}), _given(args)
     refusal = ranks_refusal(state["path"], int(recorded.get("ranks", 1)), launched_size())
     if refusal:
         raise CLIError(refusal)
-    keys = {dest: _setting_key(dest) for dest in RUN_OPTIONS if _setting_key(dest) in recorded}
+    if state["settings"] is not None:
+        # recorded only when set: a checkpoint without them was trained without them
+        recorded.setdefault("--batchnorm", False)
+        recorded["--sync-batchnorm"] = bool(recorded.get("sync_batchnorm", False))
+    keys = {dest: _setting_key(dest) for dest in (*RUN_OPTIONS, "sync_batchnorm") if _setting_key(dest) in recorded}
     diffs = settings_differences({keys[d]: recorded[keys[d]] for d in keys if d in given},
                                  {keys[d]: getattr(args, d) for d in keys if d in given}, state["epochs_done"])
     if diffs:
@@ -716,14 +720,18 @@ def given_options(argv: list[str]) -> set[str]:
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
-    """``argv`` without ``--nproc N`` / ``--nproc=N``."""
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (or an abbreviation argparse took for it,
+    ``--np``, ``--npr``, ``--npro``)."""
+    def is_nproc(flag: str) -> bool:
+        return len(flag) >= 4 and "--nproc".startswith(flag)
+
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--nproc":
+        elif is_nproc(a):
             skip = True
-        elif not a.startswith("--nproc="):
+        elif not (a.startswith("--np") and "=" in a and is_nproc(a.split("=", 1)[0])):
             out.append(a)
     return out
 

@@ -132,6 +132,29 @@ def stop_one() -> None:
             raise SystemExit(f"ranks stopped at different steps: {steps}")
 
 
+def callbacks_differ() -> None:
+    """Rank 0 alone has a per-batch callback; rank 1 alone stops in on_epoch_begin of epoch 2:
+    the ranks stay in step and stop together."""
+    from deepnet.callbacks import LambdaCallback
+    from deepnet.distributed import MPICommunicator
+    comm = MPICommunicator()
+    X, y = data()
+    net = build("mlp", "sgd", "float32")
+
+    def stop(net, epoch, logs):
+        if epoch == 1:
+            net.stop_training, net.stop_reason = True, "rank 1 stopped at epoch 2"
+
+    mine = ([LambdaCallback(on_batch_end=lambda net, step, logs: None)] if comm.rank == 0 else
+            [LambdaCallback(on_epoch_begin=stop)])
+    net.fit(X, y, epochs=4, batch_size=B, communicator=comm, callbacks=mine)
+    steps = comm.allgather_object((net.step_count, net.stop_reason))
+    if comm.rank == 0:
+        print(f"stopped at {steps}", flush=True)
+        if len(set(steps)) != 1:
+            raise SystemExit(f"ranks stopped at different steps: {steps}")
+
+
 def resume_exact(out: str) -> None:
     """A run with dropout and local BatchNorm stopped at step 30 (mid-epoch) and resumed equals
     the uninterrupted run, on every rank, bit for bit (weights and running statistics)."""
@@ -145,14 +168,16 @@ def resume_exact(out: str) -> None:
                        dtype="float64", loss="xent", optimizer=get_optimizer("adam", lr=0.01))
 
     ref = net()
-    ref.fit(X, y, epochs=3, batch_size=B, communicator=comm)
+    ref_hist = ref.fit(X, y, epochs=3, batch_size=B, communicator=comm)
     first = net()
     first.fit(X, y, epochs=3, batch_size=B, communicator=comm, checkpoint=out, callbacks=[StopOn(0, 30)])
     again = net()
-    again.fit(X, y, epochs=3, batch_size=B, communicator=comm, checkpoint=out, resume=True)
+    hist = again.fit(X, y, epochs=3, batch_size=B, communicator=comm, checkpoint=out, resume=True)
     a, b = again.get_weights(), ref.get_weights()
     same = all(np.array_equal(a[k], b[k]) for k in a) and np.array_equal(again.layers[1].running_var,
                                                                           ref.layers[1].running_var)
+    same = same and all(np.allclose(hist.history[k], ref_hist.history[k], rtol=1e-12, atol=0)
+                        for k in ("loss", "accuracy", "val_loss") if k in ref_hist.history)
     every = comm.allgather_object(same)
     if comm.rank == 0:
         print(f"resumed equals uninterrupted on every rank: {every}", flush=True)
@@ -226,6 +251,8 @@ if __name__ == "__main__":
         mismatch(scenario.split("-")[1])
     elif scenario == "stop-one":
         stop_one()
+    elif scenario == "callbacks-differ":
+        callbacks_differ()
     elif scenario == "resume-exact":
         resume_exact(sys.argv[2])
     elif scenario in ("nccl", "mpi-cupy"):

@@ -291,6 +291,13 @@ def test_a_callback_that_stops_one_rank_stops_every_rank_at_that_step():
 
 
 @needs_mpi
+def test_ranks_with_different_callbacks_stay_in_step():
+    res = _mpiexec(2, [str(WORKER), "callbacks-differ"], timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "stopped at [(27, 'rank 1 stopped at epoch 2'), (27, 'rank 1 stopped at epoch 2')]" in res.stdout
+
+
+@needs_mpi
 def test_a_run_resumed_mid_epoch_equals_the_uninterrupted_run_on_every_rank(tmp_path):
     res = _mpiexec(2, [str(WORKER), "resume-exact", str(tmp_path / "ckpt")], timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -382,8 +389,9 @@ def test_the_nccl_code_path_on_the_cupy_shaped_backend():
     assert "max weight difference" in res.stdout and "calls on a side stream: ['allReduce', 'bcast']" in res.stdout
 
 
-def test_batchnorm_is_recorded_in_checkpoints_only_when_given(tmp_path):
-    """Checkpoints written before --batchnorm existed lack it, and still resume."""
+def test_batchnorm_is_recorded_in_checkpoints_only_when_given(tmp_path, capsys):
+    """Checkpoints written before --batchnorm existed lack it, and still resume; giving it to
+    such a run is refused before anything is loaded."""
     from deepnet.checkpoint import Checkpointer
     from deepnet.cli import main
     for flags, recorded in (([], False), (["--batchnorm"], True)):
@@ -392,3 +400,27 @@ def test_batchnorm_is_recorded_in_checkpoints_only_when_given(tmp_path):
         settings = Checkpointer(out / "checkpoints").read_state()["settings"]
         assert ("--batchnorm" in settings) is recorded
         assert main(["train", "--epochs", "2", "--out", str(out), "--resume", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--epochs", "3", "--out", str(tmp_path / "run0"), "--resume", "--batchnorm"]) == 1
+    assert "--batchnorm: checkpoint False, given True" in capsys.readouterr().err
+
+
+def test_nproc_and_its_abbreviations_are_not_passed_to_the_processes():
+    from deepnet.cli import _without_nproc
+    for argv in (["train", "--nproc", "2", "--epochs", "1"], ["train", "--npr", "2", "--epochs", "1"],
+                 ["train", "--nproc=2", "--epochs", "1"], ["train", "--np=2", "--epochs", "1"]):
+        assert _without_nproc(argv) == ["train", "--epochs", "1"], argv
+
+
+@needs_mpi
+def test_resume_takes_sync_batchnorm_from_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    base = ["-m", "deepnet", "train", "--out", str(out), "--batchnorm", "--quiet"]
+    first = _mpiexec(2, [*base, "--epochs", "1", "--checkpoint-every", "30", "--sync-batchnorm"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = _mpiexec(2, [*base, "--epochs", "2", "--resume"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data_parallel"]["sync_batchnorm"] is True
+    other = _mpiexec(2, [*base, "--epochs", "3", "--resume", "--sync-batchnorm"], cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]

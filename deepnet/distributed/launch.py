@@ -22,11 +22,17 @@ COMM_KINDS = ("auto", "mpi", "nccl")
 
 
 def launched_size() -> int:
-    """The number of processes the MPI launcher started this job with (1: not launched by MPI)."""
+    """The number of processes the MPI launcher started this job with (1: not launched by MPI).
+    A launcher that sets only a rank (PMIx under Slurm's srun) is asked through MPI."""
     for var in SIZE_VARIABLES:
         value = os.environ.get(var)
         if value and value.strip().isdigit():
             return int(value)
+    if any(os.environ.get(var, "").strip().isdigit() for var in RANK_VARIABLES):
+        try:
+            return int(import_mpi().COMM_WORLD.Get_size())
+        except ImportError:
+            return 1
     return 1
 
 

@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from ..backend import Array, to_device, to_host
+from ..callbacks import Callback
 from ..distributed.communicator import Communicator
 from ..distributed.gradients import GradientBuckets
 from ..distributed.shards import shard_of
@@ -48,6 +49,23 @@ def check_resume_ranks(checkpointer: Any, size: int) -> None:
         refusal = ranks_refusal(state["path"], int((state.get("settings") or {}).get("ranks", 1)), size)
         if refusal:
             raise ResumeError(refusal)
+
+
+class AgreeStop(Callback):
+    """After each step and each epoch, every rank stops when any rank's callbacks stopped
+    (it runs on every rank at every step, so ranks with different callbacks stay in step)."""
+
+    def __init__(self, parallel: DataParallel) -> None:
+        self.parallel = parallel
+
+    def wants_batch_hooks(self) -> bool:
+        return True
+
+    def on_batch_end(self, net: Any, step: int, logs: dict[str, Any]) -> None:
+        self.parallel.agree_stop(net)
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
+        self.parallel.agree_stop(net)
 
 
 class SettingsMismatch(ValueError):

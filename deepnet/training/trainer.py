@@ -24,7 +24,7 @@ from .callback_list import CallbackList
 from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
 from .checkpointing import SaveCheckpoints, SaveStopPoint
 from .data import device_inputs, device_targets, host_inputs
-from .data_parallel import DataParallel, check_resume_ranks
+from .data_parallel import AgreeStop, DataParallel, check_resume_ranks
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
 from .history import History
@@ -305,8 +305,11 @@ class Trainer:
             guard.each_step = False          # one rank alone must not stop: the summed totals decide, on all
         ckpt = self.checkpointer
         printing = self.verbose and (par is None or par.rank == 0)
+        # a data-parallel run: after every other callback saw a batch or an epoch, and before a
+        # checkpoint records it, the ranks agree on whether to stop (each step, on every rank)
+        agree = [] if par is None else [AgreeStop(par)]
         callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
-                                 + ([PrintEpochs(self.epochs)] if printing else []) + self.user_callbacks
+                                 + ([PrintEpochs(self.epochs)] if printing else []) + self.user_callbacks + agree
                                  + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
         self.static = self._static_step(batches, T, labels, [_describe(cb) for cb in callbacks.batch_callbacks],
                                         guard, pos)
@@ -318,8 +321,7 @@ class Trainer:
             first = start_batch if epoch == start_epoch else 0
             logs = self._epoch(epoch, first, batches, labels, pos, guard, callbacks, val)
             callbacks.epoch_end(net, epoch, logs)
-            if par is not None:
-                par.agree_stop(net)          # a callback that stopped one rank stops all            pos.carried = None
+            pos.carried = None
             if net.stop_training:
                 break
         callbacks.train_end(net, {"history": history})
@@ -389,8 +391,6 @@ class Trainer:
             if batch_hooks:         # (a data-parallel run counts the global batch's rows; the loss is this rank's)
                 size = e - s if par is None else batches.global_rows(b)
                 callbacks.batch_end(net, net.step_count, {"loss": result[0], "batch": b, "size": size})
-                if par is not None:
-                    par.agree_stop(net)
             if net.stop_training:
                 break
 
