@@ -105,7 +105,8 @@ class MPICommunicator(Communicator):
         return self
 
     def describe(self) -> str:
-        return f"MPI ({self._MPI.Get_library_version().splitlines()[0].strip()}), {self.size} ranks, {self.transport}"
+        library = " ".join(self._MPI.Get_library_version().splitlines()[0].split())
+        return f"MPI ({library}), {self.size} rank{'s' if self.size != 1 else ''}, {self.transport}"
 
     # ------------------------------------------------------------------ arrays
     def _buffer(self, x: Array) -> np.ndarray:
