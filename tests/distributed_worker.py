@@ -185,6 +185,23 @@ def resume_exact(out: str) -> None:
             raise SystemExit(f"a resumed rank differs from the uninterrupted run: {every}")
 
 
+def against_one_process(comm, backend: str) -> float:
+    """The largest weight difference between ``comm``'s ranks (batch B each) and one process
+    with the global batch, for an MLP with Adam and a synced-BatchNorm MLP with momentum
+    (float64; computed on rank 0, 0.0 elsewhere)."""
+    X, y = data()
+    worst = 0.0
+    for model, opt in (("mlp", "adam"), ("bn", "momentum")):
+        net = build(model, opt, "float64", backend)
+        net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model == "bn")
+        if comm.rank == 0:
+            ref = build(model, opt, "float64", backend)
+            ref.fit(X, y, epochs=EPOCHS, batch_size=comm.size * B)
+            a, b = net.get_weights(), ref.get_weights()
+            worst = max(worst, max(float(np.abs(a[k] - b[k]).max()) for k in a))
+    return worst
+
+
 def on_gpus(kind: str) -> None:
     """``nccl``: NCCL, one GPU per rank; ``mpi-cupy``: MPI with CuPy arrays (staged or
     CUDA-aware), every rank on GPU 0.  Rank 0 then trains one process with the global batch
@@ -198,16 +215,7 @@ def on_gpus(kind: str) -> None:
         comm = NCCLCommunicator(bootstrap=mpi)
     else:
         comm = mpi
-    X, y = data()
-    worst = 0.0
-    for model, opt in (("mlp", "adam"), ("bn", "momentum")):
-        net = build(model, opt, "float64", "cupy")
-        net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model == "bn")
-        if comm.rank == 0:
-            ref = build(model, opt, "float64", "cupy")
-            ref.fit(X, y, epochs=EPOCHS, batch_size=2 * B)
-            a, b = net.get_weights(), ref.get_weights()
-            worst = max(worst, max(float(np.abs(a[k] - b[k]).max()) for k in a))
+    worst = against_one_process(comm, "cupy")
     if comm.rank == 0:
         print(f"{kind}: {comm.describe()}: max weight difference {worst:.3e}", flush=True)
         if not worst <= 1e-10:
@@ -223,16 +231,7 @@ def nccl_shaped() -> None:
     from tests import fake_nccl
     ops = get_ops("cupy-shaped")
     comm = NCCLCommunicator(bootstrap=MPICommunicator(), nccl=fake_nccl.as_module(), cupy=ops.xp)
-    X, y = data()
-    worst = 0.0
-    for model, opt in (("mlp", "adam"), ("bn", "momentum")):
-        net = build(model, opt, "float64", "cupy-shaped")
-        net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model == "bn")
-        if comm.rank == 0:
-            ref = build(model, opt, "float64", "cupy-shaped")
-            ref.fit(X, y, epochs=EPOCHS, batch_size=2 * B)
-            a, b = net.get_weights(), ref.get_weights()
-            worst = max(worst, max(float(np.abs(a[k] - b[k]).max()) for k in a))
+    worst = against_one_process(comm, "cupy-shaped")
     calls = {name for name, _, _, stream in fake_nccl.calls if stream != 0}
     if comm.rank == 0:
         print(f"nccl-shaped: {comm.describe()}: max weight difference {worst:.3e}; calls on a side stream: "

@@ -424,3 +424,27 @@ def test_resume_takes_sync_batchnorm_from_the_checkpoint(tmp_path):
     assert summary["data_parallel"]["sync_batchnorm"] is True
     other = _mpiexec(2, [*base, "--epochs", "3", "--resume", "--sync-batchnorm"], cwd=tmp_path)
     assert other.returncode == 0, other.stderr[-3000:]
+
+
+@pytest.mark.parametrize("shape,features", [((6, 5), 5), ((3, 2, 4, 4), 2)], ids=["rows", "images"])
+def test_synchronized_batchnorm_passes_the_gradient_check_on_every_backend(backend, shape, features):
+    """BatchNorm's synchronized forward and backward (global sums through the communicator;
+    one process here) against finite differences, and equal to the unsynchronized layer."""
+    from deepnet.gradcheck import check_layer
+    x = np.random.default_rng(3).normal(size=shape)
+    synced = BatchNorm(features, momentum=0.8)
+    synced.set_sync(LocalCommunicator().bind(backend))
+    check_layer(synced, x)
+    alone = BatchNorm(features, momentum=0.8)
+    for layer in (synced, alone):
+        layer.to(backend, "float64")
+        if not layer.initialized:
+            layer.initialize(np.random.default_rng(0))
+            layer.initialized = True
+    xd = backend.from_host(x)
+    a, b = synced.forward(xd, True), alone.forward(xd, True)
+    np.testing.assert_allclose(backend.to_host(a), backend.to_host(b), rtol=1e-12, atol=1e-12)
+    dy = backend.from_host(np.random.default_rng(4).normal(size=shape))
+    ga, gb = synced.backward(backend.copy(dy)), alone.backward(backend.copy(dy))
+    np.testing.assert_allclose(backend.to_host(ga), backend.to_host(gb), rtol=1e-10, atol=1e-12)
+    assert synced.sync is not None and alone.sync is None
