@@ -256,7 +256,8 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
                                  {keys[d]: getattr(args, d) for d in keys if d in given}, state["epochs_done"])
     if diffs:
         raise CLIError(resume_refusal(state["path"], diffs))
-    taken = [keys[d] for d in keys if d not in given]
+    saved = state["settings"] or {}
+    taken = [keys[d] for d in keys if d not in given and keys[d] in saved]     # not the implied defaults
     for dest in keys:
         if dest not in given:
             setattr(args, dest, recorded[keys[dest]])

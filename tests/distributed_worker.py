@@ -155,6 +155,23 @@ def callbacks_differ() -> None:
             raise SystemExit(f"ranks stopped at different steps: {steps}")
 
 
+def callbacks_change_one_rank(what: str) -> None:
+    """Rank 1 alone has a learning-rate schedule (``lr``), or rank 0 alone restores its best
+    weights at the end (``weights``): refused, naming what differs."""
+    from deepnet.callbacks import EarlyStopping
+    from deepnet.distributed import MPICommunicator
+    from deepnet.schedules import LearningRateScheduler, get_schedule
+    comm = MPICommunicator()
+    X, y = data()
+    net = build("mlp", "sgd", "float32")
+    if what == "lr":
+        mine = [LearningRateScheduler(get_schedule("cosine", 0.1, 3))] if comm.rank == 1 else []
+    else:
+        # "max": the first epoch is the best, so rank 0 puts back older weights at the end
+        mine = [EarlyStopping("loss", patience=100, mode="max", restore_best=True)] if comm.rank == 0 else []
+    net.fit(X, y, epochs=3, batch_size=B, communicator=comm, callbacks=mine)
+
+
 def resume_exact(out: str) -> None:
     """A run with dropout and local BatchNorm stopped at step 30 (mid-epoch) and resumed equals
     the uninterrupted run, on every rank, bit for bit (weights and running statistics)."""
@@ -252,6 +269,8 @@ if __name__ == "__main__":
         stop_one()
     elif scenario == "callbacks-differ":
         callbacks_differ()
+    elif scenario.startswith("one-rank-changes-"):
+        callbacks_change_one_rank(scenario.rsplit("-", 1)[1])
     elif scenario == "resume-exact":
         resume_exact(sys.argv[2])
     elif scenario in ("nccl", "mpi-cupy"):

@@ -298,6 +298,24 @@ def test_ranks_with_different_callbacks_stay_in_step():
 
 
 @needs_mpi
+@pytest.mark.parametrize("what,says", [("lr", "the ranks' learning rates differ: rank 0 0.1, rank 1 "),
+                                       ("weights", "the ranks' weights differ at the end of the run")])
+def test_a_callback_that_changes_one_rank_only_is_caught(what, says):
+    res = _mpiexec(2, [str(WORKER), f"one-rank-changes-{what}"], timeout=120)
+    assert res.returncode != 0 and says in res.stderr, res.stderr[-2000:]
+
+
+def test_the_size_of_a_slurm_pmix_job_comes_from_slurm(monkeypatch):
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS",
+                "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PMIX_RANK", "0")
+    assert launched_size() == 1                 # a rank alone: one process (MPI is not started to ask)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    assert launched_size() == 8
+
+
+@needs_mpi
 def test_a_run_resumed_mid_epoch_equals_the_uninterrupted_run_on_every_rank(tmp_path):
     res = _mpiexec(2, [str(WORKER), "resume-exact", str(tmp_path / "ckpt")], timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]

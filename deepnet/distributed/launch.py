@@ -13,6 +13,8 @@ from .communicator import Communicator, LocalCommunicator
 from .mpi import MPICommunicator, import_mpi
 from .nccl import NCCLCommunicator, import_nccl
 
+#: Slurm's count of the tasks of a job step (srun with PMIx sets no size of its own)
+SLURM_SIZE_VARIABLES = ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
 #: environment variables MPI launchers set to this process's rank (same launchers, same order)
 RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 #: environment variables MPI launchers set to the number of processes of the job:
@@ -23,16 +25,18 @@ COMM_KINDS = ("auto", "mpi", "nccl")
 
 def launched_size() -> int:
     """The number of processes the MPI launcher started this job with (1: not launched by MPI).
-    A launcher that sets only a rank (PMIx under Slurm's srun) is asked through MPI."""
+    Slurm's srun with PMIx sets a rank (``PMIX_RANK``) but no size: its tasks' count
+    (``SLURM_STEP_NUM_TASKS``) is taken then.  MPI itself is never started to ask (a library
+    that cannot reach its launcher aborts the process instead of answering)."""
     for var in SIZE_VARIABLES:
         value = os.environ.get(var)
         if value and value.strip().isdigit():
             return int(value)
-    if any(os.environ.get(var, "").strip().isdigit() for var in RANK_VARIABLES):
-        try:
-            return int(import_mpi().COMM_WORLD.Get_size())
-        except ImportError:
-            return 1
+    if os.environ.get("PMIX_RANK", "").strip().isdigit():
+        for var in SLURM_SIZE_VARIABLES:
+            value = os.environ.get(var)
+            if value and value.strip().isdigit():
+                return int(value)
     return 1
 
 

@@ -153,14 +153,31 @@ class DataParallel:
 
     def agree_stop(self, net: Any) -> None:
         """A callback that stopped the run on some ranks stops it on all (with the first
-        stopping rank's reason): the ranks must take the same steps."""
-        flags = self.comm.allgather_object((bool(net.stop_training), net.stop_reason))
-        stopped = [reason for stop, reason in flags if stop]
+        stopping rank's reason): the ranks must take the same steps.  A learning rate a
+        callback changed on some ranks only is refused (the models would drift apart)."""
+        flags = self.comm.allgather_object((bool(net.stop_training), net.stop_reason, net.optimizer.lr))
+        rates = [lr for _, _, lr in flags]
+        if any(lr != rates[0] for lr in rates):
+            raise SettingsMismatch("fit: the ranks' learning rates differ: " + ", ".join(
+                f"rank {r} {lr:g}" for r, lr in enumerate(rates)) + " (a schedule or callback that changes "
+                "the optimizer must be given to every rank)")
+        stopped = [reason for stop, reason, _ in flags if stop]
         if stopped:
             net.stop_training = True
             net.stop_reason = next((r for r in stopped if r), net.stop_reason)
 
     # ------------------------------------------------------------------ steps
+    def check_same_weights(self, net: Any) -> None:
+        """At the end of a run every rank must hold the same model (a callback that restored
+        or changed weights on some ranks only would leave them apart): Σθ² compared exactly."""
+        ops = net.ops
+        sums = ops.read_scalars([ops.sum_squares(p.data) for p in net.parameters().values()])
+        every = self.comm.allgather_object([float(v) for v in sums])
+        if any(s != every[0] for s in every):
+            raise SettingsMismatch("fit: the ranks' weights differ at the end of the run: a callback changed "
+                                   "the weights on some ranks only (e.g. EarlyStopping(restore_best=True)); give "
+                                   "every rank the same callbacks")
+
     def step(self, net: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array, share: float
              ) -> tuple[Array, Array]:
         """One data-parallel step on this rank's rows (x, t), ``share`` = n_r / N of the

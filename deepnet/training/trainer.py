@@ -325,6 +325,8 @@ class Trainer:
             if net.stop_training:
                 break
         callbacks.train_end(net, {"history": history})
+        if par is not None:
+            par.check_same_weights(net)
         return history
 
     def _epoch(self, epoch: int, first: int, batches: EpochBatches, labels: Array, pos: RunPosition,
