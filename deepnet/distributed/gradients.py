@@ -77,10 +77,6 @@ class GradientBuckets:
                 return view
         return None
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.n_values * self.flat.dtype.itemsize)
-
     def begin(self) -> None:
         """Before backward: no bucket started yet."""
         self._pending, self._next = [], 0

@@ -25,8 +25,6 @@ import numpy as np
 from ..backend import Array
 from .communicator import Communicator, Pending, check_reduce_op, check_root
 
-TRANSPORTS = ("host", "cuda-aware", "staged")
-
 
 def import_mpi() -> Any:
     """``mpi4py.MPI``, or an error saying how to install it."""

@@ -128,7 +128,7 @@ class ShardedBatches(EpochBatches):
         super().__init__(ops, X, T, batch_size, chunk_rows, rows)
         check_shards(self.n_rows, batch_size, size, min_rows=min_rows)
         self.rank, self.size = rank, size
-        self.n, self.last_rows = shard_rows(self.n_rows, batch_size, rank, size)
+        self.n = shard_rows(self.n_rows, batch_size, rank, size)[0]
         self.n_batches = -(-self.n_rows // (size * batch_size))
 
     def epoch_order(self, perm: Any) -> tuple[Any, Array]:
