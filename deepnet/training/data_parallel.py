@@ -28,7 +28,6 @@ from ..distributed.gradients import GradientBuckets
 from ..distributed.shards import shard_of
 from ..errors import ResumeError
 from ..losses import Loss
-from ..optimizers import Optimizer
 from .evaluation import evaluate_batches
 
 
@@ -178,24 +177,6 @@ class DataParallel:
                                    "the weights on some ranks only (e.g. EarlyStopping(restore_best=True)); give "
                                    "every rank the same callbacks")
 
-    def step(self, net: Any, loss: Loss, optimizer: Optimizer, x: Array, t: Array, share: float
-             ) -> tuple[Array, Array]:
-        """One data-parallel step on this rank's rows (x, t), ``share`` = n_r / N of the
-        global batch for a mean loss (1 for a sum): forward, ∂f/∂z·share, backward (buckets
-        started as layers finish, with ``overlap``), Σ over the ranks, the update."""
-        buckets = self.buckets
-        assert buckets is not None
-        z = net.forward(x, True)
-        f, dz = loss.forward_backward(z, t)
-        if share != 1.0:
-            dz *= share
-        buckets.begin()
-        net.backward(dz)
-        buckets.finish()
-        optimizer.step(net.parameters())
-        net.zero_grad()
-        return f, z
-
     def sum_totals(self, totals: dict[str, Any]) -> dict[str, Any]:
         """Σ over the ranks of an epoch's loss_sum, correct and seen (one small reduction)."""
         loss_sum, correct, seen = self.comm.sum_floats([totals["loss_sum"], totals["correct"], totals["seen"]])
@@ -222,23 +203,18 @@ class DataParallel:
 
     def _reduce_layer_state(self, net: Any, how: str) -> None:
         """Layer state (BatchNorm running statistics) averaged over the ranks, or rank 0's."""
-        ops = net.ops
         for layer in net.layers:
             state = layer.state_arrays() if hasattr(layer, "state_arrays") else {}
-            if not state:
-                continue
-            names = sorted(state)
-            flat = to_device([float(v) for k in names for v in to_host(state[k]).reshape(-1)], ops, dtype="float64")
-            if how == "mean":
-                self.comm.allreduce(flat, "mean")
-            else:
-                self.comm.broadcast(flat, 0)
-            host, o, out = to_host(flat), 0, {}
-            for k in names:
-                n = int(to_host(state[k]).size)
-                out[k] = host[o:o + n].reshape(to_host(state[k]).shape).astype(to_host(state[k]).dtype)
-                o += n
-            layer.load_state_arrays(out)
+            out = {}
+            for k in sorted(state):             # host copies, in the same order on every rank
+                a = to_device(state[k], net.ops, dtype="float64", copy=True)
+                if how == "mean":
+                    self.comm.allreduce(a, "mean")
+                else:
+                    self.comm.broadcast(a, 0)
+                out[k] = to_host(a)
+            if out:
+                layer.load_state_arrays(out)
 
     def fingerprint(self, net: Any) -> str:
         """A short hash of the architecture and the parameter shapes (compared across ranks)."""

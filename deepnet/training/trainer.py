@@ -384,7 +384,7 @@ class Trainer:
                 result = train_step(net, loss, opt, x, t, accept)
             else:       # this rank's share of the global batch's mean loss
                 share = (e - s) / batches.global_rows(b) if mean else 1.0
-                result = par.step(net, loss, opt, x, t, share)
+                result = train_step(net, loss, opt, x, t, share=share, gradients=par.buckets)
             pos.done = b + 1
             if result is None:     # refused by the NaN guard (check_finite="skip")
                 continue
