@@ -15,6 +15,7 @@ Implementations: :class:`LocalCommunicator` (one process: every operation is the
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from ..backend import Array
@@ -27,6 +28,18 @@ DEFAULT_BUCKET_BYTES = 25 << 20
 def check_reduce_op(op: str) -> None:
     if op not in REDUCE_OPS:
         raise ValueError(f"allreduce: op must be 'sum' or 'mean', got {op!r}")
+
+
+#: seconds a failing rank waits, its output flushed, before it aborts the job: the launcher
+#: forwards each rank's output through pipes, and an abort can cut off what it has not read yet
+ABORT_GRACE_S = 0.5
+
+
+def flush_before_abort() -> None:
+    """Flush this process's output and give the launcher time to forward it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
 
 
 def check_root(root: Any, size: int) -> None:

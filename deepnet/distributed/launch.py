@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .communicator import Communicator, LocalCommunicator
+from .communicator import Communicator, LocalCommunicator, flush_before_abort
 from .mpi import MPICommunicator, import_mpi
 from .nccl import NCCLCommunicator, import_nccl
 
@@ -53,6 +53,7 @@ def abort_job(code: int = 1) -> None:
     """End every process of the MPI job this one belongs to (a failed rank must not leave the
     others waiting in a reduction); exits this process when it is not in a job of several."""
     if launched_size() > 1:
+        flush_before_abort()
         import_mpi().COMM_WORLD.Abort(code)
     sys.exit(code)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array
-from .communicator import Communicator, Pending, check_reduce_op, check_root
+from .communicator import Communicator, Pending, check_reduce_op, check_root, flush_before_abort
 
 
 def import_mpi() -> Any:
@@ -177,4 +177,5 @@ class MPICommunicator(Communicator):
         return [float(v) for v in buf]
 
     def abort(self, code: int = 1) -> None:
+        flush_before_abort()
         self.comm.Abort(code)

@@ -24,7 +24,7 @@ from .callback_list import CallbackList
 from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
 from .checkpointing import SaveCheckpoints, SaveStopPoint
 from .data import device_inputs, device_targets, host_inputs
-from .data_parallel import AgreeStop, DataParallel, check_resume_ranks
+from .data_parallel import AgreeStop, DataParallel, SettingsMismatch, check_resume_ranks
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
 from .history import History
@@ -256,8 +256,8 @@ class Trainer:
                 return self._fit(X, y)
         except BaseException as err:
             par = self.parallel
-            if par is None or par.size == 1:
-                raise
+            if par is None or par.size == 1 or isinstance(err, SettingsMismatch):
+                raise           # (a mismatch is found by every rank at once: none is left waiting)
             # the other ranks would wait for this one in their next reduction: end the job
             print(f"deepnet: rank {par.rank} of {par.size} stopped the run: {type(err).__name__}: {err}",
                   file=sys.stderr, flush=True)
