@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,19 @@ class Dataset:
     scaling: str = ""
     image_shape: tuple[int, int] | None = None
     class_names: list[str] = field(default_factory=list)
+    #: how the test rows were chosen: None for the source's own test set, else
+    #: ``{"seed", "test_fraction", "rows"}`` (a split of ``rows`` rows drawn with ``seed``)
+    split: dict[str, Any] | None = None
+
+    def test_digest(self) -> str:
+        """SHA-256 (hex) of the test rows and labels as loaded (float32 X, int64 y): the same
+        digest means exactly the same held-out rows."""
+        h = hashlib.sha256()
+        for a, dtype in ((self.X_test, np.float32), (self.y_test, np.int64)):
+            a = np.ascontiguousarray(a, dtype=dtype)
+            h.update(repr(a.shape).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
 
     @property
     def n_features(self) -> int:
@@ -98,6 +113,11 @@ def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tup
     return Xtr, ytr, Xte, yte
 
 
+def _split_info(n: int, test_fraction: float, seed: int) -> dict[str, Any]:
+    """:attr:`Dataset.split` for a test split drawn by :func:`_split`."""
+    return {"seed": int(seed), "test_fraction": float(test_fraction), "rows": int(n)}
+
+
 def load_digits(scale: str = "unit", seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 real images; no internet).
 
@@ -116,7 +136,7 @@ def load_digits(scale: str = "unit", seed: int = 0, test_fraction: float = 0.25)
     Xtr, ytr, Xte, yte = _split(X, d.target.astype(np.int64), test_fraction, seed)
     return Dataset("digits", Xtr, ytr, Xte, yte,
                    "scikit-learn's 8x8 handwritten digits (1,797 images, bundled, no download)",
-                   scale, (8, 8), [str(i) for i in range(10)])
+                   scale, (8, 8), [str(i) for i in range(10)], _split_info(len(X), test_fraction, seed))
 
 
 def _idx_dataset(name: str, path: str | os.PathLike[str] | None, scale: str, download: bool,
@@ -178,16 +198,19 @@ def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = Non
     if key == "seed-csv":
         X, y = load_seed_csv(path)
         test_path = Path(str(path).replace("_train", "_test"))
+        split = None
         if test_path != Path(path) and test_path.is_file():
             Xt, yt = load_seed_csv(test_path)
         else:
+            split = _split_info(len(X), test_fraction, seed)
             X, y, Xt, yt = _split(X, y, test_fraction, seed)
         return Dataset("seed-csv", scale_pixels(X, scale), y, scale_pixels(Xt, scale), yt,
-                       f"notebook-format CSV {path}", scale, (28, 28), [str(i) for i in range(10)])
+                       f"notebook-format CSV {path}", scale, (28, 28), [str(i) for i in range(10)], split)
     if key == "csv":
         X, y, names = load_csv(path, label_column)
         Xtr, ytr, Xte, yte = _split(X, y, test_fraction, seed)
-        return Dataset("csv", Xtr, ytr, Xte, yte, f"CSV {path} ({len(names)} features)", "as in the file")
+        return Dataset("csv", Xtr, ytr, Xte, yte, f"CSV {path} ({len(names)} features)", "as in the file",
+                       split=_split_info(len(X), test_fraction, seed))
     # key == "npz"
     d = load_npz(path)
     out = []
