@@ -39,7 +39,7 @@ from .network import Network
 __all__ = [
     "FORMAT", "HEADER_KEY", "SEAL", "VERSION", "ModelFileError", "apply_tensors",
     "architecture", "atomic_write", "build_layers", "check_layer_configs", "check_seal", "current_umask",
-    "layer_state", "load_checkpoint_model", "load_model", "read_tensors", "save_model", "seal",
+    "layer_state", "load_checkpoint_model", "load_model", "load_network", "read_tensors", "save_model", "seal",
     "tensor_checksum", "write_tensors",
 ]
 
@@ -83,9 +83,16 @@ def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | N
     return write_tensors(path, tensors, header)
 
 
-def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
-    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current)."""
-    tensors, header = read_tensors(path)
+def _loss(header: dict[str, Any]) -> Any:
+    """The loss a file records, or None (none recorded, or not a registered loss)."""
+    loss = header.get("loss")
+    if isinstance(loss, dict) and loss.get("type") in Loss.registry:
+        return Loss.registry[loss["type"]](**loss.get("config", {}))
+    return None
+
+
+def _model_network(tensors: dict[str, Any], header: dict[str, Any], path: str | os.PathLike[str],
+                   backend: str | None) -> Any:
     layers = build_layers(header.get("layers", []), path)
     if not layers:
         raise ModelFileError(path, "the file describes no layers")
@@ -96,17 +103,40 @@ def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
     expected = net.parameters()
     apply_tensors(net, {k: v for k, v in tensors.items() if k in expected},
                   {k: v for k, v in tensors.items() if k not in expected}, path)
-    loss = header.get("loss")
-    if isinstance(loss, dict) and loss.get("type") in Loss.registry:
-        net.loss = Loss.registry[loss["type"]](**loss.get("config", {}))
+    net.loss = _loss(header)
     net.metadata = header.get("extra", {})
     return net
 
 
-def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
-    """Rebuild just the network (architecture and weights) from a checkpoint file
-    (:mod:`deepnet.checkpoint`)."""
-    tensors, header = read_tensors(path, expect_format=CHECKPOINT_FORMAT)
+def _checkpoint_network(tensors: dict[str, Any], header: dict[str, Any], path: str | os.PathLike[str],
+                        backend: str | None) -> Any:
     net = Network(build_layers(header["layers"], path), seed=0, backend=backend, dtype=header.get("dtype", "float32"))
-    net.set_weights({k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")})
+    apply_tensors(net, {k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")},
+                  {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, path)
+    net.loss = _loss(header)
+    notes = header.get("notes") or {}
+    # what a model file's ``extra`` would hold, if the run noted it; and the checkpoint's own record
+    net.metadata = {**(notes.get("model") or {}),
+                    "checkpoint": {"epoch": header.get("epoch"), "settings": header.get("settings"), "notes": notes}}
     return net
+
+
+def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current)."""
+    return _model_network(*read_tensors(path), path, backend)
+
+
+def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+    """Rebuild just the network (architecture, weights, layer state such as BatchNorm's running
+    statistics, and loss) from a checkpoint file (:mod:`deepnet.checkpoint`).  ``metadata`` holds
+    what the run noted about its model (``notes["model"]``) and, under ``"checkpoint"``, the
+    checkpoint's epoch, settings and notes."""
+    return _checkpoint_network(*read_tensors(path, expect_format=CHECKPOINT_FORMAT), path, backend)
+
+
+def load_network(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+    """A model file (:func:`load_model`) or a training checkpoint such as ``best.npz``
+    (:func:`load_checkpoint_model`), whichever ``path`` is."""
+    tensors, header = read_tensors(path, expect_format=(FORMAT, CHECKPOINT_FORMAT))
+    build = _checkpoint_network if header["format"] == CHECKPOINT_FORMAT else _model_network
+    return build(tensors, header, path, backend)

@@ -149,9 +149,10 @@ def check_seal(path: str | os.PathLike[str], raw: bytes) -> None:
                                    f"the seal says {tail[len(SEAL):].decode(errors='replace')}")
 
 
-def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
+def read_tensors(path: str | os.PathLike[str], expect_format: str | tuple[str, ...] = FORMAT
                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read and verify a file written by :func:`write_tensors`: (tensors, header)."""
+    """Read and verify a file written by :func:`write_tensors`: (tensors, header).  The
+    header's format must be ``expect_format`` (or one of them)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(path, "file not found")
@@ -172,8 +173,10 @@ def read_tensors(path: str | os.PathLike[str], expect_format: str = FORMAT
         header = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelFileError(path, f"header is not valid JSON ({err})") from None
-    if not isinstance(header, dict) or header.get("format") != expect_format:
-        raise ModelFileError(path, f"not a {expect_format} file (format {header.get('format') if isinstance(header, dict) else None!r})")
+    formats = (expect_format,) if isinstance(expect_format, str) else expect_format
+    if not isinstance(header, dict) or header.get("format") not in formats:
+        raise ModelFileError(path, f"not a {' or '.join(formats)} file "
+                                   f"(format {header.get('format') if isinstance(header, dict) else None!r})")
     version = header.get("version")
     if not isinstance(version, int) or version > VERSION:  # both file formats are at version 1
         raise ModelFileError(path, f"format version {version} is newer than this deepnet supports ({VERSION}); "
