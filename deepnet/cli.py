@@ -33,7 +33,7 @@ from .diagnostics import GradientFlow
 from .distributed import communicator
 from .distributed.launch import COMM_KINDS, abort_job, launched_rank, launched_size, mpiexec_command
 from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError
-from .io import atomic_write, load_model, save_model
+from .io import atomic_write, load_model, load_network, save_model
 from .layers import Dropout
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .metrics import confusion_matrix, per_class_accuracy
@@ -387,13 +387,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         callbacks.append(EarlyStopping("val_loss" if val_rows is not None else "loss", patience=args.early_stopping))
     if args.schedule:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
+    extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
+             "class_names": data.class_names, "n_features": data.n_features, "split": _split_record(args, data)}
     checkpoint = None
     if checkpointing:
         # --batchnorm is recorded only when given: checkpoints written before it existed still resume
         checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every,
                                   settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
                                             if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
-                                  notes={"--data": None if args.data is None else os.path.abspath(args.data)})
+                                  notes={"--data": None if args.data is None else os.path.abspath(args.data),
+                                         "model": extra})
 
     class EpochLine(Callback):
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
@@ -413,8 +416,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_time = time.perf_counter() - t0
     if comm is not None and comm.rank != 0:
         return 0            # rank 0 saves, evaluates and reports; the weights are the same on every rank
-    extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
-             "class_names": data.class_names, "n_features": data.n_features}
     model_path = _save_results(net, out, extra)
     test = net.evaluate(data.X_test, data.y_test)
     pred = net.predict_classes(data.X_test)
@@ -470,19 +471,117 @@ def _json_default(o: Any) -> Any:
 
 
 # ---------------------------------------------------------------- evaluate / predict
-def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
-    net = load_model(args.model, backend=args.backend)
-    meta = getattr(net, "metadata", {})
+def _split_record(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    """How the run's test rows were chosen, recorded in the model file (``extra["split"]``) and
+    its checkpoints, so that ``deepnet evaluate`` uses exactly the rows held out from training."""
+    return {"dataset": data.name, "data": None if args.data is None else os.path.abspath(args.data),
+            "label_column": args.label_column if data.name == "csv" else None, "scale": args.scale,
+            "seed": args.seed, "test": data.split, "test_rows": int(len(data.y_test)),
+            "test_sha256": data.test_digest()}
+
+
+def _checkpoint_record(ckpt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The split of a checkpoint written before it noted one, from its recorded command-line
+    settings (no digest of the rows: not checked); None if the command line did not write it."""
+    settings = (ckpt or {}).get("settings") or {}
+    if "--dataset" not in settings:
+        return None
+    name, seed = settings["--dataset"], settings.get("--seed", 0)
+    return {"dataset": name, "data": ckpt["notes"].get("--data"), "label_column": settings.get("--label-column"),
+            "scale": settings.get("--scale", "unit"), "seed": seed,
+            "test": None if name in ("mnist", "fashion-mnist", "idx", "npz") else {"seed": seed}}
+
+
+def _test_rows(split: dict[str, Any] | None, n_test: int) -> str:
+    """The test rows in words: the data set's own test set, or a seeded split."""
+    if split is None:
+        return f"the data set's own test set ({n_test:,} rows)"
+    if "rows" not in split:
+        return f"the test split of seed {split['seed']} ({n_test:,} rows)"
+    return f"the test split of seed {split['seed']} ({n_test:,} rows: {split['test_fraction']:.0%} of {split['rows']:,})"
+
+
+def _split_differences(record: dict[str, Any], data: Any) -> list[str]:
+    """What differs between the recorded test rows and those loaded now ([] if none or not recorded)."""
+    was, now = record.get("test") or {}, data.split or {}
+    if "rows" in was and now.get("rows") != was["rows"]:
+        return [f"it has {now.get('rows', 'other'):,} rows now, {was['rows']:,} when the model was trained"]
+    if "test_rows" in record and record["test_rows"] != len(data.y_test):
+        return [f"{len(data.y_test):,} test rows now, {record['test_rows']:,} when the model was trained"]
+    if "test_sha256" in record and record["test_sha256"] != data.test_digest():
+        return [f"its held-out rows are not those recorded (SHA-256 {data.test_digest()[:16]}... now, "
+                f"{record['test_sha256'][:16]}... recorded)"]
+    return []
+
+
+def _unrecorded_data(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, str]:
+    """Data for a model that does not record its split (Python API, older deepnet): as asked,
+    saying plainly which rows are used and what that means."""
     name = args.dataset or meta.get("dataset") or "digits"
     data = load_dataset(name, args.data, scale=meta.get("scale", "unit") if name == meta.get("dataset") else "unit",
                         download=not args.no_download, label_column=args.label_column, seed=args.seed)
+    hint = " (pass the --seed it was trained with)" if data.split is not None else ""
+    return data, (f"{_test_rows(data.split, len(data.y_test))}; the model file does not record how its "
+                  f"training data was split (saved by the Python API or an older deepnet): if it trained on "
+                  f"any of these rows, this is not a held-out accuracy{hint}")
+
+
+def _recorded_data(args: argparse.Namespace, record: dict[str, Any]) -> tuple[Any, str]:
+    """The test rows the record names (``--data``, ``--dataset``, ``--label-column`` override the
+    source); refuses a ``--seed`` or a changed source that would evaluate on other rows."""
+    given = _given(args)
+    name = (args.dataset or record["dataset"]).lower().replace("_", "-")
+    name = "fashion-mnist" if name == "fashion" else name
+    if name != record["dataset"]:
+        data = load_dataset(name, args.data, download=not args.no_download, label_column=args.label_column,
+                            seed=args.seed)
+        return data, (f"{_test_rows(data.split, len(data.y_test))} of --dataset {name} (the model was trained "
+                      f"on {record['dataset']})")
+    where = record["data"]
+    same = args.data is None or (where is not None and Path(args.data).resolve() == Path(where).resolve())
+    source = f"{where}" if where else f"the {name} data"
+    split, seed = record.get("test"), record["seed"]
+    if "seed" in given and args.seed != seed and split is not None:
+        if same:
+            raise CLIError(f"--seed {args.seed}: {args.model} was trained with --seed {seed}, which held out other "
+                           f"rows of {source}; the test split of seed {args.seed} holds rows it trained on "
+                           "(drop --seed to evaluate on its held-out rows)")
+        seed = args.seed
+    if args.data is None and where is not None and not Path(where).exists():
+        raise CLIError(f"{args.model} was trained on {where}, which is not there any more: "
+                       "pass --data with its new place")
+    data = load_dataset(name, args.data if args.data is not None else where, scale=record.get("scale") or "unit",
+                        download=not args.no_download,
+                        label_column=args.label_column if "label_column" in given else record.get("label_column")
+                        or "label", seed=seed, test_fraction=(split or {}).get("test_fraction", 0.2))
+    rows = _test_rows(data.split if split is not None else None, len(data.y_test))
+    checked = "test_sha256" in record
+    if same:
+        diffs = _split_differences(record, data)
+        if diffs:
+            raise CLIError(f"cannot evaluate {args.model} on the rows held out from its training: {source} changed "
+                           f"since: {'; '.join(diffs)} (restore it, or pass --data FILE to evaluate on other data)")
+        return data, (f"{rows}, the rows held out when the model was trained"
+                      + (" (checked)" if checked else " (an older checkpoint: not checked)"))
+    if checked and record["test_sha256"] == data.test_digest():
+        return data, f"{rows} of --data {args.data}: the rows held out when the model was trained (checked)"
+    return data, (f"{rows} of --data {args.data}, not the data the model was trained on ({source}): "
+                  "if it trained on any of these rows, this is not a held-out accuracy")
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The model (a model file or a checkpoint), its test data, and which rows those are in words."""
+    net = load_network(args.model, backend=args.backend)
+    meta = getattr(net, "metadata", None) or {}
+    record = meta.get("split") or _checkpoint_record(meta.get("checkpoint"))
+    data, rows = _recorded_data(args, record) if record else _unrecorded_data(args, meta)
     if data.n_features != net.input_width:
         raise CLIError(f"the model takes {net.input_width} inputs but {data.name} has {data.n_features} features")
-    return net, data
+    return net, data, rows
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    net, data = _model_and_data(args)
+    net, data, rows = _model_and_data(args)
     ops = net.ops
     res = net.evaluate(data.X_test, data.y_test)
     pred = net.predict_classes(data.X_test)
@@ -490,8 +589,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     conf_d = confusion_matrix(ops, to_device(data.y_test, ops, "int64"), to_device(pred, ops, "int64"), k)
     conf, per = to_host(conf_d), to_host(per_class_accuracy(ops, conf_d))
     names = data.class_names or [str(i) for i in range(k)]
-    print(f"model {args.model} on {data.description}")
-    print(f"accuracy {100 * res['accuracy']:.2f}%  loss {res['loss']:.4f}  ({len(data.y_test):,} samples)")
+    ckpt = (getattr(net, "metadata", None) or {}).get("checkpoint")
+    what = f"checkpoint {args.model} (after epoch {ckpt['epoch']})" if ckpt else f"model {args.model}"
+    loss = f"loss {res['loss']:.4f}" if net.loss is not None else "no loss (the file records none)"
+    print(f"{what} on {data.description}")
+    print(f"accuracy {100 * res['accuracy']:.2f}%  {loss}  ({len(data.y_test):,} samples)")
+    print(f"test rows: {rows}")
     print("per-class accuracy:")
     for i in range(k):
         print(f"  {names[i]:>12s}  {100 * per[i]:6.2f}%  ({int(conf[i].sum())} samples)")
@@ -501,7 +604,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for i in range(k):
         print(f"{i:>5d} " + "".join(f"{int(c):>{width}d}" for c in conf[i]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"accuracy": res["accuracy"], "loss": res["loss"],
+        Path(args.json).write_text(json.dumps({"accuracy": res["accuracy"],
+                                               "loss": res["loss"] if net.loss is not None else None,
+                                               "test_rows": rows, "samples": len(data.y_test),
                                                "per_class_accuracy": per.tolist(), "confusion_matrix": conf.tolist()},
                                               indent=2, default=_json_default))
     return 0
