@@ -124,3 +124,15 @@ def test_a_model_without_a_record_or_a_loss_still_evaluates_and_says_which_rows(
     assert _percent(out, "accuracy") == f"{100 * net.evaluate(data.X_test, data.y_test)['accuracy']:.2f}"
     main(["evaluate", str(tmp_path / "api.npz"), "--json", str(tmp_path / "e.json")])
     assert json.loads((tmp_path / "e.json").read_text())["loss"] is None
+
+
+def test_a_fixed_test_set_is_the_same_whatever_the_seed(tmp_path, capsys):
+    from tests.test_idx import make_folder
+
+    folder = make_folder(tmp_path / "idx", n_train=40, n_test=12)
+    acc = _train(capsys, ["--dataset", "idx", "--data", str(folder), "--seed", "5", "--epochs", "1",
+                          "--out", str(tmp_path / "o")])
+    for extra in ([], ["--seed", "0"]):                  # the seed does not choose a fixed test set's rows
+        out = _evaluate(capsys, [str(tmp_path / "o" / "model.npz"), *extra])
+        assert _percent(out, "accuracy") == acc
+        assert "the data set's own test set (12 rows), the rows held out when the model was trained" in out
