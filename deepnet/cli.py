@@ -502,13 +502,19 @@ def _test_rows(split: dict[str, Any] | None, n_test: int) -> str:
 
 
 def _split_differences(record: dict[str, Any], data: Any) -> list[str]:
-    """What differs between the recorded test rows and those loaded now ([] if none or not recorded)."""
-    was, now = record.get("test") or {}, data.split or {}
-    if "rows" in was and now.get("rows") != was["rows"]:
-        return [f"it has {now.get('rows', 'other'):,} rows now, {was['rows']:,} when the model was trained"]
-    if "test_rows" in record and record["test_rows"] != len(data.y_test):
+    """What differs between the recorded test rows and those loaded now ([] if none, or if the
+    record is an older checkpoint's settings, which hold no digest to check)."""
+    if "test_sha256" not in record:
+        return []
+    was, now = record.get("test"), data.split
+    if (was is None) != (now is None):
+        return [f"its test rows are now {_test_rows(now, len(data.y_test))}, when the model was trained "
+                f"{_test_rows(was, record.get('test_rows', 0))}"]
+    if was and "rows" in was and now["rows"] != was["rows"]:
+        return [f"it has {now['rows']:,} rows now, {was['rows']:,} when the model was trained"]
+    if record["test_rows"] != len(data.y_test):
         return [f"{len(data.y_test):,} test rows now, {record['test_rows']:,} when the model was trained"]
-    if "test_sha256" in record and record["test_sha256"] != data.test_digest():
+    if record["test_sha256"] != data.test_digest():
         return [f"its held-out rows are not those recorded (SHA-256 {data.test_digest()[:16]}... now, "
                 f"{record['test_sha256'][:16]}... recorded)"]
     return []
