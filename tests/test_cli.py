@@ -47,7 +47,7 @@ def test_evaluate_and_predict(tmp_path, capsys):
     np.savetxt(tmp_path / "in.csv", rows, delimiter=",")
     assert main(["predict", str(tmp_path / "model.npz"), str(tmp_path / "in.csv")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("0\t")
+    assert len(lines) == 3 and lines[0].startswith(f"{tmp_path / 'in.csv'}:0\t")
 
 
 def test_train_on_idx_folder_with_seed_preset(tmp_path, capsys):

@@ -1,0 +1,89 @@
+"""Smaller things a new user hit (issue 23, item 8): output into a closed pipe, predict on
+several files and on the CSV formats train reads, the folders of a failed run, options
+checked before the data loads, labels as a column of floats, PyTorch conversion without
+PyTorch.  Each test reproduces the user's path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepnet as dn
+from deepnet.cli import main
+from deepnet.io import load_model
+from deepnet.presets import mlp_layers
+
+
+def _deepnet(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "deepnet", *argv]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A digits model and the 8x8 digits the model was tested on (scaled 0..1, as trained)."""
+    from sklearn.datasets import load_digits
+
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["train", "--epochs", "3", "--out", str(out), "--quiet"]) == 0
+    d = load_digits()
+    return out / "model.npz", (d.data[-300:] / 16.0), d.target[-300:]
+
+
+def _predicted(model, X) -> list[str]:
+    return [str(k) for k in load_model(model).predict_classes(X.astype(np.float32))]
+
+
+# ---------------------------------------------------------------- predict: several files, train's CSV formats
+def test_predict_reads_train_csv_with_a_header_and_label_column_anywhere(digits, tmp_path, capsys):
+    model, X, y = digits
+    header = ",".join([f"p{i}" for i in range(32)] + ["label"] + [f"p{i}" for i in range(32, 64)])
+    table = np.column_stack([X[:, :32], y, X[:, 32:]])
+    np.savetxt(tmp_path / "test.csv", table, delimiter=",", header=header, comments="", fmt="%.6g")
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tmp_path / "test.csv")]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    want = _predicted(model, X)                      # the label column is not taken for a pixel
+    assert [ln.split("\t")[0] for ln in lines] == [f"{tmp_path / 'test.csv'}:{i}" for i in range(len(X))]
+    assert [ln.split("\t")[1] for ln in lines] == want
+    assert all(ln.endswith(f"\tlabel {t}") for ln, t in zip(lines, y))
+    hits = sum(p == str(t) for p, t in zip(want, y))
+    assert f"accuracy {100 * hits / len(y):.2f}% ({hits} of {len(y)} labelled rows)" in err
+
+
+def test_predict_takes_several_files_of_every_kind(digits, tmp_path, capsys):
+    from matplotlib.image import imsave
+
+    model, X, y = digits
+    imsave(tmp_path / "a.png", X[0].reshape(8, 8), cmap="gray", vmin=0, vmax=1)
+    np.save(tmp_path / "b.npy", X[1:4])
+    np.savetxt(tmp_path / "seed.csv", np.column_stack([y[4:9], X[4:9]]), delimiter=",", fmt="%.6g")  # notebook CSV
+    files = [str(tmp_path / n) for n in ("a.png", "b.npy", "seed.csv")]
+    capsys.readouterr()
+    assert main(["predict", str(model), *files]) == 0
+    out, err = capsys.readouterr()
+    assert [ln.split("\t")[0] for ln in out.splitlines()] == [f"{files[0]}:0", *(f"{files[1]}:{i}" for i in range(3)),
+                                                               *(f"{files[2]}:{i}" for i in range(5))]
+    assert [ln.split("\t")[1] for ln in out.splitlines()][1:] == _predicted(model, X[1:9])
+    assert f"{files[2]}: accuracy" in err and "of 5 labelled rows" in err and "all files" not in err
+
+
+def test_predict_refuses_labels_outside_the_models_classes_and_a_header_without_label(digits, tmp_path, capsys):
+    model, X, y = digits
+    np.savetxt(tmp_path / "wrong.csv", np.column_stack([X[:3, 0] * 0 + 12, X[:3]]), delimiter=",")
+    np.savetxt(tmp_path / "named.csv", np.column_stack([y[:3], X[:3]]), delimiter=",",
+               header=",".join(["digit"] + [f"p{i}" for i in range(64)]), comments="")
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tmp_path / "wrong.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "row 0 has label 12, but the model has 10 classes" in err and len(err.splitlines()) == 1
+    assert main(["predict", str(model), str(tmp_path / "named.csv")]) == 1
+    assert "none is named 'label': give --label-column" in capsys.readouterr().err
+    assert main(["predict", str(model), str(tmp_path / "named.csv"), "--label-column", "digit"]) == 0
+    assert "accuracy" in capsys.readouterr().err
+
+
