@@ -49,6 +49,7 @@ from .training.data_parallel import ranks_refusal
 from .version import __version__
 
 EXIT_ERROR = 1
+EXIT_CLOSED_PIPE = 141      #: 128 + SIGPIPE: what a shell reports for ``git log | head``'s git
 
 
 class CLIError(Exception):
@@ -794,10 +795,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.given = given_options(argv)
-    code = _run(args, argv)
+    try:
+        code = _run(args, argv)
+        sys.stdout.flush()          # a closed pipe shows here, inside the try, not at exit
+    except BrokenPipeError:
+        return _closed_pipe()
     if code and launched_size() > 1:
         abort_job(code)         # the other ranks may be waiting for this one: end the whole job
     return code
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``deepnet predict ... | head``): stop quietly, the way a
+    Unix tool killed by SIGPIPE does (exit 128 + 13), as Python's ``signal`` docs advise:
+    stdout goes to devnull so that the flush at exit raises nothing either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):       # stdout is not a file descriptor (an embedding program's)
+        pass
+    return EXIT_CLOSED_PIPE
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:

@@ -37,6 +37,31 @@ def _predicted(model, X) -> list[str]:
     return [str(k) for k in load_model(model).predict_classes(X.astype(np.float32))]
 
 
+# ---------------------------------------------------------------- output into a closed pipe
+def test_info_into_a_closed_pipe_exits_quietly():
+    read, write = os.pipe()
+    os.close(read)                                   # `deepnet info | true`: nobody reads
+    proc = subprocess.Popen(_deepnet("info"), stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert err == "" and proc.returncode == 141        # like a Unix tool stopped by SIGPIPE
+
+
+def test_predict_into_head_exits_quietly(digits, tmp_path):
+    model, X, _ = digits
+    np.savetxt(tmp_path / "many.csv", np.tile(X, (20, 1)), delimiter=",")   # 6,000 lines: more than a pipe holds
+    proc = subprocess.Popen(_deepnet("predict", str(model), str(tmp_path / "many.csv")), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()                   # `| head -1`: one line read, then the pipe closed
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert first.startswith(f"{tmp_path / 'many.csv'}:0\t")
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141
+
+
 # ---------------------------------------------------------------- predict: several files, train's CSV formats
 def test_predict_reads_train_csv_with_a_header_and_label_column_anywhere(digits, tmp_path, capsys):
     model, X, y = digits
