@@ -312,7 +312,39 @@ def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
                        f"the trained weights are safe in {saved}") from None
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing, p = [], folder.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _remove_if_empty(made: list[list[Path]]) -> None:
+    """Remove the folders a failed run created and left empty (each list deepest first, the
+    last list first); a folder holding anything, and every folder above it, stays."""
+    for chain in reversed(made):
+        for folder in chain:
+            try:
+                folder.rmdir()          # only ever removes an empty folder
+            except FileNotFoundError:
+                continue                # never made (checkpoints/ of a run that failed before saving)
+            except OSError:
+                break
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """``deepnet train``; a run that fails leaves no empty folder it created (--out, --plot)."""
+    made: list[list[Path]] = []
+    try:
+        return _train(args, made)
+    except BaseException:
+        _remove_if_empty(made)
+        raise
+
+
+def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     # 1. settings: checked, completed from a resumed run, checked in combination; nothing written yet
     _check_options(args)
     if launched_rank() != 0:
@@ -340,8 +372,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "(choose another --out)")
     # 2. where results go: checked (and created) before any data is loaded, by rank 0 (it writes them)
     if launched_rank() == 0:
+        made.append(_missing_folders(ckpt_dir))     # checkpoints/ may be made later: removed too if empty
         _check_output_folder(out)
     if args.plot and launched_rank() == 0:
+        made.append(_missing_folders(Path(args.plot)))
         _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
         pyplot()  # fail early with a clear message if matplotlib is missing
     ops = get_ops(args.backend or get_backend())

@@ -112,3 +112,32 @@ def test_predict_refuses_labels_outside_the_models_classes_and_a_header_without_
     assert "accuracy" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------- a failed run leaves no empty folder
+def test_a_failed_run_removes_the_folders_it_made_and_nothing_else(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,a,b\n0,1,oops\n")
+    out, plots = tmp_path / "new" / "run", tmp_path / "pictures"
+    assert main(["train", "--dataset", "csv", "--data", str(bad), "--out", str(out), "--plot", str(plots)]) == 1
+    assert "'oops' is not a number" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]         # new/, new/run/, pictures/ gone
+    (tmp_path / "mine").mkdir()                                             # a folder the user made: kept
+    assert main(["train", "--dataset", "csv", "--data", str(bad), "--out", str(tmp_path / "mine")]) == 1
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_an_error_during_training_removes_the_empty_folder_it_made(tmp_path, monkeypatch):
+    import deepnet.cli as cli
+
+    class Broken:
+        def __init__(self, *a, **k):
+            pass
+
+        def fit(self, X, y):
+            raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(cli, "Trainer", Broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["train", "--epochs", "1", "--out", str(tmp_path / "a" / "b"), "--quiet"])
+    assert not (tmp_path / "a").exists()
+
+
