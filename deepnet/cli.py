@@ -148,7 +148,8 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse values out of range before anything is read or written."""
-    for dest, ok, want in (("epochs", lambda v: v >= 0, "a non-negative integer"),
+    for dest, ok, want in (("lr", lambda v: 0 < v < float("inf"), "a positive finite learning rate"),
+                           ("epochs", lambda v: v >= 0, "a non-negative integer"),
                            ("batch_size", lambda v: v >= 1, "a positive integer"),
                            ("checkpoint_every", lambda v: v >= 0, "a non-negative number of steps (0: each epoch)"),
                            ("early_stopping", lambda v: v >= 0, "a non-negative patience (0: off)"),

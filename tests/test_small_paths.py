@@ -141,3 +141,25 @@ def test_an_error_during_training_removes_the_empty_folder_it_made(tmp_path, mon
     assert not (tmp_path / "a").exists()
 
 
+# ---------------------------------------------------------------- options checked before the data loads
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_a_bad_learning_rate_is_refused_before_the_data_is_read(tmp_path, capsys, value):
+    missing = tmp_path / "not-yet-there.csv"           # the data would fail too, later
+    assert main(["train", "--lr", value, "--dataset", "csv", "--data", str(missing),
+                 "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"deepnet: error: --lr: expected a positive finite learning rate, got {float(value)}"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: dn.Adam(eps=-1e-8), "eps must be a non-negative finite number"),
+    (lambda: dn.RMSProp(rho=1.5), "rho must be in [0, 1)"),
+    (lambda: dn.RMSProp(eps=float("nan")), "eps must be a non-negative finite number"),
+    (lambda: dn.SGD(lr=float("inf")), "learning rate must be positive and finite"),
+])
+def test_optimizer_settings_are_checked_when_made(make, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        make()
+
+
