@@ -163,3 +163,35 @@ def test_optimizer_settings_are_checked_when_made(make, message):
         make()
 
 
+# ---------------------------------------------------------------- labels as a column of whole-number floats
+def test_labels_as_a_column_of_whole_floats_train_like_ints():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)).astype(np.float32), np.arange(60) % 3
+
+    def trained(labels):
+        net = dn.Network(mlp_layers([4, 8, 3], "relu"), seed=0)
+        net.fit(X, labels, epochs=2, batch_size=8, loss="xent", optimizer="adam")
+        return net.get_weights(), net.evaluate(X, labels)
+
+    w_int, ev_int = trained(y[:, None])
+    w_float, ev_float = trained(y[:, None].astype(np.float64))
+    assert all(np.array_equal(w_int[k], w_float[k]) for k in w_int) and ev_int == ev_float
+    halves = y[:, None] + 0.5
+    with pytest.raises(ValueError, match=r"fit: labels y must be whole numbers .* y\[0\] = 0.5"):
+        dn.Network(mlp_layers([4, 8, 3], "relu"), seed=0).fit(X, halves, epochs=1, loss="xent", optimizer="adam")
+
+
+def test_npz_data_set_with_a_column_of_float_labels_trains(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    y = (np.arange(80) % 2).astype(np.float32)[:, None]                 # as a user's pandas export gives them
+    np.savez(tmp_path / "d.npz", x_train=rng.normal(size=(60, 5)), y_train=y[:60],
+             x_test=rng.normal(size=(20, 5)), y_test=y[60:])
+    assert main(["train", "--dataset", "npz", "--data", str(tmp_path / "d.npz"), "--epochs", "1",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "on 20 npz test samples" in capsys.readouterr().out
+    np.savez(tmp_path / "half.npz", x_train=rng.normal(size=(60, 5)), y_train=y[:60] + 0.5,
+             x_test=rng.normal(size=(20, 5)), y_test=y[60:])
+    assert main(["train", "--dataset", "npz", "--data", str(tmp_path / "half.npz"), "--out", str(tmp_path / "r2")]) == 1
+    assert "y_train[0] is 0.5: expected whole class numbers" in capsys.readouterr().err
+
+
