@@ -195,3 +195,16 @@ def test_npz_data_set_with_a_column_of_float_labels_trains(tmp_path, capsys):
     assert "y_train[0] is 0.5: expected whole class numbers" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------- PyTorch conversion without PyTorch
+@pytest.mark.parametrize("name", ["to_torch", "from_torch"])
+def test_torch_conversion_without_torch_says_what_to_install(monkeypatch, name):
+    from deepnet import interop
+
+    monkeypatch.setitem(sys.modules, "torch", None)          # as if PyTorch were not installed
+    net = dn.Network(mlp_layers([3, 2], "relu"), seed=0)
+    with pytest.raises(ModuleNotFoundError) as info:
+        getattr(interop, name)(net if name == "to_torch" else [])
+    message = str(info.value)
+    assert f"deepnet.interop.{name} needs PyTorch, which is not installed: pip install torch" in message
+    assert "\n" not in message and info.value.name == "torch"
+    assert interop.to_torch_state_dict(net)["0.weight"].shape == (2, 3)     # needs no PyTorch
