@@ -27,7 +27,7 @@ from .backend.host import as_host_inputs
 from .backend.precision import PRECISIONS
 from .callbacks import Callback, EarlyStopping
 from .checkpoint import Checkpointer, resume_refusal, settings_differences
-from .datasets import DatasetError, InputFileError, load_dataset, read_inputs, scale_pixels
+from .datasets import DatasetError, InputFileError, load_dataset, read_labelled_inputs, scale_pixels
 from .datasets.registry import NAMES
 from .diagnostics import GradientFlow
 from .distributed import communicator
@@ -49,6 +49,7 @@ from .training.data_parallel import ranks_refusal
 from .version import __version__
 
 EXIT_ERROR = 1
+EXIT_CLOSED_PIPE = 141      #: 128 + SIGPIPE: what a shell reports for ``git log | head``'s git
 
 
 class CLIError(Exception):
@@ -147,7 +148,8 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse values out of range before anything is read or written."""
-    for dest, ok, want in (("epochs", lambda v: v >= 0, "a non-negative integer"),
+    for dest, ok, want in (("lr", lambda v: 0 < v < float("inf"), "a positive finite learning rate"),
+                           ("epochs", lambda v: v >= 0, "a non-negative integer"),
                            ("batch_size", lambda v: v >= 1, "a positive integer"),
                            ("checkpoint_every", lambda v: v >= 0, "a non-negative number of steps (0: each epoch)"),
                            ("early_stopping", lambda v: v >= 0, "a non-negative patience (0: off)"),
@@ -311,7 +313,39 @@ def _save_results(net: Any, out: Path, extra: dict[str, Any]) -> Path:
                        f"the trained weights are safe in {saved}") from None
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing, p = [], folder.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _remove_if_empty(made: list[list[Path]]) -> None:
+    """Remove the folders a failed run created and left empty (each list deepest first, the
+    last list first); a folder holding anything, and every folder above it, stays."""
+    for chain in reversed(made):
+        for folder in chain:
+            try:
+                folder.rmdir()          # only ever removes an empty folder
+            except FileNotFoundError:
+                continue                # never made (checkpoints/ of a run that failed before saving)
+            except OSError:
+                break
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """``deepnet train``; a run that fails leaves no empty folder it created (--out, --plot)."""
+    made: list[list[Path]] = []
+    try:
+        return _train(args, made)
+    except BaseException:
+        _remove_if_empty(made)
+        raise
+
+
+def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     # 1. settings: checked, completed from a resumed run, checked in combination; nothing written yet
     _check_options(args)
     if launched_rank() != 0:
@@ -339,8 +373,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "(choose another --out)")
     # 2. where results go: checked (and created) before any data is loaded, by rank 0 (it writes them)
     if launched_rank() == 0:
+        made.append(_missing_folders(ckpt_dir))     # checkpoints/ may be made later: removed too if empty
         _check_output_folder(out)
     if args.plot and launched_rank() == 0:
+        made.append(_missing_folders(Path(args.plot)))
         _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
         pyplot()  # fail early with a clear message if matplotlib is missing
     ops = get_ops(args.backend or get_backend())
@@ -621,7 +657,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 INPUT_CONVENTION = (
     "Images are read as grayscale and must have the training images' size (28x28 for MNIST, 8x8 for "
     "digits); like MNIST, the digit is light on a dark background, pixel values 0-255 (or 0-1). "
-    ".npy arrays and CSV rows hold one sample per row (a leading label column is allowed in CSV).")
+    ".npy arrays and CSV rows hold one sample per row; a CSV file may have a header row and a label "
+    "column, as deepnet train reads them (see --label-column).")
 
 
 def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
@@ -635,15 +672,16 @@ def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
     return np.median(border, axis=1) > mid
 
 
-def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, invert: str = "auto") -> np.ndarray:
-    """The file's rows (:func:`deepnet.datasets.read_inputs`), scaled like the training data and,
-    for images, inverted to light-on-dark as ``invert`` says."""
-    raw = read_inputs(path, n_features, image_shape)
+def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, invert: str = "auto",
+                 label_column: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The file's rows (:func:`deepnet.datasets.read_labelled_inputs`), scaled like the training
+    data and, for images, inverted to light-on-dark as ``invert`` says; and its labels, if any."""
+    raw, labels = read_labelled_inputs(path, n_features, image_shape, label_column)
     if invert == "yes" and (not image_shape or scale not in ("unit", "seed")):
         raise CLIError("--invert yes needs a model trained on images scaled 'unit' or 'seed'; this one was trained "
                        f"on {'non-image data' if not image_shape else f'pixels scaled {scale!r}'}")
     if scale not in ("unit", "seed"):
-        return raw.astype(np.float32)
+        return raw.astype(np.float32), labels
     pixels = raw.max() > 1.5            # 0..255 pixels; otherwise values already scaled like the training data
     x = np.clip(raw, 0, 255) if pixels else raw.astype(np.float64)
     lo, hi = (0.0, 255.0) if pixels else ((0.01, 1.0) if scale == "seed" else (0.0, 1.0))
@@ -658,22 +696,46 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
                     f"inverted {which}; pass --invert no to keep it as it is" if invert == "auto"
                     else f"note: inverted {path} (--invert yes)")
             print(note, file=sys.stderr, flush=True)
-    return scale_pixels(x, scale) if pixels else x.astype(np.float32)
+    return scale_pixels(x, scale) if pixels else x.astype(np.float32), labels
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     net = load_model(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
-    X = _read_inputs(Path(args.input), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"),
-                     args.invert)
-    scores = net.predict(X)
     names = meta.get("class_names") or [str(i) for i in range(net.output_width)]
+    inputs = []                     # every file read (and checked) before anything is printed
+    for name in args.inputs:
+        X, labels = _read_inputs(Path(name), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"),
+                                 args.invert, args.label_column)
+        if labels is not None and labels.size and labels.max() >= net.output_width:
+            i = int(np.argmax(labels >= net.output_width))
+            raise CLIError(f"{name}: row {i} has label {labels[i]}, but the model has {net.output_width} classes "
+                           f"(0..{net.output_width - 1}); is --label-column the right column?")
+        inputs.append((name, X, labels))
+    hits = labelled = 0
+    for name, X, labels in inputs:
+        right = _print_predictions(name, net.predict(X), names, labels)
+        if labels is not None:
+            print(f"{name}: accuracy {100 * right / len(labels):.2f}% ({right} of {len(labels)} labelled rows)",
+                  file=sys.stderr, flush=True)
+            hits, labelled = hits + right, labelled + len(labels)
+    if sum(labels is not None for _, _, labels in inputs) > 1:
+        print(f"all files: accuracy {100 * hits / labelled:.2f}% ({hits} of {labelled} labelled rows)",
+              file=sys.stderr, flush=True)
+    return 0
+
+
+def _print_predictions(name: str, scores: np.ndarray, names: list[str], labels: np.ndarray | None) -> int:
+    """One line per row, ``FILE:ROW  CLASS  (score, softmax)[  label L]``; returns how many
+    predictions match the labels."""
     z = scores - scores.max(axis=1, keepdims=True)
     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    pred = prob.argmax(axis=1)
     for i, row in enumerate(prob):
-        k = int(row.argmax())
-        print(f"{i}\t{names[k]}\t(score {scores[i, k]:.4f}, softmax {row[k]:.3f})")
-    return 0
+        k = int(pred[i])
+        mark = "" if labels is None else f"\tlabel {names[int(labels[i])]}"
+        print(f"{name}:{i}\t{names[k]}\t(score {scores[i, k]:.4f}, softmax {row[k]:.3f}){mark}")
+    return 0 if labels is None else int((pred == labels).sum())
 
 
 # ---------------------------------------------------------------- info
@@ -801,7 +863,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="predict classes for images, .npy arrays or CSV rows",
                         description="Predict classes for images, .npy arrays or CSV rows. " + INPUT_CONVENTION)
     pr.add_argument("model")
-    pr.add_argument("input", help="an image (.png, .jpg, .bmp), a .npy array or a CSV file")
+    pr.add_argument("inputs", nargs="+", metavar="input",
+                    help="images (.png, .jpg, .bmp), .npy arrays or CSV files, any number; each output line "
+                         "starts FILE:ROW (ROW 0: the file's first sample)")
+    pr.add_argument("--label-column", default=None,
+                    help="the label column of CSV inputs (name or index): left out of the features and compared "
+                         "with the predictions (accuracy on stderr). Default: a column named 'label', else the "
+                         "first column of rows one value wider than the model's inputs (the notebook's CSV)")
     pr.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                     help="invert images to light-on-dark: auto (default) inverts those with a light background")
     pr.add_argument("--backend", default=None)
@@ -873,10 +941,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.given = given_options(argv)
-    code = _run(args, argv)
+    try:
+        code = _run(args, argv)
+        sys.stdout.flush()          # a closed pipe shows here, inside the try, not at exit
+    except BrokenPipeError:
+        return _closed_pipe()
     if code and launched_size() > 1:
         abort_job(code)         # the other ranks may be waiting for this one: end the whole job
     return code
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``deepnet predict ... | head``): stop quietly, the way a
+    Unix tool killed by SIGPIPE does (exit 128 + 13), as Python's ``signal`` docs advise:
+    stdout goes to devnull so that the flush at exit raises nothing either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):       # stdout is not a file descriptor (an embedding program's)
+        pass
+    return EXIT_CLOSED_PIPE
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:

@@ -3,8 +3,9 @@
 deepnet's Dense weights are (n_out, n_in) like ``torch.nn.Linear`` and parameters are
 named ``"<layer index>.<name>"`` like a ``Sequential``'s state dict, so a stack maps
 layer for layer.  :func:`to_torch_state_dict` needs no PyTorch (NumPy arrays keyed as
-PyTorch expects); :func:`to_torch` builds the module; :func:`from_torch` builds a deepnet
-network from a ``Sequential``.
+PyTorch expects); :func:`to_torch` builds the module and :func:`from_torch` builds a deepnet
+network from a ``Sequential``: both need PyTorch (``pip install torch``) and say so if it is
+missing.
 
 BatchNorm momentum: deepnet's is the weight of the old running value, PyTorch's the weight
 of the new batch value (deepnet 0.9 = PyTorch 0.1; deepnet 1.0 = PyTorch 0.0, frozen
@@ -125,9 +126,24 @@ def to_torch_state_dict(net: Any) -> dict[str, np.ndarray]:
     return sd
 
 
+#: what to install for :func:`to_torch` and :func:`from_torch` (PyTorch is not a dependency)
+TORCH_HINT = "pip install torch (CPU builds: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
+
+
+def _torch(what: str) -> Any:
+    """The ``torch`` module, or a one-line error naming what needs it and how to install it."""
+    try:
+        import torch
+    except ImportError:
+        raise ModuleNotFoundError(f"deepnet.interop.{what} needs PyTorch, which is not installed: {TORCH_HINT}",
+                                  name="torch") from None
+    return torch
+
+
 def to_torch(net: Any) -> Any:
-    """A ``torch.nn.Sequential`` computing the same function, weights loaded (float32)."""
-    import torch
+    """A ``torch.nn.Sequential`` computing the same function, weights loaded (float32); needs
+    PyTorch (:func:`to_torch_state_dict` does not)."""
+    torch = _torch("to_torch")
 
     modules = [_module(torch, entry) for entry in torch_modules(net)]
     seq = torch.nn.Sequential(*modules)
@@ -137,7 +153,10 @@ def to_torch(net: Any) -> Any:
 
 
 def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
-    """Build a deepnet :class:`~deepnet.Network` from a ``torch.nn.Sequential``."""
+    """Build a deepnet :class:`~deepnet.Network` from a ``torch.nn.Sequential`` (needs PyTorch)."""
+    torch = _torch("from_torch")
+    if not isinstance(module, torch.nn.Sequential):
+        raise TypeError(f"from_torch: expected a torch.nn.Sequential, got {type(module).__name__}")
     layers: list[Any] = []
     for i, m in enumerate(module):
         cls = type(m).__name__

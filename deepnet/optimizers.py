@@ -65,8 +65,8 @@ class Optimizer:
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, clip_norm: float | None = None,
                  max_norm: float | None = None) -> None:
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr!r}")
+        if not 0 < lr < math.inf:
+            raise ValueError(f"{type(self).__name__}: learning rate must be positive and finite, got {lr!r}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.clip_norm = None if clip_norm is None else float(clip_norm)
@@ -316,6 +316,12 @@ class Momentum(SGD):
         super().__init__(lr, momentum=momentum, nesterov=nesterov, **kw)
 
 
+def _check_eps(name: str, eps: float) -> None:
+    """Refuse an ε that is negative, NaN or infinite (the update divides by √v + ε)."""
+    if not 0.0 <= eps < math.inf:
+        raise ValueError(f"{name}: eps must be a non-negative finite number, got {eps!r}")
+
+
 class Adam(Optimizer):
     """Adam: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², w ← w − η m̂/(√v̂ + ε)
     with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
@@ -329,6 +335,7 @@ class Adam(Optimizer):
         for label, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"{self.name}: {label} must be in [0, 1), got {b!r}")
+        _check_eps(self.name, eps)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def get_config(self) -> dict[str, Any]:
@@ -401,6 +408,9 @@ class RMSProp(Optimizer):
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-8, **kw: Any) -> None:
         super().__init__(lr, **kw)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"{self.name}: rho must be in [0, 1), got {rho!r}")
+        _check_eps(self.name, eps)
         self.rho, self.eps = float(rho), float(eps)
 
     def get_config(self) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_evaluate_and_predict(tmp_path, capsys):
     np.savetxt(tmp_path / "in.csv", rows, delimiter=",")
     assert main(["predict", str(tmp_path / "model.npz"), str(tmp_path / "in.csv")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("0\t")
+    assert len(lines) == 3 and lines[0].startswith(f"{tmp_path / 'in.csv'}:0\t")
 
 
 def test_train_on_idx_folder_with_seed_preset(tmp_path, capsys):
@@ -64,7 +64,7 @@ def test_train_on_idx_folder_with_seed_preset(tmp_path, capsys):
     (["train", "--dataset", "mnist", "--data", "/nonexistent/folder"], "/nonexistent/folder: no such folder"),
     (["train", "--backend", "tpu"], "unknown backend 'tpu'"),
     (["evaluate", "/nonexistent/model.npz"], "/nonexistent/model.npz: file not found"),
-    (["train", "--lr", "-1", "--epochs", "1"], "learning rate must be positive"),
+    (["train", "--lr", "-1", "--epochs", "1"], "--lr: expected a positive finite learning rate, got -1.0"),
 ])
 def test_errors_are_one_or_two_lines(tmp_path, capsys, argv, message):
     rc = main(argv + ([] if argv[0] != "train" else ["--out", str(tmp_path)]))

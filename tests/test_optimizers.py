@@ -134,7 +134,7 @@ def test_state_dict_round_trip(rng):
 
 
 def test_invalid_settings_are_refused():
-    with pytest.raises(ValueError, match="learning rate must be positive, got -1"):
+    with pytest.raises(ValueError, match="learning rate must be positive and finite, got -1"):
         dn.SGD(lr=-1)
     with pytest.raises(ValueError, match="momentum must be in"):
         dn.SGD(momentum=1.5)

@@ -42,8 +42,8 @@ def all_finite_rows(arr: np.ndarray, block_bytes: int = 1 << 22) -> bool:
 def as_host_targets(y: Any, n: int, k: int, where: str, allow_labels: bool = True) -> np.ndarray:
     """Validate targets: integer labels in 0..k−1 of length n, or an (n, k) float array."""
     arr = to_host(y)
-    if arr.ndim == 2 and arr.shape[1] == 1 and k != 1 and arr.dtype.kind in "iu":
-        arr = arr[:, 0]
+    if arr.ndim == 2 and arr.shape[1] == 1 and k != 1 and arr.dtype.kind in "iuf":
+        arr = arr[:, 0]             # a column of labels (whole-number floats checked below, like ints)
     if arr.ndim == 1:
         if not allow_labels:
             raise ShapeError(f"{where}: this loss needs targets of shape ({n}, {k}), got labels of shape {arr.shape}")
@@ -51,7 +51,9 @@ def as_host_targets(y: Any, n: int, k: int, where: str, allow_labels: bool = Tru
             raise ShapeError(f"{where}: X has {n} rows but y has {arr.shape[0]} labels")
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise ValueError(f"{where}: labels y must be whole numbers, got dtype {arr.dtype} with fractional or non-finite values")
+                bad = int(np.argmax(~np.isfinite(arr) | (arr != np.round(arr))))
+                raise ValueError(f"{where}: labels y must be whole numbers (class 0, 1, 2, ...), got dtype "
+                                 f"{arr.dtype} with y[{bad}] = {arr[bad].item()!r}")
         elif arr.dtype.kind not in "iu":
             raise TypeError(f"{where}: labels y must be integers, got dtype {arr.dtype}")
         if arr.size:

@@ -1,4 +1,5 @@
-"""Inputs to predict on: an image, a ``.npy`` array or CSV rows, read as rows of raw values.
+"""Inputs to predict on: an image, a ``.npy`` array or CSV rows, read as rows of raw values
+(and, from a CSV file with a label column, the labels).
 
 :func:`read_inputs` reads the file and checks it against the model's input width; scaling
 the values like the training data is the caller's (``deepnet predict``).  A file that cannot
@@ -7,6 +8,8 @@ be used raises :class:`~deepnet.datasets.errors.InputFileError` naming the file 
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputFileError
-from .tabular import parse_csv, read_text
+from .tabular import read_text
 
 #: the image files :func:`read_inputs` reads (grayscale; colour is averaged)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -59,31 +62,111 @@ def read_npy_rows(path: str | os.PathLike[str]) -> np.ndarray:
     return raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
 
 
-def read_csv_rows(path: str | os.PathLike[str], n_features: int) -> np.ndarray:
-    """CSV rows of ``n_features`` values, or of a label and ``n_features`` values (the label
-    is dropped); no header."""
-    text = read_text(path)
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if not first:
+def _csv_numbers(path: Path, body: list[list[str]], lines: list[int]) -> np.ndarray:
+    """CSV rows as float64, or an error naming the line and column of the first non-number."""
+    try:
+        return np.array(body, dtype=np.float64)
+    except ValueError:
+        for i, r in enumerate(body):
+            for j, c in enumerate(r):
+                try:
+                    float(c)
+                except ValueError:
+                    raise InputFileError(path, f"line {lines[i]}, column {j + 1}: {c!r} is not a number") from None
+        raise
+
+
+def _label_index(path: Path, names: list[str] | None, width: int, n_features: int,
+                 label_column: int | str | None) -> int | None:
+    """Which column holds labels (None: none).  Given: by header name or index.  Not given: the
+    column named ``label``, else the first when rows have one value more than the model takes
+    (the notebook's CSV)."""
+    if isinstance(label_column, str) and label_column.lstrip("-").isdigit():
+        label_column = int(label_column)
+    if isinstance(label_column, str):
+        if names is None:
+            raise InputFileError(path, f"no header row, so no column named {label_column!r} "
+                                       "(give --label-column as an index, 0 for the first)")
+        if label_column not in names:
+            raise InputFileError(path, f"no column named {label_column!r}; columns are {names[:10]}"
+                                       + ("..." if len(names) > 10 else ""))
+        index: int | None = names.index(label_column)
+    elif label_column is not None:
+        if not -width <= label_column < width:
+            raise InputFileError(path, f"label column {label_column} is outside the {width} columns")
+        index = label_column % width
+    elif names and "label" in names:
+        index = names.index("label")
+    elif width == n_features + 1:
+        if names:
+            raise InputFileError(path, f"rows have {width} columns, one more than the model's {n_features} values, "
+                                       "and none is named 'label': give --label-column (name or index)")
+        index = 0
+    else:
+        index = None
+    expected = n_features + (index is not None)
+    if width != expected:
+        raise InputFileError(path, f"rows have {width} columns; the model expects {n_features} values"
+                                   + (" and a label" if index is not None else " (or a label and "
+                                      f"{n_features} values)"))
+    return index
+
+
+def read_csv_labelled(path: str | os.PathLike[str], n_features: int,
+                      label_column: int | str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """CSV rows of ``n_features`` values and their labels (None if the file has none), in the
+    formats ``deepnet train`` reads: a header row or none, a label column anywhere (by name
+    or index, see :func:`_label_index`) or none."""
+    path = Path(path)
+    reader = csv.reader(io.StringIO(read_text(path)))
+    rows, lines = [], []
+    for r in reader:
+        if r and any(c.strip() for c in r):
+            rows.append(r)
+            lines.append(reader.line_num)
+    if not rows:
         raise InputFileError(path, f"no rows; expected CSV rows of {n_features} values")
-    width = len(first.split(","))
-    if width == n_features + 1:
-        raw, _, _ = parse_csv(text, path, label_column=0, header=False)
-        return raw
-    if width == n_features:
-        rows = [r.split(",") for r in text.splitlines() if r.strip()]
-        try:
-            return np.array(rows, dtype=np.float64)
-        except ValueError:
-            raise InputFileError(path, f"rows must be {n_features} numbers") from None
-    raise InputFileError(path, f"rows have {width} columns; the model expects {n_features} values "
-                               f"(or a label and {n_features} values)")
+    try:
+        [float(c) for c in rows[0]]
+        names = None
+    except ValueError:
+        names = [c.strip() for c in rows[0]]
+    body, lines = (rows[1:], lines[1:]) if names else (rows, lines)
+    if not body:
+        raise InputFileError(path, "the CSV file has a header but no data rows")
+    width = len(rows[0])
+    for r, line in zip(body, lines):
+        if len(r) != width:
+            raise InputFileError(path, f"line {line}: expected {width} columns, got {len(r)}")
+    index = _label_index(path, names, width, n_features, label_column)
+    data = _csv_numbers(path, body, lines)
+    if index is None:
+        return data, None
+    labels = data[:, index]
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputFileError(path, f"line {lines[i]}: label {body[i][index]!r} is not a class number 0, 1, 2, ...")
+    return np.delete(data, index, axis=1), labels.astype(np.int64)
+
+
+def read_csv_rows(path: str | os.PathLike[str], n_features: int) -> np.ndarray:
+    """CSV rows of ``n_features`` values (a label column is dropped: :func:`read_csv_labelled`)."""
+    return read_csv_labelled(path, n_features)[0]
 
 
 def read_inputs(path: str | os.PathLike[str], n_features: int, image_shape: Any = None) -> np.ndarray:
     """Rows of ``n_features`` finite raw values from an image (by suffix: .png, .jpg, .jpeg,
     .bmp), a ``.npy`` array or a CSV file (anything else, ``.gz`` allowed), as read (not scaled)."""
+    return read_labelled_inputs(path, n_features, image_shape)[0]
+
+
+def read_labelled_inputs(path: str | os.PathLike[str], n_features: int, image_shape: Any = None,
+                         label_column: int | str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`read_inputs`' rows and, for a CSV file with a label column, its labels (else None)."""
     path = Path(path)
+    labels = None
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if not path.exists():
         raise InputFileError(path, "file not found")
@@ -93,10 +176,13 @@ def read_inputs(path: str | os.PathLike[str], n_features: int, image_shape: Any 
         raw = read_image_rows(path, image_shape)
     elif suffix.lower() == ".npy":
         raw = read_npy_rows(path)
+    elif suffix.lower() == ".npz":
+        raise InputFileError(path, "a .npz file holds a data set: predict reads images, .npy arrays and CSV files "
+                                   "(for a data set's accuracy: deepnet evaluate MODEL --dataset npz --data FILE)")
     else:
-        raw = read_csv_rows(path, n_features)
+        raw, labels = read_csv_labelled(path, n_features, label_column)
     if raw.shape[1] != n_features:
         raise InputFileError(path, f"inputs have {raw.shape[1]} values each, the model expects {n_features}")
     if not np.all(np.isfinite(raw)):
         raise InputFileError(path, "inputs contain NaN or infinite values")
-    return raw
+    return raw, labels

@@ -218,14 +218,31 @@ def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = Non
         a = d[k]
         if k.startswith("x"):
             a = a.reshape(a.shape[0], -1).astype(np.float32, copy=False)   # float32 already: no copy
-        elif a.dtype.kind not in "iu":
-            raise DatasetError(path, f"{k} must hold integer labels, got dtype {a.dtype}")
-        elif a.size and a.min() < 0:
-            raise DatasetError(path, f"{k} holds label {int(a.min())}: expected class numbers 0, 1, 2, ...")
+        else:
+            a = _npz_labels(path, k, a)
         out.append(a)
     if out[0].shape[0] != out[1].shape[0] or out[2].shape[0] != out[3].shape[0]:
         raise DatasetError(path, f"x_train/y_train or x_test/y_test have different lengths "
                                  f"({out[0].shape[0]}/{out[1].shape[0]}, {out[2].shape[0]}/{out[3].shape[0]})")
     shape = tuple(d["x_train"].shape[1:3]) if d["x_train"].ndim == 3 else None
-    return Dataset("npz", out[0], out[1].astype(np.int64), out[2], out[3].astype(np.int64),
+    return Dataset("npz", out[0], out[1], out[2], out[3],
                    f".npz file {path}", "as in the file", shape)  # type: ignore[arg-type]
+
+
+def _npz_labels(path: str | os.PathLike[str], key: str, a: np.ndarray) -> np.ndarray:
+    """A .npz file's labels as int64 (n,): integers or whole-number floats, shape (n,) or (n, 1)."""
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise DatasetError(path, f"{key} must hold one class number per row, shape (n,) or (n, 1); got {a.shape}")
+    if a.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(a) | (a != np.round(a))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DatasetError(path, f"{key}[{i}] is {a[i].item()!r}: expected whole class numbers 0, 1, 2, ...")
+    elif a.dtype.kind not in "iu":
+        raise DatasetError(path, f"{key} must hold integer labels, got dtype {a.dtype}")
+    if a.size and a.min() < 0:
+        raise DatasetError(path, f"{key} holds label {int(a.min())}: expected class numbers 0, 1, 2, ...")
+    return a.astype(np.int64)
