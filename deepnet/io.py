@@ -7,9 +7,10 @@ Two containers hold the same content:
 * ``.safetensors`` (``pip install "deepnet[safetensors]"``): tensors plus the JSON header
   in the file's metadata.
 
-The header names each layer's type and constructor settings; loading looks the type up
-in deepnet's layer registry and calls the constructor, so no code ever comes from the
-file.  It also stores the parameter names, shapes, dtypes and a SHA-256 of the tensor
+The header names each layer's class (short and qualified name, see
+:mod:`deepnet.classnames`) and constructor settings; loading picks the class among those
+this program defines (a built-in always as the built-in) and calls the constructor, so no
+code ever comes from the file.  It also stores the parameter names, shapes, dtypes and a SHA-256 of the tensor
 bytes, all checked on load.  Files are written atomically (temporary file in the same
 folder, flushed, fsynced, renamed).
 
@@ -21,6 +22,8 @@ from here as well.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,12 @@ from . import layers as _builtin  # noqa: F401  (registers the built-in layers)
 from . import presets as _presets  # noqa: F401  (registers preset layers)
 from .backend import to_device
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+from .classnames import ClassLookupError, ClassNotDefinedError, qualified_name
 from .errors import ModelFileError
 from .layers.base import Layer
 from .losses import Loss
 from .model_files import (FORMAT, HEADER_KEY, SEAL, VERSION, apply_tensors, architecture, atomic_write,
-                          check_layer_configs, check_seal, current_umask, layer_state, read_tensors, seal,
+                          check_layer_configs, check_seal, current_umask, layer_class, layer_state, read_tensors, seal,
                           tensor_checksum, write_tensors)
 from .network import Network
 
@@ -45,16 +49,13 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- networks
-def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<model>") -> list[Any]:
-    """Rebuild layers from :func:`architecture` data, by registered type name only."""
+def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<model>",
+                 classes: Mapping[str, type] | None = None) -> list[Any]:
+    """Rebuild layers from :func:`architecture` data, among the classes this program defines
+    (``classes`` maps a name saved in the file to the class to use instead)."""
     out = []
     for i, item in enumerate(spec):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise ModelFileError(path, f"layer {i}: malformed entry {item!r}")
-        cls = Layer.registry.get(item["type"])
-        if cls is None:
-            raise ModelFileError(path, f"layer {i}: unknown layer type {item['type']!r} "
-                                       "(import the module that defines it before loading)")
+        cls = layer_class(item, i, path, classes)
         cfg = item.get("config", {})
         if not isinstance(cfg, dict) or not all(isinstance(v, (int, float, str, bool, type(None), list))
                                                 for v in cfg.values()):
@@ -77,16 +78,22 @@ def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | N
     header = {"format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
               "params": list(net.parameters()), "extra": extra or {}}
     if net.loss is not None:
-        header["loss"] = {"type": type(net.loss).__name__, "config": net.loss.get_config()}
+        header["loss"] = {"type": type(net.loss).__name__, "class": qualified_name(type(net.loss)),
+                          "config": net.loss.get_config()}
     tensors = net.get_weights()
     tensors.update(layer_state(net))
     return write_tensors(path, tensors, header)
 
 
-def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
-    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current)."""
+def load_model(path: str | os.PathLike[str], backend: str | None = None,
+               classes: Mapping[str, type] | None = None) -> Any:
+    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current).
+
+    Each layer and the loss load as the class the file names (docs/custom-layers.md);
+    ``classes`` maps a saved qualified name (or, in older files, short name) to another
+    class, e.g. ``{"__main__.Swish": mylayers.Swish}``."""
     tensors, header = read_tensors(path)
-    layers = build_layers(header.get("layers", []), path)
+    layers = build_layers(header.get("layers", []), path, classes)
     if not layers:
         raise ModelFileError(path, "the file describes no layers")
     try:
@@ -96,17 +103,33 @@ def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
     expected = net.parameters()
     apply_tensors(net, {k: v for k, v in tensors.items() if k in expected},
                   {k: v for k, v in tensors.items() if k not in expected}, path)
-    loss = header.get("loss")
-    if isinstance(loss, dict) and loss.get("type") in Loss.registry:
-        net.loss = Loss.registry[loss["type"]](**loss.get("config", {}))
+    net.loss = _saved_loss(header.get("loss"), path, classes)
     net.metadata = header.get("extra", {})
     return net
 
 
-def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+def _saved_loss(entry: Any, path: str | os.PathLike[str], classes: Mapping[str, type] | None) -> Loss | None:
+    """The loss a model file names, or None (with a warning when its class is not defined here:
+    a model predicts without its loss)."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        cls, note = Loss.registry.resolve(entry.get("type"), entry.get("class"), classes)
+    except ClassNotDefinedError as err:
+        warnings.warn(f"{os.fspath(path)}: the model loads without its loss: {err}", UserWarning, stacklevel=3)
+        return None
+    except ClassLookupError as err:
+        raise ModelFileError(path, f"loss: {err}") from None
+    if note is not None:
+        warnings.warn(f"{os.fspath(path)}: loss: {note}", UserWarning, stacklevel=3)
+    return cls(**entry.get("config", {}))
+
+
+def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None,
+                          classes: Mapping[str, type] | None = None) -> Any:
     """Rebuild just the network (architecture and weights) from a checkpoint file
-    (:mod:`deepnet.checkpoint`)."""
+    (:mod:`deepnet.checkpoint`); ``classes`` as for :func:`load_model`."""
     tensors, header = read_tensors(path, expect_format=CHECKPOINT_FORMAT)
-    net = Network(build_layers(header["layers"], path), seed=0, backend=backend, dtype=header.get("dtype", "float32"))
+    net = Network(build_layers(header["layers"], path, classes), seed=0, backend=backend, dtype=header.get("dtype", "float32"))
     net.set_weights({k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")})
     return net
