@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from .classnames import ClassLookupError, qualified_name, same_setting_name
 from .errors import ModelFileError, ResumeError
-from .classnames import ClassLookupError, qualified_name
 from .model_files import (apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
                           same_architecture, write_tensors)
+from .losses import Loss
 from .optimizers import Optimizer
 from .training.history import History
 
@@ -51,7 +52,9 @@ def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_do
             if isinstance(b, int) and b < epochs_done:
                 out.append(f"epochs: the checkpoint has finished {epochs_done}, given {b}")
             continue
-        if a == b:
+        named = {"loss": Loss.registry, "optimizer": Optimizer.registry}.get(key)
+        if a == b or (named is not None and isinstance(a, str) and isinstance(b, str)
+                      and same_setting_name(a, b, named)):
             continue
         out.append(f"{key}: checkpoint {a!r}, given {b!r}")
     return out

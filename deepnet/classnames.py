@@ -39,6 +39,23 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def setting_name(cls: type) -> str:
+    """How a run's settings name a class: a built-in by its short name (as checkpoints always
+    have), any other class by its qualified name, so that two classes never read the same."""
+    name = qualified_name(cls)
+    return cls.__name__ if is_builtin_name(name) else name
+
+
+def same_setting_name(saved: str, given: str, registry: ClassRegistry) -> bool:
+    """Whether ``saved`` (a checkpoint's) and ``given`` name the same class; a checkpoint written
+    before qualified names were recorded names a program's own class by its short name only
+    (never taken for a program's class when deepnet has a built-in of that name)."""
+    if saved == given:
+        return True
+    return ("." not in saved and not is_builtin_name(given) and given.endswith("." + saved)
+            and registry.builtin(saved) is None)
+
+
 def is_builtin_name(name: str) -> bool:
     """Whether a qualified name is one of deepnet's own classes."""
     return name.startswith(BUILTIN_PREFIX)

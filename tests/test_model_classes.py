@@ -17,6 +17,7 @@ import pytest
 
 import deepnet as dn
 from deepnet.checkpoint import Checkpointer
+from deepnet.errors import ResumeError
 from deepnet.interop import torch_modules
 from deepnet.io import ModelFileError, load_checkpoint_model, load_model, save_model
 from deepnet.layers.base import Layer
@@ -289,12 +290,12 @@ def test_own_loss_of_a_builtin_name_never_replaces_the_builtin(tmp_path):
         assert load_model(tmp_path / "own.npz").loss is None
 
 
-def fit_with_checkpoint(folder: Path, optimizer=None) -> dn.Network:
+def fit_with_checkpoint(folder: Path, optimizer=None, epochs: int = 1, resume: bool = False) -> dn.Network:
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, 32)
     net = gelu_net()
-    net.fit(X, y, epochs=1, batch_size=16, loss="xent", optimizer=optimizer or dn.Adam(0.01),
-            checkpoint=Checkpointer(folder))
+    net.fit(X, y, epochs=epochs, batch_size=16, loss="xent", optimizer=optimizer or dn.Adam(0.01),
+            checkpoint=Checkpointer(folder), resume=resume)
     return net
 
 
@@ -322,6 +323,32 @@ def test_a_checkpoint_restores_the_optimizer_class_it_names(tmp_path):
     fresh.optimizer = Adam(0.01)
     Checkpointer(tmp_path / "ck").restore(fresh)
     assert type(fresh.optimizer) is dn.Adam
+
+
+def test_resuming_with_a_users_optimizer_of_a_builtin_name_is_refused(tmp_path):
+    fit_with_checkpoint(tmp_path / "ck", dn.Adam(0.01))
+
+    class Adam(dn.Adam):                      # same short name, same settings: another class
+        pass
+
+    with pytest.raises(ResumeError, match=f"optimizer: checkpoint 'Adam', given '{Adam.__module__}.{Adam.__qualname__}'"):
+        fit_with_checkpoint(tmp_path / "ck", Adam(0.01), epochs=2, resume=True)
+    fit_with_checkpoint(tmp_path / "ck", dn.Adam(0.01), epochs=2, resume=True)     # the built-in resumes
+
+
+def test_a_checkpoint_of_a_users_optimizer_written_before_qualified_names_resumes(tmp_path):
+    class Halving(dn.SGD):
+        pass
+
+    fit_with_checkpoint(tmp_path / "ck", Halving(0.01))
+    ck = Checkpointer(tmp_path / "ck")
+
+    def short_names(header):
+        old_format(header)
+        header["settings"]["optimizer"] = "Halving"
+
+    rewrite_header(ck.last_path(), short_names, "deepnet-checkpoint")
+    assert fit_with_checkpoint(tmp_path / "ck", Halving(0.01), epochs=2, resume=True).step_count == 4
 
 
 def test_to_torch_refuses_a_users_gelu_instead_of_calling_it_torchs(tmp_path):
