@@ -90,10 +90,6 @@ class ClassRegistry(Mapping[str, type]):
         if self._classes.get(qualified_name(cls)) is cls:
             del self._classes[qualified_name(cls)]
 
-    def record(self, cls: type) -> dict[str, str]:
-        """What a file stores to name ``cls``: ``{"type": short name, "class": qualified name}``."""
-        return {"type": cls.__name__, "class": qualified_name(cls)}
-
     def builtin(self, short: str) -> type | None:
         """deepnet's own class of this short name, if any."""
         found = [c for n, c in self._classes.items() if is_builtin_name(n) and c.__name__ == short]

@@ -10,8 +10,8 @@ Two containers hold the same content:
 The header names each layer's class (short and qualified name, see
 :mod:`deepnet.classnames`) and constructor settings; loading picks the class among those
 this program defines (a built-in always as the built-in) and calls the constructor, so no
-code ever comes from the file.  It also stores the parameter names, shapes, dtypes and a SHA-256 of the tensor
-bytes, all checked on load.  Files are written atomically (temporary file in the same
+code ever comes from the file.  It also stores the parameter names, shapes, dtypes and a
+SHA-256 of the tensor bytes, all checked on load.  Files are written atomically (temporary file in the same
 folder, flushed, fsynced, renamed).
 
 The file format itself (containers, header, checksums, atomic writes) lives in
@@ -33,7 +33,6 @@ from .backend import to_device
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .classnames import ClassLookupError, ClassNotDefinedError, qualified_name
 from .errors import ModelFileError
-from .layers.base import Layer
 from .losses import Loss
 from .model_files import (FORMAT, HEADER_KEY, SEAL, VERSION, apply_tensors, architecture, atomic_write,
                           check_layer_configs, check_seal, current_umask, layer_class, layer_state, read_tensors, seal,
