@@ -27,9 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from .classnames import ClassLookupError, qualified_name, same_setting_name
 from .errors import ModelFileError, ResumeError
-from .model_files import apply_tensors, architecture, check_layer_configs, layer_state, read_tensors, write_tensors
-from .optimizers import get_optimizer
+from .model_files import (apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
+                          same_architecture, write_tensors)
+from .losses import Loss
+from .optimizers import Optimizer
 from .training.history import History
 
 FORMAT = "deepnet-checkpoint"
@@ -49,7 +52,9 @@ def settings_differences(saved: dict[str, Any], given: dict[str, Any], epochs_do
             if isinstance(b, int) and b < epochs_done:
                 out.append(f"epochs: the checkpoint has finished {epochs_done}, given {b}")
             continue
-        if a == b:
+        named = {"loss": Loss.registry, "optimizer": Optimizer.registry}.get(key)
+        if a == b or (named is not None and isinstance(a, str) and isinstance(b, str)
+                      and same_setting_name(a, b, named)):
             continue
         out.append(f"{key}: checkpoint {a!r}, given {b!r}")
     return out
@@ -176,7 +181,8 @@ class Checkpointer:
                     tensors[f"opt/{pname}/{k}"] = v
         header = {
             "format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
-            "loss": None if net.loss is None else {"type": type(net.loss).__name__, "config": net.loss.get_config()},
+            "loss": None if net.loss is None else {"type": type(net.loss).__name__, "class": qualified_name(type(net.loss)),
+                                                   "config": net.loss.get_config()},
             "optimizer": opt, "epoch": epoch, "next_batch": next_batch, "step_count": net.step_count,
             "host_rng": rng_state,
             "device_rng": net.device_rng_state(),
@@ -226,7 +232,7 @@ class Checkpointer:
         tensors, header = read_tensors(path, expect_format=FORMAT)
         if header.get("version", 0) > VERSION:
             raise ModelFileError(path, f"checkpoint version {header['version']} is newer than supported ({VERSION})")
-        if header.get("layers") != architecture(net):
+        if not same_architecture(header.get("layers"), net, path):
             raise ModelFileError(path, "the checkpoint's architecture differs from this network's: "
                                        f"{[layer['type'] for layer in header.get('layers', [])]}")
         if settings is not None:
@@ -248,8 +254,12 @@ class Checkpointer:
                 if k.startswith("opt/"):
                     pname, slot = k[4:].rsplit("/", 1)
                     slots.setdefault(pname, {})[slot] = v
-            if net.optimizer is None or type(net.optimizer).__name__ != opt["type"]:
-                net.optimizer = get_optimizer(opt["type"].lower(), **opt["config"])
+            try:
+                cls = Optimizer.registry.resolve(opt.get("type"), opt.get("class"))[0]
+            except ClassLookupError as err:
+                raise ModelFileError(path, f"optimizer: {err}") from None
+            if type(net.optimizer) is not cls:
+                net.optimizer = cls(**opt["config"])
             net.optimizer.load_state_dict({**opt, "slots": slots}, net.ops)
         net.step_count = int(header.get("step_count", 0))
         net.rng.bit_generator.state = header["host_rng"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import layers as deepnet_layers
 from .backend import to_host
+from .classnames import is_builtin_name, qualified_name
 from .network import Network
 
 # deepnet layer -> (torch.nn class name, constructor kwargs from the deepnet layer)
@@ -92,7 +93,7 @@ def torch_modules(net: Any) -> list[Any]:
     out: list[Any] = []
     shape: tuple[int, ...] = (net.input_width,)
     for i, layer in enumerate(net.layers):
-        kind = type(layer).__name__
+        kind = _builtin_kind(layer)
         many = _TO_TORCH_SEQUENCE.get(kind)
         make = _TO_TORCH.get(kind)
         if many is None and make is None:
@@ -103,6 +104,19 @@ def torch_modules(net: Any) -> list[Any]:
         out.append(entry)
         shape = tuple(layer.output_shape(shape))
     return out
+
+
+def _builtin_kind(layer: Any) -> str:
+    """The short name of a built-in layer's class; a program's own class of the same short
+    name (e.g. its own ``GELU``) is not the built-in, so it keeps its qualified name."""
+    name = qualified_name(type(layer))
+    return type(layer).__name__ if is_builtin_name(name) else name
+
+
+def _torch_kind(module: Any) -> str:
+    """The class name of a ``torch.nn`` module; another class keeps its qualified name."""
+    name = qualified_name(type(module))
+    return type(module).__name__ if name.startswith("torch.") else name
 
 
 def _module(torch: Any, entry: Any) -> Any:
@@ -121,7 +135,7 @@ def to_torch_state_dict(net: Any) -> dict[str, np.ndarray]:
             sd[f"{i}.{_RENAME.get(name, name)}"] = to_host(p.data).copy()
         for name, v in getattr(layer, "state_arrays", lambda: {})().items():
             sd[f"{i}.{name}"] = v
-        if type(layer).__name__ == "BatchNorm":
+        if _builtin_kind(layer) == "BatchNorm":
             sd[f"{i}.num_batches_tracked"] = np.array(0, dtype=np.int64)
     return sd
 
@@ -159,7 +173,7 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
         raise TypeError(f"from_torch: expected a torch.nn.Sequential, got {type(module).__name__}")
     layers: list[Any] = []
     for i, m in enumerate(module):
-        cls = type(m).__name__
+        cls = _torch_kind(m)
         if cls == "Linear":
             layers.append(deepnet_layers.Dense(m.in_features, m.out_features, bias=m.bias is not None))
         elif cls in ("ReLU", "Sigmoid", "Tanh", "Identity", "Softplus"):
@@ -203,7 +217,7 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
                                  "deepnet equivalent")
             make = deepnet_layers.MaxPool2D if cls == "MaxPool2d" else deepnet_layers.AvgPool2D
             layers.append(make(pair(m.kernel_size), stride=pair(m.stride), padding=pair(m.padding)))
-        elif cls == "Sequential" and [type(c).__name__ for c in m] == ["AdaptiveAvgPool2d", "Flatten"] \
+        elif cls == "Sequential" and [_torch_kind(c) for c in m] == ["AdaptiveAvgPool2d", "Flatten"] \
                 and m[0].output_size in (1, (1, 1)):
             layers.append(deepnet_layers.GlobalAvgPool2D())          # what to_torch writes for it
         elif cls == "Flatten":

@@ -7,10 +7,11 @@ Two containers hold the same content:
 * ``.safetensors`` (``pip install "deepnet[safetensors]"``): tensors plus the JSON header
   in the file's metadata.
 
-The header names each layer's type and constructor settings; loading looks the type up
-in deepnet's layer registry and calls the constructor, so no code ever comes from the
-file.  It also stores the parameter names, shapes, dtypes and a SHA-256 of the tensor
-bytes, all checked on load.  Files are written atomically (temporary file in the same
+The header names each layer's class (short and qualified name, see
+:mod:`deepnet.classnames`) and constructor settings; loading picks the class among those
+this program defines (a built-in always as the built-in) and calls the constructor, so no
+code ever comes from the file.  It also stores the parameter names, shapes, dtypes and a
+SHA-256 of the tensor bytes, all checked on load.  Files are written atomically (temporary file in the same
 folder, flushed, fsynced, renamed).
 
 The file format itself (containers, header, checksums, atomic writes) lives in
@@ -21,6 +22,8 @@ from here as well.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,11 @@ from . import layers as _builtin  # noqa: F401  (registers the built-in layers)
 from . import presets as _presets  # noqa: F401  (registers preset layers)
 from .backend import to_device
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+from .classnames import ClassLookupError, ClassNotDefinedError, qualified_name
 from .errors import ModelFileError
-from .layers.base import Layer
 from .losses import Loss
 from .model_files import (FORMAT, HEADER_KEY, SEAL, VERSION, apply_tensors, architecture, atomic_write,
-                          check_layer_configs, check_seal, current_umask, layer_state, read_tensors, seal,
+                          check_layer_configs, check_seal, current_umask, layer_class, layer_state, read_tensors, seal,
                           tensor_checksum, write_tensors)
 from .network import Network
 
@@ -45,16 +48,13 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- networks
-def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<model>") -> list[Any]:
-    """Rebuild layers from :func:`architecture` data, by registered type name only."""
+def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<model>",
+                 classes: Mapping[str, type] | None = None) -> list[Any]:
+    """Rebuild layers from :func:`architecture` data, among the classes this program defines
+    (``classes`` maps a name saved in the file to the class to use instead)."""
     out = []
     for i, item in enumerate(spec):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise ModelFileError(path, f"layer {i}: malformed entry {item!r}")
-        cls = Layer.registry.get(item["type"])
-        if cls is None:
-            raise ModelFileError(path, f"layer {i}: unknown layer type {item['type']!r} "
-                                       "(import the module that defines it before loading)")
+        cls = layer_class(item, i, path, classes)
         cfg = item.get("config", {})
         if not isinstance(cfg, dict) or not all(isinstance(v, (int, float, str, bool, type(None), list))
                                                 for v in cfg.values()):
@@ -77,23 +77,33 @@ def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | N
     header = {"format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
               "params": list(net.parameters()), "extra": extra or {}}
     if net.loss is not None:
-        header["loss"] = {"type": type(net.loss).__name__, "config": net.loss.get_config()}
+        header["loss"] = {"type": type(net.loss).__name__, "class": qualified_name(type(net.loss)),
+                          "config": net.loss.get_config()}
     tensors = net.get_weights()
     tensors.update(layer_state(net))
     return write_tensors(path, tensors, header)
 
 
-def _loss(header: dict[str, Any]) -> Any:
-    """The loss a file records, or None (none recorded, or not a registered loss)."""
-    loss = header.get("loss")
-    if isinstance(loss, dict) and loss.get("type") in Loss.registry:
-        return Loss.registry[loss["type"]](**loss.get("config", {}))
-    return None
+def _saved_loss(entry: Any, path: str | os.PathLike[str], classes: Mapping[str, type] | None) -> Loss | None:
+    """The loss a model file names, or None (with a warning when its class is not defined here:
+    a model predicts without its loss)."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        cls, note = Loss.registry.resolve(entry.get("type"), entry.get("class"), classes)
+    except ClassNotDefinedError as err:
+        warnings.warn(f"{os.fspath(path)}: the model loads without its loss: {err}", UserWarning, stacklevel=4)
+        return None
+    except ClassLookupError as err:
+        raise ModelFileError(path, f"loss: {err}") from None
+    if note is not None:
+        warnings.warn(f"{os.fspath(path)}: loss: {note}", UserWarning, stacklevel=4)
+    return cls(**entry.get("config", {}))
 
 
 def _model_network(tensors: dict[str, Any], header: dict[str, Any], path: str | os.PathLike[str],
-                   backend: str | None) -> Any:
-    layers = build_layers(header.get("layers", []), path)
+                   backend: str | None, classes: Mapping[str, type] | None) -> Any:
+    layers = build_layers(header.get("layers", []), path, classes)
     if not layers:
         raise ModelFileError(path, "the file describes no layers")
     try:
@@ -103,17 +113,18 @@ def _model_network(tensors: dict[str, Any], header: dict[str, Any], path: str | 
     expected = net.parameters()
     apply_tensors(net, {k: v for k, v in tensors.items() if k in expected},
                   {k: v for k, v in tensors.items() if k not in expected}, path)
-    net.loss = _loss(header)
+    net.loss = _saved_loss(header.get("loss"), path, classes)
     net.metadata = header.get("extra", {})
     return net
 
 
 def _checkpoint_network(tensors: dict[str, Any], header: dict[str, Any], path: str | os.PathLike[str],
-                        backend: str | None) -> Any:
-    net = Network(build_layers(header["layers"], path), seed=0, backend=backend, dtype=header.get("dtype", "float32"))
+                        backend: str | None, classes: Mapping[str, type] | None) -> Any:
+    net = Network(build_layers(header["layers"], path, classes), seed=0, backend=backend,
+                  dtype=header.get("dtype", "float32"))
     apply_tensors(net, {k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")},
                   {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, path)
-    net.loss = _loss(header)
+    net.loss = _saved_loss(header.get("loss"), path, classes)
     notes = header.get("notes") or {}
     # what a model file's ``extra`` would hold, if the run noted it; and the checkpoint's own record
     net.metadata = {**(notes.get("model") or {}),
@@ -121,22 +132,29 @@ def _checkpoint_network(tensors: dict[str, Any], header: dict[str, Any], path: s
     return net
 
 
-def load_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
-    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current)."""
-    return _model_network(*read_tensors(path), path, backend)
+def load_model(path: str | os.PathLike[str], backend: str | None = None,
+               classes: Mapping[str, type] | None = None) -> Any:
+    """Rebuild a network saved by :func:`save_model` on ``backend`` (default: current).
+
+    Each layer and the loss load as the class the file names (docs/custom-layers.md);
+    ``classes`` maps a saved qualified name (or, in older files, short name) to another
+    class, e.g. ``{"__main__.Swish": mylayers.Swish}``."""
+    return _model_network(*read_tensors(path), path, backend, classes)
 
 
-def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = None,
+                          classes: Mapping[str, type] | None = None) -> Any:
     """Rebuild just the network (architecture, weights, layer state such as BatchNorm's running
-    statistics, and loss) from a checkpoint file (:mod:`deepnet.checkpoint`).  ``metadata`` holds
-    what the run noted about its model (``notes["model"]``) and, under ``"checkpoint"``, the
-    checkpoint's epoch, settings and notes."""
-    return _checkpoint_network(*read_tensors(path, expect_format=CHECKPOINT_FORMAT), path, backend)
+    statistics, and loss) from a checkpoint file (:mod:`deepnet.checkpoint`); ``classes`` as for
+    :func:`load_model`.  ``metadata`` holds what the run noted about its model (``notes["model"]``)
+    and, under ``"checkpoint"``, the checkpoint's epoch, settings and notes."""
+    return _checkpoint_network(*read_tensors(path, expect_format=CHECKPOINT_FORMAT), path, backend, classes)
 
 
-def load_network(path: str | os.PathLike[str], backend: str | None = None) -> Any:
+def load_network(path: str | os.PathLike[str], backend: str | None = None,
+                 classes: Mapping[str, type] | None = None) -> Any:
     """A model file (:func:`load_model`) or a training checkpoint such as ``best.npz``
     (:func:`load_checkpoint_model`), whichever ``path`` is."""
     tensors, header = read_tensors(path, expect_format=(FORMAT, CHECKPOINT_FORMAT))
     build = _checkpoint_network if header["format"] == CHECKPOINT_FORMAT else _model_network
-    return build(tensors, header, path, backend)
+    return build(tensors, header, path, backend, classes)

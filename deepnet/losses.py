@@ -11,19 +11,21 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .backend import Array, Ops, backend_of
+from .classnames import ClassLookupError, ClassRegistry
 from .layers.base import ShapeError
 
 
 class Loss:
     """Base class: :meth:`forward_backward` returns ``(f, ∂f/∂z)`` in one pass."""
 
-    registry: ClassVar[dict[str, type[Loss]]] = {}
+    #: every loss class by qualified name (``module.QualName``): files name losses through it
+    registry: ClassVar[ClassRegistry] = ClassRegistry("loss")
     #: whether integer class labels are accepted as targets
     accepts_labels = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Loss.registry[cls.__name__] = cls
+        Loss.registry.add(cls)
 
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in ("mean", "sum"):
@@ -141,9 +143,13 @@ LOSSES: dict[str, type[Loss]] = {
 
 
 def get_loss(spec: str | Loss) -> Loss:
+    """A loss from an alias (``"xent"``), a class name (a built-in's first) or a loss itself."""
     if isinstance(spec, Loss):
         return spec
-    cls = LOSSES.get(spec) or Loss.registry.get(spec)
+    cls = LOSSES.get(spec)
     if cls is None:
-        raise ValueError(f"unknown loss {spec!r}: expected one of {sorted(LOSSES)}")
+        try:
+            cls = Loss.registry.resolve(spec)[0]
+        except ClassLookupError:
+            raise ValueError(f"unknown loss {spec!r}: expected one of {sorted(LOSSES)}") from None
     return cls()

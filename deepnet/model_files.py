@@ -22,14 +22,17 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from .classnames import ClassLookupError, qualified_name
 from .errors import ModelFileError
+from .layers.base import Layer
 
 FORMAT = "deepnet-model"
 VERSION = 1
@@ -244,8 +247,37 @@ def _read_safetensors(path: Path, raw: bytes) -> tuple[dict[str, np.ndarray], st
 
 # ---------------------------------------------------------------- networks as plain data
 def architecture(net: Any) -> list[dict[str, Any]]:
-    """The network's layers as plain data: type name and constructor settings."""
-    return [{"type": type(layer).__name__, "config": layer.get_config()} for layer in net.layers]
+    """The network's layers as plain data: short type name, qualified class name
+    (``module.QualName``, see :mod:`deepnet.classnames`) and constructor settings."""
+    return [{"type": type(layer).__name__, "class": qualified_name(type(layer)), "config": layer.get_config()}
+            for layer in net.layers]
+
+
+def layer_class(item: Any, i: int, path: str | os.PathLike[str],
+                classes: Mapping[str, type] | None = None) -> type[Layer]:
+    """The layer class entry ``i`` of a file's architecture names, among the classes this
+    program defines (never by importing anything); ``classes`` maps a saved name to a class."""
+    if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+        raise ModelFileError(path, f"layer {i}: malformed entry {item!r}")
+    try:
+        cls, note = Layer.registry.resolve(item["type"], item.get("class"), classes)
+    except ClassLookupError as err:
+        raise ModelFileError(path, f"layer {i}: {err}") from None
+    if note is not None:
+        warnings.warn(f"{os.fspath(path)}: layer {i}: {note}", UserWarning, stacklevel=3)
+    return cls
+
+
+def same_architecture(spec: Any, net: Any, path: str | os.PathLike[str]) -> bool:
+    """Whether a file's architecture names exactly ``net``'s layer classes and settings."""
+    if not isinstance(spec, list) or len(spec) != len(net.layers):
+        return False
+    for i, (item, layer) in enumerate(zip(spec, net.layers)):
+        if layer_class(item, i, path) is not type(layer):
+            return False
+        if item.get("config") != json.loads(json.dumps(layer.get_config())):
+            return False
+    return True
 
 
 def check_layer_configs(net: Any, path: str | os.PathLike[str], what: str) -> None:

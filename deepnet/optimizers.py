@@ -11,6 +11,7 @@ import math
 from typing import Any, ClassVar
 
 from .backend import Array, Ops, to_device, to_host
+from .classnames import ClassRegistry, qualified_name
 from .layers.base import Parameter
 
 
@@ -51,7 +52,8 @@ class Optimizer:
       weights of one unit) to norm at most this.
     """
 
-    registry: ClassVar[dict[str, type[Optimizer]]] = {}
+    #: every optimizer class by qualified name (``module.QualName``): checkpoints name optimizers through it
+    registry: ClassVar[ClassRegistry] = ClassRegistry("optimizer")
     slots: ClassVar[tuple[str, ...]] = ()
     #: whether :meth:`step` can take its per-step values from device memory (``scalars``),
     #: so a CUDA graph may capture it.  A subclass that overrides :meth:`step`,
@@ -61,7 +63,7 @@ class Optimizer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Optimizer.registry[cls.__name__] = cls
+        Optimizer.registry.add(cls)
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, clip_norm: float | None = None,
                  max_norm: float | None = None) -> None:
@@ -223,6 +225,7 @@ class Optimizer:
         """Host copy of the optimizer: config, step count and per-parameter slots."""
         return {
             "type": self.name,
+            "class": qualified_name(type(self)),
             "config": self.get_config(),
             "iterations": self.iterations,
             "slots": {pname: {k: to_host(v).copy() for k, v in st.items()} for pname, st in self.state.items()},

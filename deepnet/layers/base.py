@@ -6,6 +6,7 @@ import warnings
 from typing import Any, ClassVar
 
 from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
+from ..classnames import ClassRegistry
 from ..errors import ShapeError
 
 
@@ -141,8 +142,9 @@ class Layer:
     network keeps its parameters.  Setting it to False asks for fresh parameters.
     """
 
-    #: registry of layer classes by name, filled by ``__init_subclass__``
-    registry: ClassVar[dict[str, type[Layer]]] = {}
+    #: every layer class by qualified name (``module.QualName``), filled by ``__init_subclass__``;
+    #: model files name layers through it (:mod:`deepnet.classnames`)
+    registry: ClassVar[ClassRegistry] = ClassRegistry("layer")
 
     #: True when the layer reads its parameters only through backend products (``ops.linear``,
     #: ``ops.gemm`` with ``out=``), so the backend may store them in whatever memory layout is
@@ -165,7 +167,7 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        Layer.registry[cls.__name__] = cls
+        Layer.registry.add(cls)
         if "arrange_as_first_layer" in cls.__dict__:
             warnings.warn(f"{cls.__name__}.arrange_as_first_layer is no longer called: the backend chooses "
                           "parameter layouts for layers with any_layout = True (docs/custom-layers.md)",

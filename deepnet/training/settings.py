@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from ..backend import Array, to_device, to_host
+from ..classnames import setting_name
 
 
 def rows_of(ops: Any, A: Any, rows: Any) -> Any:
@@ -30,7 +31,7 @@ def run_settings(net: Any, X: Array, targets: Array, labels: Array, epochs: int,
             h.update(to_host(part).tobytes())
     out: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
                            "dtype": net.dtype_name, "training samples": n, "training data": h.hexdigest()[:16],
-                           "loss": type(net.loss).__name__, "optimizer": type(net.optimizer).__name__}
+                           "loss": setting_name(type(net.loss)), "optimizer": setting_name(type(net.optimizer))}
     for prefix, cfg in (("loss", net.loss.get_config()), ("optimizer", net.optimizer.initial_config())):
         out.update({f"{prefix}.{k}": v for k, v in cfg.items()})
     return out
