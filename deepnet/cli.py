@@ -33,7 +33,7 @@ from .diagnostics import GradientFlow
 from .distributed import communicator
 from .distributed.launch import COMM_KINDS, abort_job, launched_rank, launched_size, mpiexec_command
 from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError
-from .io import atomic_write, load_model, load_network, save_model
+from .io import atomic_write, load_network, save_model
 from .layers import Dropout
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .metrics import confusion_matrix, per_class_accuracy
@@ -700,7 +700,7 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    net = load_model(args.model, backend=args.backend)
+    net = load_network(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
     names = meta.get("class_names") or [str(i) for i in range(net.output_width)]
     inputs = []                     # every file read (and checked) before anything is printed

@@ -100,6 +100,18 @@ def test_evaluate_takes_a_checkpoint_and_best_npz(tmp_path, capsys):
     assert out.startswith(f"checkpoint {tmp_path / 'checkpoints' / 'best.npz'}") and "seed 5" in out
 
 
+def test_predict_takes_a_checkpoint_like_its_model(tmp_path, capsys):
+    """``deepnet predict`` on a checkpoint scales the inputs as the run did and predicts as its model."""
+    _train(capsys, ["--epochs", "2", "--checkpoint-every", "1000", "--out", str(tmp_path)])
+    data = load_dataset("digits", seed=0)
+    np.save(tmp_path / "rows.npy", data.X_test[:20])
+    outputs = []
+    for model in (tmp_path / "model.npz", Checkpointer(tmp_path / "checkpoints").last_path()):
+        assert main(["predict", str(model), str(tmp_path / "rows.npy")]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") == 20
+
+
 def test_a_checkpoint_that_noted_only_settings_evaluates_on_their_split(tmp_path, capsys):
     """A checkpoint written by the command line before splits were noted: settings and --data only."""
     data = load_dataset("digits", seed=5)
