@@ -32,9 +32,8 @@ def _reason(name: str) -> str | None:
     try:
         get_ops(name)
     except BackendError as err:
-        return str(err)
-    except ImportError as err:
-        return f"{err} (pip install array-api-compat torch)"
+        missing = isinstance(err.__cause__, ImportError) and name == "torch"   # _torch_ops could not import
+        return f"{err} (pip install array-api-compat torch)" if missing else str(err)
     return None
 
 

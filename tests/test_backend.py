@@ -268,3 +268,19 @@ def test_removed_switches_say_what_replaced_them():
     with pytest.raises(AttributeError, match="use_fused was removed: .*CupyOps"):
         ops.use_fused = False
     assert not hasattr(ops, "use_numba")
+
+
+def test_a_registered_backend_whose_package_is_missing_is_reported_not_raised(monkeypatch):
+    """A user's backend (torch through array-api-compat, say) on a machine without its package:
+    available_backends() reports why, and get_ops() raises a BackendError naming backend and package."""
+    from deepnet.backend import core
+
+    def factory():
+        import deepnet_test_no_such_package  # noqa: F401
+
+    monkeypatch.setitem(core._FACTORIES, "needs-missing", factory)
+    report = dn.available_backends()
+    assert report["numpy"] == "available"
+    assert re.search(r"backend 'needs-missing' .*needs deepnet_test_no_such_package", report["needs-missing"])
+    with pytest.raises(BackendError, match="needs deepnet_test_no_such_package, which could not be imported"):
+        get_ops("needs-missing")

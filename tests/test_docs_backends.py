@@ -23,6 +23,18 @@ PRINTS = {
     "docs/gpu.md": ["pool_used_bytes"],
 }
 
+#: what each page's blocks import or ask for beyond the test extra, with why
+NEEDS = {
+    "docs/backends.md": {"cupy": "its blocks run the CuPy-shaped backend without a GPU (pip install cupy-cuda13x)",
+                         "torch": "it registers PyTorch as a backend (pip install torch)"},
+    "docs/gpu.md": {"cupy": "its blocks run the CuPy-shaped backend without a GPU (pip install cupy-cuda13x)"},
+}
+
+
+def skip_without_what_the_page_needs(page: str) -> None:
+    for module, why in NEEDS[page].items():
+        pytest.importorskip(module, reason=f"{page}: {why}; {module} is not installed")
+
 
 def python_blocks(page: str) -> list[tuple[int, str]]:
     """(first line of code, code) of each ```python block of the page."""
@@ -39,6 +51,7 @@ def test_the_pages_have_python_blocks():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_python_blocks_run_in_order(page, tmp_path, monkeypatch):
+    skip_without_what_the_page_needs(page)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__doc__"}
     out = io.StringIO()
@@ -54,6 +67,7 @@ def test_python_blocks_run_in_order(page, tmp_path, monkeypatch):
 @pytest.mark.parametrize("page", PAGES)
 def test_each_python_block_runs_on_its_own(page, tmp_path, monkeypatch):
     """Self-contained: each block has its own imports and names (a reader copies one block)."""
+    skip_without_what_the_page_needs(page)
     monkeypatch.chdir(tmp_path)
     for line, code in python_blocks(page):
         with no_network(), contextlib.redirect_stdout(io.StringIO()):

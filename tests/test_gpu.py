@@ -35,6 +35,7 @@ def fused_and_generic(cupy_name):
     return fused_cls(registered.xp), generic_cls(registered.xp)
 
 
+@pytest.mark.cupy_shaped          # the dry run compares numpy with the CuPy-shaped backend
 def test_gpu_check_script_dry_run(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run"], capture_output=True,

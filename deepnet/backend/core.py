@@ -106,6 +106,16 @@ register_backend("strict", StrictOps, aliases=("array_api_strict",))
 register_backend("cupy-shaped", FusedCupyShapedOps, aliases=("cupy_shaped",))     # NumPy behind CuPy's signatures
 
 
+def _make(key: str) -> Ops:
+    """A new instance of backend ``key``: a factory that cannot import a package it needs (a
+    user-registered one, say) is a :class:`BackendError` naming the backend and the package."""
+    try:
+        return _FACTORIES[key]()
+    except ImportError as err:
+        raise BackendError(f"backend {key!r} cannot be created here: it needs "
+                           f"{err.name or 'a package'}, which could not be imported ({err})") from err
+
+
 def get_ops(name: str | Ops) -> Ops:
     """Return the (shared) :class:`Ops` object for a backend name."""
     if isinstance(name, Ops):
@@ -116,7 +126,7 @@ def get_ops(name: str | Ops) -> Ops:
         with _instances_lock:
             ops = _instances.get(key)
             if ops is None:
-                ops = _FACTORIES[key]()
+                ops = _make(key)
                 if not isinstance(ops, Ops):
                     raise BackendError(f"backend {key!r}: its factory returned {type(ops).__name__}, expected an Ops")
                 ops = _instances[key] = ops

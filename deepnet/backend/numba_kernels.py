@@ -5,16 +5,21 @@ one, vectorized, and split large parameters over the CPU's threads.  They comput
 same formulas element by element in the parameter's dtype: the caller passes every scalar,
 constants such as 1 and ½ included, in that dtype, because a Python literal in the loop
 would promote a float32 loop to float64.  NumPy's error model, so no per-element
-zero-division check blocks SIMD; no fastmath.  Compiled lazily on first use and cached on disk.
+zero-division check blocks SIMD; no fastmath.  Compiled lazily on first use and cached on disk
+in a per-user folder (``cache_root``), never inside the installed package: files there are not
+in the wheel's record, so ``pip uninstall`` would leave them and turn ``deepnet`` into an empty
+namespace package for the next install.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
 import numba
 import numba.typed
 import numpy as np
+from numba.core import caching
 
 # numba's OpenMP/TBB pools keep their threads spinning after a parallel loop, which on a
 # small machine fights OpenBLAS's threads for the cores; the workqueue pool does not spin.
@@ -22,7 +27,60 @@ if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
 PARALLEL_MIN_SIZE = 1 << 20   # measured: below ~1M elements, starting threads costs what it saves
-_opts = {"cache": True, "nogil": True, "error_model": "numpy"}
+_opts = {"nogil": True, "error_model": "numpy"}
+
+
+def cache_root() -> str:
+    """The folder compiled kernels are kept in: ``$NUMBA_CACHE_DIR`` where the user set it,
+    else ``$XDG_CACHE_HOME/deepnet/numba`` (``~/.cache/deepnet/numba``)."""
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):      # the XDG spec: a relative path is ignored
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "deepnet", "numba")
+
+
+class _UserCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """numba's cache locator for deepnet's kernels: ``cache_root()``, one folder per source
+    folder (numba's own naming) and per ``variant``.  numba asks it once per kernel; an
+    unwritable folder makes it decline, and the kernel is then compiled in each process."""
+
+    variant = "serial"
+
+    def __init__(self, py_func: Any, py_file: str) -> None:
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(cache_root(), self.get_suitable_cache_subpath(py_file), self.variant)
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+
+class _ParallelCacheLocator(_UserCacheLocator):
+    # numba keys a cache entry by function and signature only: the threaded build of a
+    # function must not be stored where its serial build is looked up, and the reverse
+    variant = "parallel"
+
+
+def _cache_class(locator: type) -> type:
+    """numba's per-function cache, finding its folder with ``locator`` alone."""
+    impl = type(f"{locator.__name__}Impl", (caching.CompileResultCacheImpl,), {"_locator_classes": [locator]})
+    return type(f"{locator.__name__}Cache", (caching.FunctionCache,), {"_impl_class": impl})
+
+
+_caches = {False: _cache_class(_UserCacheLocator), True: _cache_class(_ParallelCacheLocator)}
+
+
+def _njit(func: Callable, parallel: bool = False) -> Any:
+    """``numba.njit(func)`` with the disk cache in ``cache_root()`` (what ``cache=True`` does,
+    with deepnet's locator in place of numba's, which writes beside the source)."""
+    dispatcher = numba.njit(parallel=parallel, **_opts)(func)
+    try:
+        dispatcher._cache = _caches[parallel](dispatcher.py_func)
+    except RuntimeError:             # numba: no locator accepted (no writable cache folder)
+        pass
+    return dispatcher
 
 
 def _sgd(w: Any, g: Any, lr: Any) -> None:  # pragma: no cover - compiled
@@ -124,11 +182,11 @@ def _softmax_xent(z: Any, labels: Any, scale: Any, grad: Any) -> float:  # pragm
     return total * scale
 
 
-_serial = {f.__name__[1:]: numba.njit(**_opts)(f) for f in (_sgd, _momentum, _adam)}
+_serial = {f.__name__[1:]: _njit(f) for f in (_sgd, _momentum, _adam)}
 #: elementwise activations for small arrays, where one compiled call replaces several ufunc calls
-elementwise = {f.__name__[1:]: numba.njit(**_opts)(f)
+elementwise = {f.__name__[1:]: _njit(f)
                for f in (_sigmoid, _sigmoid_backward, _relu, _relu_backward, _add_bias, _softmax_xent)}
-_parallel = {f.__name__[1:]: numba.njit(parallel=True, **_opts)(f) for f in (_sgd, _momentum, _adam)}
+_parallel = {f.__name__[1:]: _njit(f, parallel=True) for f in (_sgd, _momentum, _adam)}
 
 
 _sgd_one, _momentum_one, _adam_one = _serial["sgd"], _serial["momentum"], _serial["adam"]
@@ -153,7 +211,7 @@ def _adam_many(ws: Any, gs: Any, ms: Any, vs: Any, lr_t: Any, b1: Any, b2: Any, 
         _adam_one(ws[t], gs[t], ms[t], vs[t], lr_t, b1, b2, c1, c2, eps_hat, decay, tiny)
 
 
-many = {f.__name__[1:-5]: numba.njit(**_opts)(f) for f in (_sgd_many, _momentum_many, _adam_many)}
+many = {f.__name__[1:-5]: _njit(f) for f in (_sgd_many, _momentum_many, _adam_many)}
 
 
 def typed_list(arrays: list) -> Any:
