@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar
 
-from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
+from ..backend import Array, Ops, backend_of, get_backend, get_ops, host_rng, to_device, to_host, use_backend
 from ..errors import ShapeError
 
 
@@ -27,7 +27,7 @@ class Parameter:
     def __init__(self, name: str, data: Array) -> None:
         self.name = name
         self._data = data
-        self._grad = data * 0.0
+        self._grad = _zeros_like(data)
         self._fresh = True
 
     @property
@@ -41,7 +41,7 @@ class Parameter:
         if (type(value) is not type(old) or value.shape != old.shape or value.dtype != old.dtype
                 or getattr(value, "strides", None) != getattr(old, "strides", None)
                 or getattr(value, "device", None) != getattr(old, "device", None)):
-            self._grad = value * 0.0
+            self._grad = _zeros_like(value)
             self._fresh = True
 
     @property
@@ -121,6 +121,12 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape})"
+
+
+def _zeros_like(data: Array) -> Array:
+    """A zero gradient buffer of θ's shape, dtype, layout and backend: an array even for a 0-d θ
+    (``data * 0.0`` gives NumPy a scalar, which cannot be written in place)."""
+    return backend_of(data).zeros_like(data)
 
 
 class Layer:
