@@ -91,6 +91,43 @@ def test_a_layer_still_defining_the_old_layout_hook_is_told_it_is_not_called():
                 return False
 
 
+class PadZero(dn.Layer):
+    """y = [x, 0]: the zero column made with xp.zeros, without device= (what the guide warns against)."""
+
+    backward_free = True
+
+    def output_width(self, n_in: int) -> int:
+        return n_in + 1
+
+    def zeros(self, n: int, dtype):
+        return self.ops.xp.zeros((n, 1), dtype=dtype)
+
+    def forward(self, x, training=False):
+        return self.ops.xp.concat([x, self.zeros(x.shape[0], x.dtype)], axis=1)
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output[:, :-1] if need_input_grad else None
+
+
+class OpsPadZero(PadZero):
+    def zeros(self, n: int, dtype):
+        return self.ops.zeros((n, 1), dtype)                 # what the guide says: made on the backend's device
+
+
+def test_an_array_made_off_the_device_is_refused_where_it_is_made_on_strict():
+    X = np.ones((2, 3), np.float32)
+    with dn.use_backend("strict"):
+        net = dn.Network([dn.Dense(3, 3), PadZero(), dn.Dense(4, 2)], seed=0)
+        with pytest.raises(dn.BackendError, match=r"^xp\.zeros\(\.\.\.\) without device= makes an array on the CPU, "
+                                                  r"not on the backend's device .*: create it through the backend, "
+                                                  r"self\.ops\.zeros\(shape, dtype\)"):
+            net.predict(X)
+        good = dn.Network([dn.Dense(3, 3), OpsPadZero(), dn.Dense(4, 2)], seed=0)
+        assert good.predict(X).shape == (2, 2)
+        xp = dn.get_backend().xp
+        assert xp.zeros((2,), device=dn.get_backend().device).shape == (2,)     # with device=: as before
+
+
 def test_example_script_runs(capsys):
     runpy.run_path(str(ROOT / "examples" / "custom_layer.py"), run_name="__main__")
     out = capsys.readouterr().out
