@@ -43,6 +43,12 @@ def test_guide_code_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     assert "layer contract of PlainConv(c_in=3, c_out=4, k=3) on numpy: passed" in out      # section 8, images
     assert (tmp_path / "circle.npz").is_file() and not (tmp_path / "shift.npz").exists()
     assert namespace["result"]["accuracy"] > 0.9
+    for backend in ("numpy", "strict"):        # section 5: a layer taking integer inputs, through the harness
+        assert f"layer contract of Embedding(n_tokens=10, dim=4, length=3) on {backend}: passed" in out
+    assert out.count("gradient check of Huber: passed") == 2                        # section 9: a loss
+    assert "Huber loss: first epoch" in out and namespace["fit"]["loss"][-1] < namespace["fit"]["loss"][0]
+    opt = namespace["opt"]                                                           # section 10: an optimizer
+    assert type(opt).__name__ == "Adagrad" and opt.iterations > 0 and "0.weight" in opt.state
 
 
 def test_guide_documents_the_idioms():
@@ -51,8 +57,14 @@ def test_guide_documents_the_idioms():
     for idiom in ("p.data", "p.grad += g", "dn.to_host(p.data)", 'self.parameters()["w1"]'):
         assert idiom in text, idiom
     for idiom in (".grad += ", "self.add_param(", "def get_config", "def initialize", "dn.check_layer(",
-                  "dn.Network(", "save_model(", "load_model(", "_need_cache()", "self._cache ="):
+                  "dn.Network(", "save_model(", "load_model(", "_need_cache()", "self._cache =",
+                  "class Huber(dn.Loss)", "def forward_backward(self, z, y)", "dn.check_loss(",
+                  "class Adagrad(dn.Optimizer)", "slots = (", "def update(self, w, g, state, ops, scalars=None)",
+                  "make_inputs=", "self.ops.arange("):
         assert idiom in python, idiom
+    for idiom in ("## 9. Writing a loss", "## 10. Writing an optimizer", "self.ops.zeros(shape, dtype)",
+                  "`xp.zeros(shape)` without `device=`", "np.array(0.25)", "### Layers that take integer inputs"):
+        assert idiom in text, idiom
     assert "initialized = True" not in text          # users need no flag
     assert "arrange_as_first_layer" not in text      # layouts are the backend's business now
     assert "may set the class attribute `any_layout = True`, as `Dense`" in text
