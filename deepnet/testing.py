@@ -383,7 +383,8 @@ class _Run:
         ref = to_host(layer.forward(self.inp(self.x, "float32"), False))
         out = layer.output_shape(self.shape)
         if len(self.shape) == 1:           # rows: a Dense in front gives the network its width if the layer does not
-            before = [] if layer.input_shape() is not None or self.integer else [Dense(self.width, self.width)]
+            before = ([] if layer.input_shape() is not None
+                      else [Reshape(list(self.shape))] if self.integer else [Dense(self.width, self.width)])
         else:                              # images: a network takes and gives rows
             before = [Reshape(list(self.shape))]
         after = [] if len(out) == 1 else [Flatten()]

@@ -344,8 +344,17 @@ def tokens(n: int = 5, length: int = 3, n_tokens: int = 7, seed: int = 0) -> np.
     return np.random.default_rng(seed).integers(0, n_tokens, size=(n, length))
 
 
-def test_a_layer_taking_integer_inputs_passes_the_contract(backend):
-    report = check_layer_contract(lambda: TokenEmbedding(7, 4, 3), tokens())
+class AnyLengthEmbedding(TokenEmbedding):
+    """The same, declaring no input width (the round trip's network must not put a Dense in front)."""
+
+    def __init__(self, n_tokens: int, dim: int, length: int) -> None:
+        super().__init__(n_tokens, dim, length)
+        del self.n_in
+
+
+@pytest.mark.parametrize("cls", [TokenEmbedding, AnyLengthEmbedding])
+def test_a_layer_taking_integer_inputs_passes_the_contract(backend, cls):
+    report = check_layer_contract(lambda: cls(7, 4, 3), tokens())
     assert report.passed == list(CHECKS)
     assert "gradient: input not checked: int64 inputs are indices, which have no gradient" in report.notes
     assert report.gradients.checked["table"] > 0 and "input" not in report.gradients.checked
