@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar
 
-from ..backend import Array, Ops, backend_of, get_backend, get_ops, host_rng, to_device, to_host, use_backend
+from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
 from ..errors import ShapeError
 
 
@@ -124,9 +124,13 @@ class Parameter:
 
 
 def _zeros_like(data: Array) -> Array:
-    """A zero gradient buffer of θ's shape, dtype, layout and backend: an array even for a 0-d θ
-    (``data * 0.0`` gives NumPy a scalar, which cannot be written in place)."""
-    return backend_of(data).zeros_like(data)
+    """A gradient buffer of θ's shape, dtype, memory layout and backend (its values do not
+    matter: it is zeroed lazily).  An array even for a 0-d θ, where NumPy's ``data * 0.0``
+    is a scalar that cannot be written in place."""
+    g = data * 0.0
+    if not hasattr(g, "__setitem__"):
+        g = data.copy()
+    return g
 
 
 class Layer:
