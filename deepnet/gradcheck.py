@@ -73,9 +73,10 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
     ``layer`` is not modified (a float64 copy is checked).  ``x`` is a host or device
     array of inputs.  Integer inputs (indices, e.g. for an embedding) are passed as they are
     and only the parameters are checked: indices have no gradient, so backward is called with
-    ``need_input_grad=False`` and the report says the input was not checked.  Stochastic layers (``layer.stochastic``) are checked with their
-    random mask frozen.  ``max_checks`` limits how many entries of x and of each
-    parameter are perturbed (chosen at random, reproducibly).
+    ``need_input_grad=False`` and the report says the input was not checked.  Stochastic
+    layers (``layer.stochastic``) are checked with their random mask frozen.  ``max_checks``
+    limits how many entries of x and of each parameter are perturbed (chosen at random,
+    reproducibly).
     Returns a :class:`GradCheckReport`; raises :class:`GradCheckError` on a mismatch.
     """
     rng = host_rng(seed)
