@@ -36,12 +36,15 @@ class GradCheckReport:
     max_abs_error: dict[str, float] = field(default_factory=dict)
     max_rel_error: dict[str, float] = field(default_factory=dict)
     checked: dict[str, int] = field(default_factory=dict)
+    #: quantities not checked, with the reason (e.g. the input, when it holds integer indices)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"gradient check of {self.name}: passed"]
         for k in self.max_abs_error:
             lines.append(f"  {k}: {self.checked[k]} entries, max abs error {self.max_abs_error[k]:.2e}, "
                          f"max rel error {self.max_rel_error[k]:.2e}")
+        lines += [f"  {k}: not checked: {why}" for k, why in self.skipped.items()]
         return "\n".join(lines)
 
 
@@ -68,9 +71,12 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
     """Check ``layer.backward`` against finite differences in float64.
 
     ``layer`` is not modified (a float64 copy is checked).  ``x`` is a host or device
-    array of inputs.  Stochastic layers (``layer.stochastic``) are checked with their
-    random mask frozen.  ``max_checks`` limits how many entries of x and of each
-    parameter are perturbed (chosen at random, reproducibly).
+    array of inputs.  Integer inputs (indices, e.g. for an embedding) are passed as they are
+    and only the parameters are checked: indices have no gradient, so backward is called with
+    ``need_input_grad=False`` and the report says the input was not checked.  Stochastic
+    layers (``layer.stochastic``) are checked with their random mask frozen.  ``max_checks``
+    limits how many entries of x and of each parameter are perturbed (chosen at random,
+    reproducibly).
     Returns a :class:`GradCheckReport`; raises :class:`GradCheckError` on a mismatch.
     """
     rng = host_rng(seed)
@@ -81,10 +87,14 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
     lay.to(ops, "float64")
     if getattr(lay, "stochastic", False):
         lay.freeze_randomness(True)
-    x_host = _host.array(to_host(x), dtype=_host.float64)
+    x_host = _host.array(to_host(x))
+    integer = x_host.dtype.kind in "iub"     # indices: passed as they are, no gradient w.r.t. them
+    if not integer:
+        x_host = x_host.astype(_host.float64)
+    x_dtype = None if integer else "float64"
 
     def run(xh: Any) -> Any:        # a fresh copy each time: a layer that writes into its input cannot move x
-        return lay.forward(to_device(xh, ops, dtype="float64", copy=True), training)
+        return lay.forward(to_device(xh, ops, dtype=x_dtype, copy=True), training)
 
     y = to_host(run(x_host))
     r = rng.standard_normal(y.shape)
@@ -94,21 +104,17 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
 
     lay.zero_grad()
     run(x_host)
-    dx = lay.backward(to_device(r.copy(), ops, dtype="float64"), True)
-    analytic = {"input": to_host(dx)}
+    dx = lay.backward(to_device(r.copy(), ops, dtype="float64"), not integer)
+    analytic = {} if integer else {"input": to_host(dx)}
     for name, p in lay.parameters().items():
         analytic[name] = to_host(p.grad).copy()
 
     report = GradCheckReport(lay.name)
     failures: list[str] = []
-    idx = _pick(x_host.size, max_checks, rng)
-    num = []
-    for i in idx:
-        xp_, xm = x_host.copy(), x_host.copy()
-        xp_.reshape(-1)[i] += eps
-        xm.reshape(-1)[i] -= eps
-        num.append((scalar(xp_) - scalar(xm)) / (2 * eps))
-    failures += _compare(report, "input", analytic["input"], num, idx, rtol, atol)
+    if integer:
+        report.skipped["input"] = f"{x_host.dtype} inputs are indices, which have no gradient"
+    else:
+        failures += _check_input(report, scalar, x_host, analytic["input"], eps, rtol, atol, max_checks, rng)
 
     for name, p in lay.parameters().items():
         base = _host.array(to_host(p.data), dtype=_host.float64)
@@ -128,6 +134,19 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
     if failures:
         raise GradCheckError(f"gradient check of {lay.name} failed:\n  " + "\n  ".join(failures))
     return report
+
+
+def _check_input(report: GradCheckReport, scalar: Any, x_host: Any, analytic: Any, eps: float, rtol: float,
+                 atol: float, max_checks: int | None, rng: Any) -> list[str]:
+    """∂L/∂x from backward against central differences of L in each picked entry of x."""
+    idx = _pick(x_host.size, max_checks, rng)
+    num = []
+    for i in idx:
+        xp_, xm = x_host.copy(), x_host.copy()
+        xp_.reshape(-1)[i] += eps
+        xm.reshape(-1)[i] -= eps
+        num.append((scalar(xp_) - scalar(xm)) / (2 * eps))
+    return _compare(report, "input", analytic, num, idx, rtol, atol)
 
 
 def check_loss(loss: Loss, z: Any, y: Any, *, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-8,

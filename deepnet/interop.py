@@ -161,7 +161,7 @@ def to_torch(net: Any) -> Any:
 
     modules = [_module(torch, entry) for entry in torch_modules(net)]
     seq = torch.nn.Sequential(*modules)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_torch_state_dict(net).items()}
+    state = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in to_torch_state_dict(net).items()}
     seq.load_state_dict(state)
     return seq.eval()
 

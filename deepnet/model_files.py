@@ -111,11 +111,11 @@ def write_tensors(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
         except ImportError:
             raise ModelFileError(path, "writing .safetensors needs the safetensors package: "
                                        "pip install 'deepnet[safetensors]' (or use a .npz file)") from None
-        blob = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={HEADER_KEY: text})
+        blob = save({k: np.asarray(v, order="C") for k, v in tensors.items()}, metadata={HEADER_KEY: text})
         return atomic_write(path, lambda fh: fh.write(blob))
 
     def write_npz(fh: IO[bytes]) -> None:
-        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}   # 0-d stays 0-d
         arrays[HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays)

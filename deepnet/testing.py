@@ -24,6 +24,12 @@ Checks, by name (each failure is one line of the error):
 * ``round_trip``: saved and loaded through a model file, the layer has the same config,
   settings, parameters, state arrays (e.g. BatchNorm running statistics) and output.
 * ``input_unchanged``: forward (training and evaluation) and backward leave x as it was.
+
+Integer inputs (token or category indices, for an embedding) are given as an integer ``x``:
+every check then passes them as they are, in their dtype, calls backward with
+``need_input_grad=False`` and checks no input gradient (indices have none; the report says
+so).  ``make_inputs(rng, shape)`` gives the further inputs the round trip trains on (default:
+``x * scale + 0.5`` for float inputs, a shuffle of x's rows for integer ones).
 """
 
 from __future__ import annotations
@@ -86,13 +92,21 @@ class _Skipped(Exception):
 
 def check_layer_contract(make_layer: Callable[[], Layer] | Layer, x: Any, *, backend: str | Ops | None = None,
                          rtol: float = 1e-5, atol: float = 1e-8, eps: float = 1e-6,
-                         max_checks: int | None = 50, seed: int = 0, skip: Iterable[str] = ()) -> ContractReport:
+                         max_checks: int | None = 50, seed: int = 0, skip: Iterable[str] = (),
+                         make_inputs: Callable[[Any, tuple[int, ...]], Any] | None = None) -> ContractReport:
     """Run every check of the layer contract on ``backend`` (default: the current one).
 
     ``make_layer`` returns a new layer on each call (or pass a layer: it is deep-copied);
-    ``x`` is a host float batch with n ≥ 2 samples, kept away from kinks: rows (n, n_in), or
+    ``x`` is a host batch with n ≥ 2 samples, kept away from kinks: rows (n, n_in), or
     NCHW images (n, C, H, W) for a layer that takes them (per-sample shapes follow
-    ``Layer.output_shape``).  ``rtol``,
+    ``Layer.output_shape``).  A float ``x`` is checked in float32 and float64; an integer
+    ``x`` (indices, e.g. for an embedding) is passed as it is, and no check asks for or
+    checks a gradient with respect to it (backward gets ``need_input_grad=False``).
+    ``make_inputs(rng, shape)``: a function returning a new valid host batch of ``shape``
+    (x's shape, drawn with the NumPy Generator ``rng``), for the checks that need inputs other
+    than x, its rows or views of it (the round trip's training passes, which update state
+    such as running statistics); default ``x * scale + 0.5`` for float x, x's rows shuffled
+    for integer x.  ``rtol``,
     ``atol``, ``eps``, ``max_checks`` go to the gradient checks; ``skip`` names checks
     (see :data:`CHECKS`) to leave out.  Returns a :class:`ContractReport`; raises
     :class:`LayerContractError` listing every failed check.
@@ -107,13 +121,17 @@ def check_layer_contract(make_layer: Callable[[], Layer] | Layer, x: Any, *, bac
     elif not callable(make_layer):
         raise TypeError(f"check_layer_contract: make_layer must be a layer or a function returning one, "
                         f"got {type(make_layer).__name__}")
+    if make_inputs is not None and not callable(make_inputs):
+        raise TypeError(f"check_layer_contract: make_inputs must be a function (rng, shape) -> array, "
+                        f"got {type(make_inputs).__name__}")
     ops = get_backend() if backend is None else get_ops(backend)
-    xh = _host.array(to_host(x), dtype=_host.float64)
+    xh = _host_inputs(x)
     if xh.ndim < 2 or xh.shape[0] < 2 or not _host.isfinite(xh).all():
         raise ValueError(f"check_layer_contract: x must be a finite batch (n, ...) of at least 2 samples, "
                          f"got shape {xh.shape}" + ("" if _host.isfinite(xh).all() else " with NaN or inf"))
     with use_backend(ops):
-        run = _Run(make_layer, xh, ops, seed, dict(rtol=rtol, atol=atol, eps=eps, max_checks=max_checks))
+        run = _Run(make_layer, xh, ops, seed, dict(rtol=rtol, atol=atol, eps=eps, max_checks=max_checks),
+                   make_inputs)
         first, second = run.build("float32"), run.factory()
         if first is second:
             raise TypeError("check_layer_contract: make_layer returned the same layer twice; "
@@ -161,8 +179,12 @@ def check_layer_contract(make_layer: Callable[[], Layer] | Layer, x: Any, *, bac
 class _Run:
     """The checks, sharing the factory, the input and one backend."""
 
-    def __init__(self, factory: Callable[[], Layer], x: Any, ops: Ops, seed: int, grad_opts: dict[str, Any]) -> None:
+    def __init__(self, factory: Callable[[], Layer], x: Any, ops: Ops, seed: int, grad_opts: dict[str, Any],
+                 make_inputs: Callable[[Any, tuple[int, ...]], Any] | None = None) -> None:
         self.factory, self.x, self.ops, self.seed, self.grad_opts = factory, x, ops, seed, grad_opts
+        self.make_inputs = make_inputs
+        #: integer inputs (indices): passed as they are, never differentiated
+        self.integer = x.dtype.kind in "iub"
         self.n, self.shape = x.shape[0], tuple(x.shape[1:])
         self.width = self.shape[0] if len(self.shape) == 1 else int(_host.prod(self.shape))
         self.input_problem = ""
@@ -181,6 +203,20 @@ class _Run:
 
     def dev(self, a: Any, dtype: str = "float64") -> Any:
         return to_device(_host.array(a, dtype=dtype), self.ops)   # always a fresh array
+
+    def inp(self, a: Any, dtype: str = "float64") -> Any:
+        """An input batch on the device: in ``dtype``, or as it is when the inputs are integers."""
+        return to_device(_host.array(a), self.ops) if self.integer else self.dev(a, dtype)
+
+    def other_inputs(self, scale: float) -> Any:
+        """A valid input batch other than x, of x's shape (``make_inputs``, or the default)."""
+        if self.make_inputs is None:
+            return self.x[self.rng.permutation(self.n)] if self.integer else self.x * scale + 0.5
+        got = _host_inputs(self.make_inputs(self.rng, tuple(self.x.shape)))
+        if got.shape != self.x.shape or (got.dtype.kind in "iub") != self.integer:
+            raise _Fail(f"make_inputs(rng, {tuple(self.x.shape)}) returned a {got.dtype} array of shape {got.shape}, "
+                        f"expected {'integer' if self.integer else 'float'} inputs of shape {tuple(self.x.shape)} like x")
+        return got
 
     def out_shape(self, layer: Layer, n: int | None = None) -> tuple[int, ...]:
         return (self.n if n is None else n, *layer.output_shape(self.shape))
@@ -201,13 +237,14 @@ class _Run:
             layer = self.build(dtype)
             want = self.out_shape(layer)
             for training in (False, True):
-                x = self.dev(self.x, dtype)
+                x = self.inp(self.x, dtype)
                 y = layer.forward(x, training)
                 problems += self.array_problems(f"{dtype} forward(training={training})", y, want, dtype)
                 self.note_input(x, dtype, f"forward(x, training={training})")
-            dx = layer.backward(self.dev(self.rng.standard_normal(want), dtype), True)
+            dx = layer.backward(self.dev(self.rng.standard_normal(want), dtype), not self.integer)
             self.note_input(x, dtype, "backward after forward(x, training=True)")
-            problems += self.array_problems(f"{dtype} backward's input gradient", dx, (self.n, *self.shape), dtype)
+            if not self.integer:               # indices have no gradient: none is asked for
+                problems += self.array_problems(f"{dtype} backward's input gradient", dx, (self.n, *self.shape), dtype)
             for name, p in layer.parameters().items():
                 problems += self.array_problems(f"{dtype} gradient of {name}", p.grad, p.shape, dtype)
         if problems:
@@ -217,6 +254,8 @@ class _Run:
         if self.input_problem:                   # finite differences would perturb a moving x
             raise _Skipped("forward changes its input (see input_unchanged)")
         report.gradients = self.gradcheck(self.build("float64"), self.x)
+        if self.integer:
+            report.notes.append(f"gradient: input not checked: {self.x.dtype} inputs are indices, which have no gradient")
 
     def check_accumulation(self, report: ContractReport, failures: dict[str, str]) -> None:
         layer = self.build("float64")
@@ -225,8 +264,8 @@ class _Run:
         dy = self.rng.standard_normal(self.out_shape(layer))
 
         def step(need_input_grad: bool = True) -> Any:
-            layer.forward(self.dev(self.x), True)         # a fresh x each time: checks stay independent
-            return layer.backward(self.dev(dy), need_input_grad)
+            layer.forward(self.inp(self.x), True)         # a fresh x each time: checks stay independent
+            return layer.backward(self.dev(dy), need_input_grad and not self.integer)
 
         def grads() -> dict[str, Any]:
             return {k: to_host(p.grad).astype(_host.float64) for k, p in params.items()}
@@ -265,9 +304,9 @@ class _Run:
         layer = self.build("float64")
         dy = self.rng.standard_normal(self.out_shape(layer))
         problems = [p for p in [self.backward_refused(layer, dy, "before any forward pass")] if p]
-        layer.forward(self.dev(self.x), True)
-        y1 = to_host(layer.forward(self.dev(self.x), False))
-        y2 = to_host(layer.forward(self.dev(self.x), False))
+        layer.forward(self.inp(self.x), True)
+        y1 = to_host(layer.forward(self.inp(self.x), False))
+        y2 = to_host(layer.forward(self.inp(self.x), False))
         p = self.backward_refused(layer, dy, "after forward(x, training=False)")
         if p:
             problems.append(p + " (evaluation must keep nothing for backward: self._cache = None)")
@@ -279,8 +318,8 @@ class _Run:
 
     def check_batch1(self, report: ContractReport, failures: dict[str, str]) -> None:
         layer = self.build("float64")
-        full = to_host(layer.forward(self.dev(self.x), False))
-        y = layer.forward(self.dev(self.x[:1]), False)
+        full = to_host(layer.forward(self.inp(self.x), False))
+        y = layer.forward(self.inp(self.x[:1]), False)
         problems = self.array_problems("evaluation forward of a batch of 1", y, self.out_shape(layer, 1), "float64")
         if problems:
             raise _Fail("; ".join(problems))
@@ -293,7 +332,7 @@ class _Run:
             return
         probe = self.build("float64")
         try:
-            probe.forward(self.dev(self.x[:1]), True)
+            probe.forward(self.inp(self.x[:1]), True)
         except ValueError as err:              # e.g. BatchNorm: batch statistics need 2 samples
             report.notes.append(f"batch1: training at batch 1 refused ({_one_line(err)})")
             return
@@ -302,13 +341,13 @@ class _Run:
     def check_non_contiguous(self, report: ContractReport, failures: dict[str, str]) -> None:
         layer = self.build("float32")
         _freeze(layer)
-        wide = _host.zeros((self.n, *self.shape[:-1], 2 * self.shape[-1]))
+        wide = _host.zeros((self.n, *self.shape[:-1], 2 * self.shape[-1]), self.x.dtype)
         wide[..., ::2] = self.x
         mt = self.ops.xp.matrix_transpose
-        views = {"a strided view x[..., ::2]": lambda: self.dev(wide, "float32")[..., ::2],
+        views = {"a strided view x[..., ::2]": lambda: self.inp(wide, "float32")[..., ::2],
                  "a transposed view of the last two axes":
-                     lambda: mt(self.dev(_host.swapaxes(self.x, -1, -2), "float32")),
-                 "a contiguous copy": lambda: self.dev(self.x, "float32")}
+                     lambda: mt(self.inp(_host.swapaxes(self.x, -1, -2), "float32")),
+                 "a contiguous copy": lambda: self.inp(self.x, "float32")}
         contiguous = views.pop("a contiguous copy")
         problems: list[str] = []
         ref = to_host(layer.forward(contiguous(), False))
@@ -319,7 +358,9 @@ class _Run:
         def train(xv: Any) -> dict[str, Any]:
             layer.zero_grad()
             out = {"training output": to_host(layer.forward(xv, True))}
-            out["input gradient"] = to_host(layer.backward(self.dev(dy, "float32"), True))
+            dx = layer.backward(self.dev(dy, "float32"), not self.integer)
+            if not self.integer:
+                out["input gradient"] = to_host(dx)
             out.update({f"gradient of {k}": to_host(p.grad) for k, p in layer.parameters().items()})
             return out
 
@@ -338,11 +379,12 @@ class _Run:
             w = to_host(p.data).astype(_host.float64)
             p.data = to_device(w + 0.1 * self.rng.standard_normal(w.shape), self.ops, dtype="float32")
         for scale in (1.0, 2.0):                 # training updates state (e.g. running statistics)
-            layer.forward(self.dev(self.x * scale + 0.5, "float32"), True)
-        ref = to_host(layer.forward(self.dev(self.x, "float32"), False))
+            layer.forward(self.inp(self.other_inputs(scale), "float32"), True)
+        ref = to_host(layer.forward(self.inp(self.x, "float32"), False))
         out = layer.output_shape(self.shape)
         if len(self.shape) == 1:           # rows: a Dense in front gives the network its width if the layer does not
-            before = [] if layer.input_shape() is not None else [Dense(self.width, self.width)]
+            before = ([] if layer.input_shape() is not None
+                      else [Reshape(list(self.shape))] if self.integer else [Dense(self.width, self.width)])
         else:                              # images: a network takes and gives rows
             before = [Reshape(list(self.shape))]
         after = [] if len(out) == 1 else [Flatten()]
@@ -366,7 +408,7 @@ class _Run:
             a, b = state(), loaded.state_arrays()
             problems += [f"state {k} differs after loading by {_maxdiff(b.get(k), a[k])}, expected equal"
                          for k in a if not _host.array_equal(b.get(k), a[k])]
-        y = to_host(loaded.forward(self.dev(self.x, "float32"), False))
+        y = to_host(loaded.forward(self.inp(self.x, "float32"), False))
         problems += _differ("evaluation output after save_model/load_model", y, ref)
         if problems:
             raise _Fail("; ".join(problems) + " (does get_config() return every constructor argument?)")
@@ -387,7 +429,7 @@ class _Run:
     def note_input(self, x: Any, dtype: str, what: str) -> None:
         if self.input_problem:
             return
-        now, before = to_host(x), self.x.astype(dtype)
+        now, before = to_host(x), (self.x if self.integer else self.x.astype(dtype))
         if now.shape != before.shape or not _host.array_equal(now, before):
             changed = int((now != before).sum()) if now.shape == before.shape else now.size
             self.input_problem = (f"{what} changed {changed} of {before.size} entries of its {dtype} input, "
@@ -395,12 +437,18 @@ class _Run:
 
     def backward_refused(self, layer: Layer, dy: Any, when: str) -> str:
         try:
-            layer.backward(self.dev(dy), True)
+            layer.backward(self.dev(dy), not self.integer)
         except RuntimeError:
             return ""
         except Exception as err:  # noqa: BLE001
             return f"backward {when} raised {type(err).__name__}, expected RuntimeError ({_one_line(err)})"
         return f"backward {when} returned, expected RuntimeError"
+
+
+def _host_inputs(x: Any) -> Any:
+    """A host copy of an input batch: float64, or integers kept as they are (indices)."""
+    h = _host.array(to_host(x))
+    return h if h.dtype.kind in "iub" else h.astype(_host.float64)
 
 
 def _freeze(layer: Layer) -> None:

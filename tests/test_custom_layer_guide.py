@@ -43,6 +43,12 @@ def test_guide_code_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     assert "layer contract of PlainConv(c_in=3, c_out=4, k=3) on numpy: passed" in out      # section 8, images
     assert (tmp_path / "circle.npz").is_file() and not (tmp_path / "shift.npz").exists()
     assert namespace["result"]["accuracy"] > 0.9
+    for backend in ("numpy", "strict"):        # section 5: a layer taking integer inputs, through the harness
+        assert f"layer contract of Embedding(n_tokens=10, dim=4, length=3) on {backend}: passed" in out
+    assert out.count("gradient check of Huber: passed") == 2                        # section 9: a loss
+    assert "Huber loss: first epoch" in out and namespace["fit"]["loss"][-1] < namespace["fit"]["loss"][0]
+    opt = namespace["opt"]                                                           # section 10: an optimizer
+    assert type(opt).__name__ == "Adagrad" and opt.iterations > 0 and "0.weight" in opt.state
 
 
 def test_guide_documents_the_idioms():
@@ -51,8 +57,14 @@ def test_guide_documents_the_idioms():
     for idiom in ("p.data", "p.grad += g", "dn.to_host(p.data)", 'self.parameters()["w1"]'):
         assert idiom in text, idiom
     for idiom in (".grad += ", "self.add_param(", "def get_config", "def initialize", "dn.check_layer(",
-                  "dn.Network(", "save_model(", "load_model(", "_need_cache()", "self._cache ="):
+                  "dn.Network(", "save_model(", "load_model(", "_need_cache()", "self._cache =",
+                  "class Huber(dn.Loss)", "def forward_backward(self, z, y)", "dn.check_loss(",
+                  "class Adagrad(dn.Optimizer)", "slots = (", "def update(self, w, g, state, ops, scalars=None)",
+                  "make_inputs=", "self.ops.arange("):
         assert idiom in python, idiom
+    for idiom in ("## 9. Writing a loss", "## 10. Writing an optimizer", "self.ops.zeros(shape, dtype)",
+                  "`xp.zeros(shape)` without `device=`", "np.array(0.25)", "### Layers that take integer inputs"):
+        assert idiom in text, idiom
     assert "initialized = True" not in text          # users need no flag
     assert "arrange_as_first_layer" not in text      # layouts are the backend's business now
     assert "may set the class attribute `any_layout = True`, as `Dense`" in text
@@ -89,6 +101,43 @@ def test_a_layer_still_defining_the_old_layout_hook_is_told_it_is_not_called():
         class GuideOldHook(dn.Dense):
             def arrange_as_first_layer(self, batch_size):
                 return False
+
+
+class PadZero(dn.Layer):
+    """y = [x, 0]: the zero column made with xp.zeros, without device= (what the guide warns against)."""
+
+    backward_free = True
+
+    def output_width(self, n_in: int) -> int:
+        return n_in + 1
+
+    def zeros(self, n: int, dtype):
+        return self.ops.xp.zeros((n, 1), dtype=dtype)
+
+    def forward(self, x, training=False):
+        return self.ops.xp.concat([x, self.zeros(x.shape[0], x.dtype)], axis=1)
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output[:, :-1] if need_input_grad else None
+
+
+class OpsPadZero(PadZero):
+    def zeros(self, n: int, dtype):
+        return self.ops.zeros((n, 1), dtype)                 # what the guide says: made on the backend's device
+
+
+def test_an_array_made_off_the_device_is_refused_where_it_is_made_on_strict():
+    X = np.ones((2, 3), np.float32)
+    with dn.use_backend("strict"):
+        net = dn.Network([dn.Dense(3, 3), PadZero(), dn.Dense(4, 2)], seed=0)
+        with pytest.raises(dn.BackendError, match=r"^xp\.zeros\(\.\.\.\) without device= makes an array on the CPU, "
+                                                  r"not on the backend's device .*: create it through the backend, "
+                                                  r"self\.ops\.zeros\(shape, dtype\)"):
+            net.predict(X)
+        good = dn.Network([dn.Dense(3, 3), OpsPadZero(), dn.Dense(4, 2)], seed=0)
+        assert good.predict(X).shape == (2, 2)
+        xp = dn.get_backend().xp
+        assert xp.zeros((2,), device=dn.get_backend().device).shape == (2,)     # with device=: as before
 
 
 def test_example_script_runs(capsys):

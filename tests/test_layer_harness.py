@@ -290,3 +290,103 @@ def test_usage_errors_are_one_line_naming_expected_and_given():
                                        "with seed 0 (inside a Network the network's generator draws the masks)")
 def test_dropout_seed_survives_a_round_trip():
     check_layer_contract(lambda: dn.Dropout(0.3, seed=3), sample())
+
+
+# ---------------------------------------------------------------- layers that take integer inputs
+class TokenEmbedding(Layer):
+    """A user's embedding: each of ``length`` token indices per sample becomes its row of a
+    (n_tokens, dim) table; the rows are concatenated, so y has shape (n, length · dim)."""
+
+    def __init__(self, n_tokens: int, dim: int, length: int) -> None:
+        super().__init__()
+        self.n_tokens, self.dim, self.length = n_tokens, dim, length
+        self.n_in = length
+
+    def get_config(self) -> dict:
+        return {"n_tokens": self.n_tokens, "dim": self.dim, "length": self.length}
+
+    def output_width(self, n_in: int) -> int:
+        return n_in * self.dim
+
+    def initialize(self, rng) -> None:
+        self.table = self.add_param("table", rng.normal(size=(self.n_tokens, self.dim)))
+
+    def forward(self, x, training=False):
+        xp = self.ops.xp
+        idx = xp.reshape(xp.astype(x, self.ops.int64), (-1,))
+        self._cache = idx if training else None
+        rows = xp.take(self.table.data, idx, axis=0)                        # (n · length, dim)
+        return xp.reshape(rows, (x.shape[0], self.length * self.dim))
+
+    def backward(self, grad_output, need_input_grad=True):
+        idx = self._need_cache()
+        xp = self.ops.xp
+        hit = xp.reshape(idx, (-1, 1)) == xp.reshape(self.ops.arange(self.n_tokens, idx.dtype), (1, -1))
+        delta = xp.reshape(grad_output, (-1, self.dim))                     # one error row per token
+        self.add_table_grad(xp.matmul(xp.matrix_transpose(xp.astype(hit, delta.dtype)), delta))
+        return None                                                         # indices have no gradient
+
+    def add_table_grad(self, g):
+        self.table.grad += g
+
+
+class OverwritingEmbedding(TokenEmbedding):
+    def add_table_grad(self, g):
+        self.table.grad = g                                  # planted: overwrites instead of adding
+
+
+class DoubledEmbedding(TokenEmbedding):
+    def add_table_grad(self, g):
+        self.table.grad += g * 2.0                           # planted: twice the true gradient
+
+
+def tokens(n: int = 5, length: int = 3, n_tokens: int = 7, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_tokens, size=(n, length))
+
+
+class AnyLengthEmbedding(TokenEmbedding):
+    """The same, declaring no input width (the round trip's network must not put a Dense in front)."""
+
+    def __init__(self, n_tokens: int, dim: int, length: int) -> None:
+        super().__init__(n_tokens, dim, length)
+        del self.n_in
+
+
+@pytest.mark.parametrize("cls", [TokenEmbedding, AnyLengthEmbedding])
+def test_a_layer_taking_integer_inputs_passes_the_contract(backend, cls):
+    report = check_layer_contract(lambda: cls(7, 4, 3), tokens())
+    assert report.passed == list(CHECKS)
+    assert "gradient: input not checked: int64 inputs are indices, which have no gradient" in report.notes
+    assert report.gradients.checked["table"] > 0 and "input" not in report.gradients.checked
+    assert "input: not checked" in str(report.gradients)
+
+
+@pytest.mark.parametrize("cls, check", [(OverwritingEmbedding, "accumulation"), (DoubledEmbedding, "gradient")])
+def test_a_planted_bug_in_an_integer_input_layer_is_caught(cls, check):
+    with pytest.raises(LayerContractError) as err:
+        check_layer_contract(lambda: cls(7, 4, 3), tokens())
+    assert set(err.value.failures) == {check}                   # by its check, and by no other
+
+
+def test_check_layer_checks_the_parameters_of_a_layer_taking_indices(backend):
+    report = dn.check_layer(TokenEmbedding(7, 4, 3), tokens())
+    assert report.skipped == {"input": "int64 inputs are indices, which have no gradient"}
+    with pytest.raises(dn.GradCheckError, match="table"):
+        dn.check_layer(DoubledEmbedding(7, 4, 3), tokens())
+
+
+def test_make_inputs_gives_the_round_trip_its_training_inputs():
+    seen = []
+
+    def make_inputs(rng, shape):
+        seen.append(shape)
+        return rng.integers(0, 7, size=shape)
+
+    check_layer_contract(lambda: TokenEmbedding(7, 4, 3), tokens(), make_inputs=make_inputs)
+    assert seen == [(5, 3), (5, 3)]
+    with pytest.raises(LayerContractError) as err:                 # float rows for an integer layer: refused
+        check_layer_contract(lambda: TokenEmbedding(7, 4, 3), tokens(), make_inputs=lambda rng, shape: np.zeros((2, 3)))
+    assert err.value.failures["round_trip"].startswith(
+        "make_inputs(rng, (5, 3)) returned a float64 array of shape (2, 3), expected integer inputs of shape (5, 3)")
+    with pytest.raises(TypeError, match="make_inputs must be a function"):
+        check_layer_contract(lambda: TokenEmbedding(7, 4, 3), tokens(), make_inputs=np.zeros(3))

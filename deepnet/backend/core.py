@@ -196,7 +196,7 @@ def to_device(x: Any, ops: Ops | str | None = None, dtype: Any = None, copy: boo
     host = to_host(x)
     if dtype is not None:
         host = host.astype(np.dtype(dtype), copy=False)
-    return ops.from_host(np.ascontiguousarray(host))
+    return ops.from_host(np.asarray(host, order="C"))   # ascontiguousarray would make a 0-d array 1-d
 
 
 def backend_of(a: Any) -> Ops:

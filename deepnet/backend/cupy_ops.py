@@ -101,7 +101,7 @@ class CupyMemory(DeviceMemory):
         cp = self.ops.xp
         if self._copy_stream is None:
             self._copy_stream = cp.cuda.Stream(non_blocking=True)
-        src = np.ascontiguousarray(host)
+        src = np.asarray(host, order="C")
         pinned_mem = cp.cuda.alloc_pinned_memory(src.nbytes)
         pinned = np.frombuffer(pinned_mem, src.dtype, src.size).reshape(src.shape)
         pinned[...] = src

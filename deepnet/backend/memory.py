@@ -29,7 +29,7 @@ class DeviceMemory:
     def stage(self, host: Any) -> Any:
         """Start copying a host array to the device; :meth:`ready` returns the device array.
         Generic: a synchronous copy."""
-        return self.ops.from_host(np.ascontiguousarray(host))
+        return self.ops.from_host(np.asarray(host, order="C"))
 
     def ready(self, staged: Any) -> Array:
         """The device array of a :meth:`stage` result, usable by the computation."""

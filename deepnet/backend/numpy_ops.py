@@ -29,7 +29,7 @@ class HostMemory(DeviceMemory):
     """The host is the device: staging makes an array contiguous (no copy when it is)."""
 
     def stage(self, host: Any) -> Any:
-        return np.ascontiguousarray(host)
+        return np.asarray(host, order="C")    # keeps a 0-d array 0-d
 
 
 class NumpyOps(Ops):
@@ -341,7 +341,7 @@ class NumpyOps(Ops):
 
     def rmsprop_update_(self, w: Array, g: Array, s: Array, lr: float, rho: float, eps: float) -> Array:
         s *= rho
-        t = np.multiply(g, g)
+        t = np.multiply(g, g, out=np.empty_like(g))    # an array even for a 0-d g (NumPy gives a scalar)
         t *= 1.0 - rho
         s += t
         np.sqrt(s, out=t)

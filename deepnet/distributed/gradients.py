@@ -41,7 +41,7 @@ class GradientBuckets:
         entries = [(i, p) for i in reversed(range(len(layers))) for p in layers[i].parameters().values()]
         total = sum(_size(p) for _, p in entries)
         self.flat = ops.zeros((max(total, 1),), dtype)
-        per_bucket = max(1, bucket_bytes // int(self.flat.dtype.itemsize))
+        per_bucket = max(1, bucket_bytes // (int(ops.xp.finfo(self.flat.dtype).bits) // 8))   # Array API: no .itemsize
         self.buckets: list[_Bucket] = []
         lo = o = 0
         params: list[tuple[Any, Array | None, int, int]] = []

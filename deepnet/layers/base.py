@@ -28,7 +28,7 @@ class Parameter:
     def __init__(self, name: str, data: Array) -> None:
         self.name = name
         self._data = data
-        self._grad = data * 0.0
+        self._grad = _zeros_like(data)
         self._fresh = True
 
     @property
@@ -42,7 +42,7 @@ class Parameter:
         if (type(value) is not type(old) or value.shape != old.shape or value.dtype != old.dtype
                 or getattr(value, "strides", None) != getattr(old, "strides", None)
                 or getattr(value, "device", None) != getattr(old, "device", None)):
-            self._grad = value * 0.0
+            self._grad = _zeros_like(value)
             self._fresh = True
 
     @property
@@ -122,6 +122,16 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape})"
+
+
+def _zeros_like(data: Array) -> Array:
+    """A gradient buffer of θ's shape, dtype, memory layout and backend (its values do not
+    matter: it is zeroed lazily).  An array even for a 0-d θ, where NumPy's ``data * 0.0``
+    is a scalar that cannot be written in place."""
+    g = data * 0.0
+    if not hasattr(g, "__setitem__"):
+        g = data.copy()
+    return g
 
 
 class Layer:
