@@ -281,14 +281,18 @@ def _resuming_from(resumed: dict[str, Any]) -> str:
     return f"resuming from {resumed['checkpoint']} {where}"
 
 
-def _new_run_check(out: Path, ckpt_dir: Path) -> None:
+def _new_run_check(out: Path, ckpt_dir: Path, checkpointing: bool) -> bool:
     """A new run never mixes its checkpoints with an earlier run's (one stopped by Ctrl-C
-    leaves one even without --checkpoint-every): refuse, saying how to go on."""
+    leaves one even without --checkpoint-every): with checkpoints asked for, refuse, saying how
+    to go on; without, return False (the run then writes no checkpoint, even on Ctrl-C)."""
     last = Checkpointer(ckpt_dir, interrupt_only=True).last_path()
+    if last is not None and not checkpointing:
+        return False
     if last is not None:
         raise CLIError(f"{ckpt_dir} holds checkpoints of an earlier run (last: {last.name}); a new run's "
                        f"checkpoints would mix with them: resume it with: deepnet train --out {out} --resume; "
                        f"or start the new run in another --out (or remove {ckpt_dir})")
+    return True
 
 
 def _interrupted(args: argparse.Namespace, err: TrainingInterrupted, out: Path) -> int:
@@ -296,6 +300,10 @@ def _interrupted(args: argparse.Namespace, err: TrainingInterrupted, out: Path) 
     if launched_rank() == 0:
         if err.aborted:
             line = f"{err}; resume from the last checkpoint, if any, with: deepnet train --out {out} --resume"
+        elif err.checkpoint is None:
+            line = (f"interrupted ({err.signal_name}) {interrupted_at(err)}; no checkpoint written: "
+                    f"{out / 'checkpoints'} holds an earlier run's checkpoints (a run keeps its work on Ctrl-C "
+                    "in an --out of its own)")
         else:
             line = (f"interrupted ({err.signal_name}) {interrupted_at(err)}; checkpoint written to {err.checkpoint}; "
                     f"resume with: deepnet train --out {out} --resume")
@@ -363,8 +371,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resumed is not None:
         _say(args, _resuming_from(resumed))
     checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
+    keeps_checkpoints = resumed is not None or _new_run_check(out, ckpt_dir, checkpointing)
     if resumed is None:
-        _new_run_check(out, ckpt_dir)
         if args.epochs == 0 and (out / "model.npz").exists():
             raise CLIError(f"--epochs 0 would replace the trained model in {out} with an untrained one "
                            "(choose another --out)")
@@ -420,10 +428,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     # without --checkpoint-every or --resume, a checkpoint is written only if SIGINT or SIGTERM stops the run;
     # --batchnorm is recorded only when given: checkpoints written before it existed still resume
-    checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every, interrupt_only=not checkpointing,
-                              settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
-                                        if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
-                              notes={"--data": None if args.data is None else os.path.abspath(args.data)})
+    checkpoint = None if not keeps_checkpoints else Checkpointer(
+        ckpt_dir, every_steps=args.checkpoint_every, interrupt_only=not checkpointing,
+        settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
+                  if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
+        notes={"--data": None if args.data is None else os.path.abspath(args.data)})
 
     class EpochLine(Callback):
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:

@@ -197,8 +197,8 @@ def test_deepnet_train_stopped_by_a_signal_checkpoints_and_resumes_bit_identical
     _, header = read_tensors(ckpt, expect_format="deepnet-checkpoint")
     assert header["next_batch"] == (int(m[2]) if m[2] else 0)
     assert epoch >= 2
-    # a new run in the same --out is refused, saying how to go on
-    proc = _deepnet("train", "--out", out, "--epochs", "1")
+    # a new run with checkpoints in the same --out is refused, saying how to go on
+    proc = _deepnet("train", "--out", out, "--epochs", "1", "--checkpoint-every", "50")
     _, refusal = proc.communicate(timeout=120)
     assert proc.returncode == 1 and f"resume it with: deepnet train --out {out} --resume" in refusal
     resumed, _ = _finish("train", "--out", out, "--resume", "--epochs", epoch + 1)
@@ -209,3 +209,12 @@ def test_deepnet_train_stopped_by_a_signal_checkpoints_and_resumes_bit_identical
     assert sorted(ref) == sorted(got)
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])          # bit for bit
+
+
+def test_a_new_run_without_checkpoints_leaves_an_earlier_runs_checkpoints_alone(tmp_path, capsys):
+    from deepnet.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--checkpoint-every", "20", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    assert main(["train", "--out", str(out), "--epochs", "1", "--seed", "1", "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
