@@ -218,3 +218,91 @@ def test_a_new_run_without_checkpoints_leaves_an_earlier_runs_checkpoints_alone(
     before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
     assert main(["train", "--out", str(out), "--epochs", "1", "--seed", "1", "--quiet"]) == 0
     assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+
+
+class SignalInStep(dn.Layer):
+    """Identity that sends SIGINT during the forward pass of its ``at``-th training step: the
+    signal lands inside a step (of the captured step too, whose Python runs at each NumPy replay)."""
+
+    count = {"at": 0, "steps": 0}     # outside the layer's state (a captured step must not replace it)
+
+    def forward(self, x, training=False):
+        if training:
+            self.count["steps"] += 1
+            if self.count["steps"] == self.count["at"]:
+                os.kill(os.getpid(), signal.SIGINT)
+        self._cache = True
+        return x
+
+    def backward(self, grad_output, need_input_grad=True):
+        return grad_output
+
+
+def _graph_net(at):
+    net = dn.Network([dn.Dense(6, 16), dn.ReLU(), SignalInStep(), dn.Dense(16, 3)], seed=4,
+                     loss="xent", optimizer=dn.Adam(1e-2))
+    SignalInStep.count.update(at=at, steps=0)
+    return net
+
+
+@pytest.mark.parametrize("graphs, stop", [("off", (2, 5)), ("on", (2, 5)), ("epoch", (2, 12))])
+def test_the_captured_step_stops_between_steps_or_at_the_end_of_an_epoch_graph(tmp_path, graphs, stop):
+    X, y = _data()                      # 12 steps an epoch: 11 full batches and a short one
+    ref = _graph_net(0)
+    ref.fit(X, y, epochs=3, batch_size=8, graphs=graphs)
+    net = _graph_net(17)
+    with pytest.raises(dn.TrainingInterrupted) as info:
+        net.fit(X, y, epochs=3, batch_size=8, graphs=graphs, checkpoint=Checkpointer(tmp_path))
+    assert (info.value.epoch, info.value.batch) == stop
+    again = _graph_net(0)
+    again.fit(X, y, epochs=3, batch_size=8, graphs=graphs, checkpoint=Checkpointer(tmp_path), resume=True)
+    for k, v in ref.get_weights().items():
+        np.testing.assert_array_equal(again.get_weights()[k], v)
+
+
+def test_a_signal_after_the_last_step_lets_the_run_finish_then_acts_as_usual(tmp_path):
+    X, y = _data()
+    net = _net()
+    with pytest.raises(KeyboardInterrupt) as info:
+        net.fit(X, y, epochs=2, batch_size=8, checkpoint=Checkpointer(tmp_path), callbacks=[SignalAt(signal.SIGINT, 24)])
+    assert not isinstance(info.value, dn.TrainingInterrupted)       # Python's own, once fit is over
+    assert net.step_count == 24 and Checkpointer(tmp_path).read_state()["epochs_done"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _mpi_missing():
+    from deepnet.distributed.launch import find_mpiexec
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "needs mpi4py (pip install deepnet[mpi])"
+    return None if find_mpiexec() is not None else "no mpiexec found (pip install mpich)"
+
+
+@pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+def test_ctrl_c_in_a_data_parallel_run_stops_every_rank_at_the_same_step_and_resumes_bit_identically(tmp_path):
+    """`deepnet train --nproc 2`, Ctrl-C from the terminal (SIGINT to the whole process group:
+    the launcher, mpiexec and both ranks): rank 0 checkpoints the step every rank stopped at."""
+    out = tmp_path / "run"
+    common = ["--nproc", "2", "--batch-size", "4", "--seed", "3"]
+    proc = _deepnet("train", "--out", out, "--epochs", "500", *common, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/500"):
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 130, err
+    m = re.search(r"deepnet: interrupted \(SIGINT\) (?:at epoch (\d+), step (\d+) of \d+|at the end of epoch (\d+)); "
+                  r"checkpoint written to (\S+); resume with: deepnet train --out (\S+) --resume\n", err)
+    assert m and m[5] == str(out), err
+    assert err.count("deepnet: interrupted") == 1                 # rank 0 says it, once
+    epoch = int(m[1] or m[3])
+    _finish("train", "--out", out, "--resume", "--epochs", epoch + 1, "--nproc", "2")
+    _finish("train", "--out", tmp_path / "ref", "--epochs", epoch + 1, *common)
+    ref, got = _weights(tmp_path / "ref" / "model.npz"), _weights(out / "model.npz")
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
