@@ -709,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", default=None, metavar="DIR", help="write PNG pictures here")
     t.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                    help="also save a checkpoint every STEPS steps (checkpoints are written at each epoch end "
-                        "whenever this or --resume is given)")
+                        "whenever this or --resume is given; Ctrl-C or SIGTERM writes one where the run stopped "
+                        "in any case)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run whose checkpoints are in --out (an error if there are none); settings "
                         "not given are taken from the checkpoint, settings given differently are refused, "
