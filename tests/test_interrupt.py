@@ -306,3 +306,45 @@ def test_ctrl_c_in_a_data_parallel_run_stops_every_rank_at_the_same_step_and_res
     ref, got = _weights(tmp_path / "ref" / "model.npz"), _weights(out / "model.npz")
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])
+
+
+def _rank_pid(marker: str, rank: int) -> int | None:
+    """The process id of rank ``rank`` of the deepnet run whose command line holds ``marker``."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"deepnet.cli" in cmd and marker.encode() in cmd and f"PMI_RANK={rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(_mpi_missing() is not None or not Path("/proc/self/environ").exists(),
+                    reason=str(_mpi_missing() or "needs Linux /proc to find a rank's process"))
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step():
+    """A scheduler may signal one process only: the other rank stops after the same step and
+    rank 0 writes the checkpoint and says so (with the signal rank 1 received)."""
+    import tempfile
+    from deepnet.distributed.launch import find_mpiexec
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "one-rank-signalled"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([find_mpiexec(), "-n", "2", sys.executable, "-m", "deepnet.cli", "train", "--out",
+                                 str(out), "--epochs", "500", "--batch-size", "4"], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for line in proc.stdout:
+            if line.startswith("epoch 1/500"):
+                break
+        pid = _rank_pid(str(out), 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert proc.returncode == 143, err
+        m = re.search(r"deepnet: interrupted \(SIGTERM\) .*; checkpoint written to (\S+); resume with", err)
+        assert m and Path(m[1]).is_file(), err
