@@ -799,14 +799,18 @@ def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
     if n == 1:
         return None
     cmd = mpiexec_command(n, _without_nproc(argv))
+    # mpiexec runs in a session of its own, so that Ctrl-C (which the terminal sends to this process
+    # group) and SIGTERM reach it once, passed on from here; it passes them to every rank, which
+    # stop at the same step and checkpoint
     try:
-        proc = subprocess.Popen(cmd)
+        proc = subprocess.Popen(cmd, start_new_session=True)
     except OSError as err:
         raise CLIError(f"--nproc: could not start {cmd[0]}: {err}") from None
-    # Ctrl-C reaches the ranks through mpiexec (the terminal signals the whole process group), and
-    # SIGTERM sent to this process is passed on: the ranks stop at the same step and checkpoint
-    previous = (signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.signal(signal.SIGTERM, lambda sig, frame: proc.send_signal(sig)))
+
+    def pass_on(sig: int, frame: Any) -> None:
+        proc.send_signal(sig)
+
+    previous = (signal.signal(signal.SIGINT, pass_on), signal.signal(signal.SIGTERM, pass_on))
     try:
         return proc.wait()
     finally:
