@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from importlib import metadata
@@ -829,13 +830,30 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (during training, ``fit`` stops after its step instead)."""
+
+
+def _terminate(sig: int, frame: Any) -> None:
+    raise Terminated()
+
+
+_terminate.yields_to_fit = True      # type: ignore[attr-defined]  (fit takes SIGTERM over while it trains)
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     where = f"deepnet: rank {launched_rank()}" if launched_size() > 1 else "deepnet"
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     try:
+        if own:
+            signal.signal(signal.SIGTERM, _terminate)
         started = _start_processes(args, argv)
         if started is not None:
             return started
         return int(args.func(args) or 0)
+    except Terminated:
+        print(f"{where}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130
@@ -855,6 +873,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             sys.stderr.flush()
             abort_job(EXIT_ERROR)
         raise
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

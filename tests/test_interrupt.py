@@ -348,3 +348,18 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step():
         assert proc.returncode == 143, err
         m = re.search(r"deepnet: interrupted \(SIGTERM\) .*; checkpoint written to (\S+); resume with", err)
         assert m and Path(m[1]).is_file(), err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a named pipe (POSIX)")
+def test_sigterm_before_training_ends_with_a_line_and_143(tmp_path):
+    """SIGTERM while `deepnet train` reads its data (here a pipe nobody writes into): one line, 143."""
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    proc = _deepnet("train", "--dataset", "csv", "--data", fifo, "--out", tmp_path / "run")
+    fd = os.open(fifo, os.O_WRONLY)          # returns once the command opened the pipe to read it
+    try:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "deepnet: terminated (SIGTERM)", err

@@ -19,9 +19,11 @@ SIGNALS = ("SIGINT", "SIGTERM")
 
 
 def _is_default(sig: int, handler: Any) -> bool:
-    """Whether ``handler`` is Python's own for ``sig`` (a handler the program set is left alone,
-    and so is an ignored signal)."""
-    return handler is signal.SIG_DFL or (sig == signal.SIGINT and handler is signal.default_int_handler)
+    """Whether ``handler`` is Python's own for ``sig``, or one marked ``yields_to_fit`` (the
+    command line's SIGTERM handler outside training); a handler the program set is left alone,
+    and so is an ignored signal."""
+    return (handler is signal.SIG_DFL or (sig == signal.SIGINT and handler is signal.default_int_handler)
+            or getattr(handler, "yields_to_fit", False))
 
 
 class StopSignals:
