@@ -36,6 +36,7 @@ from .layers import (
     Tanh,
 )
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
+from .errors import TrainingInterrupted
 from .network import History, Network, NonFiniteError
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
 from .testing import LayerContractError, check_layer_contract
@@ -49,6 +50,7 @@ __all__ = [
     "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",
     "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
+    "TrainingInterrupted",
     "__version__", "available_backends", "check_layer", "check_loss", "get_backend", "set_backend",
     "to_device", "to_host", "use_backend",
 ]

@@ -69,11 +69,13 @@ def resume_refusal(path: str | os.PathLike[str], diffs: list[str]) -> str:
 class Checkpointer:
     """Save training state into ``directory`` every ``every_steps`` steps (0: only at
     the end of each epoch) and at every epoch end; keep the last ``keep`` files and the
-    best one by ``monitor`` (``"val_loss"`` falls back to ``"loss"`` without validation)."""
+    best one by ``monitor`` (``"val_loss"`` falls back to ``"loss"`` without validation).
+    When SIGINT or SIGTERM stops the run, it saves where the run stopped; ``interrupt_only``:
+    only then."""
 
     def __init__(self, directory: str | os.PathLike[str], every_steps: int | None = 0, keep: int = 3,
                  monitor: str = "val_loss", mode: str = "auto", settings: dict[str, Any] | None = None,
-                 notes: dict[str, Any] | None = None) -> None:
+                 notes: dict[str, Any] | None = None, interrupt_only: bool = False) -> None:
         every_steps = every_steps or 0
         if not isinstance(every_steps, int) or every_steps < 0:
             raise ValueError(f"Checkpointer: every_steps must be a non-negative integer, got {every_steps!r}")
@@ -96,7 +98,13 @@ class Checkpointer:
         #: a data-parallel run's communicator (set by the trainer): rank 0 writes, and every
         #: rank's dropout generator state is recorded and restored to that rank
         self.communicator: Any = None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        #: write only when SIGINT or SIGTERM stops the run (the command line's checkpointer when
+        #: no checkpoints were asked for: the work is never lost, and no file is written otherwise)
+        self.interrupt_only = bool(interrupt_only)
+        #: the latest checkpoint this checkpointer wrote (not best.npz), or None
+        self.last_saved: Path | None = None
+        if not self.interrupt_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._stale_removed = False
 
     def _remove_stale(self) -> None:
@@ -110,6 +118,8 @@ class Checkpointer:
     # ------------------------------------------------------------------ files
     def paths(self) -> list[Path]:
         """Checkpoint files, oldest first."""
+        if not self.directory.is_dir():
+            return []
         found = [(int(m[2]), int(m[1]), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
         return [p for _, _, p in sorted(found)]
 
@@ -152,6 +162,8 @@ class Checkpointer:
     def _write(self, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
                partial: dict | None, name: str | None = None) -> Path:
         path = self.directory / (name or f"ckpt-e{epoch:04d}-s{net.step_count:08d}.npz")
+        if name is None:
+            self.last_saved = path
         comm = self.communicator
         if comm is None or comm.size == 1:
             return self._write_file(path, net, epoch, next_batch, rng_state, history, partial, name)
@@ -171,6 +183,7 @@ class Checkpointer:
 
     def _write_file(self, path: Path, net: Any, epoch: int, next_batch: int, rng_state: dict, history: Any,
                     partial: dict | None, name: str | None, ranks: list[dict] | None = None) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale()
         tensors: dict[str, np.ndarray] = {f"model/{k}": v for k, v in net.get_weights().items()}
         tensors.update({f"state/{k}": v for k, v in layer_state(net).items()})

@@ -11,9 +11,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from importlib import metadata
@@ -32,7 +34,7 @@ from .datasets.registry import NAMES
 from .diagnostics import GradientFlow
 from .distributed import communicator
 from .distributed.launch import COMM_KINDS, abort_job, launched_rank, launched_size, mpiexec_command
-from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError
+from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError, TrainingInterrupted
 from .io import atomic_write, load_network, save_model
 from .layers import Dropout
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
@@ -46,6 +48,7 @@ from .schedules import LearningRateScheduler, get_schedule
 from .training import Trainer
 from .training.captured import GRAPHS
 from .training.data_parallel import ranks_refusal
+from .training.trainer import interrupted_at
 from .version import __version__
 
 EXIT_ERROR = 1
@@ -270,7 +273,46 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
     if epochs_before is not None and args.epochs != epochs_before:
         _say(args, f"resuming with --epochs {args.epochs} (the run was started with {epochs_before})")
     return {"checkpoint": str(state["path"]), "settings_from_checkpoint": taken, "finished": state["finished"],
-            "epochs_done": state["epochs_done"], "epochs": {"recorded": epochs_before, "used": args.epochs}}
+            "epochs_done": state["epochs_done"], "next_batch": state["next_batch"],
+            "epochs": {"recorded": epochs_before, "used": args.epochs}}
+
+
+def _resuming_from(resumed: dict[str, Any]) -> str:
+    """The line a resumed run starts with: which checkpoint, and where in the run."""
+    epoch, step = resumed["epochs_done"] + 1, resumed["next_batch"]
+    where = f"at epoch {epoch}, step {step}" if step else f"at the start of epoch {epoch}"
+    return f"resuming from {resumed['checkpoint']} {where}"
+
+
+def _new_run_check(out: Path, ckpt_dir: Path, checkpointing: bool) -> bool:
+    """A new run never mixes its checkpoints with an earlier run's (one stopped by Ctrl-C
+    leaves one even without --checkpoint-every): with checkpoints asked for, refuse, saying how
+    to go on; without, return False (the run then writes no checkpoint, even on Ctrl-C)."""
+    last = Checkpointer(ckpt_dir, interrupt_only=True).last_path()
+    if last is not None and not checkpointing:
+        return False
+    if last is not None:
+        raise CLIError(f"{ckpt_dir} holds checkpoints of an earlier run (last: {last.name}); a new run's "
+                       f"checkpoints would mix with them: resume it with: deepnet train --out {out} --resume; "
+                       f"or start the new run in another --out (or remove {ckpt_dir})")
+    return True
+
+
+def _interrupted(args: argparse.Namespace, err: TrainingInterrupted, out: Path) -> int:
+    """The one line a run stopped by SIGINT or SIGTERM ends with (rank 0 says it); its exit status."""
+    if launched_rank() == 0:
+        if err.aborted:
+            line = f"{err}; resume from the last checkpoint, if any, with: deepnet train --out {out} --resume"
+        elif err.checkpoint is None:
+            line = (f"interrupted ({err.signal_name}) {interrupted_at(err)}; no checkpoint written: "
+                    f"{out / 'checkpoints'} holds an earlier run's checkpoints (a run keeps its work on Ctrl-C "
+                    "in an --out of its own)")
+        else:
+            line = (f"interrupted ({err.signal_name}) {interrupted_at(err)}; checkpoint written to {err.checkpoint}; "
+                    f"resume with: deepnet train --out {out} --resume")
+        print(f"deepnet: {line}", file=sys.stderr, flush=True)
+    args.stopped_together = not err.aborted       # every rank stopped at the same step: no abort
+    return err.exit_code
 
 
 def _keep_earlier(path: Path) -> Path | None:
@@ -361,13 +403,11 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
             print(f"nothing to train: the run in {out} has finished ({why}); its model is {out / 'model.npz'}",
                   flush=True)
         return 0
+    if resumed is not None:
+        _say(args, _resuming_from(resumed))
     checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
+    keeps_checkpoints = resumed is not None or _new_run_check(out, ckpt_dir, checkpointing)
     if resumed is None:
-        if checkpointing and ckpt_dir.is_dir():
-            try:
-                Checkpointer(ckpt_dir).check_new_run()
-            except ResumeError as err:
-                raise CLIError(f"{err} (a new run's checkpoints would mix with them)") from None
         if args.epochs == 0 and (out / "model.npz").exists():
             raise CLIError(f"--epochs 0 would replace the trained model in {out} with an untrained one "
                            "(choose another --out)")
@@ -425,14 +465,13 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
              "class_names": data.class_names, "n_features": data.n_features, "split": _split_record(args, data)}
-    checkpoint = None
-    if checkpointing:
-        # --batchnorm is recorded only when given: checkpoints written before it existed still resume
-        checkpoint = Checkpointer(ckpt_dir, every_steps=args.checkpoint_every,
-                                  settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
-                                            if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
-                                  notes={"--data": None if args.data is None else os.path.abspath(args.data),
-                                         "model": extra})
+    # without --checkpoint-every or --resume, a checkpoint is written only if SIGINT or SIGTERM stops the run;
+    # --batchnorm is recorded only when given: checkpoints written before it existed still resume
+    checkpoint = None if not keeps_checkpoints else Checkpointer(
+        ckpt_dir, every_steps=args.checkpoint_every, interrupt_only=not checkpointing,
+        settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
+                  if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
+        notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
 
     class EpochLine(Callback):
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
@@ -444,11 +483,16 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     # 4. train, then save at once (before anything else can fail), then evaluate
     t0 = time.perf_counter()
     net.loss, net.optimizer = loss, opt      # what net.fit(loss=, optimizer=) does; then its Trainer, given rows
-    hist = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
-                   validation_data=None if val_rows is None else (X, y), validation_rows=val_rows,
-                   callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows,
-                   graphs=args.graphs, precision=args.precision, communicator=comm,
-                   sync_batchnorm=args.sync_batchnorm).fit(X, y)
+    trainer = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
+                      validation_data=None if val_rows is None else (X, y), validation_rows=val_rows,
+                      callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows,
+                      graphs=args.graphs, precision=args.precision, communicator=comm,
+                      sync_batchnorm=args.sync_batchnorm)
+    trainer.signals.redeliver = False       # one after the last step: the results are saved first
+    try:
+        hist = trainer.fit(X, y)
+    except TrainingInterrupted as err:
+        return _interrupted(args, err, out)
     train_time = time.perf_counter() - t0
     if comm is not None and comm.rank != 0:
         return 0            # rank 0 saves, evaluates and reports; the weights are the same on every rank
@@ -493,6 +537,9 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     print(f"test accuracy {100 * test['accuracy']:.2f}% on {len(data.y_test):,} {data.name} test samples "
           f"(train {train_time:.1f}s); model {model_path}, summary {out / 'summary.json'}"
           + (f", plots in {args.plot}" if args.plot else ""), flush=True)
+    if trainer.signals.late:
+        print(f"deepnet: {trainer.signals.late} came after the last step: the run finished and its results are "
+              "saved", file=sys.stderr, flush=True)
     return 0
 
 
@@ -835,7 +882,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", default=None, metavar="DIR", help="write PNG pictures here")
     t.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                    help="also save a checkpoint every STEPS steps (checkpoints are written at each epoch end "
-                        "whenever this or --resume is given)")
+                        "whenever this or --resume is given; Ctrl-C or SIGTERM writes one where the run stopped "
+                        "in any case)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run whose checkpoints are in --out (an error if there are none); settings "
                         "not given are taken from the checkpoint, settings given differently are refused, "
@@ -930,10 +978,23 @@ def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
     if n == 1:
         return None
     cmd = mpiexec_command(n, _without_nproc(argv))
+    # mpiexec runs in a session of its own, so that Ctrl-C (which the terminal sends to this process
+    # group) and SIGTERM reach it once, passed on from here; it passes them to every rank, which
+    # stop at the same step and checkpoint
     try:
-        return subprocess.call(cmd)
+        proc = subprocess.Popen(cmd, start_new_session=True)
     except OSError as err:
         raise CLIError(f"--nproc: could not start {cmd[0]}: {err}") from None
+
+    def pass_on(sig: int, frame: Any) -> None:
+        proc.send_signal(sig)
+
+    previous = (signal.signal(signal.SIGINT, pass_on), signal.signal(signal.SIGTERM, pass_on))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -946,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()          # a closed pipe shows here, inside the try, not at exit
     except BrokenPipeError:
         return _closed_pipe()
-    if code and launched_size() > 1:
+    if code and launched_size() > 1 and not getattr(args, "stopped_together", False):
         abort_job(code)         # the other ranks may be waiting for this one: end the whole job
     return code
 
@@ -964,13 +1025,30 @@ def _closed_pipe() -> int:
     return EXIT_CLOSED_PIPE
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (during training, ``fit`` stops after its step instead)."""
+
+
+def _terminate(sig: int, frame: Any) -> None:
+    raise Terminated()
+
+
+_terminate.yields_to_fit = True      # type: ignore[attr-defined]  (fit takes SIGTERM over while it trains)
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     where = f"deepnet: rank {launched_rank()}" if launched_size() > 1 else "deepnet"
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     try:
+        if own:
+            signal.signal(signal.SIGTERM, _terminate)
         started = _start_processes(args, argv)
         if started is not None:
             return started
         return int(args.func(args) or 0)
+    except Terminated:
+        print(f"{where}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130
@@ -990,6 +1068,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             sys.stderr.flush()
             abort_job(EXIT_ERROR)
         raise
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

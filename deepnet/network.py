@@ -301,6 +301,9 @@ class Network:
         rank calls ``fit`` with the same data and settings, trains on its shard of every
         global batch of ranks × ``batch_size`` rows, and the gradients are summed across the
         ranks); ``sync_batchnorm``: BatchNorm normalizes with the global batch's statistics.
+        Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, ``checkpoint`` (if given)
+        writes a checkpoint there, and :class:`~deepnet.errors.TrainingInterrupted` (a
+        ``KeyboardInterrupt``) is raised (docs/checkpoints.md).
         The rules in full: docs/training.md, docs/gpu.md and docs/distributed.md.
         """
         check_fit_arguments(self.ops, epochs, batch_size, check_finite, resume)   # before anything changes

@@ -292,7 +292,7 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_distributed.py", "-k", "shards_split or batch_2b"],
       "every rank trains the same rows of the short last global batch"),
     M("M55", "deepnet/training/data_parallel.py",
-      "        stopped = [reason for stop, reason, _ in flags if stop]\n",
+      "        stopped = [reason for stop, reason, _, _ in flags if stop]\n",
       "        stopped = []\n",
       ["tests/test_distributed.py", "-k", "stops_one_rank"],
       "a callback stops one rank only: it leaves the others waiting in their next reduction"),

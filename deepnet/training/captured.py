@@ -210,11 +210,12 @@ class StaticStep:
             self._settings = now
             self.graph = self.epoch_graph = None
 
-    def run_full_batches(self, first: int, hooks: Any = None) -> int:
+    def run_full_batches(self, first: int, hooks: Any = None, stop: Any = None) -> int:
         """Train the full batches from ``first`` and return how many batches are done.
         ``hooks``: None, or an object with ``begin(b)`` and ``end(b, f)`` (True: stop) called
-        around each step (the graphs' frozen settings are compared after ``begin``).  With
-        graphs="epoch" and no hooks, once the step's graph exists, runs of up to
+        around each step (the graphs' frozen settings are compared after ``begin``).  Without
+        hooks, ``stop(done)`` (True: stop; e.g. on Ctrl-C) is asked after each step or graph run.
+        With graphs="epoch" and no hooks, once the step's graph exists, runs of up to
         :data:`EPOCH_CHUNK` steps are one graph each (the device batch index carries on)."""
         b = first
         with self.ops.graphs.stream():
@@ -228,6 +229,8 @@ class StaticStep:
                     if hooks is None and chunk and self.n_full - b >= chunk:
                         self._run_chunk(chunk)
                         b += chunk
+                        if stop is not None and b < self.n_full and stop(b):
+                            return b
                         continue
                     self.graph.launch()
                     self._count(1)
@@ -239,6 +242,8 @@ class StaticStep:
                 else:
                     self._warm_up()
                 if hooks is not None and hooks.end(b, self.last[0]):
+                    return b + 1
+                if hooks is None and stop is not None and b + 1 < self.n_full and stop(b + 1):
                     return b + 1
                 b += 1
         return self.n_full

@@ -5,6 +5,7 @@ saves where the run is, before the epoch's partial logs enter the history.
 :class:`SaveCheckpoints` comes last in the callback list: after every other callback saw a
 batch or an epoch (so a per-batch schedule has run, and an early stop is recorded as the
 run's end), it saves every ``every_steps`` steps and at the end of every finished epoch.
+A checkpointer made ``interrupt_only`` saves only where SIGINT or SIGTERM stopped the run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from typing import Any
 
 from ..callbacks import Callback
 from .position import RunPosition
+
+
+def _wanted(checkpointer: Any, position: RunPosition) -> bool:
+    """Whether this stop point or epoch end is saved (an ``interrupt_only`` checkpointer: only
+    where a signal stopped the run)."""
+    return not checkpointer.interrupt_only or position.interrupted is not None
 
 
 class SaveStopPoint(Callback):
@@ -24,7 +31,7 @@ class SaveStopPoint(Callback):
 
     def on_epoch_totals(self, net: Any, epoch: int, totals: dict[str, Any]) -> None:
         pos = self.position
-        if not pos.finished_epoch:
+        if not pos.finished_epoch and _wanted(self.checkpointer, pos):
             self.checkpointer.save_training(net, epoch, pos.done, pos.epoch_rng_state, pos.history, totals)
 
 
@@ -46,5 +53,5 @@ class SaveCheckpoints(Callback):
                                             pos.partial_totals(done))
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
-        if self.position.finished_epoch:
+        if self.position.finished_epoch and _wanted(self.checkpointer, self.position):
             self.checkpointer.save_epoch(net, epoch, self.position.history, logs)

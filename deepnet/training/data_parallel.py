@@ -52,19 +52,30 @@ def check_resume_ranks(checkpointer: Any, size: int) -> None:
 
 class AgreeStop(Callback):
     """After each step and each epoch, every rank stops when any rank's callbacks stopped
-    (it runs on every rank at every step, so ranks with different callbacks stay in step)."""
+    or any rank received SIGINT or SIGTERM (``signals.received``; noted in ``position``); it
+    runs on every rank at every step, so ranks with different callbacks stay in step."""
 
-    def __init__(self, parallel: DataParallel) -> None:
-        self.parallel = parallel
+    def __init__(self, parallel: DataParallel, signals: Any = None, position: Any = None) -> None:
+        self.parallel, self.signals, self.position = parallel, signals, position
 
     def wants_batch_hooks(self) -> bool:
         return True
 
+    def _agree(self, net: Any) -> None:
+        received = None if self.signals is None else self.signals.received
+        sig = self.parallel.agree_stop(net, received)
+        pos = self.position
+        if sig is not None and pos is not None and pos.interrupted is None:
+            if pos.finished_epoch and pos.epoch == pos.last_epoch:
+                return          # after the run's last step: nothing left to stop, the run finishes
+            pos.interrupted, net.stop_training = sig, True
+            self.signals.heeded = True
+
     def on_batch_end(self, net: Any, step: int, logs: dict[str, Any]) -> None:
-        self.parallel.agree_stop(net)
+        self._agree(net)
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
-        self.parallel.agree_stop(net)
+        self._agree(net)
 
 
 class SettingsMismatch(ValueError):
@@ -150,20 +161,23 @@ class DataParallel:
                 f"rank {r}: {w}" for r, w in enumerate(every)) + " (the checkpoint folder must be the same "
                 "for every rank: a shared filesystem on several machines)")
 
-    def agree_stop(self, net: Any) -> None:
+    def agree_stop(self, net: Any, received: str | None = None) -> str | None:
         """A callback that stopped the run on some ranks stops it on all (with the first
         stopping rank's reason): the ranks must take the same steps.  A learning rate a
-        callback changed on some ranks only is refused (the models would drift apart)."""
-        flags = self.comm.allgather_object((bool(net.stop_training), net.stop_reason, net.optimizer.lr))
-        rates = [lr for _, _, lr in flags]
+        callback changed on some ranks only is refused (the models would drift apart).
+        ``received``: a signal this rank received; returns the first rank's such signal
+        (every rank gets the same answer), or None."""
+        flags = self.comm.allgather_object((bool(net.stop_training), net.stop_reason, net.optimizer.lr, received))
+        rates = [lr for _, _, lr, _ in flags]
         if any(lr != rates[0] for lr in rates):
             raise SettingsMismatch("fit: the ranks' learning rates differ: " + ", ".join(
                 f"rank {r} {lr:g}" for r, lr in enumerate(rates)) + " (a schedule or callback that changes "
                 "the optimizer must be given to every rank)")
-        stopped = [reason for stop, reason, _ in flags if stop]
+        stopped = [reason for stop, reason, _, _ in flags if stop]
         if stopped:
             net.stop_training = True
             net.stop_reason = next((r for r in stopped if r), net.stop_reason)
+        return next((sig for _, _, _, sig in flags if sig), None)
 
     # ------------------------------------------------------------------ steps
     def check_same_weights(self, net: Any) -> None:

@@ -28,6 +28,10 @@ class RunPosition:
         self.totals: dict[str, Any] = {}
         #: sums this process's totals over the ranks of a data-parallel run (None: one process)
         self.reduce: Any = None
+        #: the signal that stopped the run ("SIGINT", "SIGTERM"), or None
+        self.interrupted: str | None = None
+        #: the run's last epoch (a signal after its last step stops nothing)
+        self.last_epoch = 0
 
     def partial_totals(self, done: int, check_weights: bool = False) -> dict[str, Any]:
         """Totals of this epoch's batches so far (one device read)."""

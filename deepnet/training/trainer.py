@@ -18,7 +18,7 @@ from ..backend import Array, to_device, to_host
 from ..backend.host import as_host_rows
 from ..backend.precision import check_precision
 from ..callbacks import Callback
-from ..errors import ResumeError
+from ..errors import ResumeError, TrainingInterrupted
 from .batches import EpochBatches, ShardedBatches
 from .callback_list import CallbackList
 from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
@@ -28,6 +28,7 @@ from .data_parallel import AgreeStop, DataParallel, SettingsMismatch, check_resu
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
 from .history import History
+from .interrupt import StopSignals
 from .metrics import EpochMetrics
 from .position import RunPosition
 from .reporting import PrintEpochs, RecordHistory
@@ -106,6 +107,8 @@ class Trainer:
                              "data-parallel run; give communicator= (deepnet.distributed)")
         #: the data-parallel side of the run (None: one process, no communicator given)
         self.parallel = None if communicator is None else DataParallel(communicator, sync_batchnorm)
+        #: SIGINT and SIGTERM during the run: stop after the step, checkpoint, raise TrainingInterrupted
+        self.signals = StopSignals()
         if self.parallel is not None and check_finite == "skip":
             raise ValueError("fit: check_finite='skip' decides per process whether to skip a step, and the ranks "
                              "of a data-parallel run must all step; use 'raise' (the ranks' summed totals are "
@@ -250,14 +253,15 @@ class Trainer:
         """Train on (X, y) and return the history (products in :attr:`precision` meanwhile)."""
         ops = self.net.ops
         try:
-            if self.precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
-                return self._fit(X, y)
-            with ops.using_products(ops.products.with_precision(self.precision)):   # this thread's run only
-                return self._fit(X, y)
+            with self.signals:
+                if self.precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
+                    return self._fit(X, y)
+                with ops.using_products(ops.products.with_precision(self.precision)):   # this thread's run only
+                    return self._fit(X, y)
         except BaseException as err:
             par = self.parallel
-            if par is None or par.size == 1 or isinstance(err, SettingsMismatch):
-                raise           # (a mismatch is found by every rank at once: none is left waiting)
+            if par is None or par.size == 1 or isinstance(err, SettingsMismatch) or _agreed_stop(err):
+                raise           # (found by every rank at once: none is left waiting)
             # the other ranks would wait for this one in their next reduction: end the job
             print(f"deepnet: rank {par.rank} of {par.size} stopped the run: {type(err).__name__}: {err}",
                   file=sys.stderr, flush=True)
@@ -298,7 +302,7 @@ class Trainer:
             batches = ShardedBatches(net.ops, Xd, T, self.batch_size, par.rank, par.size, self.stream_chunk_rows,
                                      self.rows, par.min_shard_rows(net))
         pos = RunPosition(history, batches.n_batches, list(net.parameters().values()))
-        pos.carried = carried
+        pos.carried, pos.last_epoch = carried, self.epochs - 1
         guard = NonFiniteGuard(self.check_finite, net, pos, self.checkpointer)
         if par is not None:
             pos.reduce = par.sum_totals
@@ -307,7 +311,7 @@ class Trainer:
         printing = self.verbose and (par is None or par.rank == 0)
         # a data-parallel run: after every other callback saw a batch or an epoch, and before a
         # checkpoint records it, the ranks agree on whether to stop (each step, on every rank)
-        agree = [] if par is None else [AgreeStop(par)]
+        agree = [] if par is None else [AgreeStop(par, self.signals, pos)]
         callbacks = CallbackList(([] if ckpt is None else [SaveStopPoint(ckpt, pos)]) + [guard, RecordHistory(history)]
                                  + ([PrintEpochs(self.epochs)] if printing else []) + self.user_callbacks + agree
                                  + ([] if ckpt is None else [SaveCheckpoints(ckpt, pos)]))
@@ -320,6 +324,7 @@ class Trainer:
         for epoch in range(start_epoch, self.epochs):
             first = start_batch if epoch == start_epoch else 0
             logs = self._epoch(epoch, first, batches, labels, pos, guard, callbacks, val)
+            self._heed_signal(pos)       # one that came during validation: this epoch's end is the stop
             callbacks.epoch_end(net, epoch, logs)
             pos.carried = None
             if net.stop_training:
@@ -327,7 +332,34 @@ class Trainer:
         callbacks.train_end(net, {"history": history})
         if par is not None:
             par.check_same_weights(net)
+        if pos.interrupted is not None:
+            raise self._interrupted(pos)
         return history
+
+    def _heed_signal(self, pos: RunPosition) -> bool:
+        """After a step (or an epoch's validation): stop the run if SIGINT or SIGTERM came
+        and steps remain.  Returns whether the run stops.  A data-parallel run decides in
+        :class:`AgreeStop` instead, on every rank at the same step."""
+        net, sig = self.net, self.signals.received
+        if sig is not None and self.parallel is None and pos.interrupted is None:
+            if pos.finished_epoch and pos.epoch == pos.last_epoch:
+                return bool(net.stop_training)      # nothing left to stop: the run finishes
+            pos.interrupted, net.stop_training = sig, True
+            self.signals.heeded = True
+        return bool(net.stop_training)
+
+    def _interrupted(self, pos: RunPosition) -> TrainingInterrupted:
+        """The error ``fit`` raises after a signal stopped the run (its checkpoint written)."""
+        ckpt, sig = self.checkpointer, pos.interrupted or "SIGINT"
+        self.signals.heeded = True
+        err = TrainingInterrupted("", signal_name=sig, epoch=pos.epoch + 1, batch=pos.done, n_batches=pos.n_batches,
+                                  step=self.net.step_count, checkpoint=None if ckpt is None else ckpt.last_saved)
+        if err.checkpoint is not None:
+            then = f"checkpoint written to {err.checkpoint}; resume with fit(..., checkpoint=..., resume=True)"
+        else:
+            then = "no checkpoint written (fit was given none: pass checkpoint= to keep the work)"
+        err.args = (f"fit: interrupted ({sig}) {interrupted_at(err)}; {then}",)
+        return err
 
     def _epoch(self, epoch: int, first: int, batches: EpochBatches, labels: Array, pos: RunPosition,
                guard: NonFiniteGuard, callbacks: CallbackList, val: tuple[Array, Array, Array, Array] | None
@@ -387,13 +419,15 @@ class Trainer:
                 result = train_step(net, loss, opt, x, t, share=share, gradients=par.buckets)
             pos.done = b + 1
             if result is None:     # refused by the NaN guard (check_finite="skip")
+                if self._heed_signal(pos):
+                    break
                 continue
             net.step_count += 1
             metrics.record(b, s, e, *result)
             if batch_hooks:         # (a data-parallel run counts the global batch's rows; the loss is this rank's)
                 size = e - s if par is None else batches.global_rows(b)
                 callbacks.batch_end(net, net.step_count, {"loss": result[0], "batch": b, "size": size})
-            if net.stop_training:
+            if self._heed_signal(pos):
                 break
 
     def _static_epoch(self, first: int, pos: RunPosition, callbacks: CallbackList) -> None:
@@ -401,8 +435,13 @@ class Trainer:
         run between replays."""
         net, static = self.net, self.static
         assert static is not None
-        hooks = _BatchHooks(net, pos, callbacks, self.batch_size) if callbacks.batch_callbacks else None
-        pos.done = static.run_full_batches(first, hooks)
+        hooks = _BatchHooks(net, pos, callbacks, self.batch_size, self) if callbacks.batch_callbacks else None
+
+        def stop(done: int) -> bool:        # between steps (or graph runs) without per-batch callbacks
+            pos.done = done
+            return self._heed_signal(pos)
+
+        pos.done = static.run_full_batches(first, hooks, stop)
         if net.stop_training or pos.done < static.n_full:
             return
         if hooks is not None:
@@ -412,6 +451,20 @@ class Trainer:
             pos.done = static.n_full + 1
             if hooks is not None:
                 hooks.end(static.n_full, last[0])
+            else:
+                self._heed_signal(pos)
+
+
+def interrupted_at(err: TrainingInterrupted) -> str:
+    """Where a signal stopped the run: "at epoch 2, step 137 of 469" or "at the end of epoch 2"."""
+    if err.batch >= err.n_batches:
+        return f"at the end of epoch {err.epoch}"
+    return f"at epoch {err.epoch}, step {err.batch} of {err.n_batches}"
+
+
+def _agreed_stop(err: BaseException) -> bool:
+    """A stop every rank of a data-parallel run made together (no rank is left waiting)."""
+    return isinstance(err, TrainingInterrupted) and not err.aborted
 
 
 def _describe(cb: Callback) -> str:
@@ -425,8 +478,9 @@ class _BatchHooks:
     """The per-batch callbacks around each step of a captured run (the loss handed to them is a
     copy: the graph overwrites its own at the next replay)."""
 
-    def __init__(self, net: Any, pos: RunPosition, callbacks: CallbackList, batch_size: int) -> None:
+    def __init__(self, net: Any, pos: RunPosition, callbacks: CallbackList, batch_size: int, trainer: Trainer) -> None:
         self.net, self.pos, self.callbacks, self.batch_size = net, pos, callbacks, batch_size
+        self.trainer = trainer
 
     def begin(self, b: int) -> None:
         self.pos.batch = b
@@ -437,4 +491,4 @@ class _BatchHooks:
         pos.done = b + 1
         size = min(self.batch_size, pos.metrics.n - b * self.batch_size)
         self.callbacks.batch_end(net, net.step_count, {"loss": net.ops.copy(f), "batch": b, "size": size})
-        return bool(net.stop_training)
+        return self.trainer._heed_signal(pos)
