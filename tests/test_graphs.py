@@ -502,23 +502,30 @@ def _products_with(monkeypatch, ops, how):
     return ops
 
 
+def _companion(kind, ops):
+    """The graph companion a GPU run uses (CudaGraphs, here over the shaped namespace: capture
+    records nothing and a replay is not run) or the shaped backend's own checked capture."""
+    from deepnet.backend.graphs import CudaGraphs
+    ops.graphs = CudaGraphs(ops) if kind == "cuda" else _Capturing(ops)
+    return ops
+
+
 @pytest.mark.cupy_shaped
+@pytest.mark.parametrize("kind", ["cuda", "checked"])
 @pytest.mark.parametrize("how", sorted(CUBLAS_FAILURES))
-def test_auto_trains_without_a_graph_when_deepnets_cublas_handle_fails(monkeypatch, fresh_warnings, how):
+def test_auto_trains_without_a_graph_when_deepnets_cublas_handle_fails(monkeypatch, fresh_warnings, how, kind):
     """graphs="auto" falls back to the plain loop, saying why once; "on" and "epoch" raise naming
     the cause (a float32 run needs cuBLAS only for the captured products)."""
     X, y = _data()
     for mode in ("on", "epoch"):
-        ops = _products_with(monkeypatch, _shaped(), how)
-        ops.graphs = _Capturing(ops)
-        with pytest.raises(dn.BackendError, match=rf"fit\(graphs='{mode}'\): .*cuBLAS handle.*{CUBLAS_FAILURES[how]}"):
+        ops = _companion(kind, _products_with(monkeypatch, _shaped(), how))
+        with pytest.raises(dn.BackendError, match=rf"fit\(graphs='{mode}'\): .*{CUBLAS_FAILURES[how]}"):
             _net(ops, dn.Adam()).fit(X, y, epochs=2, batch_size=32, graphs=mode)
     ref = _net(_shaped(), dn.Adam())
     ref.fit(X, y, epochs=2, batch_size=32, graphs="off")
-    ops = _products_with(monkeypatch, _shaped(), how)
-    ops.graphs = _Capturing(ops)
+    ops = _companion(kind, _products_with(monkeypatch, _shaped(), how))
     net = _net(ops, dn.Adam())
-    with pytest.warns(captured.GraphCaptureWarning, match=CUBLAS_FAILURES[how]):
+    with pytest.warns(captured.GraphCaptureWarning, match=rf"cuBLAS handle.*{CUBLAS_FAILURES[how]}"):
         net.fit(X, y, epochs=2, batch_size=32)
     assert net.step_count == ref.step_count
     w0, w1 = _weights(ref), _weights(net)
