@@ -68,7 +68,8 @@ limit $T_PARITY python benchmarks/graph_parity.py --backend "$B" $DRYARG --json 
 
 echo "== 3. benchmark: every column of the issue's table =="
 T_BENCH=$(left $T_BENCH)
-limit $T_BENCH python benchmarks/bench_gpu_graphs.py $DRYARG --reps 3 --max-seconds-total $((T_BENCH > 20 ? T_BENCH - 10 : 10)) \
+BENCH_TOTAL=$((T_BENCH > 20 ? T_BENCH - 10 : 10))
+limit $T_BENCH python benchmarks/bench_gpu_graphs.py $DRYARG --reps 3 --max-seconds-total $BENCH_TOTAL \
   --json "$OUT/bench_graphs.json" > "$OUT/bench_graphs.txt" 2>&1; RC_BENCH=$?
 tail -20 "$OUT/bench_graphs.txt"
 

@@ -52,7 +52,8 @@ class NcclCommunicator:
         if not isinstance(commId, bytes):     # Cython's check of the typed argument ``bytes commId``
             raise TypeError(f"Argument 'commId' has incorrect type (expected bytes, got {type(commId).__name__})")
         if len(commId) != UNIQUE_ID_BYTES:
-            raise ValueError(f"commId must be the {UNIQUE_ID_BYTES} bytes get_unique_id() returns, got {len(commId)}")
+            raise ValueError(f"commId must be the {UNIQUE_ID_BYTES} bytes get_unique_id() returns, "
+                             f"got {len(commId)}")
         self._MPI, self._comm = MPI, MPI.COMM_WORLD
         if (ndev, rank) != (self._comm.Get_size(), self._comm.Get_rank()):
             raise ValueError(f"NcclCommunicator({ndev}, ..., {rank}) in an MPI job of {self._comm.Get_size()}")

@@ -80,9 +80,9 @@ def test_gpu_check_sizes_the_tests_limit_from_their_count():
     plan = re.search(r"tests: (\d+) GPU tests, limit (\d+) s;.* in all (\d+) s", out.stdout)
     assert plan, out.stdout
     n, limit, total = map(int, plan.groups())
-    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
-                                "tests", "-m", "cupy", "--deselect", "tests/test_gpu.py::test_gpu_check_script_dry_run"],
-                               capture_output=True, text=True, timeout=300, cwd=ROOT).stdout
+    collect = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests", "-m", "cupy",
+               "--deselect", "tests/test_gpu.py::test_gpu_check_script_dry_run"]
+    collected = subprocess.run([sys.executable, *collect], capture_output=True, text=True, timeout=300, cwd=ROOT).stdout
     assert n == int(re.search(r"(\d+)(/\d+)? tests? collected", collected).group(1)) > 104
     assert limit >= 30 + 2 * MEASURED_SECONDS_PER_GPU_TEST * n, "twice the measured rate, and time to start"
     assert total < 420, "the script must leave room for gpu_graphs_check.sh in a 10-minute device command"

@@ -486,7 +486,8 @@ def _failing_cublas(how: str):
     return NoHandle() if how == "create" else None
 
 
-CUBLAS_FAILURES = {"create": r"cublasCreate_v2 failed: expected CUBLAS_STATUS_SUCCESS, got CUBLAS_STATUS_NOT_INITIALIZED",
+CUBLAS_FAILURES = {"create": r"cublasCreate_v2 failed: expected CUBLAS_STATUS_SUCCESS, got "
+                              r"CUBLAS_STATUS_NOT_INITIALIZED",
                    "load": r"cuBLAS \(libcublas\) is needed .* but was not found"}
 
 
