@@ -15,15 +15,24 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-gpu-results}"
-DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
-PLAN=0; [ "${1:-}" = "--plan" ] && PLAN=1
+DRY=0; PLAN=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    --plan) PLAN=1 ;;
+    *) echo "gpu_check.sh: unknown option $arg (expected --dry-run, --plan)" >&2; exit 2 ;;
+  esac
+done
 [ "$PLAN" = 1 ] || mkdir -p "$OUT"
 START=$SECONDS
 # the dry-run test runs this script: never from inside it
 SELF_TEST=tests/test_gpu.py::test_gpu_check_script_dry_run
+# nor the tests that run these scripts with --plan or past their deadline (CPU tests)
+SCRIPT_TESTS=(--deselect tests/test_gpu.py::test_gpu_check_sizes_the_tests_limit_from_their_count
+              --deselect tests/test_gpu.py::test_the_gpu_scripts_stop_at_their_shared_deadline)
 if [ "$DRY" = 1 ]; then
   B=cupy-shaped; PARITY="--dry-run"; BENCH="--dry-run"
-  TESTS=(tests/test_gpu.py tests/test_cupy_shaped.py --deselect "$SELF_TEST")
+  TESTS=(tests/test_gpu.py tests/test_cupy_shaped.py --deselect "$SELF_TEST" "${SCRIPT_TESTS[@]}")
 else
   B=cupy; PARITY=""; BENCH=""
   # the CuPy variants only (CI runs every CPU variant already): kernels compile on first use
