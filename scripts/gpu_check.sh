@@ -7,31 +7,68 @@
 # Steps: 1. tests, 2. parity (criteria a, b, c of benchmarks/gpu_parity.py), 3. the CLI on
 # the backend (train, evaluate, predict), 4. benchmark against PyTorch.  Full results go to
 # $OUT (JSON and text); the last screen is a verdict, one line per step.  Each step has a
-# time limit, so the whole script stays under 5 minutes on a GPU machine.
+# time limit (the tests' from their count), so the whole script stays near 6 minutes at most.
+#     bash scripts/gpu_check.sh --plan      # count the GPU tests, print every step's limit, run nothing
+# GPU_CHECK_DEADLINE (seconds since the epoch, optional): no step runs past it, so this script
+# and scripts/gpu_graphs_check.sh fit one device command together (docs/gpu.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT="${OUT:-gpu-results}"
-mkdir -p "$OUT"
-DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
+DRY=0; PLAN=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    --plan) PLAN=1 ;;
+    *) echo "gpu_check.sh: unknown option $arg (expected --dry-run, --plan)" >&2; exit 2 ;;
+  esac
+done
+[ "$PLAN" = 1 ] || mkdir -p "$OUT"
 START=$SECONDS
 # the dry-run test runs this script: never from inside it
 SELF_TEST=tests/test_gpu.py::test_gpu_check_script_dry_run
+# nor the tests that run these scripts with --plan or past their deadline (CPU tests)
+SCRIPT_TESTS=(--deselect tests/test_gpu.py::test_gpu_check_sizes_the_tests_limit_from_their_count
+              --deselect tests/test_gpu.py::test_the_gpu_scripts_stop_at_their_shared_deadline)
 if [ "$DRY" = 1 ]; then
   B=cupy-shaped; PARITY="--dry-run"; BENCH="--dry-run"
-  TESTS=(tests/test_gpu.py tests/test_cupy_shaped.py --deselect "$SELF_TEST")
+  TESTS=(tests/test_gpu.py tests/test_cupy_shaped.py --deselect "$SELF_TEST" "${SCRIPT_TESTS[@]}")
 else
   B=cupy; PARITY=""; BENCH=""
   # the CuPy variants only (CI runs every CPU variant already): kernels compile on first use
   TESTS=(tests -m cupy --deselect "$SELF_TEST")
-  python -c "import deepnet.backend as b; b.get_ops('cupy'); print('cupy backend ok')" || exit 2
+  [ "$PLAN" = 1 ] || python -c "import deepnet.backend as b; b.get_ops('cupy'); print('cupy backend ok')" || exit 2
 fi
-# time limits per step (seconds), 280 s in all; a step that reaches its limit is stopped
-# (SIGINT, then SIGKILL 5 s later) and fails.  Expected on a GPU: about 2 minutes in all.
-T_TESTS=120; T_PARITY=70; T_TRAIN=20; T_CLI=15; T_BENCH=40
-limit() { local s=$1; shift; timeout -s INT -k 5 "$s" "$@"; }
+# how many tests step 1 runs (collected, not run: no GPU needed)
+N_TESTS=$(python -m pytest -q -p no:cacheprovider --collect-only "${TESTS[@]}" 2>/dev/null \
+  | sed -nE 's/^([0-9]+)(\/[0-9]+)? tests? collected.*/\1/p' | tail -1)
+N_TESTS=${N_TESTS:-0}
+# time limits per step (seconds); a step that reaches its limit is stopped (SIGINT, then SIGKILL
+# 5 s later) and fails.  The tests' limit follows their count: 104 GPU tests took 18 s on an H200
+# (0.17 s each, kernels compiled on first use included), so 0.35 s a test (twice that) plus 40 s
+# for starting Python, collecting the suite and initialising CUDA: 181 s for 404 tests.  Expected
+# on a GPU: about 3 minutes in all (tests about 85 s, parity 30 s, CLI 20 s, benchmark 40 s).
+if [ "$DRY" = 1 ]; then T_TESTS=120; else T_TESTS=$((40 + (N_TESTS * 35 + 99) / 100)); fi
+T_PARITY=70; T_TRAIN=20; T_CLI=15; T_BENCH=40
+T_ALL=$((T_TESTS + T_PARITY + T_TRAIN + 2 * T_CLI + T_BENCH))
+DEADLINE=${GPU_CHECK_DEADLINE:-0}
+limit() {       # limit SECONDS COMMAND...: at most SECONDS, and never past GPU_CHECK_DEADLINE
+  local s=$1 left; shift
+  if [ "$DEADLINE" -gt 0 ]; then
+    left=$((DEADLINE - $(date +%s)))
+    if [ "$left" -lt 10 ]; then echo "not run: GPU_CHECK_DEADLINE has passed" >&2; return 124; fi
+    [ "$left" -lt "$s" ] && s=$left
+  fi
+  timeout -s INT -k 5 "$s" "$@"
+}
+if [ "$PLAN" = 1 ]; then
+  echo "tests: $N_TESTS GPU tests, limit $T_TESTS s; parity $T_PARITY s; CLI train $T_TRAIN s, evaluate $T_CLI s," \
+    "predict $T_CLI s; benchmark $T_BENCH s; in all $T_ALL s"
+  exit 0
+fi
 
-echo "== 1. test suite ($([ "$DRY" = 1 ] && echo "CuPy-shaped and GPU tests" || echo "all, CuPy variants included")) =="
+echo "== 1. test suite ($([ "$DRY" = 1 ] && echo "CuPy-shaped and GPU tests" || echo "all, CuPy variants included"):" \
+  "$N_TESTS tests, limit $T_TESTS s) =="
 limit $T_TESTS python -m pytest -q -p no:cacheprovider "${TESTS[@]}" -ra --junitxml="$OUT/tests.xml" \
   > "$OUT/tests.txt" 2>&1; RC_TESTS=$?
 tail -3 "$OUT/tests.txt"

@@ -2,9 +2,12 @@
 communicator's code path on the CuPy-shaped backend (whose device addresses are host memory),
 where no GPU is at hand.
 
-``NcclCommunicator(ndev, commId, rank)``, ``allReduce(sendbuf, recvbuf, count, datatype, op,
-stream)`` and ``bcast(buff, count, datatype, root, stream)`` take raw addresses and integers
-as CuPy's do (cupy/cuda/nccl.pyx); the constants are nccl.h's.
+``get_unique_id()`` returns the 128 bytes of an ``ncclUniqueId`` as ``bytes``, and
+``NcclCommunicator(ndev, commId, rank)`` takes them (CuPy 14: ``NcclCommunicator(int ndev, bytes
+commId, int rank, NcclConfig config=None)``; CuPy 13 and older used a tuple of 128 integers);
+``allReduce(sendbuf, recvbuf, count, datatype, op, stream)`` and ``bcast(buff, count, datatype,
+root, stream)`` take raw addresses and integers as CuPy's do (cupy_backends/cuda/libs/nccl.pyx);
+the constants are nccl.h's.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ def get_version() -> int:
     return 22703
 
 
-def get_unique_id() -> tuple:
-    return tuple(int(v) for v in np.random.default_rng().integers(-128, 128, 128))
+#: NCCL_UNIQUE_ID_BYTES (nccl.h)
+UNIQUE_ID_BYTES = 128
+
+
+def get_unique_id() -> bytes:
+    """A fresh unique id: ``bytes`` of length 128, as CuPy 14 returns it."""
+    return np.random.default_rng().bytes(UNIQUE_ID_BYTES)
 
 
 def _at(ptr: int, count: int, datatype: int) -> np.ndarray:
@@ -39,10 +47,13 @@ def _at(ptr: int, count: int, datatype: int) -> np.ndarray:
 
 
 class NcclCommunicator:
-    def __init__(self, ndev: int, commId: tuple, rank: int) -> None:   # noqa: N803  (CuPy's names)
+    def __init__(self, ndev: int, commId: bytes, rank: int) -> None:   # noqa: N803  (CuPy's names)
         from mpi4py import MPI
-        if not isinstance(commId, tuple) or len(commId) != 128:
-            raise TypeError("commId must be the tuple of 128 values get_unique_id() returns")
+        if not isinstance(commId, bytes):     # Cython's check of the typed argument ``bytes commId``
+            raise TypeError(f"Argument 'commId' has incorrect type (expected bytes, got {type(commId).__name__})")
+        if len(commId) != UNIQUE_ID_BYTES:
+            raise ValueError(f"commId must be the {UNIQUE_ID_BYTES} bytes get_unique_id() returns, "
+                             f"got {len(commId)}")
         self._MPI, self._comm = MPI, MPI.COMM_WORLD
         if (ndev, rank) != (self._comm.Get_size(), self._comm.Get_rank()):
             raise ValueError(f"NcclCommunicator({ndev}, ..., {rank}) in an MPI job of {self._comm.Get_size()}")

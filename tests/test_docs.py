@@ -473,3 +473,14 @@ def test_files_and_tests_the_page_points_at_exist(doc):
         if not re.match(r"^[a-z]+://", link) and not (base / link).exists():
             missing.append(link)
     assert not missing, f"{rel(doc)} points at what does not exist: {sorted(missing)}"
+
+
+#: how a page would speak of whoever wrote or measured it instead of the project: a figure says
+#: its date, commit and machine, never who produced it
+NOT_THE_PROJECT = re.compile(r"\b(?i:sessions?|helpers?|agents?|we|our)\b|\bI\b")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=rel)
+def test_pages_speak_of_the_project_only(doc):
+    lines = [line.strip() for line in doc.read_text().splitlines() if NOT_THE_PROJECT.search(line)]
+    assert not lines, f"{rel(doc)} speaks of its authors, not of the project: {lines[:3]}"

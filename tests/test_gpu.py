@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,50 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert bench["dry_run"] and set(bench["results"]) == {"medium", "seed", "wide"}
     failed = [s["step"] for s in steps.values() if not s["ok"]]
     assert not failed and verdict["ok"] and out.returncode == 0, shown
+
+
+#: 104 GPU tests took 18 s on an H200 (pytest's time, kernel compilation included)
+MEASURED_SECONDS_PER_GPU_TEST = 18 / 104
+
+
+def _script(args, env=None, timeout=120):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **(env or {})}
+    return subprocess.run(["bash", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_gpu_check_sizes_the_tests_limit_from_their_count():
+    """The tests' limit was 120 s for 104 GPU tests; it now follows the count the script collects."""
+    out = _script(["scripts/gpu_check.sh", "--plan"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    plan = re.search(r"tests: (\d+) GPU tests, limit (\d+) s;.* in all (\d+) s", out.stdout)
+    assert plan, out.stdout
+    n, limit, total = map(int, plan.groups())
+    collect = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "tests", "-m", "cupy",
+               "--deselect", "tests/test_gpu.py::test_gpu_check_script_dry_run"]
+    collected = subprocess.run([sys.executable, *collect], capture_output=True, text=True, timeout=300, cwd=ROOT).stdout
+    assert n == int(re.search(r"(\d+)(/\d+)? tests? collected", collected).group(1)) > 104
+    assert limit >= 30 + 2 * MEASURED_SECONDS_PER_GPU_TEST * n, "twice the measured rate, and time to start"
+    assert total < 420, "the script must leave room for gpu_graphs_check.sh in a 10-minute device command"
+
+
+def test_the_gpu_scripts_stop_at_their_shared_deadline(tmp_path):
+    """Both scripts run in one device command (10 minutes at most) under GPU_CHECK_DEADLINE: past
+    it, no step starts, each says so and fails, and the scripts end at once."""
+    page = (ROOT / "docs" / "gpu.md").read_text()
+    deadline = int(re.search(r"GPU_CHECK_DEADLINE=\$\(\( \$\(date \+%s\) \+ (\d+) \)\)", page).group(1))
+    assert deadline + 60 <= 600, "a minute under the device's per-command limit, for what follows the deadline"
+    past = {"GPU_CHECK_DEADLINE": "1", "OUT": str(tmp_path / "graphs")}
+    start = time.monotonic()
+    out = _script(["scripts/gpu_graphs_check.sh", "--dry-run", "--skip-tests"], env=past)
+    assert out.returncode != 0 and time.monotonic() - start < 30, out.stdout + out.stderr
+    assert "not run: GPU_CHECK_DEADLINE has passed" in out.stderr + out.stdout
+    assert "FAIL (exit 124)  parity" in out.stdout and "FAIL (exit 124)  benchmark" in out.stdout, out.stdout
+    start = time.monotonic()        # (it still counts its tests: a few seconds on a GPU machine)
+    out = _script(["scripts/gpu_check.sh", "--dry-run"], env={**past, "OUT": str(tmp_path / "check")})
+    assert out.returncode == 1 and time.monotonic() - start < 90, out.stdout + out.stderr
+    verdict = json.loads((tmp_path / "check" / "verdict.json").read_text())
+    assert not any(step["ok"] for step in verdict["steps"]), verdict
+    assert "not run: GPU_CHECK_DEADLINE has passed" in (tmp_path / "check" / "tests.txt").read_text()
 
 
 @pytest.mark.parametrize("cupy_name", CUPY_PATHS)

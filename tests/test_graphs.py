@@ -465,3 +465,140 @@ def test_a_capture_refused_in_backward_retries_the_step_from_clean_gradients(fre
     w0, w1 = _weights(ref), _weights(net)
     for k in w0:
         np.testing.assert_allclose(w1[k], w0[k], rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------- deepnet's cuBLAS handle and the capture
+class _Capturing(CheckedGraphs):
+    """The shaped capture, taken by graphs="auto" as a GPU's would be."""
+
+    captures = True
+
+
+def _failing_cublas(how: str):
+    """What the captured products would call: a cuBLAS whose handle cannot be created (the status
+    cublasCreate returns when CUDA cannot initialise), or libcublas that cannot be loaded (None)."""
+    from deepnet.backend.cublas_shaped import NOT_INITIALIZED, FakeCublasLib
+
+    class NoHandle(FakeCublasLib):
+        def cublasCreate_v2(self, handle_ptr):      # noqa: N802  (cuBLAS's names)
+            return NOT_INITIALIZED
+
+    return NoHandle() if how == "create" else None
+
+
+CUBLAS_FAILURES = {"create": r"cublasCreate_v2 failed: expected CUBLAS_STATUS_SUCCESS, got "
+                              r"CUBLAS_STATUS_NOT_INITIALIZED",
+                   "load": r"cuBLAS \(libcublas\) is needed .* but was not found"}
+
+
+def _products_with(monkeypatch, ops, how):
+    from deepnet.backend import cublas
+    from deepnet.backend.cupy_products import CupyProducts
+
+    def not_found():
+        raise dn.BackendError("cuBLAS (libcublas) is needed for captured or mixed-precision products but was not "
+                              "found (cuda.pathfinder: no libcublas.so.13)")
+    monkeypatch.setattr(cublas, "load_cublas", not_found)
+    ops.products = CupyProducts(ops.xp, lib=_failing_cublas(how))
+    return ops
+
+
+def _companion(kind, ops):
+    """The graph companion a GPU run uses (CudaGraphs, here over the shaped namespace: capture
+    records nothing and a replay is not run) or the shaped backend's own checked capture."""
+    from deepnet.backend.graphs import CudaGraphs
+    ops.graphs = CudaGraphs(ops) if kind == "cuda" else _Capturing(ops)
+    return ops
+
+
+@pytest.mark.cupy_shaped
+@pytest.mark.parametrize("kind", ["cuda", "checked"])
+@pytest.mark.parametrize("how", sorted(CUBLAS_FAILURES))
+def test_auto_trains_without_a_graph_when_deepnets_cublas_handle_fails(monkeypatch, fresh_warnings, how, kind):
+    """graphs="auto" falls back to the plain loop, saying why once; "on" and "epoch" raise naming
+    the cause (a float32 run needs cuBLAS only for the captured products)."""
+    X, y = _data()
+    for mode in ("on", "epoch"):
+        ops = _companion(kind, _products_with(monkeypatch, _shaped(), how))
+        with pytest.raises(dn.BackendError, match=rf"fit\(graphs='{mode}'\): .*{CUBLAS_FAILURES[how]}"):
+            _net(ops, dn.Adam()).fit(X, y, epochs=2, batch_size=32, graphs=mode)
+    ref = _net(_shaped(), dn.Adam())
+    ref.fit(X, y, epochs=2, batch_size=32, graphs="off")
+    ops = _companion(kind, _products_with(monkeypatch, _shaped(), how))
+    net = _net(ops, dn.Adam())
+    with pytest.warns(captured.GraphCaptureWarning, match=rf"cuBLAS handle.*{CUBLAS_FAILURES[how]}"):
+        net.fit(X, y, epochs=2, batch_size=32)
+    assert net.step_count == ref.step_count
+    w0, w1 = _weights(ref), _weights(net)
+    for k in w0:
+        np.testing.assert_allclose(w1[k], w0[k], rtol=1e-6, atol=1e-7)
+
+
+def _logged(monkeypatch, ops):
+    """Log, in order, each ``begin_capture`` (with its stream) and each product deepnet's cuBLAS
+    handle computes (its function, the stream it is bound to, whether that stream was capturing)."""
+    from deepnet.backend.cublas_shaped import FakeCublasLib
+    from deepnet.backend.cupy_products import CupyProducts
+
+    log = []
+    xp = ops.xp
+
+    def product(name):
+        def call(self, handle, *args):
+            log.append((name, self.handles[handle]["stream"], xp.cuda.get_current_stream().is_capturing()))
+            return getattr(FakeCublasLib, name)(self, handle, *args)
+        return call
+
+    lib = type("LoggedCublas", (FakeCublasLib,), {n: product(n) for n in ("cublasSgemm_v2", "cublasDgemm_v2",
+                                                                         "cublasGemmEx")})()
+    ops.products = CupyProducts(xp, lib=lib)
+    begin = xp.cuda.Stream.begin_capture
+
+    def logged_begin(stream, *args, **kw):
+        log.append(("begin_capture", stream.ptr, False))
+        return begin(stream, *args, **kw)
+
+    monkeypatch.setattr(xp.cuda.Stream, "begin_capture", logged_begin)
+    return log
+
+
+def _warmed_before_capture(log, function):
+    first = next(i for i, entry in enumerate(log) if entry[0] == "begin_capture")
+    stream = log[first][1]
+    assert stream != 0
+    return (function, stream, False) in log[:first]
+
+
+@pytest.mark.cupy_shaped
+def test_a_product_runs_through_deepnets_cublas_handle_before_the_step_is_captured(monkeypatch):
+    """cuBLAS initialises a handle's state lazily, at its first call on a stream: that call is made
+    eagerly, on the capturing stream, before the capture begins (a float32 run's eager steps use
+    cupy.matmul, so without it the handle's first product would be inside the graph)."""
+    ops = _shaped()
+    log = _logged(monkeypatch, ops)
+    X, y = _data()
+    _net(ops, dn.Adam()).fit(X, y, epochs=1, batch_size=32, graphs="on")
+    assert _warmed_before_capture(log, "cublasSgemm_v2"), log[:8]
+
+
+@pytest.mark.cupy_shaped
+@pytest.mark.parametrize("precision, function", [("float32", "cublasSgemm_v2"), ("bf16", "cublasGemmEx")])
+def test_cuda_graphs_warm_cublas_up_on_the_capture_stream_then_capture(monkeypatch, precision, function):
+    """The GPU companion (CudaGraphs), run over the shaped namespace: the warm-up product is at the
+    run's precision, on the stream that then captures; a handle that fails is a CaptureError."""
+    from deepnet.backend import cupy_shaped
+    from deepnet.backend.graphs import CaptureError, CudaGraphs
+
+    monkeypatch.setattr(cupy_shaped._Graph, "launch", lambda self, stream=None: None)   # no replay on the CPU
+    ops = _shaped()
+    log = _logged(monkeypatch, ops)
+    graphs = CudaGraphs(ops)
+    x, w = ops.from_host(np.ones((4, 3), np.float32)), ops.from_host(np.ones((5, 3), np.float32))
+    with ops.using_products(ops.products.with_precision(precision)):
+        graphs.capture(lambda: ops.linear(x, w))
+    assert _warmed_before_capture(log, function), log
+    assert log[-1][0] == function and log[-1][2], "the step's own product is captured"
+    for how in CUBLAS_FAILURES:
+        ops = _products_with(monkeypatch, _shaped(), how)
+        with pytest.raises(CaptureError, match=CUBLAS_FAILURES[how]):
+            CudaGraphs(ops).capture(lambda: None)

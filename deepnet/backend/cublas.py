@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError
+from .cuda_setup import cuda_libraries_hint
 
 Array = Any
 
@@ -94,7 +95,7 @@ def load_cublas() -> ctypes.CDLL:
     else:
         reasons.append("ctypes.util.find_library('cublas') found nothing")
     raise BackendError("cuBLAS (libcublas) is needed for captured or mixed-precision products but was not found "
-                       f"({'; '.join(reasons)}); install CuPy's CUDA libraries: pip install 'cupy-cuda13x[ctk]'")
+                       f"({'; '.join(reasons)}); install CuPy's CUDA libraries: {cuda_libraries_hint()}")
 
 
 def layout(x: Array) -> tuple[bool, int] | None:

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import BackendError
 from . import cupy_kernels
 from .counter_rng import CounterRNG, build_philox_kernel
+from .cuda_setup import check_memory_limit
 from .cupy_products import CupyProducts
 from .graphs import CudaGraphs
 from .memory import DeviceMemory
@@ -131,8 +132,11 @@ class CupyOps(Ops):
 
     def __init__(self, cupy: Any = None) -> None:
         """``cupy``: the CuPy module (imported here, checking for a GPU, when not given; the
-        CuPy-shaped test backend passes its own namespace)."""
-        super().__init__(_import_cupy() if cupy is None else cupy)
+        CuPy-shaped test backend passes its own namespace).  A ``CUPY_GPU_MEMORY_LIMIT`` CuPy
+        cannot read is refused here, not at CuPy's first allocation."""
+        xp = _import_cupy() if cupy is None else cupy
+        check_memory_limit()
+        super().__init__(xp)
         #: computes gemm and linear: cupy.matmul eagerly, deepnet's cuBLAS handle under stream
         #: capture or at a reduced precision (``CupyProducts.with_precision``)
         self.products: CupyProducts = CupyProducts(self.xp)

@@ -56,6 +56,16 @@ class CupyProducts:
         """The shared cuBLAS handle (created, loading libcublas, on first use)."""
         return self._slot.get()
 
+    def prepare_capture(self) -> None:
+        """Before a capture, on the stream that will capture: make deepnet's cuBLAS handle (loading
+        libcublas) and run one small product through it at this provider's precision, so that
+        cuBLAS's lazy initialisation (its handle, its per-stream state) happens eagerly and never
+        inside the graph.  :class:`~deepnet.errors.BackendError` when cuBLAS cannot be loaded or
+        the handle cannot be made or used."""
+        xp = self.xp
+        one = xp.ones((2, 2), dtype=xp.float32)
+        self.cublas.gemm(one, one, None, False, self.precision)
+
     def capturing(self) -> bool:
         """Whether CuPy's current stream is capturing a graph (so CuPy's cuBLAS calls would fail)."""
         return bool(self.xp.cuda.get_current_stream().is_capturing())

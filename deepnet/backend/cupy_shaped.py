@@ -496,7 +496,7 @@ class ElementwiseKernel:
             env[f"_f_{typ}"] = dt.type
         with np.errstate(all="ignore"):
             for target, op, code in self.statements:
-                value = eval(code, {"__builtins__": {}}, env)   # noqa: S307  (our own parsed kernel source)
+                value = eval(code, {"__builtins__": {}}, env)   # noqa: S307  (deepnet's own kernel source, parsed)
                 if op != "=":
                     value = {"+=": operator.add, "-=": operator.sub, "*=": operator.mul,
                              "/=": operator.truediv}[op](env[target], value)

@@ -36,6 +36,20 @@ class CaptureError(BackendError):
     """The step could not be captured (the reason names what refused)."""
 
 
+def prepare_products(ops: Ops) -> None:
+    """Before a capture, on the capturing stream: let the backend's products make what they
+    need eagerly (CuPy: deepnet's cuBLAS handle, and one product through it).  A failure is a
+    :class:`CaptureError` naming its cause (``graphs="auto"`` then trains without a graph)."""
+    prepare = getattr(getattr(ops, "products", None), "prepare_capture", None)
+    if prepare is None:
+        return
+    try:
+        prepare()
+    except (BackendError, OSError, AttributeError) as err:
+        raise CaptureError(f"deepnet's cuBLAS handle, which captured products need, is unusable: "
+                           f"{' '.join(str(err).split())}") from None
+
+
 class Replay:
     """A captured step: :meth:`launch` runs it once more."""
 
@@ -105,6 +119,8 @@ class CheckedGraphs(StepGraphs):
 
     def capture(self, fn: Callable[[], Any], steps: int = 1, memory: Any = None) -> Replay:
         unit = self._checked(fn, steps)
+        with self._stream:
+            prepare_products(self.ops)
         try:
             unit()
         except (NotImplementedError, RuntimeError) as err:
@@ -172,9 +188,8 @@ class CudaGraphs(StepGraphs):
 
     def capture(self, fn: Callable[[], Any], steps: int = 1, memory: Any = None) -> Replay:
         stream = self._the_stream()
-        products = getattr(self.ops, "products", None)
-        if hasattr(products, "cublas"):
-            products.cublas      # deepnet's cuBLAS handle and workspace exist before the capture
+        with stream:
+            prepare_products(self.ops)      # cuBLAS's handle, workspace and first call: before the capture
         memory = self.private_memory() if memory is None else memory
         with stream, memory:
             stream.begin_capture()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Array
+from ..backend.cuda_setup import nccl_install_hint
 from .communicator import Communicator, Pending, check_reduce_op, check_root
 from .mpi import MPICommunicator
 
@@ -21,10 +22,10 @@ def import_nccl() -> Any:
     try:
         from cupy.cuda import nccl
     except ImportError as err:
-        raise ImportError(f"NCCL training needs CuPy with NCCL (pip install nvidia-nccl-cu12 or a CuPy built "
+        raise ImportError(f"NCCL training needs CuPy with NCCL ({nccl_install_hint()}, or a CuPy built "
                           f"with NCCL): {err}") from None
     if not getattr(nccl, "available", True):
-        raise ImportError("NCCL training needs CuPy with NCCL; this CuPy has none (pip install nvidia-nccl-cu12)")
+        raise ImportError(f"NCCL training needs CuPy with NCCL; this CuPy has none ({nccl_install_hint()})")
     return nccl
 
 
