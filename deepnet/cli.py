@@ -31,6 +31,7 @@ from .callbacks import Callback, EarlyStopping
 from .checkpoint import Checkpointer, resume_refusal, settings_differences
 from .datasets import DatasetError, InputFileError, load_dataset, read_labelled_inputs, scale_pixels
 from .datasets.registry import NAMES
+from .datasets.inputs import IMAGE_SUFFIXES
 from .diagnostics import GradientFlow
 from .distributed import communicator
 from .distributed.launch import COMM_KINDS, abort_job, launched_rank, launched_size, mpiexec_command
@@ -464,7 +465,8 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     if args.schedule:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
-             "class_names": data.class_names, "n_features": data.n_features, "split": _split_record(args, data)}
+             "class_names": data.class_names, "n_features": data.n_features, "pixel_max": data.pixel_max,
+             "split": _split_record(args, data)}
     # without --checkpoint-every or --resume, a checkpoint is written only if SIGINT or SIGTERM stops the run;
     # --batchnorm is recorded only when given: checkpoints written before it existed still resume
     checkpoint = None if not keeps_checkpoints else Checkpointer(
@@ -703,7 +705,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 INPUT_CONVENTION = (
     "Images are read as grayscale and must have the training images' size (28x28 for MNIST, 8x8 for "
-    "digits); like MNIST, the digit is light on a dark background, pixel values 0-255 (or 0-1). "
+    "digits); like MNIST, the digit is light on a dark background, pixel values 0-255 (or 0-1; a digits model also reads array and CSV rows in its data's 0-16). "
     ".npy arrays and CSV rows hold one sample per row; a CSV file may have a header row and a label "
     "column, as deepnet train reads them (see --label-column).")
 
@@ -720,9 +722,13 @@ def bright_background_rows(raw: np.ndarray, image_shape: Any) -> np.ndarray:
 
 
 def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, invert: str = "auto",
-                 label_column: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                 label_column: str | None = None, pixel_max: float = 255.0) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's rows (:func:`deepnet.datasets.read_labelled_inputs`), scaled like the training
-    data and, for images, inverted to light-on-dark as ``invert`` says; and its labels, if any."""
+    data and, for images, inverted to light-on-dark as ``invert`` says; and its labels, if any.
+
+    Values up to 1.5 are taken as already scaled; larger ones as 0..255 pixels, or, for rows of
+    an array or CSV file (not an image file) whose values stay within a source's own smaller
+    range (``pixel_max``: 16 for scikit-learn's digits), as that source's raw values."""
     raw, labels = read_labelled_inputs(path, n_features, image_shape, label_column)
     if invert == "yes" and (not image_shape or scale not in ("unit", "seed")):
         raise CLIError("--invert yes needs a model trained on images scaled 'unit' or 'seed'; this one was trained "
@@ -730,6 +736,10 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
     if scale not in ("unit", "seed"):
         return raw.astype(np.float32), labels
     pixels = raw.max() > 1.5            # 0..255 pixels; otherwise values already scaled like the training data
+    if pixels and pixel_max < 255 and raw.max() <= pixel_max and path.suffix.lower() not in IMAGE_SUFFIXES:
+        print(f"note: {path}: values 0..{raw.max():g} read as the training data's own pixel range "
+              f"0..{pixel_max:g}", file=sys.stderr, flush=True)
+        raw = raw * (255.0 / pixel_max)
     x = np.clip(raw, 0, 255) if pixels else raw.astype(np.float64)
     lo, hi = (0.0, 255.0) if pixels else ((0.01, 1.0) if scale == "seed" else (0.0, 1.0))
     if image_shape and invert != "no":
@@ -746,6 +756,12 @@ def _read_inputs(path: Path, n_features: int, scale: str, image_shape: Any, inve
     return scale_pixels(x, scale) if pixels else x.astype(np.float32), labels
 
 
+def _pixel_max(meta: dict[str, Any]) -> float:
+    """The largest raw pixel value of the model's training data (files from before it was
+    recorded: 16 for scikit-learn's digits, else 255)."""
+    return float(meta.get("pixel_max") or (16.0 if meta.get("dataset") == "digits" else 255.0))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     net = load_network(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
@@ -753,7 +769,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = []                     # every file read (and checked) before anything is printed
     for name in args.inputs:
         X, labels = _read_inputs(Path(name), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"),
-                                 args.invert, args.label_column)
+                                 args.invert, args.label_column, _pixel_max(meta))
         if labels is not None and labels.size and labels.max() >= net.output_width:
             i = int(np.argmax(labels >= net.output_width))
             raise CLIError(f"{name}: row {i} has label {labels[i]}, but the model has {net.output_width} classes "

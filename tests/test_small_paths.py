@@ -97,6 +97,21 @@ def test_predict_takes_several_files_of_every_kind(digits, tmp_path, capsys):
     assert f"{files[2]}: accuracy" in err and "of 5 labelled rows" in err and "all files" not in err
 
 
+def test_predict_reads_the_digits_raw_0_to_16_values_as_the_model_was_trained(digits, tmp_path, capsys):
+    """scikit-learn's digits come as 0..16: rows of them are scaled by 16 (not as 0..255 pixels),
+    with a note; the same digits as 0..255 pixels predict the same."""
+    model, X, y = digits
+    np.save(tmp_path / "raw16.npy", X[:40] * 16.0)
+    np.save(tmp_path / "raw255.npy", X[:40] * 255.0)
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tmp_path / "raw16.npy"), str(tmp_path / "raw255.npy")]) == 0
+    out, err = capsys.readouterr()
+    classes = [ln.split("\t")[1] for ln in out.splitlines()]
+    assert classes == _predicted(model, X[:40]) * 2
+    assert "raw16.npy: values 0..16 read as the training data's own pixel range 0..16" in err
+    assert "raw255.npy" not in err
+
+
 def test_predict_refuses_labels_outside_the_models_classes_and_a_header_without_label(digits, tmp_path, capsys):
     model, X, y = digits
     np.savetxt(tmp_path / "wrong.csv", np.column_stack([X[:3, 0] * 0 + 12, X[:3]]), delimiter=",")

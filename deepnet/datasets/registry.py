@@ -36,6 +36,9 @@ class Dataset:
     #: how the test rows were chosen: None for the source's own test set, else
     #: ``{"seed", "test_fraction", "rows"}`` (a split of ``rows`` rows drawn with ``seed``)
     split: dict[str, Any] | None = None
+    #: the largest raw pixel value of the source (255 for IDX images, 16 for scikit-learn's
+    #: digits): what ``scaling`` maps to 1
+    pixel_max: float = 255.0
 
     def test_digest(self) -> str:
         """SHA-256 (hex) of the test rows and labels as loaded (float32 X, int64 y): the same
@@ -136,7 +139,7 @@ def load_digits(scale: str = "unit", seed: int = 0, test_fraction: float = 0.25)
     Xtr, ytr, Xte, yte = _split(X, d.target.astype(np.int64), test_fraction, seed)
     return Dataset("digits", Xtr, ytr, Xte, yte,
                    "scikit-learn's 8x8 handwritten digits (1,797 images, bundled, no download)",
-                   scale, (8, 8), [str(i) for i in range(10)], _split_info(len(X), test_fraction, seed))
+                   scale, (8, 8), [str(i) for i in range(10)], _split_info(len(X), test_fraction, seed), 16.0)
 
 
 def _idx_dataset(name: str, path: str | os.PathLike[str] | None, scale: str, download: bool,
