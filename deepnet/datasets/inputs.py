@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputFileError
-from .tabular import read_text
+from .tabular import csv_numbers, read_text
 
 #: the image files :func:`read_inputs` reads (grayscale; colour is averaged)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -60,20 +60,6 @@ def read_npy_rows(path: str | os.PathLike[str]) -> np.ndarray:
     if raw.dtype.kind not in "biuf":
         raise InputFileError(path, f"expected numbers, got an array of dtype {raw.dtype}")
     return raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw.reshape(1, -1)
-
-
-def _csv_numbers(path: Path, body: list[list[str]], lines: list[int]) -> np.ndarray:
-    """CSV rows as float64, or an error naming the line and column of the first non-number."""
-    try:
-        return np.array(body, dtype=np.float64)
-    except ValueError:
-        for i, r in enumerate(body):
-            for j, c in enumerate(r):
-                try:
-                    float(c)
-                except ValueError:
-                    raise InputFileError(path, f"line {lines[i]}, column {j + 1}: {c!r} is not a number") from None
-        raise
 
 
 def _label_index(path: Path, names: list[str] | None, width: int, n_features: int,
@@ -139,7 +125,7 @@ def read_csv_labelled(path: str | os.PathLike[str], n_features: int,
         if len(r) != width:
             raise InputFileError(path, f"line {line}: expected {width} columns, got {len(r)}")
     index = _label_index(path, names, width, n_features, label_column)
-    data = _csv_numbers(path, body, lines)
+    data = csv_numbers(path, body, lines, InputFileError)
     if index is None:
         return data, None
     labels = data[:, index]

@@ -26,6 +26,21 @@ def read_text(path: str | os.PathLike[str]) -> str:
         raise DatasetError(path, f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
 
 
+def csv_numbers(path: str | os.PathLike[str] | None, body: list[list[str]], lines: list[int],
+                error: type[DatasetError] = DatasetError) -> np.ndarray:
+    """CSV rows as float64, or ``error`` naming the file line and column of the first non-number."""
+    try:
+        return np.array(body, dtype=np.float64)
+    except ValueError:
+        for i, r in enumerate(body):
+            for j, c in enumerate(r):
+                try:
+                    float(c)
+                except ValueError:
+                    raise error(path, f"line {lines[i]}, column {j + 1}: {c!r} is not a number") from None
+        raise
+
+
 def parse_csv(text: str, path: str | os.PathLike[str] | None = None, label_column: int | str = 0,
               n_features: int | None = None, header: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Parse CSV text into (features float32 (n, d), labels int64 (n,), feature names).
@@ -72,16 +87,7 @@ def parse_csv(text: str, path: str | os.PathLike[str] | None = None, label_colum
     if not -width <= label_column < width:
         raise DatasetError(path, f"label column {label_column} is outside the {width} columns")
     label_column %= width
-    try:
-        data = np.array(body, dtype=np.float64)
-    except ValueError:
-        for i, r in enumerate(body):
-            for j, c in enumerate(r):
-                try:
-                    float(c)
-                except ValueError:
-                    raise DatasetError(path, f"line {body_lines[i]}, column {j + 1}: {c!r} is not a number") from None
-        raise
+    data = csv_numbers(path, body, body_lines)
     labels = data[:, label_column]
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0) | (labels > 2**31)
