@@ -48,6 +48,15 @@ class SignalAt(dn.Callback):
             os.kill(os.getpid(), self.sig)
 
 
+def _assert_same_weights(net, ref) -> None:
+    """Bit for bit: a resumed run equals the uninterrupted one."""
+    want = ref.get_weights()
+    got = net.get_weights()
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_fit_stops_after_the_step_writes_a_checkpoint_and_resumes_bit_identically(tmp_path, sig, code):
     X, y = _data()                      # 90 rows, batch 8: 12 steps an epoch
@@ -68,8 +77,7 @@ def test_fit_stops_after_the_step_writes_a_checkpoint_and_resumes_bit_identicall
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     resumed = _net()
     resumed.fit(X, y, epochs=3, batch_size=8, checkpoint=Checkpointer(tmp_path), resume=True)
-    for k, v in ref.get_weights().items():
-        np.testing.assert_array_equal(resumed.get_weights()[k], v)
+    _assert_same_weights(resumed, ref)
 
 
 def test_fit_without_a_checkpointer_says_none_was_written(tmp_path):
@@ -87,8 +95,7 @@ def test_an_interrupt_at_an_epoch_end_writes_that_epochs_checkpoint(tmp_path):
         net.fit(X, y, epochs=3, batch_size=8, checkpoint=Checkpointer(tmp_path), callbacks=[SignalAt(signal.SIGTERM, 12)])
     net = _net()
     net.fit(X, y, epochs=3, batch_size=8, checkpoint=Checkpointer(tmp_path), resume=True)
-    for k, v in ref.get_weights().items():
-        np.testing.assert_array_equal(net.get_weights()[k], v)
+    _assert_same_weights(net, ref)
 
 
 def test_an_interrupt_only_checkpointer_writes_nothing_unless_interrupted(tmp_path):
@@ -256,8 +263,7 @@ def test_the_captured_step_stops_between_steps_or_at_the_end_of_an_epoch_graph(t
     assert (info.value.epoch, info.value.batch) == stop
     again = _graph_net(0)
     again.fit(X, y, epochs=3, batch_size=8, graphs=graphs, checkpoint=Checkpointer(tmp_path), resume=True)
-    for k, v in ref.get_weights().items():
-        np.testing.assert_array_equal(again.get_weights()[k], v)
+    _assert_same_weights(again, ref)
 
 
 def test_a_signal_after_the_last_step_lets_the_run_finish_then_acts_as_usual(tmp_path):
