@@ -647,7 +647,8 @@ def _threads_info() -> list[str]:
     except ValueError as err:
         return [f"threads: {err}"]
     pools = thread_pools()
-    blas = "unknown (threadpoolctl is not installed)" if pools["blas"] is None else pools["blas"]
+    blas = ("an unknown number of threads (threadpoolctl is not installed)" if pools["blas"] is None
+            else f"{pools['blas']} thread{'s' if pools['blas'] != 1 else ''}")
     lines = [f"threads: {cores} core{'s' if cores != 1 else ''} for this process; NumPy's BLAS runs {blas}"]
     if plan.ranks is None:
         lines.append(f"  every process, data-parallel ranks included: {plan.describe('process')}")

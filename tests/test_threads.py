@@ -112,6 +112,25 @@ def test_apply_threads_says_what_it_could_not_size(monkeypatch):
                           "threadpoolctl, or set OMP_NUM_THREADS before starting)"]
 
 
+def test_mpis_count_of_the_ranks_here_replaces_the_launchers(monkeypatch):
+    """The rank sizes its pools from the launcher's variables, then again from MPI's count
+    when it differs; what the first sizing set is not taken for the user's setting."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    _clear_thread_variables(monkeypatch)
+    monkeypatch.setenv("PMI_SIZE", "4")
+    monkeypatch.setenv("MPI_LOCALNRANKS", "4")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")      # the user's: numba is left alone by this test
+    args = cli.build_parser().parse_args(["train"])
+    cores = available_cores()
+    with threadpoolctl.threadpool_limits(limits=None):          # this process's BLAS as it was, afterwards
+        first = cli._limit_threads(args)
+        again = cli._limit_threads(args, first, 2)
+    assert first.source == f"{cores} core{'s' if cores > 1 else ''} / 4 ranks on this machine (MPI_LOCALNRANKS)"
+    assert again.source == f"{cores} core{'s' if cores > 1 else ''} / 2 ranks on this machine (MPI's count)"
+    assert again.threads == max(1, cores // 2) and again.kept == {"NUMBA_NUM_THREADS": "1"}
+    assert cli._limit_threads(args, again, 2) is again
+
+
 def test_info_says_the_threads_of_a_rank(monkeypatch, capsys):
     _clear_thread_variables(monkeypatch)
     assert cli.main(["info"]) == 0

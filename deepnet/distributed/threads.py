@@ -157,7 +157,8 @@ def apply_threads(plan: ThreadPlan) -> list[str]:
     all of it)."""
     env = plan.environment()
     blas_at_load = _blas_threads_read(os.environ)
-    os.environ.update(env)
+    ours = {var for var in os.environ.get(SET_BY_DEEPNET, "").split(",") if var} | set(env)
+    os.environ.update({**env, SET_BY_DEEPNET: ",".join(sorted(ours))})     # not the user's, to a later plan
     missed: list[str] = []
     if "OPENBLAS_NUM_THREADS" in env or "MKL_NUM_THREADS" in env:
         try:
