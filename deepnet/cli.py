@@ -35,6 +35,8 @@ from .datasets.inputs import IMAGE_SUFFIXES
 from .diagnostics import GradientFlow
 from .distributed import communicator
 from .distributed.launch import COMM_KINDS, abort_job, launched_rank, launched_size, mpiexec_command
+from .distributed.threads import (ThreadPlan, apply_threads, available_cores, environment_for_ranks, plan_threads,
+                                  thread_pools)
 from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError, TrainingInterrupted
 from .io import atomic_write, load_network, save_model
 from .layers import Dropout
@@ -162,7 +164,8 @@ def _check_options(args: argparse.Namespace) -> None:
                            ("weight_decay", lambda v: v >= 0, "a non-negative number"),
                            ("clip_norm", lambda v: v > 0, "a positive number"),
                            ("max_norm", lambda v: v > 0, "a positive number"),
-                           ("momentum", lambda v: 0 <= v < 1, "a value in [0, 1)")):
+                           ("momentum", lambda v: 0 <= v < 1, "a value in [0, 1)"),
+                           ("threads", lambda v: v >= 1, "a positive number of threads per process")):
         value = getattr(args, dest, None)
         if value is not None and not ok(value):
             raise CLIError(f"{_flag(dest)}: expected {want}, got {value}")
@@ -378,6 +381,31 @@ def _remove_if_empty(made: list[list[Path]]) -> None:
                 break
 
 
+def _local_size(comm: Any) -> int | None:
+    """The ranks of ``comm`` on this machine, as MPI counts them (None: not known)."""
+    return getattr(comm, "local_size", None) or getattr(getattr(comm, "host", None), "local_size", None)
+
+
+def _limit_threads(args: argparse.Namespace, plan: ThreadPlan | None = None,
+                   local_size: int | None = None) -> ThreadPlan | None:
+    """Size this process's thread pools (docs/distributed.md, "Threads per rank"): a rank of a
+    data-parallel run gets its share of the cores, ``--threads`` any process its number.
+    Again with the communicator's count of the ranks on this machine, where the launcher's
+    variables said otherwise.  None: left as the libraries start (one process, no --threads)."""
+    if plan is None and launched_size() == 1 and args.threads is None:
+        return None
+    if plan is not None:
+        if plan.ranks is None or local_size is None or local_size == plan.ranks:
+            return plan
+        plan = plan_threads(ranks=local_size, ranks_from="MPI's count")
+    else:
+        plan = plan_threads(args.threads)
+    for missed in apply_threads(plan):
+        if launched_rank() == 0:
+            print(f"warning: threads: {missed}", file=sys.stderr, flush=True)
+    return plan
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``deepnet train``; a run that fails leaves no empty folder it created (--out, --plot)."""
     made: list[list[Path]] = []
@@ -420,13 +448,20 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
         made.append(_missing_folders(Path(args.plot)))
         _check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
         pyplot()  # fail early with a clear message if matplotlib is missing
+    # 3. threads: each rank of a data-parallel run its share of the cores (before the backend loads numba)
+    threads = _limit_threads(args)
     ops = get_ops(args.backend or get_backend())
-    # 3. the processes of a data-parallel run (started by mpiexec): each on its own GPU
+    # 4. the processes of a data-parallel run (started by mpiexec): each on its own GPU
     comm = None if launched_size() == 1 and args.comm == "auto" else communicator(args.comm, ops)
+    pools = None
     if comm is not None:
         _say(args, f"data-parallel: {comm.describe()}; batch {args.batch_size} per rank, "
                    f"{args.batch_size * comm.size} per step")
-    # 4. data and network (rank 0 reads, or downloads, first; the others then read its files)
+        threads = _limit_threads(args, threads, _local_size(comm))
+        pools = comm.allgather_object(thread_pools())
+    if threads is not None:
+        _say(args, f"threads: {threads.describe('rank' if comm is not None else 'process')}")
+    # 5. data and network (rank 0 reads, or downloads, first; the others then read its files)
     if comm is not None and comm.rank != 0:
         comm.barrier()
     data = load_dataset(args.dataset, args.data, scale=args.scale, download=not args.no_download,
@@ -516,6 +551,9 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     if comm is not None:
         summary["data_parallel"] = {"ranks": comm.size, "engine": comm.describe(),
                                     "batch_per_rank": args.batch_size, "sync_batchnorm": args.sync_batchnorm}
+        if threads is not None:
+            summary["data_parallel"].update({"threads_per_rank": threads.threads, "threads_from": threads.source,
+                                             "thread_pools": pools})
     if net.stop_reason:
         summary["stopped"] = net.stop_reason
         _say(args, f"stopped: {net.stop_reason}")
@@ -805,7 +843,7 @@ def _print_predictions(name: str, scores: np.ndarray, names: list[str], labels: 
 def _versions() -> dict[str, str]:
     out = {"deepnet": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for pkg in ("cupy", "cupy-cuda12x", "cupy-cuda13x", "scikit-learn", "tqdm", "matplotlib", "safetensors",
-                "array-api-strict", "torch"):
+                "array-api-strict", "torch", "threadpoolctl"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -832,7 +870,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     except Exception:
         print("GPU: none usable (see the cupy backend line above)")
     print(f"DEEPNET_BACKEND={os.environ.get('DEEPNET_BACKEND', '')!s}  DEEPNET_DATA={os.environ.get('DEEPNET_DATA', '')!s}")
+    for line in _threads_info():
+        print(line)
     return 0
+
+
+def _threads_info() -> list[str]:
+    """What ``deepnet info`` says of threads: this process's, and a data-parallel rank's share."""
+    cores = available_cores()
+    try:
+        plan = plan_threads(ranks=None if launched_size() > 1 else 2)
+    except ValueError as err:
+        return [f"threads: {err}"]
+    pools = thread_pools()
+    blas = ("an unknown number of threads (threadpoolctl is not installed)" if pools["blas"] is None
+            else f"{pools['blas']} thread{'s' if pools['blas'] != 1 else ''}")
+    lines = [f"threads: {cores} core{'s' if cores != 1 else ''} for this process; NumPy's BLAS runs {blas}"]
+    if plan.ranks is None:
+        lines.append(f"  every process, data-parallel ranks included: {plan.describe('process')}")
+    elif launched_size() > 1:
+        lines.append(f"  this rank of a data-parallel run: {plan.describe()}")
+    else:
+        lines.append(f"  a data-parallel rank gets max(1, cores // ranks on this machine): --nproc 2 gives "
+                     f"{plan.threads} per rank; override: --threads N or OMP_NUM_THREADS")
+    if pools["blas"] is None:
+        lines.append("  under a plain mpiexec, NumPy's BLAS keeps the threads it started with unless threadpoolctl "
+                     "is installed (pip install threadpoolctl); --nproc sets them before the ranks start")
+    return lines
 
 
 # ---------------------------------------------------------------- parser
@@ -910,6 +974,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (started with mpiexec; "
                         "docs/distributed.md); under mpiexec -n N, deepnet detects MPI itself")
+    t.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads of each process's BLAS and numba pools (default: with --nproc or under mpiexec, "
+                        "each rank gets the cores of this machine divided by its ranks; the user's "
+                        "OMP_NUM_THREADS otherwise; docs/distributed.md)")
     t.add_argument("--comm", choices=list(COMM_KINDS), default="auto",
                    help="what reduces the gradients of a data-parallel run: auto (default: NCCL for GPU "
                         "arrays where CuPy has it, else MPI), mpi, nccl")
@@ -996,9 +1064,11 @@ def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
     cmd = mpiexec_command(n, _without_nproc(argv))
     # mpiexec runs in a session of its own, so that Ctrl-C (which the terminal sends to this process
     # group) and SIGTERM reach it once, passed on from here; it passes them to every rank, which
-    # stop at the same step and checkpoint
+    # stop at the same step and checkpoint; each rank gets its share of the cores, read by the
+    # libraries as they load (docs/distributed.md)
+    env = {**os.environ, **environment_for_ranks(plan_threads(args.threads, ranks=n))}
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     except OSError as err:
         raise CLIError(f"--nproc: could not start {cmd[0]}: {err}") from None
 

@@ -19,6 +19,7 @@ from deepnet.distributed import Communicator, LocalCommunicator, Pending
 from deepnet.distributed.gradients import GradientBuckets
 from deepnet.distributed.launch import find_mpiexec, launched_size, mpiexec_command
 from deepnet.distributed.shards import check_shards, shard_of, shard_order, shard_rows
+from deepnet.distributed.threads import SET_BY_DEEPNET, THREAD_VARIABLES, available_cores
 from deepnet.errors import ShapeError
 from deepnet.layers import BatchNorm, Dense, Dropout, ReLU
 from deepnet.layers.base import Parameter
@@ -230,11 +231,18 @@ def _mpi_missing() -> str | None:
 needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 
 
-def _mpiexec(n: int, args: list[str], timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _mpiexec(n: int, args: list[str], timeout: float = 240, cwd: Path | None = None,
+             threads: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``mpiexec -n n python args``; ``threads``: the thread variables of the run (default
+    OMP_NUM_THREADS=1 unless set), in place of any the environment has."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([find_mpiexec(), "-n", str(n), sys.executable, *args], capture_output=True, text=True,
+    if threads is None:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    else:
+        env = {k: v for k, v in env.items() if k not in (*THREAD_VARIABLES, SET_BY_DEEPNET)} | threads
+    cmd = [find_mpiexec(), "-n", str(n)] if n > 1 else []
+    return subprocess.run([*cmd, sys.executable, *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd or ROOT)
 
 
@@ -366,6 +374,57 @@ def test_nproc_starts_the_processes_itself(tmp_path):
     assert "data-parallel: MPI" in res.stdout and (out / "model.npz").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data_parallel"]["ranks"] == 2 and summary["data_parallel"]["sync_batchnorm"] is False
+
+
+def _threads_of_the_run(res: subprocess.CompletedProcess, out: Path) -> tuple[str, dict]:
+    assert res.returncode == 0, res.stderr[-3000:]
+    header = [line for line in res.stdout.splitlines() if line.startswith("threads: ")]
+    assert len(header) == 1, res.stdout[:2000]
+    return header[0], json.loads((out / "summary.json").read_text())["data_parallel"]
+
+
+def _pools(threads: int) -> list[dict]:
+    """What each of 2 ranks' thread pools should run (BLAS: known with threadpoolctl)."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return [{"blas": None, "numba": threads}] * 2
+    return [{"blas": threads, "numba": threads}] * 2
+
+
+needs_2_cores = pytest.mark.skipif(available_cores() < 2, reason="a shared pool and a full one differ only on 2+ cores")
+
+
+@needs_mpi
+@needs_2_cores
+@pytest.mark.parametrize("how", ["--nproc", "mpiexec"])
+def test_each_of_2_ranks_gets_half_the_cores_by_default(tmp_path, how):
+    """``deepnet train --nproc 2`` (the ranks' variables) and ``mpiexec -n 2 deepnet train``
+    (sized at run time): each rank's BLAS and numba pools run cores // 2 threads, and the
+    header says so and why."""
+    out, share, cores = tmp_path / "run", available_cores() // 2, available_cores()
+    args = ["-m", "deepnet", "train", "--epochs", "1", "--out", str(out)]
+    res = _mpiexec(1, [*args, "--nproc", "2"], cwd=tmp_path, threads={}) if how == "--nproc" else \
+        _mpiexec(2, args, cwd=tmp_path, threads={})
+    header, summary = _threads_of_the_run(res, out)
+    assert header == (f"threads: {share} per rank ({cores} cores / 2 ranks on this machine (MPI_LOCALNRANKS); "
+                      "--threads N to change)")
+    assert summary["threads_per_rank"] == share and summary["thread_pools"] == _pools(share)
+
+
+@needs_mpi
+@needs_2_cores
+@pytest.mark.parametrize("how,threads,says", [
+    (["--nproc", "2"], {"OMP_NUM_THREADS": "2"}, "threads: 2 per rank (OMP_NUM_THREADS=2 in the environment)"),
+    (["--nproc", "2", "--threads", "2"], {"OMP_NUM_THREADS": "1"}, "threads: 2 per rank (--threads 2)"),
+    (["--threads", "2"], {}, "threads: 2 per rank (--threads 2)")])            # under mpiexec
+def test_an_explicit_thread_count_wins_over_the_share(tmp_path, how, threads, says):
+    out = tmp_path / "run"
+    args = ["-m", "deepnet", "train", "--epochs", "1", "--out", str(out), *how]
+    res = _mpiexec(1 if "--nproc" in how else 2, args, cwd=tmp_path, threads=threads)
+    header, summary = _threads_of_the_run(res, out)
+    assert header == says
+    assert summary["threads_per_rank"] == 2 and summary["thread_pools"] == _pools(2)
 
 
 def test_sync_batchnorm_needs_several_processes_and_batchnorm(tmp_path, capsys):
