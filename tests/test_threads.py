@@ -87,11 +87,14 @@ def test_nproc_hands_its_ranks_their_threads_before_they_start(monkeypatch, extr
         monkeypatch.setenv(var, value)
     started = {}
 
-    def call(cmd, env=None):
-        started.update(cmd=cmd, env=env)
-        return 0
+    class Started:
+        def __init__(self, cmd, env=None, **kwargs):
+            started.update(cmd=cmd, env=env)
 
-    monkeypatch.setattr(cli.subprocess, "call", call)
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", Started)
     monkeypatch.setattr(cli, "mpiexec_command", lambda n, argv: ["mpiexec", "-n", str(n), *argv])
     assert cli.main(["train", "--nproc", "2", "--epochs", "1", *extra]) == 0
     share = expected or str(max(1, available_cores() // 2))
