@@ -44,6 +44,12 @@ IMAGE_BUILTIN = {
     "BatchNorm-images": lambda: dn.BatchNorm(2, momentum=0.8),
     "ReLU-images": dn.ReLU,
     "Dropout-images": lambda: dn.Dropout(0.3),
+    "RandomCrop": lambda: dn.RandomCrop([4, 3], padding=1),
+    "RandomCrop-same-size": lambda: dn.RandomCrop(padding=2),
+    "RandomShift": lambda: dn.RandomShift(1),
+    "RandomFlip": dn.RandomFlip,
+    "RandomFlip-vertical": lambda: dn.RandomFlip("vertical"),
+    "RandomFlip-both": lambda: dn.RandomFlip("both"),
 }
 
 

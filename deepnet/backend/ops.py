@@ -332,6 +332,30 @@ class Ops:
             out += off
         return out
 
+    # ------------------------------------------------------------------ per-sample crops
+    def crop_at(self, x: Array, top: Array, left: Array, size: tuple[int, int]) -> Array:
+        """y[n, c, i, j] = x[n, c, top[n] + i, left[n] + j], or 0 where that lies outside x.
+
+        ``x``: NCHW images; ``top``, ``left``: integer arrays (n,) on this backend (any sign);
+        ``size``: (h, w) of y.  One gather for the whole batch (no loop over samples).  Its
+        transpose is itself with the offsets negated: ``crop_at(dy, -top, -left, x's (H, W))``."""
+        xp = self.xp
+        n, c, h, w = (int(d) for d in x.shape)
+        oh, ow = (int(s) for s in size)
+        itype = self.int64
+        rows = xp.reshape(self.arange(oh, itype), (1, oh)) + xp.reshape(xp.astype(top, itype), (n, 1))
+        cols = xp.reshape(self.arange(ow, itype), (1, ow)) + xp.reshape(xp.astype(left, itype), (n, 1))
+        in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+        zero = xp.zeros_like(rows)
+        local = (xp.reshape(xp.where(in_r, rows, zero), (n, 1, oh, 1)) * w
+                 + xp.reshape(xp.where(in_c, cols, xp.zeros_like(cols)), (n, 1, 1, ow)))
+        base = (xp.reshape(self.arange(n, itype) * (c * h * w), (n, 1, 1, 1))
+                + xp.reshape(self.arange(c, itype) * (h * w), (1, c, 1, 1)))
+        idx = xp.reshape(base + local, (-1,))
+        vals = xp.reshape(xp.take(xp.reshape(x, (-1,)), idx, axis=0), (n, c, oh, ow))
+        inside = xp.reshape(in_r, (n, 1, oh, 1)) & xp.reshape(in_c, (n, 1, 1, ow))
+        return xp.where(inside, vals, xp.zeros_like(vals))
+
     # ------------------------------------------------------------------ sliding windows (im2col)
     def unfold(self, x: Array, win: Window) -> Array:
         """im2col: ``x`` (N, C, H, W) → cols (N·OH·OW, C·kh·kw), row (n, oh, ow), column (c, i, j),

@@ -1,6 +1,7 @@
 """Built-in layers.  Each has an explicit forward and backward pass."""
 
 from .activations import ELU, GELU, Activation, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from .augment import RandomCrop, RandomFlip, RandomShift
 from .base import Layer, Parameter, ShapeError
 from .conv import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D, Reshape
 from .dense import Dense
@@ -9,6 +10,6 @@ from .normalization import BatchNorm, LayerNorm
 
 __all__ = [
     "ELU", "GELU", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
-    "Identity", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "Parameter", "ReLU", "Reshape", "ShapeError",
-    "Sigmoid", "Softmax", "Softplus", "Tanh",
+    "Identity", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "Parameter", "RandomCrop", "RandomFlip", "RandomShift",
+    "ReLU", "Reshape", "ShapeError", "Sigmoid", "Softmax", "Softplus", "Tanh",
 ]

@@ -1,0 +1,195 @@
+"""Data augmentation as layers: random crops/shifts and flips of NCHW images.
+
+Active in training (a new draw per sample each step, from the network's device generator,
+so a seed gives the same augmentations and a resumed run continues the same stream), the
+identity in evaluation.  Backward hands the error through the transpose of the same
+per-sample gather, so a layer behind them (or a gradient check) sees the true gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Array
+from .base import Layer, ShapeError
+from .conv import _image_shape, _sample_shape
+
+
+class _RandomImageLayer(Layer):
+    """What the augmentation layers share: the generator hooks (like ``Dropout``), frozen draws
+    for gradient checks, and the refusal of anything but NCHW images."""
+
+    stochastic = True
+    backward_free = True       # no parameters: below the lowest parameter the network skips it
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+        self.rng: Any = None
+        self._frozen = False
+
+    def set_rng(self, rng: Any) -> None:
+        """Use this device generator for the draws (done by ``Network``)."""
+        self.rng = rng
+
+    def freeze_randomness(self, frozen: bool) -> None:
+        """Reuse the last draw for every training forward of the same batch size (gradient checks)."""
+        self._frozen = frozen
+
+    def _on_moved(self) -> None:
+        self.rng = None
+        self._forget_draw()
+
+    def _forget_draw(self) -> None:
+        raise NotImplementedError
+
+    def _uniform(self, shape: tuple[int, ...]) -> Array:
+        """float32 uniforms [0, 1) on the device, one draw of the generator."""
+        if self.rng is None:
+            self.rng = self.ops.device_rng(self.seed)
+        return self.rng.uniform(shape, self.ops.float32)
+
+    def _integers(self, u: Array, k: int) -> Array:
+        """⌊u·k⌋ as int64 in 0 … k−1 (clipped: float32 rounding of u·k may reach k)."""
+        xp = self.ops.xp
+        i = xp.astype(xp.floor(u * float(k)), self.ops.int64)
+        return xp.minimum(i, xp.full_like(i, k - 1))
+
+
+class RandomCrop(_RandomImageLayer):
+    """Pad NCHW images with ``padding`` zeros on every side, then crop ``size`` = (h, w) at a
+    random place per sample (default size: the input's, i.e. a random shift by up to
+    ``padding`` pixels each way).  Evaluation: the centred crop (the identity when ``size`` is
+    the input's).
+
+    y[n, c, i, j] = x[n, c, i + t_n − p, j + l_n − p] (0 outside x) with t_n, l_n uniform in
+    0 … H + 2p − h and 0 … W + 2p − w.  Backward scatters the error back into the padded
+    frame and drops the padding: ẽ[n, c, a, b] = δ[n, c, a − t_n + p, b − l_n + p] (0 outside δ).
+    """
+
+    step_scratch = ("_top", "_left")     # a new draw each step, read only by that step's backward
+
+    def __init__(self, size: int | list[int] | None = None, padding: int = 0, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.size = None if size is None else _pair(f"{type(self).__name__}: size", size, 1)
+        if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+            raise ValueError(f"{type(self).__name__}: padding must be an int ≥ 0, got {padding!r}")
+        self.padding = int(padding)
+        self._top: Array | None = None
+        self._left: Array | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"size": None if self.size is None else list(self.size), "padding": self.padding}
+
+    def _forget_draw(self) -> None:
+        self._top = self._left = None
+
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
+        oh, ow = (h, w) if self.size is None else self.size
+        p = self.padding
+        if oh > h + 2 * p or ow > w + 2 * p:
+            raise ShapeError(f"{self.name}: crop size {oh}x{ow} is larger than the {h}x{w} input padded by {p} "
+                             f"({h + 2 * p}x{w + 2 * p})")
+        return oh, ow
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = _sample_shape(self, in_shape)
+        return (c, *self._out_hw(h, w))
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        n, c, h, w = _image_shape(self, x)
+        oh, ow = self._out_hw(h, w)
+        p, xp = self.padding, self.ops.xp
+        if not training:
+            self._cache = None
+            if (oh, ow) == (h, w):
+                return self.ops.copy(x)
+            t, left = (h - oh) // 2, (w - ow) // 2
+            return xp.asarray(x[:, :, t:t + oh, left:left + ow], copy=True)
+        if not (self._frozen and self._top is not None and int(self._top.shape[0]) == n):
+            u = self._uniform((n, 2))
+            self._top = self._integers(u[:, 0], h + 2 * p - oh + 1) - p
+            self._left = self._integers(u[:, 1], w + 2 * p - ow + 1) - p
+        self._cache = (self._top, self._left, (h, w))
+        return self.ops.crop_at(x, self._top, self._left, (oh, ow))
+
+    def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
+        top, left, hw = self._need_cache()
+        if not need_input_grad:
+            return None
+        return self.ops.crop_at(grad_output, -top, -left, hw)
+
+
+class RandomShift(RandomCrop):
+    """Shift NCHW images by a random whole number of pixels in −``max_shift`` … ``max_shift``
+    along each axis, per sample, filling with zeros (``RandomCrop(padding=max_shift)``)."""
+
+    def __init__(self, max_shift: int = 2, seed: int = 0) -> None:
+        super().__init__(None, padding=max_shift, seed=seed)
+        self.max_shift = self.padding
+
+    def get_config(self) -> dict[str, Any]:
+        return {"max_shift": self.max_shift}
+
+
+#: RandomFlip modes -> the image axes they may flip
+_FLIP_AXES = {"horizontal": (3,), "vertical": (2,), "both": (3, 2)}
+
+
+class RandomFlip(_RandomImageLayer):
+    """Mirror NCHW images, each sample with probability 1/2: ``"horizontal"`` (left-right),
+    ``"vertical"`` (top-bottom) or ``"both"`` (each axis decided on its own).  Evaluation: the
+    identity.  A flip is its own transpose, so backward flips the error of the same samples.
+    (Not for digits or text, whose mirror images are other symbols.)"""
+
+    step_scratch = ("_flips",)
+
+    def __init__(self, mode: str = "horizontal", seed: int = 0) -> None:
+        super().__init__(seed)
+        if mode not in _FLIP_AXES:
+            raise ValueError(f"RandomFlip: mode must be one of {', '.join(map(repr, _FLIP_AXES))}, got {mode!r}")
+        self.mode = mode
+        self._flips: Array | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+    def _forget_draw(self) -> None:
+        self._flips = None
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return _sample_shape(self, in_shape)
+
+    def forward(self, x: Array, training: bool = False) -> Array:
+        n = _image_shape(self, x)[0]
+        if not training:
+            self._cache = None
+            return self.ops.copy(x)
+        axes = _FLIP_AXES[self.mode]
+        if not (self._frozen and self._flips is not None and int(self._flips.shape[0]) == n):
+            self._flips = self._uniform((n, len(axes))) < 0.5
+        self._cache = self._flips
+        return self._apply(x, self._flips)
+
+    def _apply(self, x: Array, flips: Array) -> Array:
+        xp = self.ops.xp
+        n = int(x.shape[0])
+        for k, axis in enumerate(_FLIP_AXES[self.mode]):        # at most two axes, never the samples
+            x = xp.where(xp.reshape(flips[:, k], (n, 1, 1, 1)), xp.flip(x, axis=axis), x)
+        return x
+
+    def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
+        flips = self._need_cache()
+        if not need_input_grad:
+            return None
+        return self._apply(grad_output, flips)
+
+
+def _pair(what: str, value: Any, least: int) -> tuple[int, int]:
+    """An int or a pair of ints ≥ ``least`` as (h, w); a one-line ValueError otherwise."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(items) == 1:
+        items = items * 2
+    if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in items):
+        raise ValueError(f"{what} must be an int ≥ {least} or a pair of them, got {value!r}")
+    return int(items[0]), int(items[1])
