@@ -15,15 +15,15 @@ from .base import Layer, ShapeError
 from .conv import _image_shape, _sample_shape
 
 
-class _RandomImageLayer(Layer):
-    """What the augmentation layers share: the generator hooks (like ``Dropout``), frozen draws
-    for gradient checks, and the refusal of anything but NCHW images."""
+class _RandomDraws:
+    """What the augmentation layers share (a mixin, not a layer): the generator hooks (like
+    ``Dropout``) and frozen draws for gradient checks."""
 
     stochastic = True
     backward_free = True       # no parameters: below the lowest parameter the network skips it
+    ops: Any
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
+    def _start_draws(self, seed: int) -> None:
         self.seed = int(seed)
         self.rng: Any = None
         self._frozen = False
@@ -56,7 +56,7 @@ class _RandomImageLayer(Layer):
         return xp.minimum(i, xp.full_like(i, k - 1))
 
 
-class RandomCrop(_RandomImageLayer):
+class RandomCrop(_RandomDraws, Layer):
     """Pad NCHW images with ``padding`` zeros on every side, then crop ``size`` = (h, w) at a
     random place per sample (default size: the input's, i.e. a random shift by up to
     ``padding`` pixels each way).  Evaluation: the centred crop (the identity when ``size`` is
@@ -70,7 +70,8 @@ class RandomCrop(_RandomImageLayer):
     step_scratch = ("_top", "_left")     # a new draw each step, read only by that step's backward
 
     def __init__(self, size: int | list[int] | None = None, padding: int = 0, seed: int = 0) -> None:
-        super().__init__(seed)
+        super().__init__()
+        self._start_draws(seed)
         self.size = None if size is None else _pair(f"{type(self).__name__}: size", size, 1)
         if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
             raise ValueError(f"{type(self).__name__}: padding must be an int ≥ 0, got {padding!r}")
@@ -136,7 +137,7 @@ class RandomShift(RandomCrop):
 _FLIP_AXES = {"horizontal": (3,), "vertical": (2,), "both": (3, 2)}
 
 
-class RandomFlip(_RandomImageLayer):
+class RandomFlip(_RandomDraws, Layer):
     """Mirror NCHW images, each sample with probability 1/2: ``"horizontal"`` (left-right),
     ``"vertical"`` (top-bottom) or ``"both"`` (each axis decided on its own).  Evaluation: the
     identity.  A flip is its own transpose, so backward flips the error of the same samples.
@@ -145,7 +146,8 @@ class RandomFlip(_RandomImageLayer):
     step_scratch = ("_flips",)
 
     def __init__(self, mode: str = "horizontal", seed: int = 0) -> None:
-        super().__init__(seed)
+        super().__init__()
+        self._start_draws(seed)
         if mode not in _FLIP_AXES:
             raise ValueError(f"RandomFlip: mode must be one of {', '.join(map(repr, _FLIP_AXES))}, got {mode!r}")
         self.mode = mode
