@@ -40,6 +40,7 @@ from .distributed.threads import (ThreadPlan, apply_threads, available_cores, en
 from .errors import BackendError, ModelFileError, NonFiniteError, ResumeError, ShapeError, TrainingInterrupted
 from .io import atomic_write, load_network, save_model
 from .layers import Dropout
+from .layers.augment import augmentation_layers
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .metrics import confusion_matrix, per_class_accuracy
 from .network import Network
@@ -82,8 +83,9 @@ def _build_network(args: argparse.Namespace, n_in: int, n_classes: int, image_sh
         if image_shape is None or int(np.prod(image_shape)) != n_in:
             raise CLIError(f"--model cnn needs image data (a data set with an image shape), but --dataset "
                            f"{args.dataset} gives rows of {n_in} values")
-        return Network(cnn_layers(image_shape, n_classes, dropout=args.dropout, batchnorm=args.batchnorm),
-                       seed=args.seed, backend=args.backend)
+        layers = cnn_layers(image_shape, n_classes, dropout=args.dropout, batchnorm=args.batchnorm)
+        layers[1:1] = _augmentation(args)                  # on the images, right after Reshape
+        return Network(layers, seed=args.seed, backend=args.backend)
     spec = args.layers or f"{n_in}-128-{n_classes}"
     sizes = parse_spec(spec)
     if sizes[0] != n_in:
@@ -112,6 +114,13 @@ def _optimizer(args: argparse.Namespace) -> Any:
     return get_optimizer(args.optimizer, **kw)
 
 
+def _augmentation(args: argparse.Namespace) -> list[Any]:
+    try:
+        return augmentation_layers(args.augment) if args.augment else []
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
 def _apply_preset(args: argparse.Namespace) -> None:
     if args.preset == "seed":
         defaults = {"dataset": "mnist", "loss": "sse", "optimizer": "sgd", "lr": 0.1, "epochs": 5,
@@ -135,7 +144,8 @@ def _apply_preset(args: argparse.Namespace) -> None:
 #: train options that shape the run: recorded in checkpoints, compared (or taken over) on resume
 RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "batchnorm", "layers",
                "activation", "loss", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "max_norm",
-               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision", "model")
+               "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision", "model",
+               "augment")
 
 
 def _flag(dest: str) -> str:
@@ -197,6 +207,9 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
     if args.model == "cnn" and ("layers" in given or "activation" in given or args.preset == "seed"):
         what = [_flag(d) for d in ("layers", "activation") if d in given] + (["--preset seed"] if args.preset else [])
         raise CLIError(f"{', '.join(what)}: these build an MLP; --model cnn has its own layers (drop one of them)")
+    if args.augment and args.model != "cnn":
+        raise CLIError(f"--augment {args.augment}: augmentation layers take images, so they need --model cnn")
+    _augmentation(args)                                   # a bad spec fails before the data is read
     if args.sync_batchnorm and not args.batchnorm:
         raise CLIError("--sync-batchnorm synchronizes BatchNorm layers, and this network has none (add --batchnorm)")
     if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
@@ -507,7 +520,7 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     checkpoint = None if not keeps_checkpoints else Checkpointer(
         ckpt_dir, every_steps=args.checkpoint_every, interrupt_only=not checkpointing,
         settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
-                  if d != "epochs" and not (d == "batchnorm" and not args.batchnorm)},
+                  if d != "epochs" and not (d in ("batchnorm", "augment") and not getattr(args, d))},
         notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
 
     class EpochLine(Callback):
@@ -941,6 +954,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, default=None,
                    help="dropout rate: after each hidden activation of an MLP (default 0); with --model cnn, "
                         "once before the last Dense layer (default 0.5)")
+    t.add_argument("--augment", default=None, metavar="SPEC",
+                   help="with --model cnn: augment training images, e.g. shift2 (random shifts by up to 2 pixels), "
+                        "flip, vflip, comma-separated (flips do not suit digits)")
     t.add_argument("--schedule", default=None, help="learning-rate schedule: cosine, step, exponential, warmup-cosine")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--epochs", type=int, default=None)

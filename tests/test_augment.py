@@ -199,3 +199,34 @@ def test_captured_step_trains_exactly_as_the_plain_loop(backend):
     """Augmentation between layers (so its backward runs) in the captured step."""
     _same_run(backend, lambda: dn.SGD(0.05, momentum=0.9),
               extra=lambda: (dn.Reshape([1, 4, 4]), dn.RandomShift(1), dn.RandomFlip("both"), dn.Flatten()))
+
+
+# ---------------------------------------------------------------- the command line
+def test_cli_trains_a_cnn_with_augmentation_and_resumes_it(tmp_path, capsys):
+    from deepnet.cli import main
+
+    out = str(tmp_path / "run")
+    args = ["train", "--model", "cnn", "--dataset", "digits", "--augment", "shift1,vflip", "--batch-size", "64",
+            "--out", out, "--quiet"]
+    assert main([*args, "--epochs", "1", "--checkpoint-every", "5"]) == 0
+    net = load_model(tmp_path / "run" / "model.npz")
+    assert [type(L).__name__ for L in net.layers[:3]] == ["Reshape", "RandomShift", "RandomFlip"]
+    assert net.layers[1].max_shift == 1 and net.layers[2].mode == "vertical"
+    # resuming takes the recorded augmentation over, and refuses another one
+    assert main(["train", "--epochs", "2", "--resume", "--out", out, "--quiet"]) == 0
+    assert [type(L).__name__ for L in load_model(tmp_path / "run" / "model.npz").layers[1:3]] == ["RandomShift",
+                                                                                                "RandomFlip"]
+    assert main(["train", "--epochs", "3", "--resume", "--augment", "shift2", "--out", out, "--quiet"]) != 0
+    assert "--augment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--augment", "shift2"], "--augment shift2: augmentation layers take images, so they need --model cnn"),
+    (["--model", "cnn", "--augment", "shift2,zoom"],
+     "--augment shift2,zoom: expected comma-separated shift<N> (N ≥ 1 pixels), flip or vflip, got 'zoom'"),
+])
+def test_cli_refuses_augmentation_it_cannot_do(tmp_path, capsys, argv, message):
+    from deepnet.cli import main
+
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path), *argv]) != 0
+    assert message in capsys.readouterr().err

@@ -195,3 +195,19 @@ def _pair(what: str, value: Any, least: int) -> tuple[int, int]:
     if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in items):
         raise ValueError(f"{what} must be an int ≥ {least} or a pair of them, got {value!r}")
     return int(items[0]), int(items[1])
+
+
+def augmentation_layers(spec: str) -> list[Layer]:
+    """The layers of a comma-separated spec (the command line's ``--augment``): ``shift<N>``
+    (``RandomShift(N)``), ``flip`` (horizontal) and ``vflip`` (vertical) ``RandomFlip``s, in
+    order; e.g. ``"shift2"`` for digits, ``"shift4,flip"`` for photographs."""
+    layers: list[Layer] = []
+    for item in (s.strip() for s in str(spec).split(",")):
+        if item.startswith("shift") and item[5:].isdigit() and int(item[5:]) >= 1:
+            layers.append(RandomShift(int(item[5:])))
+        elif item in ("flip", "vflip"):
+            layers.append(RandomFlip("horizontal" if item == "flip" else "vertical"))
+        else:
+            raise ValueError(f"--augment {spec}: expected comma-separated shift<N> (N ≥ 1 pixels), flip or vflip, "
+                             f"got {item!r}")
+    return layers
