@@ -305,6 +305,24 @@ MUTATIONS: list[Mutation] = [
       "            device_rng = per_rank[comm.rank]          # each rank's own dropout stream\n", "",
       ["tests/test_distributed.py", "-k", "resumed_mid_epoch"],
       "on resume every rank takes rank 0's dropout generator state"),
+    # ---- augmentation layers
+    M("AUG1", "deepnet/layers/augment.py",
+      "        return self.ops.crop_at(grad_output, -top, -left, hw)\n",
+      "        return self.ops.crop_at(grad_output, top, left, hw)\n",
+      ["tests/test_layer_harness.py", "-k", "RandomShift or RandomCrop"],
+      "shift/crop backward: the error shifted by the same offsets, not the opposite ones"),
+    M("AUG2", "deepnet/layers/augment.py",
+      "        return self._apply(grad_output, flips)\n", "        return grad_output\n",
+      ["tests/test_layer_harness.py", "-k", "RandomFlip"],
+      "flip backward: the error not flipped back"),
+    M("AUG3", "deepnet/backend/ops.py",
+      "        return xp.where(inside, vals, xp.zeros_like(vals))\n", "        return vals\n",
+      ["tests/test_augment.py", "-k", "padded_crop"],
+      "crop_at: the padding repeats the edge pixels instead of zeros"),
+    M("AUG4", "deepnet/layers/augment.py",
+      "        self.rng = rng\n", "        pass\n",
+      ["tests/test_augment.py", "-k", "resume"],
+      "augmentation draws from a stream of its own, which a checkpoint does not restore"),
 ]
 
 
