@@ -82,24 +82,31 @@ def test_evaluation_of_a_smaller_crop_is_the_centre():
     np.testing.assert_array_equal(dn.RandomCrop([4, 2]).forward(x, training=False), x[:, :, 1:5, 2:4])
 
 
-@pytest.mark.parametrize("make", [lambda: dn.RandomShift(2), dn.RandomFlip, lambda: dn.RandomCrop([3, 3], padding=1)])
+@pytest.mark.parametrize("make", [lambda: dn.RandomShift(2), dn.RandomFlip,
+                                  lambda: dn.RandomCrop([3, 3], padding=1)])
 def test_rows_are_refused_naming_the_image_shape(make):
     layer = make()
     name = type(layer).__name__
-    with pytest.raises(dn.ShapeError, match=rf"^{name} expects NCHW images \(n, C, H, W\), got an input of shape \(4, 784\)$"):
+    with pytest.raises(dn.ShapeError,
+                       match=rf"^{name} expects NCHW images \(n, C, H, W\), got an input of shape \(4, 784\)$"):
         layer.forward(np.zeros((4, 784), np.float32), training=True)
-    with pytest.raises(dn.ShapeError, match=rf"^{name} expects per-sample images \(C, H, W\), got per-sample shape \(784,\)"):
+    with pytest.raises(dn.ShapeError,
+                       match=rf"^{name} expects per-sample images \(C, H, W\), got per-sample shape \(784,\)"):
         layer.output_shape((784,))
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match=r"^RandomFlip: mode must be one of 'horizontal', 'vertical', 'both', got 'diagonal'$"):
+    with pytest.raises(ValueError,
+                       match=r"^RandomFlip: mode must be one of 'horizontal', 'vertical', 'both', got 'diagonal'$"):
         dn.RandomFlip("diagonal")
-    with pytest.raises(ValueError, match=r"^RandomShift: padding must be an int ≥ 0, got -1$"):
+    with pytest.raises(ValueError, match=r"^RandomShift: max_shift must be an int ≥ 0, got -1$"):
         dn.RandomShift(-1)
+    with pytest.raises(ValueError, match=r"^RandomCrop: padding must be an int ≥ 0, got 1.5$"):
+        dn.RandomCrop(padding=1.5)
     with pytest.raises(ValueError, match=r"^RandomCrop: size must be an int ≥ 1 or a pair of them, got \[0, 3\]$"):
         dn.RandomCrop([0, 3])
-    with pytest.raises(dn.ShapeError, match=r"^RandomCrop: crop size 8x3 is larger than the 5x4 input padded by 1 \(7x6\)$"):
+    with pytest.raises(dn.ShapeError,
+                       match=r"^RandomCrop: crop size 8x3 is larger than the 5x4 input padded by 1 \(7x6\)$"):
         dn.RandomCrop([8, 3], padding=1).forward(images(), training=True)
 
 

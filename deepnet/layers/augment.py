@@ -126,6 +126,8 @@ class RandomShift(RandomCrop):
     along each axis, per sample, filling with zeros (``RandomCrop(padding=max_shift)``)."""
 
     def __init__(self, max_shift: int = 2, seed: int = 0) -> None:
+        if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
+            raise ValueError(f"RandomShift: max_shift must be an int ≥ 0, got {max_shift!r}")
         super().__init__(None, padding=max_shift, seed=seed)
         self.max_shift = self.padding
 
