@@ -12,7 +12,6 @@ from typing import Any
 
 from ..backend import Array
 from .base import Layer, ShapeError
-from .conv import _image_shape, _sample_shape
 
 
 class _RandomDraws:
@@ -187,6 +186,24 @@ class RandomFlip(_RandomDraws, Layer):
         if not need_input_grad:
             return None
         return self._apply(grad_output, flips)
+
+
+def _image_shape(layer: Layer, x: Array) -> tuple[int, int, int, int]:
+    """x.shape as (n, C, H, W); a one-line ShapeError naming that shape for anything else (rows)."""
+    if getattr(x, "ndim", None) != 4:
+        raise ShapeError(f"{layer.name} expects NCHW images (n, C, H, W), got an input of shape "
+                         f"{tuple(getattr(x, 'shape', ()))}")
+    n, c, h, w = (int(d) for d in x.shape)
+    return n, c, h, w
+
+
+def _sample_shape(layer: Layer, in_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """A per-sample shape as (C, H, W); a one-line ShapeError otherwise."""
+    shape = tuple(int(d) for d in in_shape)
+    if len(shape) != 3:
+        raise ShapeError(f"{layer.name} expects per-sample images (C, H, W), got per-sample shape {shape}: "
+                         "put Reshape before it")
+    return shape[0], shape[1], shape[2]
 
 
 def _pair(what: str, value: Any, least: int) -> tuple[int, int]:
