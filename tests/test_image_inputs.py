@@ -250,3 +250,32 @@ def test_to_torch_and_from_torch_with_image_inputs():
     back = from_torch(module)
     np.testing.assert_allclose(back.predict(X), net.predict(X), rtol=1e-6, atol=1e-6)
     assert back.input_shape == (1, 8, 8)
+
+
+def test_deepnet_predict_gives_rows_of_a_file_to_a_model_that_takes_images(tmp_path, capsys, monkeypatch):
+    """``deepnet predict`` reads rows (files hold rows) and hands them to a network saved from
+    Python that takes images, viewed in its input shape."""
+    from deepnet.cli import main
+
+    X, y = _images(32, (1, 8, 8), k=3)
+    net = _small()
+    net.fit(X, y, epochs=1, batch_size=16)
+    save_model(net, tmp_path / "m.npz")
+    np.save(tmp_path / "rows.npy", X[:4].reshape(4, -1))
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "m.npz", "rows.npy"]) == 0
+    got = [int(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()]
+    assert got == net.predict_classes(X[:4]).tolist()
+
+
+def test_any_per_sample_shape_through_flatten(backend):
+    """(n, 4, 4) arrays into a network starting with Flatten: its input shape comes from the data."""
+    rng = np.random.default_rng(2)
+    X, y = rng.random((48, 4, 4), dtype=np.float32), rng.integers(0, 3, 48)
+    net = dn.Network([Flatten(), Dense(16, 3)], seed=1, backend=backend, loss="xent", optimizer="sgd")
+    rows = dn.Network([Dense(16, 3)], seed=1, backend=backend, loss="xent", optimizer="sgd")
+    net.fit(X, y, epochs=2, batch_size=8)
+    rows.fit(X.reshape(48, 16), y, epochs=2, batch_size=8)
+    assert net.input_shape == (4, 4)
+    for wa, wb in zip(_values(net), _values(rows)):
+        np.testing.assert_array_equal(wa, wb)
