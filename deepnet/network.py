@@ -32,6 +32,12 @@ class Network:
     ``seed`` seeds the run's single host generator: initial weights are drawn from it
     on the host (so every backend starts from the same network), and so are shuffles.
 
+    ``input_shape``: one sample's shape, e.g. ``(1, 28, 28)`` for a network that takes
+    (n, 1, 28, 28) images; needed only where no layer decides it (a first ``Conv2D`` knows its
+    channels, not the image size), and otherwise taken from the first data given to
+    ``fit``/``predict``/``evaluate`` (:meth:`inputs_shape`).  A network starting with
+    ``Dense`` or ``Reshape`` takes rows (n, k), as it always has.
+
     Every component computes on the network's backend, and gets it one way: the network
     hands it over when it takes the component (layers: ``layer.to(ops)``; the loss and the
     optimizer: ``bind(ops)`` when assigned to :attr:`loss` / :attr:`optimizer`) and again
@@ -76,11 +82,12 @@ class Network:
         self.input_shape: tuple[int, ...] | None = None
         #: where :attr:`input_shape` came from: "layers", "input_shape=" or "the first data"
         self.input_shape_source = "layers"
-        self.output_width = self._check_widths()
-        if input_shape is not None:
+        self.output_width: int | None = None
+        if input_shape is not None:         # walked from it through every layer
             self._set_input_shape(_shape_argument(input_shape), "Network")
             self.input_shape_source = "input_shape="
         else:
+            self.output_width = self._check_widths()
             self.input_shape = self._declared_input_shape()
         self._params = self._collect_params()
         self._param_list = list(self._params.values())
@@ -158,7 +165,8 @@ class Network:
         first = self.layers[0]
         spec = first.input_spec()
         given = data if data is not None else ("n", *shape)
-        if spec is not None and (len(spec) != len(shape) or any(w is not None and w != d for w, d in zip(spec, shape))):
+        if spec is not None and (len(spec) != len(shape) or any(w is not None and w != d for w, d in zip(spec, shape))) \
+                and _refusal(first, shape) is not None:      # BatchNorm(C) first takes (C, H, W) images too
             raise ShapeError(f"{where}: {_first_layer_refuses(first, spec, given)}")
         out = shape
         for i, layer in enumerate(self.layers):

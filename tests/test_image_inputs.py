@@ -279,3 +279,22 @@ def test_any_per_sample_shape_through_flatten(backend):
     assert net.input_shape == (4, 4)
     for wa, wb in zip(_values(net), _values(rows)):
         np.testing.assert_array_equal(wa, wb)
+
+
+def test_images_are_used_in_place_not_copied():
+    """float32 images on a host backend reach the training loop as the caller's array."""
+    from deepnet.backend import get_ops
+    from deepnet.training.data import device_inputs
+
+    X = _images(16, (1, 8, 8))[0]
+    assert np.shares_memory(device_inputs(get_ops("numpy"), X, (1, 8, 8), "float32", "fit"), X)
+
+
+def test_a_network_starting_with_batchnorm_takes_images_given_input_shape():
+    from deepnet.layers import BatchNorm
+
+    X, y = _images(32, (1, 8, 8), k=3)
+    net = dn.Network([BatchNorm(1), Conv2D(1, 4, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(36, 3)],
+                     input_shape=(1, 8, 8), loss="xent", optimizer="sgd")
+    net.fit(X, y, epochs=1, batch_size=16)
+    assert net.input_shape == (1, 8, 8) and net.predict(X).shape == (32, 3)
