@@ -150,7 +150,6 @@ def test_errors_name_the_layer_and_the_shapes_given(make, X, says):
     with pytest.raises(dn.ShapeError) as err:
         net.fit(X, np.zeros(len(X), np.int64))
     assert str(err.value) == says
-    assert "2704" not in says or "Dense(2704" in repr(net.layers) or "(2704,)" in says
 
 
 def test_the_first_data_fixes_the_input_shape():
@@ -208,8 +207,10 @@ def test_save_load_and_resume_of_a_network_given_images(tmp_path):
 
 
 @pytest.mark.cupy_shaped
-def test_the_captured_step_gathers_images_into_its_fixed_buffers():
-    """graphs="on" on the CuPy-shaped backend: images, shuffled, train as the plain loop does."""
+@pytest.mark.parametrize("graphs", ["on", "epoch"])
+def test_the_captured_step_gathers_images_into_its_fixed_buffers(graphs):
+    """A captured step (or epoch) on the CuPy-shaped backend: images, shuffled, train as the
+    plain loop does."""
     shaped = pytest.importorskip("deepnet.backend.cupy_shaped")
     try:
         shaped.FusedCupyShapedOps()
@@ -217,7 +218,7 @@ def test_the_captured_step_gathers_images_into_its_fixed_buffers():
         pytest.skip(str(err))
     X, y = _images(96, (1, 8, 8), k=3)
     runs = []
-    for mode in ("off", "on"):
+    for mode in ("off", graphs):
         net = _small(backend=shaped.FusedCupyShapedOps())
         net.fit(X, y, epochs=2, batch_size=16, graphs=mode, check_finite="off")
         runs.append(_values(net))
