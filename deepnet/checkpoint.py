@@ -29,7 +29,7 @@ import numpy as np
 
 from .classnames import ClassLookupError, qualified_name, same_setting_name
 from .errors import ModelFileError, ResumeError
-from .model_files import (apply_tensors, architecture, check_layer_configs, layer_state, read_tensors,
+from .model_files import (apply_tensors, architecture, check_layer_configs, input_shape_entry, layer_state, read_tensors,
                           same_architecture, write_tensors)
 from .losses import Loss
 from .optimizers import Optimizer
@@ -197,7 +197,7 @@ class Checkpointer:
             "loss": None if net.loss is None else {"type": type(net.loss).__name__, "class": qualified_name(type(net.loss)),
                                                    "config": net.loss.get_config()},
             "optimizer": opt, "epoch": epoch, "next_batch": next_batch, "step_count": net.step_count,
-            "host_rng": rng_state,
+            "host_rng": rng_state, **input_shape_entry(net),
             "device_rng": net.device_rng_state(),
             **({} if ranks is None else {"device_rngs": [r["device_rng"] for r in ranks]}),
             "history": {"epochs": history.epochs, "history": history.history},

@@ -722,11 +722,19 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return net, data, rows
 
 
+def _model_inputs(net: Any, X: np.ndarray) -> np.ndarray:
+    """Rows of a data set as a view in the model's input shape (images for a network that
+    takes them directly, e.g. one starting with Conv2D)."""
+    shape = getattr(net, "input_shape", None)
+    return X.reshape(len(X), *shape) if shape is not None and len(shape) > 1 else X
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     net, data, rows = _model_and_data(args)
     ops = net.ops
-    res = net.evaluate(data.X_test, data.y_test)
-    pred = net.predict_classes(data.X_test)
+    X_test = _model_inputs(net, data.X_test)
+    res = net.evaluate(X_test, data.y_test)
+    pred = net.predict_classes(X_test)
     k = net.output_width
     conf_d = confusion_matrix(ops, to_device(data.y_test, ops, "int64"), to_device(pred, ops, "int64"), k)
     conf, per = to_host(conf_d), to_host(per_class_accuracy(ops, conf_d))
@@ -828,7 +836,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs.append((name, X, labels))
     hits = labelled = 0
     for name, X, labels in inputs:
-        right = _print_predictions(name, net.predict(X), names, labels)
+        right = _print_predictions(name, net.predict(_model_inputs(net, X)), names, labels)
         if labels is not None:
             print(f"{name}: accuracy {100 * right / len(labels):.2f}% ({right} of {len(labels)} labelled rows)",
                   file=sys.stderr, flush=True)

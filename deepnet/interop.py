@@ -91,18 +91,23 @@ def torch_modules(net: Any) -> list[Any]:
     layer that becomes a small ``Sequential``, e.g. GlobalAvgPool2D).  BatchNorm becomes
     ``BatchNorm2d`` where it sees images, ``BatchNorm1d`` on rows."""
     out: list[Any] = []
-    shape: tuple[int, ...] = (net.input_width,)
+    shape: tuple[int, ...] | None = net.input_shape if hasattr(net, "input_shape") else (net.input_width,)
     for i, layer in enumerate(net.layers):
+        if shape is None and layer.input_shape() is not None and i >= net.data_shaped_layers():
+            shape = tuple(layer.input_shape())
         kind = _builtin_kind(layer)
         many = _TO_TORCH_SEQUENCE.get(kind)
         make = _TO_TORCH.get(kind)
         if many is None and make is None:
             raise ValueError(f"layer {i} ({layer.name}) has no PyTorch equivalent")
         entry = many(layer) if many is not None else make(layer)
+        if kind == "BatchNorm" and shape is None:
+            raise ValueError(f"layer {i} ({layer.name}): whether it is BatchNorm1d or BatchNorm2d depends on the "
+                             "input shape, not known yet: give Network(input_shape=...) or run the network on data first")
         if kind == "BatchNorm" and len(shape) == 3:
             entry = ("BatchNorm2d", entry[1])
         out.append(entry)
-        shape = tuple(layer.output_shape(shape))
+        shape = None if shape is None else tuple(layer.output_shape(shape))
     return out
 
 

@@ -35,8 +35,8 @@ from .classnames import ClassLookupError, ClassNotDefinedError, qualified_name
 from .errors import ModelFileError
 from .losses import Loss
 from .model_files import (FORMAT, HEADER_KEY, SEAL, VERSION, apply_tensors, architecture, atomic_write,
-                          check_layer_configs, check_seal, current_umask, layer_class, layer_state, read_tensors, seal,
-                          tensor_checksum, write_tensors)
+                          check_layer_configs, check_seal, current_umask, input_shape_entry, layer_class, layer_state,
+                          read_tensors, saved_input_shape, seal, tensor_checksum, write_tensors)
 from .network import Network
 
 __all__ = [
@@ -76,6 +76,7 @@ def save_model(net: Any, path: str | os.PathLike[str], extra: dict[str, Any] | N
     check_layer_configs(net, path, "save")
     header = {"format": FORMAT, "version": VERSION, "layers": architecture(net), "dtype": net.dtype_name,
               "params": list(net.parameters()), "extra": extra or {}}
+    header.update(input_shape_entry(net))
     if net.loss is not None:
         header["loss"] = {"type": type(net.loss).__name__, "class": qualified_name(type(net.loss)),
                           "config": net.loss.get_config()}
@@ -107,7 +108,8 @@ def _model_network(tensors: dict[str, Any], header: dict[str, Any], path: str | 
     if not layers:
         raise ModelFileError(path, "the file describes no layers")
     try:
-        net = Network(layers, seed=0, backend=backend, dtype=header.get("dtype", "float32"))
+        net = Network(layers, seed=0, backend=backend, dtype=header.get("dtype", "float32"),
+                      input_shape=saved_input_shape(header, path))
     except (ValueError, TypeError) as err:
         raise ModelFileError(path, f"the architecture is inconsistent: {err}") from None
     expected = net.parameters()
@@ -121,7 +123,7 @@ def _model_network(tensors: dict[str, Any], header: dict[str, Any], path: str | 
 def _checkpoint_network(tensors: dict[str, Any], header: dict[str, Any], path: str | os.PathLike[str],
                         backend: str | None, classes: Mapping[str, type] | None) -> Any:
     net = Network(build_layers(header["layers"], path, classes), seed=0, backend=backend,
-                  dtype=header.get("dtype", "float32"))
+                  dtype=header.get("dtype", "float32"), input_shape=saved_input_shape(header, path))
     apply_tensors(net, {k[len("model/"):]: to_device(v, "numpy") for k, v in tensors.items() if k.startswith("model/")},
                   {k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, path)
     net.loss = _saved_loss(header.get("loss"), path, classes)

@@ -253,6 +253,26 @@ def architecture(net: Any) -> list[dict[str, Any]]:
             for layer in net.layers]
 
 
+def input_shape_entry(net: Any) -> dict[str, Any]:
+    """``{"input_shape": [...]}`` for a network whose input shape its layers do not decide
+    (given as ``input_shape=`` or taken from its first data); {} otherwise (rows networks
+    write the header they always have)."""
+    shape = getattr(net, "input_shape", None)
+    if shape is None or getattr(net, "input_shape_source", "layers") == "layers":
+        return {}
+    return {"input_shape": [int(d) for d in shape]}
+
+
+def saved_input_shape(header: dict[str, Any], path: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """The input shape a file records (None: the layers decide it, or it comes with the data)."""
+    shape = header.get("input_shape")
+    if shape is None:
+        return None
+    if not isinstance(shape, list) or not shape or not all(type(d) is int and d > 0 for d in shape):
+        raise ModelFileError(path, f"input_shape must be a list of positive ints, got {shape!r}")
+    return tuple(shape)
+
+
 def layer_class(item: Any, i: int, path: str | os.PathLike[str],
                 classes: Mapping[str, type] | None = None) -> type[Layer]:
     """The layer class entry ``i`` of a file's architecture names, among the classes this

@@ -32,6 +32,12 @@ class Network:
     ``seed`` seeds the run's single host generator: initial weights are drawn from it
     on the host (so every backend starts from the same network), and so are shuffles.
 
+    ``input_shape``: one sample's shape, e.g. ``(1, 28, 28)`` for a network that takes
+    (n, 1, 28, 28) images; needed only where no layer decides it (a first ``Conv2D`` knows its
+    channels, not the image size), and otherwise taken from the first data given to
+    ``fit``/``predict``/``evaluate`` (:meth:`inputs_shape`).  A network starting with
+    ``Dense`` or ``Reshape`` takes rows (n, k), as it always has.
+
     Every component computes on the network's backend, and gets it one way: the network
     hands it over when it takes the component (layers: ``layer.to(ops)``; the loss and the
     optimizer: ``bind(ops)`` when assigned to :attr:`loss` / :attr:`optimizer`) and again
@@ -40,7 +46,8 @@ class Network:
 
     def __init__(self, layers: Sequence[Layer], seed: int | None = 0, backend: str | Ops | None = None,
                  dtype: str = "float32", loss: str | Loss | None = None,
-                 optimizer: str | Optimizer | None = None) -> None:
+                 optimizer: str | Optimizer | None = None,
+                 input_shape: Sequence[int] | None = None) -> None:
         layers = list(layers)
         if not layers:
             raise ValueError("Network needs at least one layer, got an empty list")
@@ -70,7 +77,18 @@ class Network:
             if not was_initialized:
                 layer.initialize(self.rng)
                 layer.initialized = True            # reused in another Network: keeps its parameters
-        self.input_width, self.output_width = self._check_widths()
+        #: the per-sample shape of the inputs: (k,) for rows, (C, H, W) for images; None until
+        #: the first data fixes it when no layer decides it (a network starting with Conv2D)
+        self.input_shape: tuple[int, ...] | None = None
+        #: where :attr:`input_shape` came from: "layers", "input_shape=" or "the first data"
+        self.input_shape_source = "layers"
+        self.output_width: int | None = None
+        if input_shape is not None:         # walked from it through every layer
+            self._set_input_shape(_shape_argument(input_shape), "Network")
+            self.input_shape_source = "input_shape="
+        else:
+            self.output_width = self._check_widths()
+            self.input_shape = self._declared_input_shape()
         self._params = self._collect_params()
         self._param_list = list(self._params.values())
         self._lowest_trained = self._backward_floor()
@@ -83,13 +101,16 @@ class Network:
         self._give_rng()
 
     # ------------------------------------------------------------------ structure
-    def _check_widths(self) -> tuple[int, int]:
-        """(input width, output width), walking the per-sample shapes through every layer
-        (``Layer.input_shape`` / ``Layer.output_shape``): rows (k,) or NCHW images (C, H, W)
-        inside; a network takes and gives rows."""
+    def _check_widths(self) -> int | None:
+        """The output width, walking the per-sample shapes (``Layer.input_shape`` /
+        ``Layer.output_shape``) from the first layer that declares its input shape: rows (k,)
+        or NCHW images (C, H, W) inside; a network gives rows.  When the input shape comes
+        with the data, the walk starts after the last layer whose output depends on it
+        (convolution, pooling, Flatten); None: the output width too waits for the data."""
+        known = self._declared_input_shape() is not None
+        begin = 0 if known else self.data_shaped_layers()
         shape: tuple[int, ...] | None = None
-        first: tuple[int, ...] | None = None
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers[begin:], begin):
             want = layer.input_shape()
             if want is not None and shape is not None and tuple(shape) != tuple(want):
                 refusal = _refusal(layer, shape)            # None: it takes it (BatchNorm(C) on (C, H, W) images)
@@ -98,24 +119,89 @@ class Network:
                                      f"but the layers before it produce width {shape[0]}")
                 if refusal is not None:
                     raise ShapeError(f"Network: layer {i} ({layer.name}): {refusal}")
-            if want is not None and first is None:
-                first = tuple(want)
             if shape is None and want is None:
                 continue
             try:
                 shape = tuple(layer.output_shape(tuple(want) if shape is None else shape))
             except ShapeError as err:
                 raise ShapeError(f"Network: layer {i} ({layer.name}): {err}") from None
-        if first is None or shape is None:
-            raise ValueError("Network: cannot infer the input width; the stack needs a layer that declares its "
+        if shape is None and (known or begin == 0):
+            raise ValueError("Network: cannot infer the output width; the stack needs a layer that declares its "
                              "input size (Dense, or Reshape to start a convolutional network)")
-        if len(first) != 1:
-            raise ShapeError(f"Network: a network takes rows (n, features), but its first sized layer expects "
-                             f"per-sample shape {first}: start with Reshape")
+        if shape is None:
+            return None
         if len(shape) != 1:
             raise ShapeError(f"Network: the last layer outputs per-sample shape {shape}, but a network outputs "
                              "rows (n, k): end with Flatten (or GlobalAvgPool2D) and a Dense layer")
-        return first[0], shape[0]
+        return shape[0]
+
+    def data_shaped_layers(self) -> int:
+        """How many layers from the first see shapes that depend on the input's: up to the
+        last one whose output does (convolution, pooling, Flatten), when the layers do not
+        decide the input shape."""
+        return 1 + max((i for i, layer in enumerate(self.layers) if _opens_shape(layer)), default=-1)
+
+    def _declared_input_shape(self) -> tuple[int, ...] | None:
+        """The input shape the layers decide alone: that of the first layer declaring a whole
+        shape (``Layer.input_spec``) when every layer before it keeps its input's shape
+        (activations, dropout); None when it depends on the data (a first Conv2D, pooling or
+        Flatten: the images' height and width are not written anywhere)."""
+        for layer in self.layers:
+            spec = layer.input_spec()
+            if spec is not None:
+                return tuple(int(d) for d in spec) if None not in spec else None
+            if not _keeps_shape(layer):
+                return None
+        return None
+
+    @property
+    def input_width(self) -> int | None:
+        """Values per sample (the width of rows; C·H·W for images); None until known."""
+        return None if self.input_shape is None else math.prod(self.input_shape)
+
+    def _set_input_shape(self, shape: tuple[int, ...], where: str, data: tuple[int, ...] | None = None) -> None:
+        """Fix the per-sample input shape after walking it through every layer (errors name
+        the layer and the shapes; ``data``: the shape of the data it comes from)."""
+        first = self.layers[0]
+        spec = first.input_spec()
+        given = data if data is not None else ("n", *shape)
+        if spec is not None and (len(spec) != len(shape) or any(w is not None and w != d for w, d in zip(spec, shape))) \
+                and _refusal(first, shape) is not None:      # BatchNorm(C) first takes (C, H, W) images too
+            raise ShapeError(f"{where}: {_first_layer_refuses(first, spec, given)}")
+        out = shape
+        for i, layer in enumerate(self.layers):
+            try:
+                out = tuple(int(d) for d in layer.output_shape(out))
+            except ShapeError as err:
+                raise ShapeError(f"{where}: inputs {_dims(given)} do not fit layer {i} ({layer.name}): {err}") from None
+        if len(out) != 1 or (self.output_width is not None and out != (self.output_width,)):
+            raise ShapeError(f"{where}: inputs {_dims(given)} give outputs of shape (n, {', '.join(map(str, out))}), "
+                             f"but a network outputs rows (n, {self.output_width or 'k'}): end with Flatten "
+                             "(or GlobalAvgPool2D) and a Dense layer")
+        self.input_shape, self.output_width = shape, out[0]
+
+    def inputs_shape(self, shape: Sequence[int], where: str) -> tuple[int, ...]:
+        """The per-sample input shape for data of ``shape`` (n, ...): the network's own, or,
+        while it has none, the data's, checked through every layer and kept from then on
+        (as a Keras model is built by its first call).  A mismatch raises a one-line ShapeError
+        naming the layer and both shapes."""
+        shape = tuple(int(d) for d in shape)
+        own = self.input_shape
+        if own is None:
+            if len(shape) < 2:
+                raise ShapeError(f"{where}: inputs X must be a batch (n, ...) of samples, got shape {shape}")
+            self._set_input_shape(shape[1:], where, shape)
+            self.input_shape_source = "the first data"
+            return shape[1:]
+        if shape[1:] == own or shape == own or (len(own) == 1 and len(shape) <= 2):
+            return own                  # rows: as_host_inputs words a mismatch of width as it always has
+        layer = self.layers[0]
+        spec = layer.input_spec()
+        if spec is not None and tuple(spec) == own:
+            raise ShapeError(f"{where}: {_first_layer_refuses(layer, spec, shape)}")
+        source = {"input_shape=": " (its input_shape)", "the first data": " (from the first data it was given)"}
+        raise ShapeError(f"{where}: the network takes inputs {_dims(('n', *own))}{source.get(self.input_shape_source, '')}, "
+                         f"got X of shape {_dims(shape)}{_reshape_hint(own, shape)}")
 
     def _collect_params(self) -> dict[str, Parameter]:
         params: dict[str, Parameter] = {}
@@ -213,16 +299,20 @@ class Network:
     def summary(self) -> str:
         """A readable table: layers, output shapes and parameter counts."""
         rows = [("#", "layer", "output", "parameters")]
-        shape: tuple[int, ...] = (self.input_width,)
+        shape: tuple[int, ...] | None = self.input_shape
+        begin = 0 if shape is not None else self.data_shaped_layers()
         for i, layer in enumerate(self.layers):
-            shape = tuple(layer.output_shape(shape))
+            if shape is None and i >= begin and layer.input_shape() is not None:
+                shape = tuple(layer.input_shape())      # the shapes before it depend on the data
+            shape = None if shape is None else tuple(layer.output_shape(shape))
             n = sum(math.prod(p.shape) for p in layer.parameters().values())
             shapes = ", ".join(f"{k}{p.shape}" for k, p in layer.parameters().items())
-            rows.append((str(i), repr(layer), f"(n, {', '.join(map(str, shape))})",
+            rows.append((str(i), repr(layer), "(n, ?)" if shape is None else f"(n, {', '.join(map(str, shape))})",
                          f"{n:,}" + (f"  {shapes}" if shapes else "")))
         w = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(w) + 6)
-        out = [f"Network on {self.ops.name}, {self.dtype_name}, input (n, {self.input_width})", line]
+        given = "(n, ?): from the first data" if self.input_shape is None else f"(n, {', '.join(map(str, self.input_shape))})"
+        out = [f"Network on {self.ops.name}, {self.dtype_name}, input {given}", line]
         for j, r in enumerate(rows):
             out.append("  ".join(r[c].ljust(w[c]) for c in range(4)).rstrip())
             if j == 0:
@@ -328,14 +418,14 @@ class Network:
         loss_fn = get_loss(loss) if loss is not None else self.loss
         if loss_fn is not None:
             loss_fn.bind(self.ops)
-        Xd = device_inputs(self.ops, X, self.input_width, self.dtype_name, "evaluate")
+        Xd = device_inputs(self.ops, X, self.inputs_shape(_shape_of(X), "evaluate"), self.dtype_name, "evaluate")
         Td, Ld = device_targets(self.ops, y, int(Xd.shape[0]), self.output_width, self.dtype_name,
                                 loss_fn or get_loss("xent"), "evaluate")
         return evaluate_batches(self, loss_fn, Xd, Td, Ld, batch_size, self.ops.dtype(self.dtype_name))
 
     def predict(self, X: Any, batch_size: int = 1024) -> Any:
         """Network outputs z for every row of ``X``, as a NumPy array."""
-        Xd = device_inputs(self.ops, X, self.input_width, self.dtype_name, "predict")
+        Xd = device_inputs(self.ops, X, self.inputs_shape(_shape_of(X), "predict"), self.dtype_name, "predict")
         n = int(Xd.shape[0])
         outs = [to_host(self.forward(Xd[s:min(s + batch_size, n), ...], False)) for s in range(0, n, batch_size)]
         return host_concat(outs)
@@ -389,3 +479,82 @@ def _refusal(layer: Layer, shape: tuple[int, ...]) -> str | None:
     except ShapeError as err:
         return str(err)
     return None
+
+
+def _keeps_shape(layer: Layer) -> bool:
+    """Whether ``layer`` gives back the shape it is given (rows, and images unless it takes
+    rows only): an activation or dropout does, Flatten does not."""
+    try:
+        if tuple(layer.output_shape((6,))) != (6,):
+            return False
+    except ShapeError:
+        return False
+    try:
+        return tuple(layer.output_shape((3, 5, 7))) == (3, 5, 7)
+    except ShapeError:
+        return True                     # rows only (Softmax)
+
+
+def _opens_shape(layer: Layer) -> bool:
+    """Whether ``layer``'s output shape depends on sizes no layer declares (a convolution or
+    pooling of images of any size, Flatten)."""
+    spec = layer.input_spec()
+    return (spec is not None and None in spec) or (spec is None and not _keeps_shape(layer))
+
+
+def _shape_argument(shape: Any) -> tuple[int, ...]:
+    """``input_shape=`` as a tuple of positive ints (one sample's shape, without the batch axis)."""
+    dims = list(shape) if isinstance(shape, (list, tuple)) else None
+    if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"Network: input_shape must be one sample's shape, a non-empty tuple of positive ints "
+                         f"such as (1, 28, 28), got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _shape_of(X: Any) -> tuple[int, ...]:
+    """The shape of user data (anything array-like)."""
+    shape = getattr(X, "shape", None)
+    return tuple(int(d) for d in (shape if shape is not None else to_host(X).shape))
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    return f"({', '.join(map(str, shape))})"
+
+
+def _reshape_hint(own: tuple[int, ...], data: tuple[int, ...]) -> str:
+    """How to give data of ``data``'s values in shape ``own``, when the counts agree."""
+    if len(data) < 2 or math.prod(data[1:]) != math.prod(own):
+        return ""
+    if len(own) == 1:
+        return ": flatten the data (X.reshape(len(X), -1))"
+    return f": reshape the data (X.reshape(len(X), {', '.join(map(str, own))}))"
+
+
+def _first_layer_refuses(layer: Layer, spec: Sequence[int | None], data: tuple[Any, ...]) -> str:
+    """Why the first layer cannot take data of shape ``data`` (n, ...), in the user's terms."""
+    sample = data[1:]
+    got = f"rows {_dims(data)}" if len(sample) == 1 else f"X of shape {_dims(data)}"
+    if len(spec) == 3 and spec[1] is None:          # images of any size
+        c = spec[0]
+        want = "(n, C, H, W) images" + ("" if c is None else f" with C={c}")
+        if len(sample) == 1:
+            guess = _image_guess(int(sample[0]), c)
+            return (f"the network's first layer {layer.name} expects {want}, got {got}: reshape the data "
+                    f"(X.reshape(len(X), {guess[1:-1]})) or start the network with Reshape({guess})")
+        return f"the network's first layer {layer.name} expects {want}, got {got}"
+    if None not in spec:
+        hint = _reshape_hint(tuple(int(d) for d in spec), data) if isinstance(data[0], int) else ""   # type: ignore[arg-type]
+        if len(spec) == 1 and len(sample) > 1 and not hint:
+            hint = f": give rows of {spec[0]} values"
+        what = f"rows (n, {spec[0]})" if len(spec) == 1 else f"inputs {_dims(('n', *spec))}"
+        return f"the network's first layer {layer.name} takes {what}, got {got}{hint}"
+    return f"the network's first layer {layer.name} expects inputs {_dims(['n', *('?' if d is None else d for d in spec)])}, got {got}"
+
+
+def _image_guess(width: int, channels: int | None) -> str:
+    """(C, H, W) for rows of ``width`` values when they are square images, else "(C, H, W)"."""
+    c = channels or 1
+    side = math.isqrt(width // c) if width % c == 0 else 0
+    if side and c * side * side == width:
+        return f"({c}, {side}, {side})"
+    return f"({c if channels else 'C'}, H, W)"

@@ -107,9 +107,10 @@ def mlp_layers(spec: str | list[int], activation: str = "relu", output_activatio
 
 
 def cnn_layers(image_shape: tuple[int, ...] | list[int], n_classes: int, channels: tuple[int, int] = (32, 64),
-               dropout: float = 0.5, batchnorm: bool = False) -> list[Layer]:
+               dropout: float = 0.5, batchnorm: bool = False, rows: bool = True) -> list[Layer]:
     """The shape of Keras' "simple MNIST convnet" for rows of ``image_shape`` pixels ((H, W), or
-    (C, H, W)): Reshape to NCHW → conv 3×3 (32) → ReLU → max-pool 2 → conv 3×3 (64) → ReLU →
+    (C, H, W)) (``rows=False``: for the images themselves, (n, C, H, W), without the Reshape):
+    Reshape to NCHW → conv 3×3 (32) → ReLU → max-pool 2 → conv 3×3 (64) → ReLU →
     max-pool 2 → Flatten → Dropout(0.5) → Dense to ``n_classes`` logits (``batchnorm``: each
     convolution, without a bias, followed by BatchNorm before its ReLU).  Convolutions are
     "valid" as in Keras for images of 16 pixels or more (28 → 26 → 13 → 11 → 5), "same" below
@@ -121,7 +122,7 @@ def cnn_layers(image_shape: tuple[int, ...] | list[int], n_classes: int, channel
         raise ValueError(f"cnn_layers: image_shape must be (H, W) or (C, H, W), got {tuple(image_shape)!r}")
     c, h, w = shape
     padding: Any = 0 if min(h, w) >= 16 else "same"
-    layers: list[Layer] = [Reshape(shape)]
+    layers: list[Layer] = [Reshape(shape)] if rows else []
     size = (c, h, w)
     for out in channels:
         conv = Conv2D(size[0], out, 3, padding=padding, bias=not batchnorm)

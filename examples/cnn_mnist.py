@@ -2,7 +2,8 @@
 
 conv 3×3 (32) → ReLU → max-pool 2 → conv 3×3 (64) → ReLU → max-pool 2 → flatten →
 dropout 0.5 → dense 1600 → 10 (``deepnet.presets.cnn_layers``), softmax cross-entropy,
-Adam, batch 128, no augmentation.  The last 5,000 training images are held out for
+Adam, batch 128, no augmentation.  The network takes the images as (n, 1, 28, 28) arrays (views
+of the data set's rows; ``--rows`` trains the same network started by ``Reshape`` on the rows).  The last 5,000 training images are held out for
 validation (accuracy printed after each epoch); the test accuracy is printed at the end.
 
     python examples/cnn_mnist.py ../shared/data/mnist [--epochs 12] [--backend cupy]
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default=None, help="numpy (default), cupy or strict")
+    ap.add_argument("--rows", action="store_true", help="feed rows of 784 pixels to a network starting with Reshape")
     ap.add_argument("--limit", type=int, default=None,
                     help="train on the first N training images only (and validate on N/4 held-out ones)")
     args = ap.parse_args()
@@ -54,7 +56,9 @@ def main() -> None:
     n_train = len(X) - VALIDATION if args.limit is None else min(args.limit, len(X) - VALIDATION)
     X, y = X[:n_train], y[:n_train]
 
-    net = dn.Network(cnn_layers((28, 28), 10), seed=args.seed, backend=args.backend)
+    if not args.rows:           # (n, 1, 28, 28) images: views of the rows, nothing copied
+        X, X_val, X_test = (a.reshape(len(a), 1, 28, 28) for a in (X, X_val, X_test))
+    net = dn.Network(cnn_layers((28, 28), 10, rows=args.rows), seed=args.seed, backend=args.backend)
     print(net.summary())
     print(f"training on {n_train:,} images, validating on {n_val:,}, testing on {len(X_test):,}")
 

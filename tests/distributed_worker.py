@@ -28,6 +28,7 @@ from deepnet.optimizers import get_optimizer
 CASES = [(f"{model}-{opt}-{dtype}", model, opt, dtype, "numpy", None, False)
          for model in ("mlp", "bn") for opt in ("sgd", "momentum", "adam") for dtype in ("float64", "float32")]
 CASES += [("conv-bn-adam-float64", "conv", "adam", "float64", "numpy", None, False),
+          ("conv-images-adam-float64", "conv-images", "adam", "float64", "numpy", None, False),
           ("bn-adam-float64-buckets-overlap", "bn", "adam", "float64", "numpy", 256, True),
           ("bn-momentum-float64-cupy-shaped", "bn", "momentum", "float64", "cupy-shaped", None, False)]
 #: per-rank batch; 2 ranks × B rows per step equal one process with 2B.  N rows: 25 full
@@ -42,12 +43,19 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def inputs(model: str, X: np.ndarray) -> np.ndarray:
+    """The inputs a case's network takes: rows, or (n, 1, 6, 6) images (a view) for "conv-images"."""
+    return X.reshape(len(X), 1, 6, 6) if model == "conv-images" else X
+
+
 def build(model: str, opt: str, dtype: str, backend: str = "numpy") -> Network:
     """The network of a case (seed 5), with its optimizer."""
     if model == "mlp":
         layers = [Dense(36, 24), Tanh(), Dense(24, 16), ReLU(), Dense(16, 4)]
     elif model == "bn":
         layers = [Dense(36, 24, bias=False), BatchNorm(24), ReLU(), Dense(24, 4)]   # no bias before BN: its gradient is 0
+    elif model == "conv-images":     # images in directly: no Reshape
+        layers = [Conv2D(1, 3, 3, padding=1, bias=False), BatchNorm(3), ReLU(), Flatten(), Dense(108, 4)]
     else:
         layers = [Reshape((1, 6, 6)), Conv2D(1, 3, 3, padding=1, bias=False), BatchNorm(3), ReLU(), Flatten(), Dense(108, 4)]
     lr = {"sgd": 0.1, "momentum": 0.05, "adam": 0.01}[opt]
@@ -74,7 +82,8 @@ def equivalence(out: str) -> None:
             continue
         comm = MPICommunicator().configure(bucket_bytes=bucket_bytes, overlap=overlap)
         net = build(model, opt, dtype, backend)
-        hist = net.fit(X, y, epochs=EPOCHS, batch_size=B, communicator=comm, sync_batchnorm=model != "mlp")
+        hist = net.fit(inputs(model, X), y, epochs=EPOCHS, batch_size=B, communicator=comm,
+                       sync_batchnorm=model != "mlp")
         if comm.rank == 0:
             np.savez(os.path.join(out, f"{name}.npz"), **net.get_weights(),
                      __history__=np.array(json.dumps(hist.history)), __transport__=np.array(comm.transport))

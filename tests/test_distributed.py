@@ -23,7 +23,7 @@ from deepnet.distributed.threads import SET_BY_DEEPNET, THREAD_VARIABLES, availa
 from deepnet.errors import ShapeError
 from deepnet.layers import BatchNorm, Dense, Dropout, ReLU
 from deepnet.layers.base import Parameter
-from tests.distributed_worker import B, CASES, EPOCHS, build, data
+from tests.distributed_worker import B, CASES, EPOCHS, build, data, inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"
@@ -263,7 +263,7 @@ def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(two_rank_runs, c
     name, model, opt, dtype, backend, _, _ = case
     X, y = data()
     net = build(model, opt, dtype, backend)
-    hist = net.fit(X, y, epochs=EPOCHS, batch_size=2 * B)
+    hist = net.fit(inputs(model, X), y, epochs=EPOCHS, batch_size=2 * B)
     assert net.step_count == 52
     got = np.load(two_rank_runs / f"{name}.npz")
     tol = 1e-10 if dtype == "float64" else 1e-5

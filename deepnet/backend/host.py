@@ -10,32 +10,39 @@ from ..errors import ShapeError
 from .core import to_host
 
 
-def as_host_inputs(X: Any, n_in: int, where: str) -> np.ndarray:
-    """Validate a batch of inputs: 2-D, ``n_in`` wide, numeric, finite."""
+def as_host_inputs(X: Any, shape: int | tuple[int, ...], where: str) -> np.ndarray:
+    """Validate a batch of inputs: (n, *shape) (``shape`` an int: rows of that width), numeric,
+    finite; one sample of ``shape`` becomes a batch of one (a view, never a copy)."""
+    shape = (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+    n_in = shape[0] if len(shape) == 1 else None
     arr = to_host(X)
-    if arr.ndim == 1 and n_in and arr.shape[0] == n_in:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise ShapeError(f"{where}: inputs X must be 2-D (n, {n_in}), got shape {arr.shape}")
-    if arr.shape[1] != n_in:
-        raise ShapeError(f"{where}: the first layer expects inputs of width {n_in}, got X of shape {arr.shape}")
+    if tuple(arr.shape) == shape and shape != (0,):
+        arr = arr.reshape(1, *shape)
+    if n_in is not None:
+        if arr.ndim != 2:
+            raise ShapeError(f"{where}: inputs X must be 2-D (n, {n_in}), got shape {arr.shape}")
+        if arr.shape[1] != n_in:
+            raise ShapeError(f"{where}: the first layer expects inputs of width {n_in}, got X of shape {arr.shape}")
+    elif tuple(arr.shape[1:]) != shape:
+        raise ShapeError(f"{where}: inputs X must have shape (n, {', '.join(map(str, shape))}), got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ShapeError(f"{where}: X has no rows")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{where}: X must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and not all_finite_rows(arr):
         bad = ~np.isfinite(arr)                 # only on failure: a mask as large as X
-        r, c = np.argwhere(bad)[0]
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"{where}: X contains {int(bad.sum())} non-finite value(s) (NaN or inf); "
-            f"the first is X[{r}, {c}] = {arr[r, c]}")
+            f"the first is X[{', '.join(map(str, at))}] = {arr[at]}")
     return arr
 
 
 def all_finite_rows(arr: np.ndarray, block_bytes: int = 1 << 22) -> bool:
-    """Whether every value of a 2-D float array is finite, checked in blocks of rows so the
-    temporary mask stays small (a mask of all of X would be a quarter of a float32 X)."""
-    rows = max(1, block_bytes // max(1, arr.shape[1] * arr.itemsize))
+    """Whether every value of a float array (n, ...) is finite, checked in blocks of samples so
+    the temporary mask stays small (a mask of all of X would be a quarter of a float32 X)."""
+    per_row = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.itemsize
+    rows = max(1, block_bytes // max(1, per_row))
     return all(bool(np.isfinite(arr[i:i + rows]).all()) for i in range(0, arr.shape[0], rows))
 
 

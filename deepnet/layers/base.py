@@ -229,6 +229,14 @@ class Layer:
         n_in = getattr(self, "n_in", None)
         return None if n_in is None else (int(n_in),)
 
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        """What this layer declares about its per-sample input, None standing for a size it
+        leaves open: ``Conv2D(1, 16, 3)`` takes images (1, None, None), pooling (None, None,
+        None); None: nothing (an activation).  A network that starts with a layer declaring
+        a partial shape takes the rest from its first data (or ``Network(input_shape=)``),
+        and words its errors with it.  Default: :meth:`input_shape`."""
+        return self.input_shape()
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The per-sample output shape for a per-sample input shape (rows (n, k) have shape
         (k,); NCHW images (C, H, W)).  Raises :class:`ShapeError` for an input the layer cannot

@@ -105,6 +105,9 @@ class _PoolWindow:
     def get_config(self) -> dict[str, Any]:
         return {"pool_size": list(self.pool_size), "stride": list(self.stride), "padding": list(self.padding)}
 
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        return (None, None, None)
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         c, h, w = _sample_shape(self, in_shape)
         return (c, *_out_hw(self, self.window, h, w))
@@ -223,6 +226,9 @@ class Conv2D(Layer):
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
                 "dilation": list(self.dilation), "bias": self.bias, "groups": self.groups, "init": self.init}
+
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        return (self.in_channels, None, None)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         _, h, w = _sample_shape(self, in_shape, self.in_channels)
@@ -469,6 +475,9 @@ class GlobalAvgPool2D(Layer):
     """(n, C, H, W) → (n, C): y = the mean of each channel's H·W pixels; ẽ = δ/(H·W) at every pixel."""
 
     backward_free = True
+
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        return (None, None, None)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (_sample_shape(self, in_shape)[0],)

@@ -15,21 +15,33 @@ from ..errors import ShapeError
 from ..losses import Loss
 
 
-def device_inputs(ops: Ops, X: Any, width: int, dtype: str, where: str) -> Array:
-    """X checked (2-D, ``width`` wide, finite) and on ``ops`` in ``dtype``."""
+def device_inputs(ops: Ops, X: Any, shape: int | tuple[int, ...], dtype: str, where: str) -> Array:
+    """X checked ((n, *shape); an int: rows of that width; finite) and on ``ops`` in ``dtype``."""
     if ops.owns(X) and not ops.host_arrays:   # already on the device: check it there
-        if X.ndim != 2 or X.shape[1] != width:
-            raise ShapeError(f"{where}: the first layer expects inputs of width {width}, "
-                             f"got X of shape {tuple(X.shape)}")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if tuple(int(d) for d in X.shape[1:]) != shape or X.ndim < 2:
+            want = (f"the first layer expects inputs of width {shape[0]}" if len(shape) == 1 else
+                    f"inputs X must have shape (n, {', '.join(map(str, shape))})")
+            raise ShapeError(f"{where}: {want}, got X of shape {tuple(X.shape)}")
         if not bool(to_host(ops.all_finite(X))):
             raise ValueError(f"{where}: X contains non-finite values (NaN or inf)")
         return to_device(X, ops, dtype=dtype)
-    return to_device(as_host_inputs(X, width, where), ops, dtype=dtype)
+    return to_device(as_host_inputs(X, shape, where), ops, dtype=dtype)
 
 
-def host_inputs(X: Any, width: int, dtype: str, where: str) -> Any:
+def host_inputs(X: Any, shape: int | tuple[int, ...], dtype: str, where: str) -> Any:
     """X checked and kept on the host in ``dtype`` (for streaming; no copy when it already is)."""
-    return as_host_inputs(X, width, where).astype(dtype, copy=False)
+    return as_host_inputs(X, shape, where).astype(dtype, copy=False)
+
+
+def input_shape_for(net: Any, X: Any, where: str) -> int | tuple[int, ...]:
+    """The per-sample shape ``net`` takes for data X (a :class:`~deepnet.Network` infers it
+    from the data while it has none); a model of another kind: its ``input_width``."""
+    resolve = getattr(net, "inputs_shape", None)
+    if resolve is None:
+        return int(net.input_width)
+    shape = getattr(X, "shape", None)
+    return resolve(tuple(int(d) for d in (shape if shape is not None else to_host(X).shape)), where)
 
 
 def device_targets(ops: Ops, y: Any, n: int, width: int, dtype: str, loss: Loss, where: str) -> tuple[Array, Array]:

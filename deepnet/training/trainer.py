@@ -23,7 +23,7 @@ from .batches import EpochBatches, ShardedBatches
 from .callback_list import CallbackList
 from .captured import StaticStep, capture_obstacles, check_graphs_argument, warn_once
 from .checkpointing import SaveCheckpoints, SaveStopPoint
-from .data import device_inputs, device_targets, host_inputs
+from .data import device_inputs, device_targets, host_inputs, input_shape_for
 from .data_parallel import AgreeStop, DataParallel, SettingsMismatch, check_resume_ranks
 from .evaluation import evaluate_batches
 from .guard import NonFiniteGuard
@@ -127,9 +127,9 @@ class Trainer:
             if chunk < self.batch_size or chunk % self.batch_size:
                 raise ValueError(f"fit: stream_chunk_rows must be a multiple of batch_size ({self.batch_size}), "
                                  f"got {chunk}")
-            Xd = host_inputs(X, net.input_width, net.dtype_name, "fit")
+            Xd = host_inputs(X, input_shape_for(net, X, "fit"), net.dtype_name, "fit")
         else:
-            Xd = device_inputs(ops, X, net.input_width, net.dtype_name, "fit")
+            Xd = device_inputs(ops, X, input_shape_for(net, X, "fit"), net.dtype_name, "fit")
         if self.rows is not None:
             self.rows = as_host_rows(self.rows, int(Xd.shape[0]), "fit")
             y = to_host(y)[self.rows]
@@ -157,7 +157,7 @@ class Trainer:
             else:
                 Xv, rows = rows_of(ops, Xd if Xv is X else Xv, rows), None
         if rows is None:
-            Xv = device_inputs(ops, Xv, net.input_width, net.dtype_name, where)
+            Xv = device_inputs(ops, Xv, input_shape_for(net, Xv, where), net.dtype_name, where)
         n = int(Xv.shape[0]) if rows is None else len(rows)
         Tv, Lv = device_targets(ops, yv, n, net.output_width, net.dtype_name, net.loss, where)
         return Xv, Tv, Lv, None if rows is None else to_device(rows, ops, dtype="int64")
