@@ -278,6 +278,15 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
             "epochs": {"recorded": epochs_before, "used": args.epochs}}
 
 
+def _finished_model(out: Path, resumed: dict[str, Any]) -> str:
+    """Where a finished run's weights are: its model file, or, when the run stopped (Ctrl-C at
+    an epoch's end, then resumed with those epochs) before writing one, its last checkpoint."""
+    if (out / "model.npz").exists():
+        return f"its model is {out / 'model.npz'}"
+    return (f"it wrote no model file: its weights are in {resumed['checkpoint']} "
+            "(deepnet evaluate and deepnet predict take it)")
+
+
 def _resuming_from(resumed: dict[str, Any]) -> str:
     """The line a resumed run starts with: which checkpoint, and where in the run."""
     epoch, step = resumed["epochs_done"] + 1, resumed["next_batch"]
@@ -401,7 +410,7 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     if resumed is not None and (resumed["finished"] or resumed["epochs_done"] >= args.epochs):
         why = resumed["finished"] or f"all {resumed['epochs_done']} epochs are done"
         if launched_rank() == 0:
-            print(f"nothing to train: the run in {out} has finished ({why}); its model is {out / 'model.npz'}",
+            print(f"nothing to train: the run in {out} has finished ({why}); {_finished_model(out, resumed)}",
                   flush=True)
         return 0
     if resumed is not None:
@@ -476,10 +485,15 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
         notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
 
     class EpochLine(Callback):
+        trained = n_train       # rows trained in the epoch by this run (fewer when interrupted or resumed)
+
+        def on_epoch_totals(self, net: Any, epoch: int, totals: dict[str, Any]) -> None:
+            self.trained = totals.get("trained", n_train)
+
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
             extra = "".join(f"  {k} {logs[k]:.4f}" for k in ("val_loss", "val_accuracy") if k in logs)
             _say(args, f"epoch {epoch + 1}/{args.epochs}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
-                       f"{extra}  ({logs['time']:.1f}s, {n_train / max(logs['time'], 1e-9):,.0f} samples/s)")
+                       f"{extra}  ({logs['time']:.1f}s, {self.trained / max(logs['time'], 1e-9):,.0f} samples/s)")
 
     callbacks.append(EpochLine())
     # 4. train, then save at once (before anything else can fail), then evaluate

@@ -369,3 +369,73 @@ def test_sigterm_before_training_ends_with_a_line_and_143(tmp_path):
     finally:
         os.close(fd)
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "deepnet: terminated (SIGTERM)", err
+
+
+class _SlowClock:
+    """``time`` for the trainer: each reading is 10 s after the previous one, so an epoch's
+    printed time is long enough for its samples/s to be checked against the rows it trained."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 10.0
+        return self.now
+
+
+def _epoch_rates(text):
+    """(seconds, samples/s) of each epoch line ``deepnet train`` printed."""
+    return [(float(t), float(r.replace(",", ""))) for t, r in re.findall(r"\((\d+\.\d)s, ([\d,]+) samples/s\)", text)]
+
+
+def _ctrl_c_after_step(monkeypatch, at):
+    """SIGINT to this process right after the trainer's ``at``-th step (``deepnet train`` in-process)."""
+    from deepnet.training import trainer
+
+    real_step, calls = trainer.train_step, {"n": 0}
+
+    def step_then_ctrl_c(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+
+
+def test_the_epoch_line_counts_only_the_rows_trained_in_an_interrupted_or_resumed_epoch(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Ctrl-C at step 9 of 43 (the digits' 1,348 training rows, batch 32): the interrupted
+    epoch's line counts its 9 × 32 rows, not 1,348; the resumed one the 1,060 rows left."""
+    from deepnet import cli
+    from deepnet.training import trainer
+
+    monkeypatch.setattr(trainer, "time", _SlowClock())
+    _ctrl_c_after_step(monkeypatch, 9)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--val-fraction", "0"]) == 130
+    (seconds, rate), = _epoch_rates(capsys.readouterr().out)
+    assert rate * seconds == pytest.approx(9 * 32, rel=0.01)
+    assert cli.main(["train", "--out", str(out), "--resume"]) == 0
+    (seconds, rate), second = _epoch_rates(capsys.readouterr().out)
+    assert rate * seconds == pytest.approx(1348 - 9 * 32, rel=0.01)
+    assert second[0] * second[1] == pytest.approx(1348, rel=0.01)
+
+
+def test_resuming_a_run_stopped_at_an_epoch_end_with_those_epochs_names_the_checkpoint_not_a_missing_model(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C at the end of epoch 1 of 3, then ``--resume --epochs 1``: nothing is left to train,
+    and no model file was written: the line names the checkpoint that holds the weights."""
+    from deepnet import cli
+
+    _ctrl_c_after_step(monkeypatch, 43)          # the digits' 1,348 training rows, batch 32: 43 steps an epoch
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--epochs", "3", "--val-fraction", "0", "--quiet"]) == 130
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert not (out / "model.npz").exists()
+    assert "model.npz" not in printed
+    named = re.search(r"(\S+ckpt-e0001-s00000043\.npz)", printed)
+    assert named and Path(named.group(1)).is_file(), printed
