@@ -300,6 +300,10 @@ def _new_run_check(out: Path, ckpt_dir: Path, checkpointing: bool) -> bool:
     to go on; without, return False (the run then writes no checkpoint, even on Ctrl-C)."""
     last = Checkpointer(ckpt_dir, interrupt_only=True).last_path()
     if last is not None and not checkpointing:
+        if launched_rank() == 0:
+            print(f"note: {ckpt_dir} holds an earlier run's checkpoints (last: {last.name}): this new run starts "
+                  f"from scratch and leaves them alone; to continue that run instead: "
+                  f"deepnet train --out {out} --resume", file=sys.stderr, flush=True)
         return False
     if last is not None:
         raise CLIError(f"{ckpt_dir} holds checkpoints of an earlier run (last: {last.name}); a new run's "

@@ -439,3 +439,19 @@ def test_resuming_a_run_stopped_at_an_epoch_end_with_those_epochs_names_the_chec
     assert "model.npz" not in printed
     named = re.search(r"(\S+ckpt-e0001-s00000043\.npz)", printed)
     assert named and Path(named.group(1)).is_file(), printed
+
+
+def test_a_new_run_where_ctrl_c_left_a_checkpoint_says_it_starts_afresh_and_how_to_resume(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Ctrl-C leaves a checkpoint in --out; running the same command again (without --resume)
+    trains from scratch: it says so at once, and how to continue the stopped run instead."""
+    from deepnet import cli
+
+    _ctrl_c_after_step(monkeypatch, 9)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 130
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "ckpt-e0000-s00000009.npz" in err and f"deepnet train --out {out} --resume" in err, err
