@@ -1014,21 +1014,23 @@ def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
     cmd = mpiexec_command(n, _without_nproc(argv))
     # mpiexec runs in a session of its own, so that Ctrl-C (which the terminal sends to this process
     # group) and SIGTERM reach it once, passed on from here; it passes them to every rank, which
-    # stop at the same step and checkpoint
+    # stop at the same step and checkpoint.  A hangup (the terminal closed) reaches only this
+    # process: it stops the ranks as SIGTERM does, rather than leave them training with no one to see
     try:
         proc = subprocess.Popen(cmd, start_new_session=True)
     except OSError as err:
         raise CLIError(f"--nproc: could not start {cmd[0]}: {err}") from None
 
     def pass_on(sig: int, frame: Any) -> None:
-        proc.send_signal(sig)
+        proc.send_signal(signal.SIGTERM if sig == getattr(signal, "SIGHUP", None) else sig)
 
-    previous = (signal.signal(signal.SIGINT, pass_on), signal.signal(signal.SIGTERM, pass_on))
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, pass_on) for sig in signals}
     try:
         return proc.wait()
     finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

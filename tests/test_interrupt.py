@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -455,3 +456,46 @@ def test_a_new_run_where_ctrl_c_left_a_checkpoint_says_it_starts_afresh_and_how_
     assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "ckpt-e0000-s00000009.npz" in err and f"deepnet train --out {out} --resume" in err, err
+
+
+def _job_pids(marker: str) -> list[int]:
+    """Process ids of mpiexec and the ranks of the run whose command line holds ``marker``."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmd and (b"deepnet" in cmd or b"mpiexec" in cmd) and int(pid) != os.getpid():
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.skipif(_mpi_missing() is not None or not Path("/proc/self/cmdline").exists(),
+                    reason=str(_mpi_missing() or "needs Linux /proc to find the job's processes"))
+def test_a_hangup_of_the_nproc_launcher_stops_the_ranks_at_a_checkpoint(tmp_path):
+    """`deepnet train --nproc 2` in a terminal that closes (SIGHUP to the launcher, whose
+    mpiexec runs in a session of its own): the ranks stop at a checkpoint, as on SIGTERM,
+    instead of training on with no one to see them."""
+    out = tmp_path / "hangup-run"
+    proc = _deepnet("train", "--out", out, "--epochs", "500", "--nproc", "2", "--batch-size", "4",
+                    start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/500"):
+                break
+        os.kill(proc.pid, signal.SIGHUP)
+        proc.wait(timeout=120)
+        for _ in range(50):                 # the ranks' last writes, after the launcher returned
+            if not _job_pids(str(out)):
+                break
+            time.sleep(0.2)
+        assert not _job_pids(str(out)), f"still running after the launcher's hangup: {_job_pids(str(out))}"
+        _, err = proc.communicate(timeout=60)
+        m = re.search(r"deepnet: interrupted \(SIGTERM\) .*; checkpoint written to (\S+); resume with", err)
+        assert m and Path(m[1]).is_file(), (proc.returncode, err)
+    finally:
+        for pid in _job_pids(str(out)):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
