@@ -689,6 +689,13 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return net, data, rows
 
 
+def _checkpoint_point(ckpt: dict[str, Any]) -> str:
+    """Where in its run a checkpoint was written: "after epoch 2", or "at epoch 3, after its step 40"."""
+    if ckpt.get("next_batch"):
+        return f"at epoch {ckpt['epoch'] + 1}, after its step {ckpt['next_batch']}"
+    return f"after epoch {ckpt['epoch']}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     net, data, rows = _model_and_data(args)
     ops = net.ops
@@ -699,7 +706,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     conf, per = to_host(conf_d), to_host(per_class_accuracy(ops, conf_d))
     names = data.class_names or [str(i) for i in range(k)]
     ckpt = (getattr(net, "metadata", None) or {}).get("checkpoint")
-    what = f"checkpoint {args.model} (after epoch {ckpt['epoch']})" if ckpt else f"model {args.model}"
+    what = f"checkpoint {args.model} ({_checkpoint_point(ckpt)})" if ckpt else f"model {args.model}"
     loss = f"loss {res['loss']:.4f}" if net.loss is not None else "no loss (the file records none)"
     print(f"{what} on {data.description}")
     print(f"accuracy {100 * res['accuracy']:.2f}%  {loss}  ({len(data.y_test):,} samples)")
