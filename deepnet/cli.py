@@ -294,6 +294,15 @@ def _resume_settings(args: argparse.Namespace, ckpt_dir: Path) -> dict[str, Any]
             "epochs": {"recorded": epochs_before, "used": args.epochs}}
 
 
+def _finished_model(out: Path, resumed: dict[str, Any]) -> str:
+    """Where a finished run's weights are: its model file, or, when the run stopped (Ctrl-C at
+    an epoch's end, then resumed with those epochs) before writing one, its last checkpoint."""
+    if (out / "model.npz").exists():
+        return f"its model is {out / 'model.npz'}"
+    return (f"it wrote no model file: its weights are in {resumed['checkpoint']} "
+            "(deepnet evaluate and deepnet predict take it)")
+
+
 def _resuming_from(resumed: dict[str, Any]) -> str:
     """The line a resumed run starts with: which checkpoint, and where in the run."""
     epoch, step = resumed["epochs_done"] + 1, resumed["next_batch"]
@@ -307,6 +316,10 @@ def _new_run_check(out: Path, ckpt_dir: Path, checkpointing: bool) -> bool:
     to go on; without, return False (the run then writes no checkpoint, even on Ctrl-C)."""
     last = Checkpointer(ckpt_dir, interrupt_only=True).last_path()
     if last is not None and not checkpointing:
+        if launched_rank() == 0:
+            print(f"note: {ckpt_dir} holds an earlier run's checkpoints (last: {last.name}): this new run starts "
+                  f"from scratch and leaves them alone; to continue that run instead: "
+                  f"deepnet train --out {out} --resume", file=sys.stderr, flush=True)
         return False
     if last is not None:
         raise CLIError(f"{ckpt_dir} holds checkpoints of an earlier run (last: {last.name}); a new run's "
@@ -442,7 +455,7 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     if resumed is not None and (resumed["finished"] or resumed["epochs_done"] >= args.epochs):
         why = resumed["finished"] or f"all {resumed['epochs_done']} epochs are done"
         if launched_rank() == 0:
-            print(f"nothing to train: the run in {out} has finished ({why}); its model is {out / 'model.npz'}",
+            print(f"nothing to train: the run in {out} has finished ({why}); {_finished_model(out, resumed)}",
                   flush=True)
         return 0
     if resumed is not None:
@@ -524,10 +537,15 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
         notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
 
     class EpochLine(Callback):
+        trained = n_train       # rows trained in the epoch by this run (fewer when interrupted or resumed)
+
+        def on_epoch_totals(self, net: Any, epoch: int, totals: dict[str, Any]) -> None:
+            self.trained = totals.get("trained", n_train)
+
         def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
             extra = "".join(f"  {k} {logs[k]:.4f}" for k in ("val_loss", "val_accuracy") if k in logs)
             _say(args, f"epoch {epoch + 1}/{args.epochs}  loss {logs['loss']:.4f}  accuracy {logs['accuracy']:.4f}"
-                       f"{extra}  ({logs['time']:.1f}s, {n_train / max(logs['time'], 1e-9):,.0f} samples/s)")
+                       f"{extra}  ({logs['time']:.1f}s, {self.trained / max(logs['time'], 1e-9):,.0f} samples/s)")
 
     callbacks.append(EpochLine())
     # 4. train, then save at once (before anything else can fail), then evaluate
@@ -729,6 +747,13 @@ def _model_inputs(net: Any, X: np.ndarray) -> np.ndarray:
     return X.reshape(len(X), *shape) if shape is not None and len(shape) > 1 else X
 
 
+def _checkpoint_point(ckpt: dict[str, Any]) -> str:
+    """Where in its run a checkpoint was written: "after epoch 2", or "at epoch 3, after its step 40"."""
+    if ckpt.get("next_batch"):
+        return f"at epoch {ckpt['epoch'] + 1}, after its step {ckpt['next_batch']}"
+    return f"after epoch {ckpt['epoch']}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     net, data, rows = _model_and_data(args)
     ops = net.ops
@@ -740,7 +765,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     conf, per = to_host(conf_d), to_host(per_class_accuracy(ops, conf_d))
     names = data.class_names or [str(i) for i in range(k)]
     ckpt = (getattr(net, "metadata", None) or {}).get("checkpoint")
-    what = f"checkpoint {args.model} (after epoch {ckpt['epoch']})" if ckpt else f"model {args.model}"
+    what = f"checkpoint {args.model} ({_checkpoint_point(ckpt)})" if ckpt else f"model {args.model}"
     loss = f"loss {res['loss']:.4f}" if net.loss is not None else "no loss (the file records none)"
     print(f"{what} on {data.description}")
     print(f"accuracy {100 * res['accuracy']:.2f}%  {loss}  ({len(data.y_test):,} samples)")
@@ -1088,8 +1113,9 @@ def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
     cmd = mpiexec_command(n, _without_nproc(argv))
     # mpiexec runs in a session of its own, so that Ctrl-C (which the terminal sends to this process
     # group) and SIGTERM reach it once, passed on from here; it passes them to every rank, which
-    # stop at the same step and checkpoint; each rank gets its share of the cores, read by the
-    # libraries as they load (docs/distributed.md)
+    # stop at the same step and checkpoint.  A hangup (the terminal closed) reaches only this
+    # process: it stops the ranks as SIGTERM does, rather than leave them training with no one to see.
+    # Each rank gets its share of the cores, read by the libraries as they load (docs/distributed.md)
     env = {**os.environ, **environment_for_ranks(plan_threads(args.threads, ranks=n))}
     try:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -1097,14 +1123,15 @@ def _start_processes(args: argparse.Namespace, argv: list[str]) -> int | None:
         raise CLIError(f"--nproc: could not start {cmd[0]}: {err}") from None
 
     def pass_on(sig: int, frame: Any) -> None:
-        proc.send_signal(sig)
+        proc.send_signal(signal.SIGTERM if sig == getattr(signal, "SIGHUP", None) else sig)
 
-    previous = (signal.signal(signal.SIGINT, pass_on), signal.signal(signal.SIGTERM, pass_on))
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, pass_on) for sig in signals}
     try:
         return proc.wait()
     finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,8 @@ def _checkpoint_network(tensors: dict[str, Any], header: dict[str, Any], path: s
     notes = header.get("notes") or {}
     # what a model file's ``extra`` would hold, if the run noted it; and the checkpoint's own record
     net.metadata = {**(notes.get("model") or {}),
-                    "checkpoint": {"epoch": header.get("epoch"), "settings": header.get("settings"), "notes": notes}}
+                    "checkpoint": {"epoch": header.get("epoch"), "next_batch": header.get("next_batch"),
+                                   "settings": header.get("settings"), "notes": notes}}
     return net
 
 
@@ -149,7 +150,8 @@ def load_checkpoint_model(path: str | os.PathLike[str], backend: str | None = No
     """Rebuild just the network (architecture, weights, layer state such as BatchNorm's running
     statistics, and loss) from a checkpoint file (:mod:`deepnet.checkpoint`); ``classes`` as for
     :func:`load_model`.  ``metadata`` holds what the run noted about its model (``notes["model"]``)
-    and, under ``"checkpoint"``, the checkpoint's epoch, settings and notes."""
+    and, under ``"checkpoint"``, the checkpoint's epoch (epochs finished), next_batch (steps
+    done in the next one), settings and notes."""
     return _checkpoint_network(*read_tensors(path, expect_format=CHECKPOINT_FORMAT), path, backend, classes)
 
 

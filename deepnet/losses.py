@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .backend import Array, Ops, backend_of
-from .classnames import ClassLookupError, ClassRegistry
+from .classnames import ClassRegistry, qualified_name
 from .layers.base import ShapeError
 
 
@@ -143,13 +143,19 @@ LOSSES: dict[str, type[Loss]] = {
 
 
 def get_loss(spec: str | Loss) -> Loss:
-    """A loss from an alias (``"xent"``), a class name (a built-in's first) or a loss itself."""
+    """A loss from an alias (``"xent"``), a class name or a loss itself; a class name that
+    several classes share (a built-in's and a program's own, or two of the program's) is an
+    error naming them."""
     if isinstance(spec, Loss):
         return spec
     cls = LOSSES.get(spec)
     if cls is None:
-        try:
-            cls = Loss.registry.resolve(spec)[0]
-        except ClassLookupError:
-            raise ValueError(f"unknown loss {spec!r}: expected one of {sorted(LOSSES)}") from None
+        builtin, users = Loss.registry.builtin(spec), Loss.registry.user_classes(spec)
+        names = ([qualified_name(builtin)] if builtin is not None else []) + users
+        if not names:
+            raise ValueError(f"unknown loss {spec!r}: expected one of {sorted(LOSSES)}")
+        if len(names) > 1:
+            raise ValueError(f"loss {spec!r} is ambiguous: it names {' and '.join(names)}; pass the loss "
+                             f"itself (loss={spec}()) to choose")
+        cls = builtin if builtin is not None else Loss.registry[users[0]]
     return cls()

@@ -100,6 +100,16 @@ def test_evaluate_takes_a_checkpoint_and_best_npz(tmp_path, capsys):
     assert out.startswith(f"checkpoint {tmp_path / 'checkpoints' / 'best.npz'}") and "seed 5" in out
 
 
+def test_a_mid_epoch_checkpoint_is_said_to_be_inside_its_epoch(tmp_path, capsys):
+    """A checkpoint written inside the first epoch (as Ctrl-C or --checkpoint-every writes them)
+    is not "after epoch 0"."""
+    _train(capsys, ["--epochs", "1", "--checkpoint-every", "5", "--out", str(tmp_path)])
+    ckpt = sorted((tmp_path / "checkpoints").glob("ckpt-e0000-s*.npz"))[0]      # 38 steps: one of 25..35
+    out = _evaluate(capsys, [str(ckpt)])
+    step = int(ckpt.stem[-8:])
+    assert out.startswith(f"checkpoint {ckpt} (at epoch 1, after its step {step}) on "), out
+
+
 def test_predict_takes_a_checkpoint_like_its_model(tmp_path, capsys):
     """``deepnet predict`` on a checkpoint scales the inputs as the run did and predicts as its model."""
     _train(capsys, ["--epochs", "2", "--checkpoint-every", "1000", "--out", str(tmp_path)])

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +370,132 @@ def test_sigterm_before_training_ends_with_a_line_and_143(tmp_path):
     finally:
         os.close(fd)
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "deepnet: terminated (SIGTERM)", err
+
+
+class _SlowClock:
+    """``time`` for the trainer: each reading is 10 s after the previous one, so an epoch's
+    printed time is long enough for its samples/s to be checked against the rows it trained."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 10.0
+        return self.now
+
+
+def _epoch_rates(text):
+    """(seconds, samples/s) of each epoch line ``deepnet train`` printed."""
+    return [(float(t), float(r.replace(",", ""))) for t, r in re.findall(r"\((\d+\.\d)s, ([\d,]+) samples/s\)", text)]
+
+
+def _ctrl_c_after_step(monkeypatch, at):
+    """SIGINT to this process right after the trainer's ``at``-th step (``deepnet train`` in-process)."""
+    from deepnet.training import trainer
+
+    real_step, calls = trainer.train_step, {"n": 0}
+
+    def step_then_ctrl_c(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+
+
+def test_the_epoch_line_counts_only_the_rows_trained_in_an_interrupted_or_resumed_epoch(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Ctrl-C at step 9 of 43 (the digits' 1,348 training rows, batch 32): the interrupted
+    epoch's line counts its 9 × 32 rows, not 1,348; the resumed one the 1,060 rows left."""
+    from deepnet import cli
+    from deepnet.training import trainer
+
+    monkeypatch.setattr(trainer, "time", _SlowClock())
+    _ctrl_c_after_step(monkeypatch, 9)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--val-fraction", "0"]) == 130
+    (seconds, rate), = _epoch_rates(capsys.readouterr().out)
+    assert rate * seconds == pytest.approx(9 * 32, rel=0.01)
+    assert cli.main(["train", "--out", str(out), "--resume"]) == 0
+    (seconds, rate), second = _epoch_rates(capsys.readouterr().out)
+    assert rate * seconds == pytest.approx(1348 - 9 * 32, rel=0.01)
+    assert second[0] * second[1] == pytest.approx(1348, rel=0.01)
+
+
+def test_resuming_a_run_stopped_at_an_epoch_end_with_those_epochs_names_the_checkpoint_not_a_missing_model(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C at the end of epoch 1 of 3, then ``--resume --epochs 1``: nothing is left to train,
+    and no model file was written: the line names the checkpoint that holds the weights."""
+    from deepnet import cli
+
+    _ctrl_c_after_step(monkeypatch, 43)          # the digits' 1,348 training rows, batch 32: 43 steps an epoch
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--epochs", "3", "--val-fraction", "0", "--quiet"]) == 130
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert not (out / "model.npz").exists()
+    assert "model.npz" not in printed
+    named = re.search(r"(\S+ckpt-e0001-s00000043\.npz)", printed)
+    assert named and Path(named.group(1)).is_file(), printed
+
+
+def test_a_new_run_where_ctrl_c_left_a_checkpoint_says_it_starts_afresh_and_how_to_resume(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """Ctrl-C leaves a checkpoint in --out; running the same command again (without --resume)
+    trains from scratch: it says so at once, and how to continue the stopped run instead."""
+    from deepnet import cli
+
+    _ctrl_c_after_step(monkeypatch, 9)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 130
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "ckpt-e0000-s00000009.npz" in err and f"deepnet train --out {out} --resume" in err, err
+
+
+def _job_pids(marker: str) -> list[int]:
+    """Process ids of mpiexec and the ranks of the run whose command line holds ``marker``."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmd and (b"deepnet" in cmd or b"mpiexec" in cmd) and int(pid) != os.getpid():
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.skipif(_mpi_missing() is not None or not Path("/proc/self/cmdline").exists(),
+                    reason=str(_mpi_missing() or "needs Linux /proc to find the job's processes"))
+def test_a_hangup_of_the_nproc_launcher_stops_the_ranks_at_a_checkpoint(tmp_path):
+    """`deepnet train --nproc 2` in a terminal that closes (SIGHUP to the launcher, whose
+    mpiexec runs in a session of its own): the ranks stop at a checkpoint, as on SIGTERM,
+    instead of training on with no one to see them."""
+    out = tmp_path / "hangup-run"
+    proc = _deepnet("train", "--out", out, "--epochs", "500", "--nproc", "2", "--batch-size", "4",
+                    start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/500"):
+                break
+        os.kill(proc.pid, signal.SIGHUP)
+        proc.wait(timeout=120)
+        for _ in range(50):                 # the ranks' last writes, after the launcher returned
+            if not _job_pids(str(out)):
+                break
+            time.sleep(0.2)
+        assert not _job_pids(str(out)), f"still running after the launcher's hangup: {_job_pids(str(out))}"
+        _, err = proc.communicate(timeout=60)
+        m = re.search(r"deepnet: interrupted \(SIGTERM\) .*; checkpoint written to (\S+); resume with", err)
+        assert m and Path(m[1]).is_file(), (proc.returncode, err)
+    finally:
+        for pid in _job_pids(str(out)):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()

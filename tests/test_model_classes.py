@@ -21,7 +21,7 @@ from deepnet.errors import ResumeError
 from deepnet.interop import torch_modules
 from deepnet.io import ModelFileError, load_checkpoint_model, load_model, save_model
 from deepnet.layers.base import Layer
-from deepnet.losses import Loss, SoftmaxCrossEntropy
+from deepnet.losses import Loss, SoftmaxCrossEntropy, get_loss
 from deepnet.model_files import read_tensors, write_tensors
 from deepnet.optimizers import Optimizer
 
@@ -356,3 +356,38 @@ def test_to_torch_refuses_a_users_gelu_instead_of_calling_it_torchs(tmp_path):
     assert torch_modules(gelu_net())[1] == ("GELU", {"approximate": "tanh"})
     with pytest.raises(ValueError, match="no PyTorch equivalent"):
         torch_modules(dn.Network([dn.Dense(4, 8), own(), dn.Dense(8, 3)], seed=0))
+
+
+def test_a_loss_named_by_a_string_that_two_classes_share_is_an_error_naming_both():
+    """``loss="SumOfSquares"`` once the program defines its own ``SumOfSquares``: deepnet 883a836
+    took the program's class, a registry by qualified name the built-in; neither is silently
+    picked: one line names both, and how to choose."""
+    class SumOfSquares(Loss):                  # a program's own, a built-in's short name
+        def forward_backward(self, z, y):
+            raise AssertionError("the program's own loss")
+
+    with pytest.raises(ValueError) as err:
+        get_loss("SumOfSquares")
+    message = str(err.value)
+    assert "deepnet.losses.SumOfSquares" in message and f"{__name__}.{SumOfSquares.__qualname__}" in message
+    assert "\n" not in message and "loss=SumOfSquares()" in message
+    assert type(get_loss("sse")) is dn.losses.SumOfSquares       # an alias stays the built-in's
+
+
+def test_a_loss_string_two_program_classes_share_is_called_ambiguous_not_unknown():
+    def mine():
+        class Huber(Loss):
+            def forward_backward(self, z, y):
+                raise AssertionError
+        return Huber
+
+    def theirs():
+        class Huber(Loss):
+            def forward_backward(self, z, y):
+                raise AssertionError
+        return Huber
+
+    mine(), theirs()                            # two classes, two qualified names, one short name
+    with pytest.raises(ValueError, match=r"^loss 'Huber' is ambiguous: it names .*mine.*Huber and .*theirs.*Huber; "
+                                         r"pass the loss itself \(loss=Huber\(\)\) to choose$"):
+        get_loss("Huber")

@@ -34,15 +34,18 @@ class RunPosition:
         self.last_epoch = 0
 
     def partial_totals(self, done: int, check_weights: bool = False) -> dict[str, Any]:
-        """Totals of this epoch's batches so far (one device read)."""
+        """Totals of this epoch's batches so far (one device read); ``trained``: the rows of
+        ``seen`` trained since this run started the epoch (not those of a resumed checkpoint)."""
         assert self.metrics is not None
         params = self.params if check_weights else None
         if self.reduce is None:
-            return self.metrics.totals(self.labels, self.first, done, self.carried, params)
-        totals = self.reduce(self.metrics.totals(self.labels, self.first, done, None, params))
-        if self.carried is not None:         # a resumed epoch's totals were saved summed already
-            for k in ("loss_sum", "correct", "seen"):
-                totals[k] += self.carried[k]
+            totals = self.metrics.totals(self.labels, self.first, done, self.carried, params)
+        else:
+            totals = self.reduce(self.metrics.totals(self.labels, self.first, done, None, params))
+            if self.carried is not None:         # a resumed epoch's totals were saved summed already
+                for k in ("loss_sum", "correct", "seen"):
+                    totals[k] += self.carried[k]
+        totals["trained"] = totals["seen"] - (self.carried["seen"] if self.carried is not None else 0)
         return totals
 
     @property
