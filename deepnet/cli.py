@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -735,15 +736,19 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
     meta = getattr(net, "metadata", None) or {}
     record = meta.get("split") or _checkpoint_record(meta.get("checkpoint"))
     data, rows = _recorded_data(args, record) if record else _unrecorded_data(args, meta)
-    if data.n_features != net.input_width:
+    if net.input_width is not None and data.n_features != net.input_width:
         raise CLIError(f"the model takes {net.input_width} inputs but {data.name} has {data.n_features} features")
     return net, data, rows
 
 
-def _model_inputs(net: Any, X: np.ndarray) -> np.ndarray:
+def _model_inputs(net: Any, X: np.ndarray, image_shape: Any = None) -> np.ndarray:
     """Rows of a data set as a view in the model's input shape (images for a network that
-    takes them directly, e.g. one starting with Conv2D)."""
+    takes them directly, e.g. one starting with Conv2D).  A model saved before it saw any data
+    records no input shape: rows of a data set of ``image_shape`` (H, W) images go to a network
+    whose first layer takes images as (n, 1, H, W), as the data set draws them."""
     shape = getattr(net, "input_shape", None)
+    if shape is None and image_shape and len(net.layers[0].input_spec() or ()) == 3:
+        shape = (1, *image_shape)
     return X.reshape(len(X), *shape) if shape is not None and len(shape) > 1 else X
 
 
@@ -757,7 +762,7 @@ def _checkpoint_point(ckpt: dict[str, Any]) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     net, data, rows = _model_and_data(args)
     ops = net.ops
-    X_test = _model_inputs(net, data.X_test)
+    X_test = _model_inputs(net, data.X_test, data.image_shape)
     res = net.evaluate(X_test, data.y_test)
     pred = net.predict_classes(X_test)
     k = net.output_width
@@ -849,10 +854,16 @@ def _pixel_max(meta: dict[str, Any]) -> float:
 def cmd_predict(args: argparse.Namespace) -> int:
     net = load_network(args.model, backend=args.backend)
     meta = getattr(net, "metadata", {})
+    image_shape = meta.get("image_shape")
+    width = net.input_width or (math.prod(image_shape) if image_shape else None)
+    if width is None or net.output_width is None:
+        raise CLIError(f"{args.model} records no input shape (the network was saved before it saw any data, and "
+                       f"its first layer {type(net.layers[0]).__name__} does not fix one): predict in Python on "
+                       "arrays shaped as in training, or give the network input_shape= before saving it")
     names = meta.get("class_names") or [str(i) for i in range(net.output_width)]
     inputs = []                     # every file read (and checked) before anything is printed
     for name in args.inputs:
-        X, labels = _read_inputs(Path(name), net.input_width, meta.get("scale", "unit"), meta.get("image_shape"),
+        X, labels = _read_inputs(Path(name), width, meta.get("scale", "unit"), image_shape,
                                  args.invert, args.label_column, _pixel_max(meta))
         if labels is not None and labels.size and labels.max() >= net.output_width:
             i = int(np.argmax(labels >= net.output_width))
@@ -861,7 +872,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inputs.append((name, X, labels))
     hits = labelled = 0
     for name, X, labels in inputs:
-        right = _print_predictions(name, net.predict(_model_inputs(net, X)), names, labels)
+        right = _print_predictions(name, net.predict(_model_inputs(net, X, image_shape)), names, labels)
         if labels is not None:
             print(f"{name}: accuracy {100 * right / len(labels):.2f}% ({right} of {len(labels)} labelled rows)",
                   file=sys.stderr, flush=True)

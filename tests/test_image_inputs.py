@@ -269,6 +269,29 @@ def test_deepnet_predict_gives_rows_of_a_file_to_a_model_that_takes_images(tmp_p
     assert got == net.predict_classes(X[:4]).tolist()
 
 
+def test_a_model_saved_before_it_saw_data_evaluates_on_its_data_sets_images_and_predict_says_why_not(
+        tmp_path, capsys):
+    """No input shape recorded: ``evaluate`` views the data set's rows as (n, 1, H, W) images;
+    ``predict`` (no data set to ask) refuses in one line and never names a width of None."""
+    from deepnet.cli import main
+    from deepnet.datasets import load_dataset
+
+    layers = lambda: [Conv2D(1, 4, 3), ReLU(), Flatten(), Dense(144, 10)]     # noqa: E731
+    save_model(dn.Network(layers(), seed=0, loss="xent"), tmp_path / "m.npz")
+    assert main(["evaluate", str(tmp_path / "m.npz")]) == 0
+    data = load_dataset("digits", seed=0)
+    want = dn.Network(layers(), seed=0, loss="xent").evaluate(data.X_test.reshape(-1, 1, 8, 8), data.y_test)
+    assert f"accuracy {100 * want['accuracy']:.2f}%" in capsys.readouterr().out
+    np.save(tmp_path / "rows.npy", data.X_test[:3])
+    assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "rows.npy")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"deepnet: error: {tmp_path / 'm.npz'} records no input shape") and "None" not in err
+    save_model(dn.Network(layers(), seed=0), tmp_path / "d.npz", extra={"image_shape": [8, 8], "scale": "unit"})
+    assert main(["predict", str(tmp_path / "d.npz"), str(tmp_path / "rows.npy")]) == 0
+    got = [int(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()]
+    assert got == dn.Network(layers(), seed=0).predict_classes(data.X_test[:3].reshape(-1, 1, 8, 8)).tolist()
+
+
 def test_any_per_sample_shape_through_flatten(backend):
     """(n, 4, 4) arrays into a network starting with Flatten: its input shape comes from the data."""
     rng = np.random.default_rng(2)
