@@ -175,7 +175,7 @@ class Network:
     def _give_rng(self) -> None:
         """Hand the run's device generator to layers that draw random numbers (dropout)."""
         for layer in self.layers:
-            if getattr(layer, "stochastic", False):
+            if layer.stochastic:
                 layer.set_rng(self.device_rng())
 
     def to(self, backend: str | Ops) -> Network:
@@ -218,8 +218,18 @@ class Network:
             shape = tuple(layer.output_shape(shape))
             n = sum(math.prod(p.shape) for p in layer.parameters().values())
             shapes = ", ".join(f"{k}{p.shape}" for k, p in layer.parameters().items())
-            rows.append((str(i), repr(layer), f"(n, {', '.join(map(str, shape))})",
-                         f"{n:,}" + (f"  {shapes}" if shapes else "")))
+            if not layer.sublayers():
+                rows.append((str(i), repr(layer), f"(n, {', '.join(map(str, shape))})",
+                             f"{n:,}" + (f"  {shapes}" if shapes else "")))
+                continue
+            rows.append((str(i), layer.name, f"(n, {', '.join(map(str, shape))})", f"{n:,}"))
+            for path, sub in layer.walk():          # a block: its tree, one row per layer inside
+                depth = path.count(".") + 1
+                label = sub.name if sub.sublayers() else repr(sub)
+                own = {k: p for k, p in sub.parameters().items()} if not sub.sublayers() else {}
+                m = sum(math.prod(p.shape) for p in sub.parameters().values())
+                detail = ", ".join(f"{k}{p.shape}" for k, p in own.items())
+                rows.append((f"{i}.{path}", "  " * depth + label, "", f"{m:,}" + (f"  {detail}" if detail else "")))
         w = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(w) + 6)
         out = [f"Network on {self.ops.name}, {self.dtype_name}, input (n, {self.input_width})", line]
