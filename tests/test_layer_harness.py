@@ -37,6 +37,7 @@ BUILTIN = {
         dn.Dense(5, 5), dn.BatchNorm(5, momentum=0.8), dn.Dropout(0.3),
         dn.Residual(dn.Sequential(dn.Dense(5, 5), dn.Tanh()))),
     "Residual-identity": lambda: dn.Residual(dn.Sequential(dn.Dense(5, 5), dn.Tanh(), dn.Dense(5, 5))),
+    "Residual-dropout-last": lambda: dn.Residual(dn.Sequential(dn.Dense(5, 5), dn.Dropout(0.3))),  # writes into ẽ
     "Residual-projection": lambda: dn.Residual(dn.Dense(5, 3), dn.Dense(5, 3, bias=False)),
     "Concatenate": lambda: dn.Concatenate(dn.Dense(5, 2), dn.Sequential(dn.Dense(5, 3), dn.Sigmoid())),
     "Add": lambda: dn.Add(dn.Dense(5, 3), dn.Sequential(dn.Dense(5, 3), dn.Tanh()), dn.Dense(5, 3)),
