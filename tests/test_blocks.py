@@ -227,3 +227,23 @@ def test_entries_round_trip_through_json():
     entry = json.loads(json.dumps(net.layers[2].get_config()))
     rebuilt = type(net.layers[2]).from_config(entry)
     assert [type(b).__name__ for b in rebuilt.branches] == ["Dense", "Sequential"]
+
+
+def test_checkpointing_a_shared_layer_is_refused_before_training(tmp_path):
+    d = dn.Dense(6, 6)
+    net = dn.Network([dn.Sequential(d, dn.Tanh(), d), dn.Dense(6, 3)], loss="xent", optimizer="sgd")
+    before = net.get_weights()
+    X, y = _data()
+    with pytest.raises(ModelFileError, match=r"cannot checkpoint layer 0 \(Sequential\).*shared layers") as err:
+        net.fit(X, y, epochs=1, batch_size=16, checkpoint=Checkpointer(tmp_path))
+    assert "\n" not in str(err.value) and net.step_count == 0
+    for k, v in before.items():
+        np.testing.assert_array_equal(net.get_weights()[k], v)
+
+
+def test_from_torch_refuses_a_nested_sequential_in_one_line():
+    torch = pytest.importorskip("torch")
+    from deepnet.interop import from_torch
+
+    with pytest.raises(ValueError, match=r"module 1 \(Sequential\) has no deepnet equivalent"):
+        from_torch(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sequential(torch.nn.Linear(3, 2))))
