@@ -307,7 +307,7 @@ MUTATIONS: list[Mutation] = [
       "on resume every rank takes rank 0's dropout generator state"),
     # ---- blocks (deepnet/layers/combinators.py)
     M("MB1", "deepnet/layers/combinators.py",
-      "        return e_block + e_short                                          # ẽ_in = block.backward(ẽ) + shortcut.backward(ẽ)\n",
+      "        return e_block + e_short                    # ẽ_in = block.backward(ẽ) + shortcut.backward(ẽ)\n",
       "        return e_block\n",
       ["tests/test_layer_harness.py", "-k", "Residual and numpy"],
       "Residual backward: the shortcut's gradient is missing from ẽ_in"),

@@ -31,7 +31,8 @@ def _data(n: int = 48, d: int = 6, k: int = 3, seed: int = 0) -> tuple[np.ndarra
 def _block_net(seed: int = 0, backend: str = "numpy") -> dn.Network:
     """Dense, a residual block with BatchNorm and dropout inside, a branch pair, a Dense head."""
     inner = dn.Sequential(dn.Dense(8, 8), dn.BatchNorm(8), dn.Tanh(), dn.Dropout(0.25), dn.Dense(8, 8))
-    layers = [dn.Dense(6, 8), dn.Residual(inner), dn.Concatenate(dn.Dense(8, 3), dn.Sequential(dn.Dense(8, 2), dn.Tanh())),
+    branches = dn.Concatenate(dn.Dense(8, 3), dn.Sequential(dn.Dense(8, 2), dn.Tanh()))
+    layers = [dn.Dense(6, 8), dn.Residual(inner), branches,
               dn.Add(dn.Dense(5, 3), dn.Dense(5, 3))]
     return dn.Network(layers, seed=seed, backend=backend, loss="xent", optimizer=dn.SGD(0.1, momentum=0.9))
 
@@ -39,7 +40,8 @@ def _block_net(seed: int = 0, backend: str = "numpy") -> dn.Network:
 def test_parameters_are_named_by_their_place_in_the_tree():
     net = _block_net()
     names = list(net.parameters())
-    assert names[:6] == ["0.weight", "0.bias", "1.block.0.weight", "1.block.0.bias", "1.block.1.gamma", "1.block.1.beta"]
+    assert names[:6] == ["0.weight", "0.bias", "1.block.0.weight", "1.block.0.bias",
+                         "1.block.1.gamma", "1.block.1.beta"]
     assert "2.1.0.weight" in names and "3.1.bias" in names
     assert all(p.name == k for k, p in net.parameters().items())
     assert list(net.layers[1].sublayers()) == ["block"]
@@ -61,9 +63,11 @@ def test_a_layer_used_twice_adds_both_uses_to_one_gradient(backend):
 
 
 def test_the_harness_checks_a_block_with_a_shared_layer(backend):
-    d = dn.Dense(5, 5)
-    report = check_layer_contract(lambda: dn.Residual(dn.Sequential(d, dn.Tanh(), d)), np.random.default_rng(2).normal(size=(4, 5)),
-                                  skip=["round_trip"])
+    def make() -> dn.Residual:
+        d = dn.Dense(5, 5)
+        return dn.Residual(dn.Sequential(d, dn.Tanh(), d))
+
+    report = check_layer_contract(make, np.random.default_rng(2).normal(size=(4, 5)), skip=["round_trip"])
     assert "accumulation" in report.passed and "gradient" in report.passed
 
 

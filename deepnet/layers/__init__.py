@@ -9,7 +9,7 @@ from .dropout import Dropout
 from .normalization import BatchNorm, LayerNorm
 
 __all__ = [
-    "Add", "Concatenate", "ELU", "GELU", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D",
-    "Identity", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "Parameter", "ReLU", "Reshape", "Residual", "Sequential", "ShapeError",
-    "Sigmoid", "Softmax", "Softplus", "Tanh",
+    "Add", "Concatenate", "ELU", "GELU", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout",
+    "Flatten", "GlobalAvgPool2D", "Identity", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "Parameter", "ReLU",
+    "Reshape", "Residual", "Sequential", "ShapeError", "Sigmoid", "Softmax", "Softplus", "Tanh",
 ]

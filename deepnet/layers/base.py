@@ -243,7 +243,8 @@ class Layer:
         """Declare ``layer`` as a child named ``name`` (its parameters are ``"<name>.<param>"``);
         returns it.  The same layer object may be declared under two names (shared parameters)."""
         if not isinstance(layer, Layer):
-            raise TypeError(f"{self.name}.add_layer({name!r}, ...): expected a deepnet Layer, got {type(layer).__name__}")
+            raise TypeError(f"{self.name}.add_layer({name!r}, ...): expected a deepnet Layer, "
+                            f"got {type(layer).__name__}")
         if not isinstance(name, str) or not name or "." in name or "/" in name:
             raise ValueError(f"{self.name}.add_layer: the name must be a non-empty string without '.' or '/', "
                              f"got {name!r}")

@@ -162,7 +162,7 @@ class Residual(Block):
             e_short = self._back(self.shortcut, ks, grad_output, need_input_grad)
         if not need_input_grad:
             return None
-        return e_block + e_short                                          # ẽ_in = block.backward(ẽ) + shortcut.backward(ẽ)
+        return e_block + e_short                    # ẽ_in = block.backward(ẽ) + shortcut.backward(ẽ)
 
 
 class _Branches(Block):
