@@ -271,11 +271,17 @@ class Network:
                 grad_output = layers[i].backward(grad_output, i > low)
                 hook(i)
             return
-        for i in range(len(layers) - 1, -1, -1):
-            diag.record_error(i, grad_output)
-            grad_output = layers[i].backward(grad_output, i > 0)
-            if hook is not None:
-                hook(i)
+        for i, layer in enumerate(layers):            # blocks record the error reaching each layer inside
+            layer.record_errors(diag.record_error, f"{i}.")
+        try:
+            for i in range(len(layers) - 1, -1, -1):
+                diag.record_error(i, grad_output)
+                grad_output = layers[i].backward(grad_output, i > 0)
+                if hook is not None:
+                    hook(i)
+        finally:
+            for layer in layers:
+                layer.record_errors(None)
         diag.record_grads(self._params)
 
     def clear_cache(self) -> None:

@@ -320,8 +320,8 @@ MUTATIONS: list[Mutation] = [
       ["tests/test_blocks.py", "-k", "used_twice and numpy"],
       "a layer used twice in a block: backward of both calls reads the second call's cache"),
     M("MB4", "deepnet/layers/combinators.py",
-      "        e_block = self._back(self.block, kb, ops.copy(grad_output), need_input_grad)\n",
-      "        e_block = self._back(self.block, kb, grad_output, need_input_grad)\n",
+      "        e_block = self._back(\"block\", kb, ops.copy(grad_output), need_input_grad)\n",
+      "        e_block = self._back(\"block\", kb, grad_output, need_input_grad)\n",
       ["tests/test_layer_harness.py", "-k", "Residual and numpy"],
       "Residual backward: the block overwrites the error the identity shortcut still needs"),
 ]

@@ -251,3 +251,18 @@ def test_from_torch_refuses_a_nested_sequential_in_one_line():
 
     with pytest.raises(ValueError, match=r"module 1 \(Sequential\) has no deepnet equivalent"):
         from_torch(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sequential(torch.nn.Linear(3, 2))))
+
+
+def test_diagnostics_record_the_error_reaching_each_layer_inside_a_block():
+    X, y = _data()
+    net = _block_net()
+    net.diagnostics = GradientFlow()
+    net.fit(X, y, epochs=2, batch_size=16)
+    names = net.diagnostics.layer_names
+    assert names[:2] == ["0:Dense", "1.block.0:Dense"]
+    assert names.index("1.block.4:Dense") < names.index("1.block:Sequential") < names.index("1:Residual")
+    assert {"2.0:Dense", "2.1.1:Tanh", "3.1:Dense", "3:Add"} <= set(names)
+    assert len(net.diagnostics.error_norm) == 2 and all(len(row) == len(names) for row in net.diagnostics.error_norm)
+    net.diagnostics = None                          # the blocks no longer record
+    net.fit(X, y, epochs=1, batch_size=16)
+    assert all(block._record is None for block in (net.layers[1], net.layers[1].block, net.layers[2]))

@@ -165,6 +165,7 @@ class Layer:
     * data-parallel: :attr:`uses_batch_statistics`, :meth:`set_sync` (synchronized BatchNorm);
     * what backward needs: :attr:`cached` (read and restored by a container that calls a layer
       twice in one step, so a shared layer accumulates both calls' gradients), :meth:`clear_cache`;
+    * diagnostics: :meth:`record_errors` (the error reaching each layer inside a block);
     * flags: :attr:`capturable` (a CUDA graph may capture the step: checked for every layer in
       the tree), :attr:`backward_free`, :attr:`any_layout` (memory layout), ``step_scratch``.
 
@@ -341,6 +342,13 @@ class Layer:
                 seen.add(id(child))
                 out.append((name, child))
         return out
+
+    def record_errors(self, record: Any, prefix: str = "") -> None:
+        """Diagnostics: a block calls ``record(path, error)`` with the error each layer inside it
+        receives in backward (``prefix``: this layer's path and a dot, e.g. ``"1."``; ``record``
+        None: stop).  Default: handed to the children."""
+        for name, child in self._named_unique_children():
+            child.record_errors(record, f"{prefix}{name}.")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], classes: Any = None) -> Layer:

@@ -23,14 +23,24 @@ from .base import Layer, build_layer, layer_entry
 class Block(Layer):
     """Common machinery of the combinators: calling a child and calling it back."""
 
+    #: diagnostics: called with (path, error) for each child's backward (see ``Layer.record_errors``)
+    _record: Any = None
+    _prefix: str = ""
+
+    def record_errors(self, record: Any, prefix: str = "") -> None:
+        self._record, self._prefix = record, prefix
+        super().record_errors(record, prefix)
+
     def _call(self, child: Layer, x: Array, training: bool) -> tuple[Array, Any]:
         """y = child(x), and what the child kept for backward (None in evaluation)."""
         y = child.forward(x, training)
         return y, (child.cached if training else None)
 
-    @staticmethod
-    def _back(child: Layer, kept: Any, error: Array, need_input_grad: bool) -> Array | None:
-        """The child's backward for the call that kept ``kept``."""
+    def _back(self, name: str, kept: Any, error: Array, need_input_grad: bool) -> Array | None:
+        """Backward of child ``name`` for the call that kept ``kept``."""
+        child = self._layers[name]
+        if self._record is not None:
+            self._record(self._prefix + name, error)
         child.cached = kept
         return child.backward(error, need_input_grad)
 
@@ -99,7 +109,7 @@ class Sequential(Block):
         e: Array | None = grad_output
         for i in range(len(self.layers) - 1, -1, -1):
             # ẽ_{i-1} = f_i.backward(ẽ_i); the lowest layer computes its input error only if asked
-            e = self._back(self.layers[i], kept[i], e, need_input_grad or i > 0)
+            e = self._back(str(i), kept[i], e, need_input_grad or i > 0)
         return e
 
 
@@ -155,11 +165,11 @@ class Residual(Block):
         kb, ks = self._need_cache()
         ops = self.ops
         # both paths receive ẽ; the block gets its own copy (a layer may overwrite its error)
-        e_block = self._back(self.block, kb, ops.copy(grad_output), need_input_grad)
+        e_block = self._back("block", kb, ops.copy(grad_output), need_input_grad)
         if self.shortcut is None:
             e_short = grad_output                                         # identity: ∂(x)/∂x ẽ = ẽ
         else:
-            e_short = self._back(self.shortcut, ks, grad_output, need_input_grad)
+            e_short = self._back("shortcut", ks, grad_output, need_input_grad)
         if not need_input_grad:
             return None
         return e_block + e_short                    # ẽ_in = block.backward(ẽ) + shortcut.backward(ẽ)
@@ -207,7 +217,7 @@ class _Branches(Block):
         """ẽ_in = Σ_k branch_k.backward(ẽ_k): the input feeds every branch."""
         total: Array | None = None
         for i in range(len(self.branches)):
-            e = self._back(self.branches[i], kept[i], errors[i], need_input_grad)
+            e = self._back(str(i), kept[i], errors[i], need_input_grad)
             if need_input_grad:
                 total = e if total is None else total + e
         return total
