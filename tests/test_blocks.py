@@ -266,3 +266,16 @@ def test_diagnostics_record_the_error_reaching_each_layer_inside_a_block():
     net.diagnostics = None                          # the blocks no longer record
     net.fit(X, y, epochs=1, batch_size=16)
     assert all(block._record is None for block in (net.layers[1], net.layers[1].block, net.layers[2]))
+
+
+def test_a_block_keeps_trained_children_and_refreshes_them_when_asked():
+    trained = dn.Dense(4, 4)
+    dn.Network([trained], seed=1)
+    w = dn.to_host(trained.parameters()["weight"].data).copy()
+    block = dn.Residual(dn.Sequential(trained, dn.Tanh()))
+    dn.Network([block], seed=2)                                          # reused: keeps its parameters
+    np.testing.assert_array_equal(dn.to_host(trained.parameters()["weight"].data), w)
+    block.initialized = False                                            # asks for fresh ones, inside too
+    assert not trained.initialized
+    dn.Network([block], seed=2)
+    assert not np.array_equal(dn.to_host(trained.parameters()["weight"].data), w)

@@ -220,6 +220,9 @@ class Layer:
     @initialized.setter
     def initialized(self, value: bool) -> None:
         self._initialized = bool(value)
+        if not value:                      # a block asks for fresh parameters of every layer inside
+            for child in self._unique_children():
+                child.initialized = False
 
     # -- to implement ---------------------------------------------------------------
     def forward(self, x: Array, training: bool = False) -> Array:
