@@ -47,6 +47,7 @@ class Network:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Network: layer {i} must be a deepnet Layer, got {type(layer).__name__}")
+        _refuse_shared_across(layers)
         self.layers = layers
         self.ops = get_backend() if backend is None else get_ops(backend)
         self.dtype_name = Ops.dtype_name(dtype)
@@ -405,3 +406,16 @@ def _refusal(layer: Layer, shape: tuple[int, ...]) -> str | None:
     except ShapeError as err:
         return str(err)
     return None
+
+
+def _refuse_shared_across(layers: list[Layer]) -> None:
+    """One layer object at two places of the stack (not inside one block, which hands each call
+    its own cache) would be updated twice and backward would read the wrong call's cache."""
+    seen: dict[int, str] = {}
+    for i, top in enumerate(layers):
+        for path, layer in [("", top), *top.walk()]:
+            where = f"layer {i}" + (f" ({top.name}) at {path}" if path else f" ({top.name})")
+            if id(layer) in seen:
+                raise ValueError(f"Network: {where} is the same {layer.name} object as {seen[id(layer)]}: use a "
+                                 "layer at one place of the stack, or share it inside one block (e.g. Sequential)")
+            seen[id(layer)] = where

@@ -279,3 +279,12 @@ def test_a_block_keeps_trained_children_and_refreshes_them_when_asked():
     assert not trained.initialized
     dn.Network([block], seed=2)
     assert not np.array_equal(dn.to_host(trained.parameters()["weight"].data), w)
+
+
+def test_one_layer_at_two_places_of_the_stack_is_refused():
+    d = dn.Dense(4, 4)
+    with pytest.raises(ValueError, match=r"Network: layer 2 \(Dense\) is the same Dense object as layer 0 \(Dense\)"):
+        dn.Network([d, dn.Tanh(), d])
+    with pytest.raises(ValueError, match=r"layer 1 \(Sequential\) at 1 is the same Dense object as layer 0"):
+        dn.Network([d, dn.Sequential(dn.Tanh(), d)])
+    dn.Network([dn.Sequential(d, dn.Tanh(), d)])                        # shared inside one block: fine
