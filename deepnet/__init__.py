@@ -12,6 +12,10 @@ from .backend import (
 from .callbacks import Callback, EarlyStopping, KeepBest, LambdaCallback
 from .gradcheck import GradCheckError, check_layer, check_loss
 from .layers import (
+    Add,
+    Concatenate,
+    Residual,
+    Sequential,
     ELU,
     GELU,
     AvgPool2D,
@@ -47,6 +51,7 @@ from .version import __version__
 
 __all__ = [
     "LayerContractError", "check_layer_contract",
+    "Add", "Concatenate", "Residual", "Sequential",
     "ELU", "GELU", "BatchNorm", "Dropout", "LayerNorm", "Softplus",
     "AvgPool2D", "Conv2D", "Flatten", "GlobalAvgPool2D", "MaxPool2D", "Reshape",
     "RandomCrop", "RandomFlip", "RandomShift",

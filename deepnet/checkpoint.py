@@ -283,9 +283,8 @@ class Checkpointer:
             own = f"ranks/{comm.rank}/state/"
             mine = {k[len(own):]: v for k, v in tensors.items() if k.startswith(own)}
             for i, layer in enumerate(net.layers):    # and its own BatchNorm running statistics
-                load = getattr(layer, "load_state_arrays", None)
-                if load is not None and mine:
-                    load({k.split(".", 1)[1]: v for k, v in mine.items() if k.startswith(f"{i}.")})
+                if mine:
+                    layer.load_state_arrays({k.split(".", 1)[1]: v for k, v in mine.items() if k.startswith(f"{i}.")})
         if device_rng is not None:
             net.device_rng().set_state(device_rng)
         self.best = header.get("best")

@@ -23,7 +23,7 @@ class GradientFlow:
         self.grad_norm: list[list[float]] = []    # [epoch][weight]
         self.layer_names: list[str] = []
         self.weight_names: list[str] = []
-        self._err_sums: dict[int, Array] = {}
+        self._err_sums: dict[str, Array] = {}
         self._grad_sums: dict[str, Array] = {}
         self._batches = 0
 
@@ -32,12 +32,15 @@ class GradientFlow:
         ops = backend_of(a)
         return ops.xp.sqrt(ops.sum_squares(a))
 
-    def record_error(self, index: int, error: Array) -> None:
-        """Called by ``Network.backward`` with the error arriving at layer ``index``."""
+    def record_error(self, index: int | str, error: Array) -> None:
+        """Called by ``Network.backward`` with the error arriving at layer ``index``, and by the
+        blocks with the error arriving at each layer inside them (``index``: its path, e.g.
+        ``"1.block.0"``)."""
         n = self._norm(error)
-        acc = self._err_sums.get(index)
-        self._err_sums[index] = n if acc is None else acc + n
-        if index == 0:
+        key = str(index)
+        acc = self._err_sums.get(key)
+        self._err_sums[key] = n if acc is None else acc + n
+        if key == "0":
             self._batches += 1
 
     def record_grads(self, params: dict[str, Any]) -> None:
@@ -51,8 +54,8 @@ class GradientFlow:
     def end_epoch(self, net: Any, epoch: int) -> None:
         """Read this epoch's accumulators (once) and reset them."""
         count = max(self._batches, 1)
-        layers = sorted(self._err_sums)
-        self.layer_names = [f"{i}:{net.layers[i].name}" for i in layers]
+        layers = list(self._err_sums)[::-1]          # backward meets them output side first
+        self.layer_names = [f"{i}:{_layer_at(net, i).name}" for i in layers]
         self.error_norm.append([float(to_host(self._err_sums[i])) / count for i in layers])
         self.weight_names = sorted(self._grad_sums, key=lambda k: int(k.split(".")[0]))
         self.grad_norm.append([float(to_host(self._grad_sums[k])) / count for k in self.weight_names])
@@ -76,3 +79,12 @@ class GradientFlow:
             return [f"exploding gradients: the error grows {bottom / top:.1e} times from {self.layer_names[-1]} "
                     f"down to {self.layer_names[0]} (try gradient clipping or a smaller learning rate)"]
         return []
+
+
+def _layer_at(net: Any, path: str) -> Any:
+    """The layer at ``path`` (``"1"``: layer 1; ``"1.block.0"``: inside its block)."""
+    first, _, rest = path.partition(".")
+    layer = net.layers[int(first)]
+    for name in rest.split(".") if rest else ():
+        layer = layer.sublayers()[name]
+    return layer

@@ -85,7 +85,7 @@ def check_layer(layer: Layer, x: Any, *, training: bool = True, eps: float = 1e-
     if not lay.initialized:
         lay.initialize(host_rng(seed + 1))
     lay.to(ops, "float64")
-    if getattr(lay, "stochastic", False):
+    if lay.stochastic:
         lay.freeze_randomness(True)
     x_host = _host.array(to_host(x))
     integer = x_host.dtype.kind in "iub"     # indices: passed as they are, no gradient w.r.t. them

@@ -138,7 +138,7 @@ def to_torch_state_dict(net: Any) -> dict[str, np.ndarray]:
     for i, layer in enumerate(net.layers):
         for name, p in layer.parameters().items():
             sd[f"{i}.{_RENAME.get(name, name)}"] = to_host(p.data).copy()
-        for name, v in getattr(layer, "state_arrays", lambda: {})().items():
+        for name, v in layer.state_arrays().items():
             sd[f"{i}.{name}"] = v
         if _builtin_kind(layer) == "BatchNorm":
             sd[f"{i}.num_batches_tracked"] = np.array(0, dtype=np.int64)
@@ -243,6 +243,6 @@ def from_torch(module: Any, seed: int = 0, backend: str | None = None) -> Any:
         weights[name] = sd[f"{idx}.{_RENAME.get(pname, pname)}"]
     net.set_weights(weights)
     for i, layer in enumerate(net.layers):
-        if hasattr(layer, "load_state_arrays"):
+        if layer.uses_batch_statistics:
             layer.load_state_arrays({k: sd[f"{i}.{k}"] for k in ("running_mean", "running_var") if f"{i}.{k}" in sd})
     return net

@@ -56,12 +56,12 @@ def build_layers(spec: list[dict[str, Any]], path: str | os.PathLike[str] = "<mo
     for i, item in enumerate(spec):
         cls = layer_class(item, i, path, classes)
         cfg = item.get("config", {})
-        if not isinstance(cfg, dict) or not all(isinstance(v, (int, float, str, bool, type(None), list))
+        if not isinstance(cfg, dict) or not all(isinstance(v, (int, float, str, bool, type(None), list, dict))
                                                 for v in cfg.values()):
             raise ModelFileError(path, f"layer {i} ({item['type']}): settings must be plain data")
         try:
-            out.append(cls(**cfg))
-        except (TypeError, ValueError) as err:
+            out.append(cls.from_config(cfg, classes))      # a block rebuilds its children's entries
+        except (TypeError, ValueError, KeyError) as err:
             raise ModelFileError(path, f"layer {i} ({item['type']}): bad settings {cfg}: {err} "
                                        f"(does {item['type']}.get_config() return every constructor argument?)"
                                  ) from None

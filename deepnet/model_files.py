@@ -32,7 +32,7 @@ import numpy as np
 
 from .classnames import ClassLookupError, qualified_name
 from .errors import ModelFileError
-from .layers.base import Layer
+from .layers.base import Layer, layer_entry
 
 FORMAT = "deepnet-model"
 VERSION = 1
@@ -248,9 +248,9 @@ def _read_safetensors(path: Path, raw: bytes) -> tuple[dict[str, np.ndarray], st
 # ---------------------------------------------------------------- networks as plain data
 def architecture(net: Any) -> list[dict[str, Any]]:
     """The network's layers as plain data: short type name, qualified class name
-    (``module.QualName``, see :mod:`deepnet.classnames`) and constructor settings."""
-    return [{"type": type(layer).__name__, "class": qualified_name(type(layer)), "config": layer.get_config()}
-            for layer in net.layers]
+    (``module.QualName``, see :mod:`deepnet.classnames`) and constructor settings; a block's
+    settings nest its children's entries (:func:`deepnet.layers.base.layer_entry`)."""
+    return [layer_entry(layer) for layer in net.layers]
 
 
 def input_shape_entry(net: Any) -> dict[str, Any]:
@@ -313,7 +313,7 @@ def layer_state(net: Any) -> dict[str, np.ndarray]:
     """Non-parameter arrays layers keep (e.g. BatchNorm running statistics)."""
     out: dict[str, np.ndarray] = {}
     for i, layer in enumerate(net.layers):
-        for k, v in getattr(layer, "state_arrays", lambda: {})().items():
+        for k, v in layer.state_arrays().items():
             out[f"{i}.{k}"] = v
     return out
 
@@ -329,6 +329,6 @@ def apply_tensors(net: Any, weights: dict[str, np.ndarray], states: dict[str, np
                                        f"but the architecture needs {p.shape}")
     net.set_weights({name: weights[name] for name in net.parameters()})
     for i, layer in enumerate(net.layers):
-        load_state = getattr(layer, "load_state_arrays", None)
-        if load_state is not None:
-            load_state({k.split(".", 1)[1]: v for k, v in states.items() if k.startswith(f"{i}.")})
+        mine = {k.split(".", 1)[1]: v for k, v in states.items() if k.startswith(f"{i}.")}
+        if mine:
+            layer.load_state_arrays(mine)

@@ -54,6 +54,7 @@ class Network:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Network: layer {i} must be a deepnet Layer, got {type(layer).__name__}")
+        _refuse_shared_across(layers)
         self.layers = layers
         self.ops = get_backend() if backend is None else get_ops(backend)
         self.dtype_name = Ops.dtype_name(dtype)
@@ -261,7 +262,7 @@ class Network:
     def _give_rng(self) -> None:
         """Hand the run's device generator to layers that draw random numbers (dropout)."""
         for layer in self.layers:
-            if getattr(layer, "stochastic", False):
+            if layer.stochastic:
                 layer.set_rng(self.device_rng())
 
     def to(self, backend: str | Ops) -> Network:
@@ -307,8 +308,18 @@ class Network:
             shape = None if shape is None else tuple(layer.output_shape(shape))
             n = sum(math.prod(p.shape) for p in layer.parameters().values())
             shapes = ", ".join(f"{k}{p.shape}" for k, p in layer.parameters().items())
-            rows.append((str(i), repr(layer), "(n, ?)" if shape is None else f"(n, {', '.join(map(str, shape))})",
-                         f"{n:,}" + (f"  {shapes}" if shapes else "")))
+            out_shape = "(n, ?)" if shape is None else f"(n, {', '.join(map(str, shape))})"
+            if not layer.sublayers():
+                rows.append((str(i), repr(layer), out_shape, f"{n:,}" + (f"  {shapes}" if shapes else "")))
+                continue
+            rows.append((str(i), layer.name, out_shape, f"{n:,}"))
+            for path, sub in layer.walk():          # a block: its tree, one row per layer inside
+                depth = path.count(".") + 1
+                label = sub.name if sub.sublayers() else repr(sub)
+                own = {k: p for k, p in sub.parameters().items()} if not sub.sublayers() else {}
+                m = sum(math.prod(p.shape) for p in sub.parameters().values())
+                detail = ", ".join(f"{k}{p.shape}" for k, p in own.items())
+                rows.append((f"{i}.{path}", "  " * depth + label, "", f"{m:,}" + (f"  {detail}" if detail else "")))
         w = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(w) + 6)
         given = "(n, ?): from the first data" if self.input_shape is None else f"(n, {', '.join(map(str, self.input_shape))})"
@@ -351,11 +362,17 @@ class Network:
                 grad_output = layers[i].backward(grad_output, i > low)
                 hook(i)
             return
-        for i in range(len(layers) - 1, -1, -1):
-            diag.record_error(i, grad_output)
-            grad_output = layers[i].backward(grad_output, i > 0)
-            if hook is not None:
-                hook(i)
+        for i, layer in enumerate(layers):            # blocks record the error reaching each layer inside
+            layer.record_errors(diag.record_error, f"{i}.")
+        try:
+            for i in range(len(layers) - 1, -1, -1):
+                diag.record_error(i, grad_output)
+                grad_output = layers[i].backward(grad_output, i > 0)
+                if hook is not None:
+                    hook(i)
+        finally:
+            for layer in layers:
+                layer.record_errors(None)
         diag.record_grads(self._params)
 
     def clear_cache(self) -> None:
@@ -558,3 +575,16 @@ def _image_guess(width: int, channels: int | None) -> str:
     if side and c * side * side == width:
         return f"({c}, {side}, {side})"
     return f"({c if channels else 'C'}, H, W)"
+
+
+def _refuse_shared_across(layers: list[Layer]) -> None:
+    """One layer object at two places of the stack (not inside one block, which hands each call
+    its own cache) would be updated twice and backward would read the wrong call's cache."""
+    seen: dict[int, str] = {}
+    for i, top in enumerate(layers):
+        for path, layer in [("", top), *top.walk()]:
+            where = f"layer {i}" + (f" ({top.name}) at {path}" if path else f" ({top.name})")
+            if id(layer) in seen:
+                raise ValueError(f"Network: {where} is the same {layer.name} object as {seen[id(layer)]}: use a "
+                                 "layer at one place of the stack, or share it inside one block (e.g. Sequential)")
+            seen[id(layer)] = where

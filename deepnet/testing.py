@@ -403,9 +403,8 @@ class _Run:
             problems.append(f"parameters {list(got)} after loading, expected {list(want)}")
         problems += [f"parameter {k} differs after loading by {_maxdiff(got[k], want[k])}"
                      for k in want if k in got and not _host.array_equal(got[k], want[k])]
-        state = getattr(layer, "state_arrays", None)
-        if state is not None:
-            a, b = state(), loaded.state_arrays()
+        a, b = layer.state_arrays(), loaded.state_arrays()
+        if a:
             problems += [f"state {k} differs after loading by {_maxdiff(b.get(k), a[k])}, expected equal"
                          for k in a if not _host.array_equal(b.get(k), a[k])]
         y = to_host(loaded.forward(self.inp(self.x, "float32"), False))
@@ -452,8 +451,8 @@ def _host_inputs(x: Any) -> Any:
 
 
 def _freeze(layer: Layer) -> None:
-    if getattr(layer, "stochastic", False):
-        layer.freeze_randomness(True)        # type: ignore[attr-defined]
+    if layer.stochastic:
+        layer.freeze_randomness(True)
 
 
 def _one_line(err: BaseException) -> str:

@@ -323,6 +323,25 @@ MUTATIONS: list[Mutation] = [
       "        self.rng = rng\n", "        pass\n",
       ["tests/test_augment.py", "-k", "resume"],
       "augmentation draws from a stream of its own, which a checkpoint does not restore"),
+    # ---- blocks (deepnet/layers/combinators.py)
+    M("MB1", "deepnet/layers/combinators.py",
+      "        return e_block + e_short                    # ẽ_in = block.backward(ẽ) + shortcut.backward(ẽ)\n",
+      "        return e_block\n",
+      ["tests/test_layer_harness.py", "-k", "Residual and numpy"],
+      "Residual backward: the shortcut's gradient is missing from ẽ_in"),
+    M("MB2", "deepnet/layers/combinators.py",
+      "                total = e if total is None else total + e\n", "                total = e\n",
+      ["tests/test_layer_harness.py", "-k", "(Concatenate or Add) and numpy"],
+      "Concatenate/Add backward: the branches' input errors are not summed (only the last one kept)"),
+    M("MB3", "deepnet/layers/combinators.py",
+      "        child.cached = kept\n", "",
+      ["tests/test_blocks.py", "-k", "used_twice and numpy"],
+      "a layer used twice in a block: backward of both calls reads the second call's cache"),
+    M("MB4", "deepnet/layers/combinators.py",
+      "        e_block = self._back(\"block\", kb, ops.copy(grad_output), need_input_grad)\n",
+      "        e_block = self._back(\"block\", kb, grad_output, need_input_grad)\n",
+      ["tests/test_layer_harness.py", "-k", "Residual and numpy"],
+      "Residual backward: the block overwrites the error the identity shortcut still needs"),
 ]
 
 

@@ -49,6 +49,11 @@ def test_guide_code_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     assert "Huber loss: first epoch" in out and namespace["fit"]["loss"][-1] < namespace["fit"]["loss"][0]
     opt = namespace["opt"]                                                           # section 10: an optimizer
     assert type(opt).__name__ == "Adagrad" and opt.iterations > 0 and "0.weight" in opt.state
+    for backend in ("numpy", "strict"):        # section 11: a block of layers, alone and nested in a Residual
+        assert f"layer contract of SqueezeExcite(channels=4, reduction=2) on {backend}: passed" in out
+        assert f"SqueezeExcite(channels=4, reduction=2))) on {backend}: passed" in out
+    assert "2.block.0.squeeze.3" in out and (tmp_path / "se.npz").is_file()
+    assert list(namespace["se_back"].parameters())[2:4] == ["2.block.0.squeeze.1.weight", "2.block.0.squeeze.1.bias"]
 
 
 def test_guide_documents_the_idioms():

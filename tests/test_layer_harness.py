@@ -31,6 +31,16 @@ BUILTIN = {
     "Dropout-p0": lambda: dn.Dropout(0.0),
     "BatchNorm": lambda: dn.BatchNorm(5, momentum=0.8, eps=1e-4),
     "LayerNorm": lambda: dn.LayerNorm(5, eps=1e-4),
+    # blocks (deepnet/layers/combinators.py), nested, with BatchNorm and dropout inside
+    "Sequential": lambda: dn.Sequential(dn.Dense(5, 4), dn.Tanh(), dn.Dense(4, 3)),
+    "Sequential-nested-bn-dropout": lambda: dn.Sequential(
+        dn.Dense(5, 5), dn.BatchNorm(5, momentum=0.8), dn.Dropout(0.3),
+        dn.Residual(dn.Sequential(dn.Dense(5, 5), dn.Tanh()))),
+    "Residual-identity": lambda: dn.Residual(dn.Sequential(dn.Dense(5, 5), dn.Tanh(), dn.Dense(5, 5))),
+    "Residual-dropout-last": lambda: dn.Residual(dn.Sequential(dn.Dense(5, 5), dn.Dropout(0.3))),  # writes into ẽ
+    "Residual-projection": lambda: dn.Residual(dn.Dense(5, 3), dn.Dense(5, 3, bias=False)),
+    "Concatenate": lambda: dn.Concatenate(dn.Dense(5, 2), dn.Sequential(dn.Dense(5, 3), dn.Sigmoid())),
+    "Add": lambda: dn.Add(dn.Dense(5, 3), dn.Sequential(dn.Dense(5, 3), dn.Tanh()), dn.Dense(5, 3)),
 }
 #: layers of NCHW images, checked on a batch of 3 images of 2 channels, 5×4 pixels
 IMAGE_BUILTIN = {
@@ -50,6 +60,13 @@ IMAGE_BUILTIN = {
     "RandomFlip": dn.RandomFlip,
     "RandomFlip-vertical": lambda: dn.RandomFlip("vertical"),
     "RandomFlip-both": lambda: dn.RandomFlip("both"),
+    "Residual-stride2-projection": lambda: dn.Residual(
+        dn.Sequential(dn.Conv2D(2, 4, 3, stride=2, padding=1), dn.BatchNorm(4, momentum=0.8), dn.Tanh(),
+                      dn.Conv2D(4, 4, 3, padding=1)),
+        dn.Conv2D(2, 4, 1, stride=2)),
+    "Concatenate-channels": lambda: dn.Concatenate(dn.Conv2D(2, 3, 3, padding=1),
+                                                   dn.Sequential(dn.Conv2D(2, 1, 1), dn.Dropout(0.3))),
+    "Add-images": lambda: dn.Add(dn.Conv2D(2, 3, 1), dn.Conv2D(2, 3, 3, padding=1)),
 }
 
 
@@ -98,7 +115,10 @@ def test_reshape_passes_the_contract(backend):
 def test_every_builtin_layer_class_goes_through_the_harness():
     covered = ({type(f()) for f in BUILTIN.values()} | {type(f()) for f in IMAGE_BUILTIN.values()}
                | {ShortcutSigmoidDense, dn.Reshape})
-    defined = {cls for cls in Layer.registry.values() if cls.__module__.startswith("deepnet.")} - {Activation}
+    from deepnet.layers.combinators import Block, _Branches
+
+    abstract = {Activation, Block, _Branches}
+    defined = {cls for cls in Layer.registry.values() if cls.__module__.startswith("deepnet.")} - abstract
     assert defined <= covered, f"add these layers to BUILTIN: {sorted(c.__name__ for c in defined - covered)}"
 
 

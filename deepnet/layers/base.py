@@ -6,7 +6,7 @@ import warnings
 from typing import Any, ClassVar
 
 from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
-from ..classnames import ClassRegistry
+from ..classnames import ClassLookupError, ClassRegistry, qualified_name
 from ..errors import ShapeError
 
 
@@ -150,6 +150,27 @@ class Layer:
     :attr:`initialized` is kept by the base class: :meth:`add_param` sets it, and
     ``Network`` sets it after calling :meth:`initialize`, so a layer reused in another
     network keeps its parameters.  Setting it to False asks for fresh parameters.
+
+    A layer may contain layers (a block): it declares each with :meth:`add_layer`, and the
+    base class forwards the whole protocol to them (every hook below has a default here, so
+    a container forwards a known list):
+
+    * parameters and gradients: :meth:`parameters` names a child's ``"<child>.<name>"``
+      (``"block.0.weight"``), each parameter once even when a layer is used twice;
+      :meth:`zero_grad`; :meth:`to` (backend, dtype); :meth:`initialize` (children not yet
+      initialized, in declaration order, from the same host generator);
+    * layer state kept across steps but not trained: :meth:`state_arrays` /
+      :meth:`load_state_arrays` (BatchNorm running statistics), keyed ``"<child>.<key>"``;
+    * randomness: :attr:`stochastic`, :meth:`set_rng`, :meth:`freeze_randomness` (dropout);
+    * data-parallel: :attr:`uses_batch_statistics`, :meth:`set_sync` (synchronized BatchNorm);
+    * what backward needs: :attr:`cached` (read and restored by a container that calls a layer
+      twice in one step, so a shared layer accumulates both calls' gradients), :meth:`clear_cache`;
+    * diagnostics: :meth:`record_errors` (the error reaching each layer inside a block);
+    * flags: :attr:`capturable` (a CUDA graph may capture the step: checked for every layer in
+      the tree), :attr:`backward_free`, :attr:`any_layout` (memory layout), ``step_scratch``.
+
+    Training or evaluation is the ``training`` argument of :meth:`forward`, which a container
+    passes on.  :meth:`walk` lists the tree (diagnostics, summaries, the captured-step checks).
     """
 
     #: every layer class by qualified name (``module.QualName``), filled by ``__init_subclass__``;
@@ -189,6 +210,7 @@ class Layer:
         self._params: dict[str, Parameter] = {}
         self._cache: Any = None
         self._initialized = False
+        self._layers: dict[str, Layer] = {}
 
     @property
     def initialized(self) -> bool:
@@ -198,6 +220,9 @@ class Layer:
     @initialized.setter
     def initialized(self, value: bool) -> None:
         self._initialized = bool(value)
+        if not value:                      # a block asks for fresh parameters of every layer inside
+            for child in self._unique_children():
+                child.initialized = False
 
     # -- to implement ---------------------------------------------------------------
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -209,8 +234,131 @@ class Layer:
         raise NotImplementedError
 
     def initialize(self, rng: Any) -> None:
-        """Draw initial parameters on the host with ``rng`` (a NumPy Generator)."""
+        """Draw initial parameters on the host with ``rng`` (a NumPy Generator).  Default:
+        initialize the children that are not yet initialized, in declaration order."""
+        for child in self._unique_children():
+            if not child.initialized:
+                child.initialize(rng)
+                child.initialized = True
         self.initialized = True
+
+    # -- blocks: layers inside a layer ------------------------------------------------
+    def add_layer(self, name: str, layer: Layer) -> Layer:
+        """Declare ``layer`` as a child named ``name`` (its parameters are ``"<name>.<param>"``);
+        returns it.  The same layer object may be declared under two names (shared parameters)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{self.name}.add_layer({name!r}, ...): expected a deepnet Layer, "
+                            f"got {type(layer).__name__}")
+        if not isinstance(name, str) or not name or "." in name or "/" in name:
+            raise ValueError(f"{self.name}.add_layer: the name must be a non-empty string without '.' or '/', "
+                             f"got {name!r}")
+        if name in self._layers:
+            raise ValueError(f"{self.name}.add_layer: a child named {name!r} is already declared")
+        if layer is self:
+            raise ValueError(f"{self.name}.add_layer({name!r}, ...): a layer cannot contain itself")
+        self._layers[name] = layer
+        return layer
+
+    def sublayers(self) -> dict[str, Layer]:
+        """The declared children by name, in declaration order (empty for a plain layer)."""
+        return dict(self._layers)
+
+    def walk(self, prefix: str = "") -> list[tuple[str, Layer]]:
+        """(path, layer) for every layer below this one, depth first in declaration order
+        (``"block.0"``); a layer declared twice appears once, at its first path."""
+        out: list[tuple[str, Layer]] = []
+        seen: set[int] = set()
+
+        def visit(layer: Layer, path: str) -> None:
+            for name, child in layer._layers.items():
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                sub = f"{path}{name}"
+                out.append((sub, child))
+                visit(child, sub + ".")
+
+        visit(self, prefix)
+        return out
+
+    def _unique_children(self) -> list[Layer]:
+        seen: set[int] = set()
+        out = []
+        for child in self._layers.values():
+            if id(child) not in seen:
+                seen.add(id(child))
+                out.append(child)
+        return out
+
+    # -- hooks other parts of deepnet call (defaults; a container forwards them) ----------
+    @property
+    def stochastic(self) -> bool:
+        """Whether forward draws random numbers in training (then the network hands it its
+        device generator with :meth:`set_rng`).  Default: whether any child does."""
+        return any(c.stochastic for c in self._layers.values())
+
+    def set_rng(self, rng: Any) -> None:
+        """Draw random numbers from this device generator (done by ``Network``)."""
+        for child in self._unique_children():
+            if child.stochastic:
+                child.set_rng(rng)
+
+    def freeze_randomness(self, frozen: bool) -> None:
+        """Reuse the last random draw in every training forward (gradient checks)."""
+        for child in self._unique_children():
+            child.freeze_randomness(frozen)
+
+    @property
+    def uses_batch_statistics(self) -> bool:
+        """Whether training normalizes with statistics of the batch, so that data-parallel
+        training may synchronize them (:meth:`set_sync`).  Default: a layer that defines its own
+        ``set_sync``, or a container with such a child."""
+        return (type(self).set_sync is not Layer.set_sync
+                or any(c.uses_batch_statistics for c in self._layers.values()))
+
+    def set_sync(self, comm: Any) -> None:
+        """Sum batch statistics over ``comm``'s ranks (None: this process's batch only)."""
+        for child in self._unique_children():
+            child.set_sync(comm)
+
+    def state_arrays(self) -> dict[str, Any]:
+        """Host copies of arrays kept across steps that are not parameters (BatchNorm running
+        statistics), by name; a child's as ``"<child>.<key>"``.  Default: the children's."""
+        out: dict[str, Any] = {}
+        for path, child in self._named_unique_children():
+            for k, v in child.state_arrays().items():
+                out[f"{path}.{k}"] = v
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, Any]) -> None:
+        """Restore what :meth:`state_arrays` returned (keys not given are left as they are)."""
+        for path, child in self._named_unique_children():
+            mine = {k[len(path) + 1:]: v for k, v in arrays.items() if k.startswith(path + ".")}
+            if mine:
+                child.load_state_arrays(mine)
+
+    def _named_unique_children(self) -> list[tuple[str, Layer]]:
+        seen: set[int] = set()
+        out = []
+        for name, child in self._layers.items():
+            if id(child) not in seen:
+                seen.add(id(child))
+                out.append((name, child))
+        return out
+
+    def record_errors(self, record: Any, prefix: str = "") -> None:
+        """Diagnostics: a block calls ``record(path, error)`` with the error each layer inside it
+        receives in backward (``prefix``: this layer's path and a dot, e.g. ``"1."``; ``record``
+        None: stop).  Default: handed to the children."""
+        for name, child in self._named_unique_children():
+            child.record_errors(record, f"{prefix}{name}.")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], classes: Any = None) -> Layer:
+        """Rebuild a layer from :meth:`get_config` data.  Default: ``cls(**config)``; a
+        container rebuilds its children from their nested entries with :func:`build_layer`
+        (``classes``: as in :func:`deepnet.io.load_model`)."""
+        return cls(**config)
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments as plain data: ``type(self)(**get_config())`` rebuilds
@@ -258,6 +406,15 @@ class Layer:
         deepnet itself, whose layers are tested to rebuild)."""
         cls = type(self)
         name = cls.__name__
+        shared = _shared_paths(self)
+        if shared:
+            raise ValueError(f"{name} uses one layer object at {' and '.join(shared)}: saving shared layers "
+                             "is not supported (the file would rebuild two separate layers)")
+        for path, child in self._named_unique_children():
+            try:
+                child.check_config(trial)
+            except ValueError as err:
+                raise ValueError(f"{name}: child {path!r}: {err}") from None
         cfg = self.get_config()
         if not isinstance(cfg, dict) or not all(isinstance(k, str) for k in cfg):
             raise ValueError(f"{name}.get_config() must return a dict of constructor arguments, "
@@ -275,7 +432,7 @@ class Layer:
             return cfg
         with use_backend("numpy"):         # the trial rebuild allocates nothing on a device
             try:
-                rebuilt = cls(**cfg)
+                rebuilt = cls.from_config(cfg)
                 if self.initialized:
                     rebuilt.initialize(host_rng(0))
             except Exception as err:  # noqa: BLE001  (user code: any failure means "cannot rebuild")
@@ -283,7 +440,7 @@ class Layer:
                         else "; define get_config() returning the constructor arguments")
                 raise ValueError(f"{name}(**{cfg!r}) cannot rebuild the layer from get_config(): "
                                  f"{type(err).__name__}: {' '.join(str(err).split())}{hint}") from None
-        want = {k: p.shape for k, p in self._params.items()}
+        want = {k: p.shape for k, p in self.parameters().items()}
         got = {k: p.shape for k, p in rebuilt.parameters().items()} if self.initialized else want
         if got != want:
             raise ValueError(f"{name}(**{cfg!r}) rebuilds parameters {got}, but the layer has {want}: "
@@ -310,21 +467,39 @@ class Layer:
         return p
 
     def parameters(self) -> dict[str, Parameter]:
-        """Named parameters in a stable order (the order they were added)."""
-        return self._params
+        """Named parameters in a stable order (the order they were added), then each child's
+        as ``"<child>.<name>"``; a parameter reached twice (a shared layer) is listed once."""
+        if not self._layers:
+            return self._params
+        out = dict(self._params)
+        seen = {id(p) for p in out.values()}
+        for name, child in self._layers.items():
+            for k, p in child.parameters().items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out[f"{name}.{k}"] = p
+        return out
 
     def zero_grad(self) -> None:
-        for p in self._params.values():
+        for p in self.parameters().values():
             p.zero_grad()
 
     def clear_cache(self) -> None:
-        """Drop what the last training forward kept for backward."""
+        """Drop what the last training forward kept for backward (the children's too)."""
         self._cache = None
+        for child in self._unique_children():
+            child.clear_cache()
 
     @property
     def cached(self) -> Any:
-        """What the last training forward kept for backward (``self._cache``; None if nothing)."""
+        """What the last training forward kept for backward (``self._cache``; None if nothing).
+        A container that calls a layer twice in one step reads it after each call and assigns it
+        back before the matching backward, so backward must read only this."""
         return self._cache
+
+    @cached.setter
+    def cached(self, value: Any) -> None:
+        self._cache = value
 
     def to(self, backend: str | Ops | None = None, dtype: Any = None) -> Layer:
         """Move parameters (and their gradients) to another backend and/or dtype, in place."""
@@ -336,6 +511,8 @@ class Layer:
         self.dtype = ops.dtype(name)
         self._cache = None
         self._on_moved()
+        for child in self._unique_children():
+            child.to(ops, name)
         return self
 
     def _on_moved(self) -> None:
@@ -376,6 +553,8 @@ def _is_plain(value: Any) -> bool:
     """Whether ``value`` survives a JSON model header unchanged (lists, not tuples)."""
     if isinstance(value, list):
         return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
     return isinstance(value, float) or type(value) in (bool, int, str, type(None))
 
 
@@ -405,3 +584,47 @@ def _short(value: Any, limit: int = 80) -> str:
     """``repr(value)`` on one line, cut to ``limit`` characters (for one-line errors)."""
     text = " ".join(repr(value).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shared_paths(layer: Layer) -> list[str]:
+    """Two paths of the first layer object reached twice below ``layer`` (empty: none)."""
+    first: dict[int, str] = {}
+
+    def visit(node: Layer, path: str) -> list[str]:
+        for name, child in node.sublayers().items():
+            sub = f"{path}{name}"
+            if id(child) in first:
+                return [repr(first[id(child)]), repr(sub)]
+            first[id(child)] = sub
+            found = visit(child, sub + ".")
+            if found:
+                return found
+        return []
+
+    return visit(layer, "")
+
+
+def layer_entry(layer: Layer) -> dict[str, Any]:
+    """A layer as plain data: short type name, qualified class name (``module.QualName``) and
+    its :meth:`~Layer.get_config` (a container's nests its children's entries)."""
+    return {"type": type(layer).__name__, "class": qualified_name(type(layer)), "config": layer.get_config()}
+
+
+def build_layer(entry: Any, classes: Any = None) -> Layer:
+    """Rebuild a layer from :func:`layer_entry` data, among the layer classes this program
+    defines (never by importing anything).  Raises ``ValueError`` naming what is wrong."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise ValueError(f"malformed layer entry {_short(entry)}")
+    try:
+        cls, note = Layer.registry.resolve(entry["type"], entry.get("class"), classes)
+    except ClassLookupError as err:
+        raise ValueError(str(err)) from None
+    if note is not None:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    cfg = entry.get("config", {})
+    if not isinstance(cfg, dict) or not _is_plain(cfg):
+        raise ValueError(f"{entry['type']}: settings must be plain data, got {_short(cfg)}")
+    try:
+        return cls.from_config(cfg, classes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{entry['type']}: bad settings {_short(cfg)}: {' '.join(str(err).split())}") from None

@@ -59,9 +59,11 @@ def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hook
                    "each epoch's end)")
     if streamed:
         out.append("the data is streamed from the host in chunks (stream_chunk_rows); a graph needs X resident")
-    for i, layer in enumerate(net.layers):
-        if not layer.capturable:
-            out.append(f"layer {i} ({layer.name}) sets capturable = False")
+    for i, top in enumerate(net.layers):       # a block is capturable iff every layer in it is
+        for path, layer in [("", top), *top.walk()]:
+            if not layer.capturable and all(c.capturable for c in layer.sublayers().values()):
+                where = f"layer {i} ({top.name})" + (f", its {path} ({layer.name})," if path else "")
+                out.append(f"{where} sets capturable = False")
     if not net.optimizer.can_capture():
         out.append(f"the optimizer {net.optimizer.name} overrides step/update without declaring capturable = True")
     if not getattr(net.loss, "capturable", True):
@@ -94,16 +96,18 @@ def _state_of(net: Any, ops: Ops) -> dict[tuple[int, str], Any]:
     """What a step must not replace: each layer's array attributes (by identity; ``_cache``
     and its ``step_scratch`` excepted), numbers, and its parameters' arrays."""
     state: dict[tuple[int, str], Any] = {}
-    for i, layer in enumerate(net.layers):
-        skip = {"_cache", *layer.step_scratch}
-        for name, v in vars(layer).items():
-            if name in skip:
-                continue
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                state[i, name] = ("number", v)
-            elif ops.owns(v):
-                state[i, name] = ("array", id(v))
-        for pname, p in layer.parameters().items():
+    for i, top in enumerate(net.layers):
+        for path, layer in [("", top), *top.walk()]:      # the layers inside blocks too
+            skip = {"_cache", *layer.step_scratch}
+            at = f"{path}." if path else ""
+            for name, v in vars(layer).items():
+                if name in skip:
+                    continue
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    state[i, at + name] = ("number", v)
+                elif ops.owns(v):
+                    state[i, at + name] = ("array", id(v))
+        for pname, p in top.parameters().items():
             state[i, f"parameter {pname}"] = ("array", id(p.data))
     return state
 

@@ -117,14 +117,14 @@ class DataParallel:
         if net.diagnostics is not None:
             raise ValueError("fit: diagnostics record each process's own gradients before they are summed; "
                              "they are not available in data-parallel runs (drop diagnostics or the communicator)")
-        if self.sync_batchnorm and not any(hasattr(layer, "set_sync") for layer in net.layers):
+        if self.sync_batchnorm and not any(layer.uses_batch_statistics for layer in net.layers):
             raise ValueError("fit: sync_batchnorm=True, but the network has no BatchNorm layer to synchronize")
         self.comm.bind(net.ops)
         state = self.comm.broadcast_object(net.rng.bit_generator.state if self.rank == 0 else None)
         net.rng.bit_generator.state = state
         net.set_replica(self.rank)
-        for i, layer in enumerate(net.layers):
-            if hasattr(layer, "set_sync"):
+        for layer in net.layers:
+            if layer.uses_batch_statistics:
                 layer.set_sync(self.comm if self.sync_batchnorm else None)
 
     def finish(self, net: Any) -> None:
@@ -132,13 +132,13 @@ class DataParallel:
         communicator trains it alone)."""
         net.backward_hook = None
         for layer in net.layers:
-            if hasattr(layer, "set_sync"):
+            if layer.uses_batch_statistics:
                 layer.set_sync(None)
 
     def min_shard_rows(self, net: Any) -> int:
         """Rows each rank needs in a batch: 2 with a BatchNorm layer normalizing each rank's own
         rows (a variance needs two values), else 1."""
-        local_bn = any(hasattr(layer, "set_sync") for layer in net.layers) and not self.sync_batchnorm
+        local_bn = any(layer.uses_batch_statistics for layer in net.layers) and not self.sync_batchnorm
         return 2 if local_bn else 1
 
     def share_weights(self, net: Any, resumed: bool) -> None:
@@ -218,7 +218,7 @@ class DataParallel:
     def _reduce_layer_state(self, net: Any, how: str) -> None:
         """Layer state (BatchNorm running statistics) averaged over the ranks, or rank 0's."""
         for layer in net.layers:
-            state = layer.state_arrays() if hasattr(layer, "state_arrays") else {}
+            state = layer.state_arrays()
             out = {}
             for k in sorted(state):             # host copies, in the same order on every rank
                 a = to_device(state[k], net.ops, dtype="float64", copy=True)
