@@ -87,6 +87,10 @@ class Sequential(Block):
     def input_shape(self) -> tuple[int, ...] | None:
         return self.layers[0].input_shape()
 
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        """The first layer's (a block starting with Conv2D takes images, like Conv2D)."""
+        return self.layers[0].input_spec()
+
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(in_shape)
         for i, layer in enumerate(self.layers):
@@ -138,6 +142,11 @@ class Residual(Block):
     def input_shape(self) -> tuple[int, ...] | None:
         want = self.block.input_shape()
         return want if want is not None or self.shortcut is None else self.shortcut.input_shape()
+
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        """The block's (the shortcut's where the block declares nothing)."""
+        want = self.block.input_spec()
+        return want if want is not None or self.shortcut is None else self.shortcut.input_spec()
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         out = tuple(self.block.output_shape(in_shape))
@@ -192,6 +201,14 @@ class _Branches(Block):
     def input_shape(self) -> tuple[int, ...] | None:
         for b in self.branches:
             want = b.input_shape()
+            if want is not None:
+                return want
+        return None
+
+    def input_spec(self) -> tuple[int | None, ...] | None:
+        """That of the first branch declaring one."""
+        for b in self.branches:
+            want = b.input_spec()
             if want is not None:
                 return want
         return None
