@@ -319,7 +319,7 @@ MUTATIONS: list[Mutation] = [
       "        return xp.where(inside, vals, xp.zeros_like(vals))\n", "        return vals\n",
       ["tests/test_augment.py", "-k", "padded_crop"],
       "crop_at: the padding repeats the edge pixels instead of zeros"),
-    M("AUG4", "deepnet/layers/augment.py",
+    M("AUG4", "deepnet/layers/draws.py",
       "        self.rng = rng\n", "        pass\n",
       ["tests/test_augment.py", "-k", "resume"],
       "augmentation draws from a stream of its own, which a checkpoint does not restore"),

@@ -12,50 +12,10 @@ from typing import Any
 
 from ..backend import Array
 from .base import Layer, ShapeError
+from .draws import RandomDraws
 
 
-class _RandomDraws:
-    """What the augmentation layers share (a mixin, not a layer): the generator hooks (like
-    ``Dropout``) and frozen draws for gradient checks."""
-
-    stochastic = True
-    backward_free = True       # no parameters: below the lowest parameter the network skips it
-    ops: Any
-
-    def _start_draws(self, seed: int) -> None:
-        self.seed = int(seed)
-        self.rng: Any = None
-        self._frozen = False
-
-    def set_rng(self, rng: Any) -> None:
-        """Use this device generator for the draws (done by ``Network``)."""
-        self.rng = rng
-
-    def freeze_randomness(self, frozen: bool) -> None:
-        """Reuse the last draw for every training forward of the same batch size (gradient checks)."""
-        self._frozen = frozen
-
-    def _on_moved(self) -> None:
-        self.rng = None
-        self._forget_draw()
-
-    def _forget_draw(self) -> None:
-        raise NotImplementedError
-
-    def _uniform(self, shape: tuple[int, ...]) -> Array:
-        """float32 uniforms [0, 1) on the device, one draw of the generator."""
-        if self.rng is None:
-            self.rng = self.ops.device_rng(self.seed)
-        return self.rng.uniform(shape, self.ops.float32)
-
-    def _integers(self, u: Array, k: int) -> Array:
-        """⌊u·k⌋ as int64 in 0 … k−1 (clipped: float32 rounding of u·k may reach k)."""
-        xp = self.ops.xp
-        i = xp.astype(xp.floor(u * float(k)), self.ops.int64)
-        return xp.minimum(i, xp.full_like(i, k - 1))
-
-
-class RandomCrop(_RandomDraws, Layer):
+class RandomCrop(RandomDraws, Layer):
     """Pad NCHW images with ``padding`` zeros on every side, then crop ``size`` = (h, w) at a
     random place per sample (default size: the input's, i.e. a random shift by up to
     ``padding`` pixels each way).  Evaluation: the centred crop (the identity when ``size`` is
@@ -138,7 +98,7 @@ class RandomShift(RandomCrop):
 _FLIP_AXES = {"horizontal": (3,), "vertical": (2,), "both": (3, 2)}
 
 
-class RandomFlip(_RandomDraws, Layer):
+class RandomFlip(RandomDraws, Layer):
     """Mirror NCHW images, each sample with probability 1/2: ``"horizontal"`` (left-right),
     ``"vertical"`` (top-bottom) or ``"both"`` (each axis decided on its own).  Evaluation: the
     identity.  A flip is its own transpose, so backward flips the error of the same samples.

@@ -6,9 +6,10 @@ from typing import Any
 
 from ..backend import Array
 from .base import Layer
+from .draws import RandomDraws
 
 
-class Dropout(Layer):
+class Dropout(RandomDraws, Layer):
     """Zero each input with probability p during training and scale the rest by 1/(1−p).
 
     y = x ∘ m with m_i = [u_i ≥ p]/(1−p), u uniform, so E[y] = x and evaluation is the
@@ -17,33 +18,20 @@ class Dropout(Layer):
     its own from ``seed``.
     """
 
-    stochastic = True
     step_scratch = ("_mask",)      # a new mask each step, read only by that step's backward
-    backward_free = True
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
         self.p = float(p)
-        self.seed = int(seed)
-        self.rng: Any = None
-        self._frozen = False
+        self._start_draws(seed)
         self._mask: Array | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {"p": self.p}
 
-    def set_rng(self, rng: Any) -> None:
-        """Use this device generator for masks (done by ``Network``)."""
-        self.rng = rng
-
-    def freeze_randomness(self, frozen: bool) -> None:
-        """Reuse the last mask for every training forward (for gradient checks)."""
-        self._frozen = frozen
-
-    def _on_moved(self) -> None:
-        self.rng = None
+    def _forget_draw(self) -> None:
         self._mask = None
 
     def forward(self, x: Array, training: bool = False) -> Array:
@@ -55,9 +43,7 @@ class Dropout(Layer):
         if self.p == 0.0:
             self._mask = 1.0          # keeps nothing: y = x
         elif not (self._frozen and self._mask is not None and self._mask.shape == x.shape):
-            if self.rng is None:
-                self.rng = self.ops.device_rng(self.seed)
-            u = self.rng.uniform(tuple(x.shape), x.dtype)
+            u = self._uniform(tuple(x.shape), x.dtype)
             self._mask = self.ops.xp.astype(u >= self.p, x.dtype) * (1.0 / (1.0 - self.p))
         self._cache = self._mask
         return x * self._mask
