@@ -161,15 +161,17 @@ def resmlp_layers(n_in: int, n_classes: int, depth: int = 10, width: int = 64, r
     BN → ReLU → Dense(w, n_classes) logits, with blocks = (depth − 2)/2.
 
     ``residual=False``: the same layers without the shortcuts (the plain MLP of the
-    degradation experiment, docs/training.md).  Parameters:
+    degradation experiment, docs/training.md).  Hidden Dense layers have He initialization, the
+    output layer Glorot.  Parameters:
     (n_in + 1)·w + blocks·(2w² + 6w) + 2w + (w + 1)·n_classes.
     """
     blocks = resmlp_blocks(depth)
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise ValueError(f"residual MLP width: expected a positive integer, got {width!r}")
-    layers: list[Layer] = [Dense(n_in, width)]
+    layers: list[Layer] = [Dense(n_in, width, init="he")]
     for _ in range(blocks):
-        body = [BatchNorm(width), ReLU(), Dense(width, width), BatchNorm(width), ReLU(), Dense(width, width)]
+        body = [BatchNorm(width), ReLU(), Dense(width, width, init="he"), BatchNorm(width), ReLU(),
+                Dense(width, width, init="he")]
         layers += [Residual(Sequential(*body))] if residual else body
     return layers + [BatchNorm(width), ReLU(), Dense(width, n_classes, init="glorot")]
 
