@@ -44,17 +44,18 @@ def plot(results: list[dict[str, Any]], depths: list[int], path: Path, title: st
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = dict(zip(depths, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple"), strict=False))
     for r in results:
         epochs = range(1, len(r["epoch_loss"]) + 1)
         ax.plot(epochs, r["epoch_loss"], color=colours[r["depth"]], linestyle="-" if r["residual"] else "--",
                 marker="o", label=f"{'residual' if r['residual'] else 'plain'} {r['depth']}")
     ax.set_yscale("log")
+    ax.set_xticks(range(1, max(len(r["epoch_loss"]) for r in results) + 1))
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (mean over the epoch's batches)")
     ax.set_title(title, fontsize=9)
-    ax.legend(ncol=2, fontsize=8)
+    ax.legend(ncol=2, fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -70,7 +71,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results-degradation.json")
     p.add_argument("--plot", default="docs/degradation.png")
+    p.add_argument("--replot", action="store_true", help="only draw --plot again from the results in --out")
     args = p.parse_args()
+    if args.replot:
+        record = json.loads(Path(args.out).read_text())
+        draw(record, Path(args.plot))
+        return
     depths = [int(d) for d in args.depths.split(",")]
     data = load_dataset("mnist", args.data)
     rows = slice(0, args.train_rows or len(data.X_train))
@@ -84,11 +90,19 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "plot")}, "optimizer": "adam",
               "lr": 1e-3, "commit": commit, "machine": platform.machine(), "results": results}
+    record["settings"]["train_rows"] = args.train_rows or len(data.X_train)
     Path(args.out).write_text(json.dumps(record, indent=1))
-    n = args.train_rows or len(data.X_train)
-    plot(results, depths, Path(args.plot),
-         f"MNIST, width {args.width}, {n} training rows, Adam 1e-3, batch {args.batch_size}, {args.epochs} epochs "
-         f"(2026-12-07, {commit}, 2-core x86-64)")
+    draw(record, Path(args.plot))
+
+
+def draw(record: dict[str, Any], path: Path) -> None:
+    """The plot of a results record, titled with its settings, commit and machine."""
+    st = record["settings"]
+    depths = sorted({r["depth"] for r in record["results"]})
+    plot(record["results"], depths, path,
+         f"Degradation on MNIST: plain (dashed) vs residual (solid) MLPs, width {st['width']}\n"
+         f"{st['train_rows']:,} training images, Adam 1e-3, batch {st['batch_size']}, {st['epochs']} epochs; "
+         f"2026-12-07, commit {record['commit']}, 2-core x86-64")
 
 
 if __name__ == "__main__":
