@@ -55,7 +55,7 @@ def plot(results: list[dict[str, Any]], depths: list[int], path: Path, title: st
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (mean over the epoch's batches)")
     ax.set_title(title, fontsize=9)
-    ax.legend(ncol=2, fontsize=8, loc="center right")
+    ax.legend(ncol=2, fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -88,7 +88,7 @@ def main() -> None:
                   f"test accuracy {r['test_accuracy']:.4f}  ({r['seconds']:.0f}s)", flush=True)
             results.append(r)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    record = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "plot")}, "optimizer": "adam",
+    record = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "plot", "replot")}, "optimizer": "adam",
               "lr": 1e-3, "commit": commit, "machine": platform.machine(), "results": results}
     record["settings"]["train_rows"] = args.train_rows or len(data.X_train)
     Path(args.out).write_text(json.dumps(record, indent=1))

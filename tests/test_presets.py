@@ -4,6 +4,10 @@ ResNet for 28×28 images, and ``deepnet train --model resnet|resmlp``."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,9 @@ import deepnet as dn
 from deepnet.cli import main
 from deepnet.io import load_model
 from deepnet.presets import resmlp_layers, resmlp_params, resnet_layers, resnet_params
+from tests.conftest import mnist_dir, requires_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _count(layers, kind):
@@ -142,3 +149,18 @@ def test_cli_refuses_what_the_presets_cannot_do_in_one_line(tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "model.npz").exists()
+
+
+# ---------------------------------------------------------------- the degradation experiment
+@requires_mnist
+def test_the_degradation_script_writes_its_results_and_plot(tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "degradation.py"), "--data", str(mnist_dir()), "--depths", "4,6",
+           "--width", "8", "--epochs", "1", "--train-rows", "512", "--out", str(out), "--plot", str(png)]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    record = json.loads(out.read_text())
+    assert [(r["depth"], r["residual"]) for r in record["results"]] == [(4, False), (4, True), (6, False), (6, True)]
+    assert record["settings"]["train_rows"] == 512
+    assert all(r["params"] == resmlp_params(784, 10, r["depth"], 8) and len(r["epoch_loss"]) == 1
+               for r in record["results"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
