@@ -138,6 +138,9 @@ def test_cli_trains_the_residual_mlp_and_its_plain_counterpart(tmp_path, model, 
                                                    "resnet"),
     (["--model", "cnn", "--width", "32"], "--width 32 sizes --model resmlp (or mlp with --depth), not --model cnn"),
     (["--model", "resnet", "--loss", "sse"], "--loss sse: --model resnet outputs logits for --loss xent"),
+    (["--model", "cnn", "--depth", "8"], "--depth and --width size --model resnet, resmlp or mlp; --model cnn has"),
+    (["--preset", "seed", "--model", "resnet"], "--preset seed and --model resnet are two different networks"),
+    (["--layers", "64-32-10", "--depth", "6"], "--layers cannot change --model mlp --depth 6's fixed layers"),
     (["--model", "resnet", "--dataset", "csv", "--data", "x.csv"], None),
 ])
 def test_cli_refuses_what_the_presets_cannot_do_in_one_line(tmp_path, capsys, argv, message):
