@@ -47,7 +47,7 @@ from .metrics import confusion_matrix, per_class_accuracy
 from .network import Network
 from .optimizers import get_optimizer
 from .plotting import PlotUnavailable, plot_confusion, plot_curves, plot_gradient_flow, plot_misclassified, pyplot
-from .presets import cnn_layers, mlp_layers, parse_spec, seed_layers
+from .presets import cnn_layers, mlp_layers, parse_spec, resmlp_blocks, resmlp_layers, resnet_blocks, resnet_layers, seed_layers
 from .progress import ProgressBar
 from .schedules import LearningRateScheduler, get_schedule
 from .training import Trainer
@@ -87,6 +87,15 @@ def _build_network(args: argparse.Namespace, n_in: int, n_classes: int, image_sh
         layers = cnn_layers(image_shape, n_classes, dropout=args.dropout, batchnorm=args.batchnorm)
         layers[1:1] = _augmentation(args)                  # on the images, right after Reshape
         return Network(layers, seed=args.seed, backend=args.backend)
+    if args.model == "resnet":
+        if image_shape is None or int(np.prod(image_shape)) != n_in:
+            raise CLIError(f"--model resnet needs image data (a data set with an image shape), but --dataset "
+                           f"{args.dataset} gives rows of {n_in} values")
+        return Network(resnet_layers(image_shape, n_classes, args.depth, augment=_augmentation(args)),
+                       seed=args.seed, backend=args.backend)
+    if args.model == "resmlp" or args.depth is not None:
+        return Network(resmlp_layers(n_in, n_classes, args.depth, args.width, residual=args.model == "resmlp"),
+                       seed=args.seed, backend=args.backend)
     spec = args.layers or f"{n_in}-128-{n_classes}"
     sizes = parse_spec(spec)
     if sizes[0] != n_in:
@@ -133,6 +142,11 @@ def _apply_preset(args: argparse.Namespace) -> None:
         args.val_fraction = 0.0
     if args.model is None:
         args.model = "mlp"
+    if args.model == "resnet" and args.depth is None:
+        args.depth = 20
+    if args.model == "resmlp" or (args.model == "mlp" and (args.depth is not None or args.width is not None)):
+        args.depth = 10 if args.depth is None else args.depth
+        args.width = 64 if args.width is None else args.width
     defaults = {"dataset": "digits", "loss": "xent", "optimizer": "adam", "epochs": 20, "batch_size": 32,
                 "scale": "unit", "shuffle": True, "val_fraction": 0.1, "activation": "relu",
                 "dropout": 0.5 if args.model == "cnn" else 0.0,     # the Keras convnet's dropout before its dense layer
@@ -146,7 +160,10 @@ def _apply_preset(args: argparse.Namespace) -> None:
 RUN_OPTIONS = ("dataset", "label_column", "scale", "seed", "val_fraction", "preset", "shortcut", "batchnorm", "layers",
                "activation", "loss", "optimizer", "lr", "momentum", "weight_decay", "clip_norm", "max_norm",
                "dropout", "schedule", "early_stopping", "epochs", "batch_size", "shuffle", "precision", "model",
-               "augment")
+               "augment", "depth", "width")
+
+#: options recorded in a checkpoint only when set (checkpoints written before they existed still resume)
+RECORDED_WHEN_SET = ("batchnorm", "augment", "depth", "width")
 
 
 def _flag(dest: str) -> str:
@@ -176,7 +193,8 @@ def _check_options(args: argparse.Namespace) -> None:
                            ("clip_norm", lambda v: v > 0, "a positive number"),
                            ("max_norm", lambda v: v > 0, "a positive number"),
                            ("momentum", lambda v: 0 <= v < 1, "a value in [0, 1)"),
-                           ("threads", lambda v: v >= 1, "a positive number of threads per process")):
+                           ("threads", lambda v: v >= 1, "a positive number of threads per process"),
+                           ("width", lambda v: v >= 1, "a positive number of units")):
         value = getattr(args, dest, None)
         if value is not None and not ok(value):
             raise CLIError(f"{_flag(dest)}: expected {want}, got {value}")
@@ -208,10 +226,12 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
     if args.model == "cnn" and ("layers" in given or "activation" in given or args.preset == "seed"):
         what = [_flag(d) for d in ("layers", "activation") if d in given] + (["--preset seed"] if args.preset else [])
         raise CLIError(f"{', '.join(what)}: these build an MLP; --model cnn has its own layers (drop one of them)")
-    if args.augment and args.model != "cnn":
-        raise CLIError(f"--augment {args.augment}: augmentation layers take images, so they need --model cnn")
+    if args.augment and args.model not in ("cnn", "resnet"):
+        raise CLIError(f"--augment {args.augment}: augmentation layers take images, so they need --model cnn "
+                       "or resnet")
+    _check_depth(args, given)
     _augmentation(args)                                   # a bad spec fails before the data is read
-    if args.sync_batchnorm and not args.batchnorm:
+    if args.sync_batchnorm and not args.batchnorm and args.depth is None:
         raise CLIError("--sync-batchnorm synchronizes BatchNorm layers, and this network has none (add --batchnorm)")
     if args.momentum is not None and args.optimizer not in ("sgd", "momentum"):
         raise CLIError(f"--momentum applies to --optimizer sgd or momentum, not {args.optimizer} "
@@ -230,6 +250,33 @@ def _check_combinations(args: argparse.Namespace, resumed: dict[str, Any] | None
         raise CLIError(f"--epochs {args.epochs}: the run was started with {resumed['epochs']['recorded']} epochs "
                        f"and --schedule {args.schedule} spans them; resuming with another number would change "
                        "its learning rates (start a new run to train longer)")
+
+
+def _check_depth(args: argparse.Namespace, given: set[str]) -> None:
+    """--depth/--width and the presets they size: the allowed depths, and the options that would
+    change a preset's fixed layers refused."""
+    preset = args.model in ("resnet", "resmlp") or args.depth is not None
+    if not preset:
+        if args.width is not None:
+            raise CLIError(f"--width {args.width} sizes --model resmlp (or mlp with --depth), not --model {args.model}")
+        return
+    what = f"--model {args.model}" + ("" if args.model != "mlp" else f" --depth {args.depth}")
+    if args.preset == "seed":
+        raise CLIError(f"--preset seed and {what} are two different networks (drop one of them)")
+    if args.model == "cnn":
+        raise CLIError("--depth and --width size --model resnet, resmlp or mlp; --model cnn has its own layers")
+    fixed = [_flag(d) for d in ("layers", "activation", "dropout", "batchnorm") if d in given]
+    if args.model == "resnet" and args.width is not None:
+        fixed.append("--width")
+    if fixed:
+        raise CLIError(f"{', '.join(fixed)} cannot change {what}'s fixed layers (BatchNorm and ReLU in every "
+                       "block; docs/training.md): drop them")
+    if args.loss != "xent":
+        raise CLIError(f"--loss {args.loss}: {what} outputs logits for --loss xent (softmax cross-entropy)")
+    try:
+        (resnet_blocks if args.model == "resnet" else resmlp_blocks)(args.depth)
+    except ValueError as err:
+        raise CLIError(f"--depth {args.depth}: {err}") from None
 
 
 def _check_output_folder(out: Path, option: str = "--out", holds: str = "model.npz and summary.json") -> None:
@@ -534,7 +581,7 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     checkpoint = None if not keeps_checkpoints else Checkpointer(
         ckpt_dir, every_steps=args.checkpoint_every, interrupt_only=not checkpointing,
         settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
-                  if d != "epochs" and not (d in ("batchnorm", "augment") and not getattr(args, d))},
+                  if d != "epochs" and not (d in RECORDED_WHEN_SET and getattr(args, d) in (None, False))},
         notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
 
     class EpochLine(Callback):
@@ -979,9 +1026,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network and save it")
     data_args(t, None)
     t.add_argument("--preset", choices=["seed"], help="seed: the course notebook's 784-50-10 network")
-    t.add_argument("--model", choices=["mlp", "cnn"], default=None,
-                   help="mlp (default: Dense layers, see --layers) or cnn (conv 32 → pool → conv 64 → pool → "
-                        "dropout → dense, for image data sets; docs/training.md)")
+    t.add_argument("--model", choices=["mlp", "cnn", "resnet", "resmlp"], default=None,
+                   help="mlp (default: Dense layers, see --layers; with --depth/--width the plain counterpart of "
+                        "resmlp), cnn (conv 32 → pool → conv 64 → pool → dropout → dense, for image data sets), "
+                        "resnet (a ResNet-20-like network for image data sets, see --depth) or resmlp (a "
+                        "pre-activation residual MLP, see --depth and --width); docs/training.md")
+    t.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="--model resnet: 6n+2 weighted layers (default 20); --model resmlp or mlp: the number of "
+                        "Dense layers, even, 4 or more (default 10)")
+    t.add_argument("--width", type=int, default=None, metavar="W",
+                   help="--model resmlp (or mlp with --depth): the units of each hidden Dense layer (default 64)")
     t.add_argument("--shortcut", action="store_true", help="with --preset seed: the notebook's ẽ = Aᵀe shortcut")
     t.add_argument("--batchnorm", action="store_true",
                    help="BatchNorm after each hidden Dense layer (mlp) or convolution (cnn), before its activation")
@@ -999,7 +1053,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dropout rate: after each hidden activation of an MLP (default 0); with --model cnn, "
                         "once before the last Dense layer (default 0.5)")
     t.add_argument("--augment", default=None, metavar="SPEC",
-                   help="with --model cnn: augment training images, e.g. shift2 (random shifts by up to 2 pixels), "
+                   help="with --model cnn or resnet: augment training images, e.g. shift2 (random shifts by up to 2 pixels), "
                         "flip, vflip, comma-separated (flips do not suit digits)")
     t.add_argument("--schedule", default=None, help="learning-rate schedule: cosine, step, exponential, warmup-cosine")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE")

@@ -1,13 +1,14 @@
-"""Ready-made networks: the course notebook's seed network, simple MLP specs and a small CNN."""
+"""Ready-made networks: the course notebook's seed network, simple MLP specs, a small CNN, a
+residual MLP (and its plain counterpart) and a small ResNet for 28×28 images."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .backend import Array, Ops
-from .layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from .layers import BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Residual, Sequential, Sigmoid, Tanh
 from .layers.base import Layer
-from .layers.conv import Conv2D, Flatten, MaxPool2D, Reshape
+from .layers.conv import Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D, Reshape
 from .losses import SumOfSquares
 from .network import Network
 from .optimizers import SGD
@@ -132,3 +133,112 @@ def cnn_layers(image_shape: tuple[int, ...] | list[int], n_classes: int, channel
     flat = size[0] * size[1] * size[2]
     layers += [Flatten()] + ([Dropout(dropout)] if dropout else []) + [Dense(flat, n_classes, init="glorot")]
     return layers
+
+
+def _image_shape(where: str, image_shape: tuple[int, ...] | list[int]) -> list[int]:
+    shape = [int(v) for v in image_shape]
+    if len(shape) == 2:
+        shape = [1, *shape]
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{where}: image_shape must be (H, W) or (C, H, W), got {tuple(image_shape)!r}")
+    return shape
+
+
+def resmlp_blocks(depth: int) -> int:
+    """The number of two-Dense blocks of a residual (or plain) MLP of ``depth`` Dense layers:
+    depth = 2·blocks + 2 (the input projection and the output layer), so depth is even and ≥ 4."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 4 or depth % 2:
+        raise ValueError(f"residual MLP depth: expected an even number of Dense layers, 4 or more "
+                         f"(2·blocks + 2), got {depth!r}")
+    return (depth - 2) // 2
+
+
+def resmlp_layers(n_in: int, n_classes: int, depth: int = 10, width: int = 64, residual: bool = True) -> list[Layer]:
+    """A pre-activation residual MLP with ``depth`` Dense layers of ``width`` units (He et al. 2016,
+    "Identity mappings"), for rows of ``n_in`` features:
+
+    Dense(n_in, w) → blocks × Residual(BN → ReLU → Dense(w, w) → BN → ReLU → Dense(w, w)) →
+    BN → ReLU → Dense(w, n_classes) logits, with blocks = (depth − 2)/2.
+
+    ``residual=False``: the same layers without the shortcuts (the plain MLP of the
+    degradation experiment, docs/training.md).  Hidden Dense layers have He initialization, the
+    output layer Glorot.  Parameters:
+    (n_in + 1)·w + blocks·(2w² + 6w) + 2w + (w + 1)·n_classes.
+    """
+    blocks = resmlp_blocks(depth)
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"residual MLP width: expected a positive integer, got {width!r}")
+    layers: list[Layer] = [Dense(n_in, width, init="he")]
+    for _ in range(blocks):
+        body = [BatchNorm(width), ReLU(), Dense(width, width, init="he"), BatchNorm(width), ReLU(),
+                Dense(width, width, init="he")]
+        layers += [Residual(Sequential(*body))] if residual else body
+    return layers + [BatchNorm(width), ReLU(), Dense(width, n_classes, init="glorot")]
+
+
+def resmlp_params(n_in: int, n_classes: int, depth: int, width: int) -> int:
+    """The parameter count of :func:`resmlp_layers` (with or without shortcuts)."""
+    w = width
+    return (n_in + 1) * w + resmlp_blocks(depth) * (2 * w * w + 6 * w) + 2 * w + (w + 1) * n_classes
+
+
+#: the channels of the ResNet preset's three stages
+RESNET_CHANNELS = (16, 32, 64)
+
+
+def resnet_blocks(depth: int) -> int:
+    """The basic blocks per stage of a ResNet of ``depth`` = 6n + 2 weighted layers (20: n = 3)."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"ResNet depth: expected 6n+2 for n ≥ 1 (8, 14, 20, 26, 32, 44, 56, 110, ...), "
+                         f"got {depth!r}")
+    return (depth - 2) // 6
+
+
+def _basic_block(c_in: int, c_out: int, stride: int) -> list[Layer]:
+    """Residual(conv3×3 → BN → ReLU → conv3×3 → BN, shortcut) → ReLU; the shortcut is the
+    identity, or a 1×1 stride-2 convolution + BN where the block halves the size."""
+    body = Sequential(Conv2D(c_in, c_out, 3, stride=stride, padding=1, bias=False), BatchNorm(c_out), ReLU(),
+                      Conv2D(c_out, c_out, 3, padding=1, bias=False), BatchNorm(c_out))
+    shortcut = None
+    if stride != 1 or c_in != c_out:
+        shortcut = Sequential(Conv2D(c_in, c_out, 1, stride=stride, bias=False), BatchNorm(c_out))
+    return [Residual(body, shortcut), ReLU()]
+
+
+def resnet_layers(image_shape: tuple[int, ...] | list[int] = (1, 28, 28), n_classes: int = 10, depth: int = 20,
+                  rows: bool = True, augment: list[Layer] | None = None) -> list[Layer]:
+    """A small ResNet (He et al. 2016, the CIFAR ResNet-20 family) for images of ``image_shape``
+    ((H, W) or (C, H, W), e.g. 28×28 digits), ``depth`` = 6n + 2 weighted layers:
+
+    conv 3×3 (16) → BN → ReLU → three stages of n basic blocks with 16, 32, 64 channels (the
+    first block of stages 2 and 3 has stride 2 and a 1×1 stride-2 conv + BN shortcut: 28 → 14 → 7)
+    → global average pool → Dense(64, ``n_classes``) logits.
+
+    ``rows=True`` starts with a Reshape, for data sets given as rows of pixels; ``rows=False``
+    takes the images themselves, (n, C, H, W).  ``augment``: layers inserted on the images, before
+    the first convolution.  Convolutions have no bias (BatchNorm's β replaces it).
+    """
+    shape = _image_shape("resnet_layers", image_shape)
+    n = resnet_blocks(depth)
+    c = RESNET_CHANNELS[0]
+    layers: list[Layer] = ([Reshape(shape)] if rows else []) + list(augment or [])
+    layers += [Conv2D(shape[0], c, 3, padding=1, bias=False), BatchNorm(c), ReLU()]
+    for stage, c_out in enumerate(RESNET_CHANNELS):
+        for i in range(n):
+            layers += _basic_block(c, c_out, 2 if stage > 0 and i == 0 else 1)
+            c = c_out
+    return layers + [GlobalAvgPool2D(), Dense(c, n_classes, init="glorot")]
+
+
+def resnet_params(in_channels: int, n_classes: int, depth: int) -> int:
+    """The parameter count of :func:`resnet_layers`: 3×3 convolutions (no bias), two BatchNorm
+    parameters per channel, the 1×1 projections with their BatchNorm, and the Dense layer."""
+    n, (a, b, c) = resnet_blocks(depth), RESNET_CHANNELS
+    stem = in_channels * a * 9 + 2 * a
+
+    def stage(c_in: int, c_out: int) -> int:
+        first = c_in * c_out * 9 + c_out * c_out * 9 + 4 * c_out
+        proj = c_in * c_out + 2 * c_out if c_in != c_out else 0
+        return first + proj + (n - 1) * (2 * c_out * c_out * 9 + 4 * c_out)
+
+    return stem + stage(a, a) + stage(a, b) + stage(b, c) + (c + 1) * n_classes

@@ -61,7 +61,7 @@ PYTHON_RUN_BY_THEIR_OWN_TEST = {
 # what each page's python blocks must print or leave in the working folder
 EXPECTED = {
     "README.md": {"prints": ["'accuracy': 0.", "'loss': "]},
-    "docs/training.md": {"prints": ["\n10 ", "\n20 ", "\n30 ", "(1, 28, 28) (2, 10) True"]},
+    "docs/training.md": {"prints": ["\n10 ", "\n20 ", "\n30 ", "(1, 28, 28) (2, 10) True", "272186 (4, 10)"]},
     "docs/checkpoints.md": {"files": ["model.npz", "runs/exp1/checkpoints/best.npz"]},
 }
 # python scripts named in the docs as stand-ins for the reader's own
