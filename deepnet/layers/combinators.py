@@ -31,6 +31,17 @@ class Block(Layer):
         self._record, self._prefix = record, prefix
         super().record_errors(record, prefix)
 
+    def _add_children(self, kind: str, children: tuple[Layer, ...]) -> list[Layer]:
+        """Check and declare the children, named ``"0"``, ``"1"``, … (``kind``: their word in errors)."""
+        if not children:
+            raise ValueError(f"{type(self).__name__} needs at least one {kind}, got none")
+        for i, child in enumerate(children):
+            if not isinstance(child, Layer):
+                raise TypeError(f"{type(self).__name__}: {kind} {i} must be a deepnet Layer, got {type(child).__name__}")
+        for i, child in enumerate(children):
+            self.add_layer(str(i), child)
+        return list(children)
+
     def _call(self, child: Layer, x: Array, training: bool) -> tuple[Array, Any]:
         """y = child(x), and what the child kept for backward (None in evaluation)."""
         y = child.forward(x, training)
@@ -68,14 +79,7 @@ class Sequential(Block):
 
     def __init__(self, *layers: Layer) -> None:
         super().__init__()
-        if not layers:
-            raise ValueError("Sequential needs at least one layer, got none")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: layer {i} must be a deepnet Layer, got {type(layer).__name__}")
-        self.layers = list(layers)
-        for i, layer in enumerate(self.layers):
-            self.add_layer(str(i), layer)
+        self.layers = self._add_children("layer", layers)
 
     def get_config(self) -> dict[str, Any]:
         return {"layers": [layer_entry(c) for c in self.layers]}
@@ -189,14 +193,7 @@ class _Branches(Block):
 
     def __init__(self, *branches: Layer) -> None:
         super().__init__()
-        if len(branches) < 1:
-            raise ValueError(f"{type(self).__name__} needs at least one branch, got none")
-        for i, b in enumerate(branches):
-            if not isinstance(b, Layer):
-                raise TypeError(f"{type(self).__name__}: branch {i} must be a deepnet Layer, got {type(b).__name__}")
-        self.branches = list(branches)
-        for i, b in enumerate(self.branches):
-            self.add_layer(str(i), b)
+        self.branches = self._add_children("branch", branches)
 
     def input_shape(self) -> tuple[int, ...] | None:
         for b in self.branches:
