@@ -31,7 +31,7 @@ from .backend.precision import PRECISIONS
 from .callbacks import Callback, EarlyStopping
 from .checkpoint import Checkpointer, resume_refusal, settings_differences
 from .datasets import DatasetError, InputFileError, load_dataset, read_labelled_inputs, scale_pixels
-from .datasets.registry import NAMES
+from .datasets.registry import NAMES, dataset_key
 from .datasets.inputs import IMAGE_SUFFIXES
 from .diagnostics import GradientFlow
 from .distributed import communicator
@@ -204,8 +204,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CLIError("--sync-batchnorm synchronizes BatchNorm across the processes of a data-parallel run; "
                        "start several (mpiexec -n N deepnet train ..., or --nproc N)")
     if args.dataset is not None:
-        key = args.dataset.lower().replace("_", "-")
-        args.dataset = "fashion-mnist" if key == "fashion" else key
+        args.dataset = dataset_key(args.dataset)
         if args.dataset not in NAMES:
             raise CLIError(f"unknown data set {args.dataset!r}: expected one of {', '.join(NAMES)}")
     if args.schedule is not None:
@@ -738,8 +737,7 @@ def _recorded_data(args: argparse.Namespace, record: dict[str, Any]) -> tuple[An
     """The test rows the record names (``--data``, ``--dataset``, ``--label-column`` override the
     source); refuses a ``--seed`` or a changed source that would evaluate on other rows."""
     given = _given(args)
-    name = (args.dataset or record["dataset"]).lower().replace("_", "-")
-    name = "fashion-mnist" if name == "fashion" else name
+    name = dataset_key(args.dataset or record["dataset"])
     if name != record["dataset"]:
         data = load_dataset(name, args.data, download=not args.no_download, label_column=args.label_column,
                             seed=args.seed)

@@ -160,6 +160,12 @@ def _idx_dataset(name: str, path: str | os.PathLike[str] | None, scale: str, dow
 NAMES = ("digits", "mnist", "fashion-mnist", "idx", "seed-csv", "csv", "npz")
 
 
+def dataset_key(name: str) -> str:
+    """A data set's name as :data:`NAMES` spells it (any case, ``_`` for ``-``, ``fashion``)."""
+    key = name.lower().replace("_", "-")
+    return "fashion-mnist" if key == "fashion" else key
+
+
 def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = None, *, scale: str = "unit",
                  download: bool = True, label_column: int | str = "label", test_fraction: float = 0.2,
                  seed: int = 0, log: Callable[[str], None] | None = None, verify: bool = True) -> Dataset:
@@ -179,9 +185,7 @@ def load_dataset(name: str = "digits", path: str | os.PathLike[str] | None = Non
 
     Pixel data is scaled by ``scale``: "unit" x/255, "seed" x/255·0.99 + 0.01, "raw".
     """
-    key = name.lower().replace("_", "-")
-    if key == "fashion":
-        key = "fashion-mnist"
+    key = dataset_key(name)
     if key not in NAMES:
         raise DatasetError(None, f"unknown data set {name!r}: expected one of {', '.join(NAMES)}")
     if key == "digits":
