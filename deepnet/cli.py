@@ -454,11 +454,6 @@ def _remove_if_empty(made: list[list[Path]]) -> None:
                 break
 
 
-def _local_size(comm: Any) -> int | None:
-    """The ranks of ``comm`` on this machine, as MPI counts them (None: not known)."""
-    return getattr(comm, "local_size", None) or getattr(getattr(comm, "host", None), "local_size", None)
-
-
 def _limit_threads(args: argparse.Namespace, plan: ThreadPlan | None = None,
                    local_size: int | None = None) -> ThreadPlan | None:
     """Size this process's thread pools (docs/distributed.md, "Threads per rank"): a rank of a
@@ -530,7 +525,7 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     if comm is not None:
         _say(args, f"data-parallel: {comm.describe()}; batch {args.batch_size} per rank, "
                    f"{args.batch_size * comm.size} per step")
-        threads = _limit_threads(args, threads, _local_size(comm))
+        threads = _limit_threads(args, threads, comm.local_size)
         pools = comm.allgather_object(thread_pools())
     if threads is not None:
         _say(args, f"threads: {threads.describe('rank' if comm is not None else 'process')}")

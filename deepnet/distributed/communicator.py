@@ -65,8 +65,10 @@ class Communicator:
     name = "local"
     rank: int = 0
     size: int = 1
-    #: the rank of this process among those on its machine (chooses its GPU)
+    #: the rank of this process among those on its machine (chooses its GPU), and how many
+    #: ranks that machine runs (their share of its cores)
     local_rank: int = 0
+    local_size: int = 1
     #: data-parallel training reduces the gradients in buckets of at most this many bytes
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
     #: and starts each bucket while backward goes on below it (False: all after backward)

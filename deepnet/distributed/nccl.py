@@ -55,7 +55,7 @@ class NCCLCommunicator(Communicator):
     def __init__(self, bootstrap: MPICommunicator | None = None, nccl: Any = None, cupy: Any = None) -> None:
         self.host = bootstrap if bootstrap is not None else MPICommunicator()
         self.rank, self.size = self.host.rank, self.host.size
-        self.local_rank = self.host.local_rank
+        self.local_rank, self.local_size = self.host.local_rank, self.host.local_size
         self.nccl = import_nccl() if nccl is None else nccl
         if cupy is None:
             import cupy
