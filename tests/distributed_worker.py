@@ -21,7 +21,7 @@ import numpy as np
 from deepnet import Network
 from deepnet.backend import BackendError, get_ops
 from deepnet.callbacks import Callback
-from deepnet.layers import BatchNorm, Conv2D, Dense, Flatten, ReLU, Reshape, Tanh
+from deepnet.layers import BatchNorm, Conv2D, Dense, Flatten, ReLU, Reshape, Residual, Sequential, Tanh
 from deepnet.optimizers import get_optimizer
 
 # (name, model, optimizer, dtype, backend, bucket_bytes, overlap)
@@ -29,6 +29,8 @@ CASES = [(f"{model}-{opt}-{dtype}", model, opt, dtype, "numpy", None, False)
          for model in ("mlp", "bn") for opt in ("sgd", "momentum", "adam") for dtype in ("float64", "float32")]
 CASES += [("conv-bn-adam-float64", "conv", "adam", "float64", "numpy", None, False),
           ("conv-images-adam-float64", "conv-images", "adam", "float64", "numpy", None, False),
+          ("residual-momentum-float64", "residual", "momentum", "float64", "numpy", None, False),
+          ("residual-adam-float64-buckets-overlap", "residual", "adam", "float64", "numpy", 512, True),
           ("bn-adam-float64-buckets-overlap", "bn", "adam", "float64", "numpy", 256, True),
           ("bn-momentum-float64-cupy-shaped", "bn", "momentum", "float64", "cupy-shaped", None, False)]
 #: per-rank batch; 2 ranks × B rows per step equal one process with 2B.  N rows: 25 full
@@ -44,8 +46,8 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def inputs(model: str, X: np.ndarray) -> np.ndarray:
-    """The inputs a case's network takes: rows, or (n, 1, 6, 6) images (a view) for "conv-images"."""
-    return X.reshape(len(X), 1, 6, 6) if model == "conv-images" else X
+    """The inputs a case's network takes: rows, or (n, 1, 6, 6) images (a view) for "conv-images" and "residual"."""
+    return X.reshape(len(X), 1, 6, 6) if model in ("conv-images", "residual") else X
 
 
 def build(model: str, opt: str, dtype: str, backend: str = "numpy") -> Network:
@@ -54,6 +56,12 @@ def build(model: str, opt: str, dtype: str, backend: str = "numpy") -> Network:
         layers = [Dense(36, 24), Tanh(), Dense(24, 16), ReLU(), Dense(16, 4)]
     elif model == "bn":
         layers = [Dense(36, 24, bias=False), BatchNorm(24), ReLU(), Dense(24, 4)]   # no bias before BN: its gradient is 0
+    elif model == "residual":        # a block of layers: stride-2 projection shortcut, BatchNorm in both paths
+        block = Sequential([Conv2D(3, 4, 3, stride=2, padding=1, bias=False), BatchNorm(4), ReLU(),
+                            Conv2D(4, 4, 3, padding=1, bias=False), BatchNorm(4)])
+        shortcut = Sequential([Conv2D(3, 4, 1, stride=2, bias=False), BatchNorm(4)])
+        layers = [Conv2D(1, 3, 3, padding=1, bias=False), BatchNorm(3), ReLU(),
+                  Residual(block, shortcut=shortcut), ReLU(), Flatten(), Dense(36, 4)]
     elif model == "conv-images":     # images in directly: no Reshape
         layers = [Conv2D(1, 3, 3, padding=1, bias=False), BatchNorm(3), ReLU(), Flatten(), Dense(108, 4)]
     else:

@@ -227,6 +227,16 @@ def test_a_residual_whose_block_changes_the_shape_needs_a_projection():
         dn.Network([dn.Dense(2, 4), dn.Residual(dn.Dense(4, 3))])
     with pytest.raises(TypeError, match="Sequential: layer 1 must be a deepnet Layer, got int"):
         dn.Sequential(dn.Dense(2, 2), 3)
+    with pytest.raises(TypeError, match="Sequential: layer 1 must be a deepnet Layer, got list"):
+        dn.Sequential(dn.Dense(2, 2), [dn.ReLU()])
+
+
+def test_sequential_takes_its_layers_as_arguments_or_as_one_list():
+    X, _ = _data()
+    a = dn.Network([dn.Sequential(dn.Dense(X.shape[1], 3), dn.Tanh())], seed=1, dtype="float64")
+    b = dn.Network([dn.Sequential([dn.Dense(X.shape[1], 3), dn.Tanh()])], seed=1, dtype="float64")
+    assert repr(a.layers[0]) == repr(b.layers[0]) == "Sequential(Dense(n_in=%d, n_out=3, bias=True, init='glorot'), Tanh())" % X.shape[1]
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
 
 
 def test_moving_a_block_network_moves_every_layer_inside():

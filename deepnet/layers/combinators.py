@@ -74,12 +74,16 @@ class Sequential(Block):
     """Layers applied in order, as one layer: y = f_L(… f_1(x)).
 
     Backward walks them in reverse, each handing ẽ to the one below (the network's own step,
-    inside a block).  Children are named ``"0"``, ``"1"``, …
+    inside a block).  Children are named ``"0"``, ``"1"``, …  The layers are given as
+    arguments (``Sequential(a, b)``, as in PyTorch) or as one list (``Sequential([a, b])``, as
+    in Keras and ``Network``).
     """
 
-    def __init__(self, *layers: Layer) -> None:
+    def __init__(self, *layers: Layer | list[Layer] | tuple[Layer, ...]) -> None:
         super().__init__()
-        self.layers = self._add_children("layer", layers)
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        self.layers = self._add_children("layer", layers)  # type: ignore[arg-type]
 
     def get_config(self) -> dict[str, Any]:
         return {"layers": [layer_entry(c) for c in self.layers]}
