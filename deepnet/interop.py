@@ -419,13 +419,19 @@ def _from_module(torch: Any, m: Any, where: str, sources: dict[int, Any]) -> Any
     return layer
 
 
+#: torch.nn modules without settings whose deepnet layer has the same name
+_SAME_NAMED: dict[str, type[deepnet_layers.Layer]] = {
+    "ReLU": deepnet_layers.ReLU, "Sigmoid": deepnet_layers.Sigmoid, "Tanh": deepnet_layers.Tanh,
+    "Identity": deepnet_layers.Identity, "Softplus": deepnet_layers.Softplus}
+
+
 def _leaf_from_module(m: Any, cls: str, where: str) -> Any:
     """The deepnet layer for a ``torch.nn`` module that holds no modules (``cls``: its class)."""
     i = where                                       # "1", or "1.block.0" inside a block
     if cls == "Linear":
         return deepnet_layers.Dense(m.in_features, m.out_features, bias=m.bias is not None)
-    if cls in ("ReLU", "Sigmoid", "Tanh", "Identity", "Softplus"):
-        return getattr(deepnet_layers, cls)()
+    if cls in _SAME_NAMED:
+        return _SAME_NAMED[cls]()
     if cls == "LeakyReLU":
         return deepnet_layers.LeakyReLU(m.negative_slope)
     if cls == "ELU":

@@ -258,12 +258,14 @@ def test_importlinter_counts_annotation_imports():
 def _declared_hooks() -> set[str]:
     """Every name the base classes and the model protocol declare (dunder names aside, and
     ``name``, which foreign objects such as a NumPy dtype have too)."""
+    from deepnet.backend.memory import DeviceMemory
     from deepnet.callbacks import Callback
+    from deepnet.distributed.communicator import Communicator
     from deepnet.layers.base import Layer
     from deepnet.losses import Loss
     from deepnet.protocols import TrainedModel
 
-    names = set(dir(Layer)) | set(dir(Loss)) | set(dir(Callback))
+    names = set(dir(Layer)) | set(dir(Loss)) | set(dir(Callback)) | set(dir(Communicator)) | set(dir(DeviceMemory))
     names |= set(TrainedModel.__annotations__) | set(vars(TrainedModel))
     return {n for n in names if not n.startswith("__")} - {"name"}
 
@@ -275,7 +277,7 @@ PENDING_PROBES: dict[str, set[str]] = {
     "deepnet/training/callback_list.py": {"on_epoch_totals"},
     "deepnet/training/captured.py": {"capturable"},
     "deepnet/training/data.py": {"inputs_shape", "targets"},
-    "deepnet/training/trainer.py": {"lowest_trained"},
+    "deepnet/training/trainer.py": {"lowest_trained", "transport"},
 }
 
 
@@ -289,7 +291,8 @@ def _probes(tree: ast.AST) -> Iterator[tuple[int, str, str]]:
 
 
 def test_no_probes_for_hooks_the_base_classes_declare():
-    """A hook of Layer, Loss, Callback or TrainedModel has a default on its base class: code
+    """A hook of Layer, Loss, Callback, Communicator, DeviceMemory (``ops.memory``) or
+    TrainedModel has a default on its base class (or the Network declares it): code
     calls it, never asks whether it exists (probes stay for foreign objects: arrays, torch
     modules, optional libraries)."""
     declared = _declared_hooks()

@@ -53,6 +53,11 @@ class DeviceMemory:
         """GPUs this process can use (0: a CPU backend)."""
         return 0
 
+    def use_device(self, index: int) -> int | None:
+        """Make GPU ``index`` mod (GPUs here) this thread's current device and return its index
+        (None: a backend without GPUs, nothing to choose)."""
+        return None
+
     def info(self) -> dict[str, Any]:
         """Device memory: pool used and cached bytes, device free and total (GPU backends)."""
         return {}
