@@ -9,25 +9,33 @@ read of a GPU value waits for the GPU.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .network import Network
+from .protocols import TrainedModel
+
+#: the hooks a callback may define; ``fit`` calls each in this order of a run's life
+HOOKS = ("on_train_begin", "on_epoch_begin", "on_batch_begin", "on_batch_end", "on_epoch_totals",
+         "on_epoch_end", "on_train_end")
 
 
 class Callback:
-    """Base class with no-op hooks."""
+    """Base class with no-op hooks.  ``net`` is the model being trained: a
+    :class:`~deepnet.protocols.TrainedModel` (a :class:`~deepnet.Network`)."""
 
-    def on_train_begin(self, net: Network, logs: dict[str, Any]) -> None:
+    def on_train_begin(self, net: TrainedModel, logs: dict[str, Any]) -> None:
         """``logs``: epochs, steps_per_epoch, batch_size, samples, initial_epoch (of a resumed run),
         rank and ranks (this process in a data-parallel run, and how many; 0 and 1 otherwise)."""
-    def on_epoch_begin(self, net: Network, epoch: int, logs: dict[str, Any]) -> None: ...
-    def on_batch_begin(self, net: Network, step: int, logs: dict[str, Any]) -> None:
+    def on_epoch_begin(self, net: TrainedModel, epoch: int, logs: dict[str, Any]) -> None: ...
+    def on_batch_begin(self, net: TrainedModel, step: int, logs: dict[str, Any]) -> None:
         """``step``: steps done so far; ``logs``: this batch's ``epoch`` and ``batch`` index."""
-    def on_batch_end(self, net: Network, step: int, logs: dict[str, Any]) -> None: ...
-    def on_epoch_end(self, net: Network, epoch: int, logs: dict[str, Any]) -> None:
+    def on_batch_end(self, net: TrainedModel, step: int, logs: dict[str, Any]) -> None: ...
+    def on_epoch_totals(self, net: TrainedModel, epoch: int, totals: dict[str, Any]) -> None:
+        """After an epoch's last batch, before validation: ``totals`` hold the epoch's sums just
+        read to the host (``loss_sum``, ``weights_finite``, ...).  The run's own savers and
+        guards use it; most callbacks want :meth:`on_epoch_end`."""
+    def on_epoch_end(self, net: TrainedModel, epoch: int, logs: dict[str, Any]) -> None:
         """``logs`` hold this epoch's host floats: loss, accuracy, val_loss, val_accuracy, lr."""
-    def on_train_end(self, net: Network, logs: dict[str, Any]) -> None: ...
+    def on_train_end(self, net: TrainedModel, logs: dict[str, Any]) -> None: ...
 
     def wants_batch_hooks(self) -> bool:
         cls = type(self)
@@ -60,11 +68,11 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def on_train_begin(self, net: Network, logs: dict[str, Any]) -> None:
+    def on_train_begin(self, net: TrainedModel, logs: dict[str, Any]) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self.stopped_epoch = 0, -1, None
 
-    def on_epoch_end(self, net: Network, epoch: int, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, net: TrainedModel, epoch: int, logs: dict[str, Any]) -> None:
         if self.monitor not in logs:
             raise KeyError(f"EarlyStopping: metric {self.monitor!r} not in the epoch logs {sorted(logs)}"
                            " (val_* metrics need validation_data)")
@@ -81,7 +89,7 @@ class EarlyStopping(Callback):
                                    f"{self.patience} epochs (best at epoch {self.best_epoch + 1})")
                 self.stopped_epoch = epoch
 
-    def on_train_end(self, net: Network, logs: dict[str, Any]) -> None:
+    def on_train_end(self, net: TrainedModel, logs: dict[str, Any]) -> None:
         if self.restore_best and self._best_weights is not None:
             net.set_weights(self._best_weights)
 
@@ -98,8 +106,8 @@ class LambdaCallback(Callback):
 
     def __init__(self, **hooks: Any) -> None:
         for name, fn in hooks.items():
-            if not name.startswith("on_") or not hasattr(Callback, name):
-                raise ValueError(f"LambdaCallback: unknown hook {name!r}")
+            if name not in HOOKS:
+                raise ValueError(f"LambdaCallback: unknown hook {name!r}: expected one of {', '.join(HOOKS)}")
             setattr(self, name, fn)
 
     def wants_batch_hooks(self) -> bool:

@@ -202,7 +202,7 @@ class Checkpointer:
             **({} if ranks is None else {"device_rngs": [r["device_rng"] for r in ranks]}),
             "history": {"epochs": history.epochs, "history": history.history},
             "partial": partial, "best": self.best, "settings": self._run_settings, "notes": self.notes,
-            "finished": getattr(net, "stop_reason", None) if next_batch == 0 else None,
+            "finished": net.stop_reason if next_batch == 0 else None,
         }
         for r, got in list(enumerate(ranks or []))[1:]:      # the other ranks' own layer state (local BatchNorm)
             tensors.update({f"ranks/{r}/state/{k}": v for k, v in got["state"].items()})

@@ -92,14 +92,14 @@ def deepnet_bn_momentum(torch_momentum: float | None, where: str = "BatchNorm1d"
     return _complement(m)
 
 
-def torch_modules(net: Any) -> list[Any]:
+def torch_modules(net: Network) -> list[Any]:
     """The ``torch.nn`` class name and arguments for each layer, in order (a list of them for a
     layer that becomes a ``Sequential``: GlobalAvgPool2D, a deepnet ``Sequential``).  BatchNorm
     becomes ``BatchNorm2d`` where it sees images, ``BatchNorm1d`` on rows.  Blocks become
     deepnet's own modules: ``("TorchResidual", {"block": ..., "shortcut": ...})``,
     ``("TorchConcatenate", {"branches": [...], "dim": axis})``, ``("TorchAdd", {"branches": [...]})``."""
     out: list[Any] = []
-    shape: tuple[int, ...] | None = net.input_shape if hasattr(net, "input_shape") else (net.input_width,)
+    shape: tuple[int, ...] | None = net.input_shape
     for i, layer in enumerate(net.layers):
         if shape is None and layer.input_shape() is not None and i >= net.data_shaped_layers():
             shape = tuple(layer.input_shape())
@@ -203,7 +203,7 @@ def _module(torch: Any, entry: Any) -> Any:
     return getattr(torch.nn, cls)(**kw)
 
 
-def to_torch_state_dict(net: Any) -> dict[str, np.ndarray]:
+def to_torch_state_dict(net: Network) -> dict[str, np.ndarray]:
     """Weights keyed as the module :func:`to_torch` builds expects (NumPy; ``"0.weight"``, and
     inside blocks ``"1.block.0.weight"``)."""
     torch_modules(net)  # refuse unsupported layers early
@@ -315,14 +315,14 @@ def __getattr__(name: str) -> Any:
 _DTYPES = ("float32", "float64", "float16")
 
 
-def to_torch(net: Any, dtype: str | None = None) -> Any:
+def to_torch(net: Network, dtype: str | None = None) -> Any:
     """A ``torch.nn.Sequential`` computing the same function, weights and BatchNorm statistics
     loaded, in evaluation mode; blocks become a nested ``Sequential``, :class:`TorchResidual`,
     :class:`TorchConcatenate` or :class:`TorchAdd`.  ``dtype``: the module's (default: the
     network's, float32 unless it was built otherwise).  Needs PyTorch
     (:func:`to_torch_state_dict` does not)."""
     torch = _torch("to_torch")
-    name = net.dtype_name if dtype is None and hasattr(net, "dtype_name") else (dtype or "float32")
+    name = net.dtype_name if dtype is None else dtype
     if name not in _DTYPES:
         raise ValueError(f"to_torch: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     modules = [_module(torch, entry) for entry in torch_modules(net)]
@@ -419,13 +419,19 @@ def _from_module(torch: Any, m: Any, where: str, sources: dict[int, Any]) -> Any
     return layer
 
 
+#: torch.nn modules without settings whose deepnet layer has the same name
+_SAME_NAMED: dict[str, type[deepnet_layers.Layer]] = {
+    "ReLU": deepnet_layers.ReLU, "Sigmoid": deepnet_layers.Sigmoid, "Tanh": deepnet_layers.Tanh,
+    "Identity": deepnet_layers.Identity, "Softplus": deepnet_layers.Softplus}
+
+
 def _leaf_from_module(m: Any, cls: str, where: str) -> Any:
     """The deepnet layer for a ``torch.nn`` module that holds no modules (``cls``: its class)."""
     i = where                                       # "1", or "1.block.0" inside a block
     if cls == "Linear":
         return deepnet_layers.Dense(m.in_features, m.out_features, bias=m.bias is not None)
-    if cls in ("ReLU", "Sigmoid", "Tanh", "Identity", "Softplus"):
-        return getattr(deepnet_layers, cls)()
+    if cls in _SAME_NAMED:
+        return _SAME_NAMED[cls]()
     if cls == "LeakyReLU":
         return deepnet_layers.LeakyReLU(m.negative_slope)
     if cls == "ELU":

@@ -22,6 +22,9 @@ class Loss:
     registry: ClassVar[ClassRegistry] = ClassRegistry("loss")
     #: whether integer class labels are accepted as targets
     accepts_labels = True
+    #: whether a CUDA graph may capture a training step with this loss (its forward_backward
+    #: does the same device work every step, through ``ops`` only); False: always eager
+    capturable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -72,6 +75,19 @@ class Loss:
     def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
         """Return the loss f (0-d array) and ∂f/∂z (a new array the caller may overwrite)."""
         raise NotImplementedError
+
+    def targets(self, ops: Ops, z: Array, y: Array) -> Array:
+        """The targets compared with outputs ``z`` for ``y`` (rows, or integer labels that a loss
+        working on rows turns into rows).  Default: ``y`` as given (the loss takes labels)."""
+        return y
+
+    def label_targets(self, ops: Ops, labels: Array, width: int, dtype: Any) -> Array:
+        """What ``fit`` trains on for integer ``labels`` of ``width`` outputs, built once per run:
+        :meth:`targets` for outputs of that shape, or the labels themselves when the loss does
+        not override :meth:`targets`."""
+        if type(self).targets is Loss.targets:
+            return labels
+        return self.targets(ops, ops.zeros((int(labels.shape[0]), int(width)), dtype), labels)
 
     def __call__(self, z: Array, y: Array) -> Array:
         self.check(z, y)

@@ -33,6 +33,7 @@ import numpy as np
 from .classnames import ClassLookupError, qualified_name
 from .errors import ModelFileError
 from .layers.base import Layer, layer_entry
+from .protocols import TrainedModel
 
 FORMAT = "deepnet-model"
 VERSION = 1
@@ -246,19 +247,19 @@ def _read_safetensors(path: Path, raw: bytes) -> tuple[dict[str, np.ndarray], st
 
 
 # ---------------------------------------------------------------- networks as plain data
-def architecture(net: Any) -> list[dict[str, Any]]:
+def architecture(net: TrainedModel) -> list[dict[str, Any]]:
     """The network's layers as plain data: short type name, qualified class name
     (``module.QualName``, see :mod:`deepnet.classnames`) and constructor settings; a block's
     settings nest its children's entries (:func:`deepnet.layers.base.layer_entry`)."""
     return [layer_entry(layer) for layer in net.layers]
 
 
-def input_shape_entry(net: Any) -> dict[str, Any]:
+def input_shape_entry(net: TrainedModel) -> dict[str, Any]:
     """``{"input_shape": [...]}`` for a network whose input shape its layers do not decide
     (given as ``input_shape=`` or taken from its first data); {} otherwise (rows networks
     write the header they always have)."""
-    shape = getattr(net, "input_shape", None)
-    if shape is None or getattr(net, "input_shape_source", "layers") == "layers":
+    shape = net.input_shape
+    if shape is None or net.input_shape_source == "layers":
         return {}
     return {"input_shape": [int(d) for d in shape]}
 
@@ -288,7 +289,7 @@ def layer_class(item: Any, i: int, path: str | os.PathLike[str],
     return cls
 
 
-def same_architecture(spec: Any, net: Any, path: str | os.PathLike[str]) -> bool:
+def same_architecture(spec: Any, net: TrainedModel, path: str | os.PathLike[str]) -> bool:
     """Whether a file's architecture names exactly ``net``'s layer classes and settings."""
     if not isinstance(spec, list) or len(spec) != len(net.layers):
         return False
@@ -300,7 +301,7 @@ def same_architecture(spec: Any, net: Any, path: str | os.PathLike[str]) -> bool
     return True
 
 
-def check_layer_configs(net: Any, path: str | os.PathLike[str], what: str) -> None:
+def check_layer_configs(net: TrainedModel, path: str | os.PathLike[str], what: str) -> None:
     """Raise :class:`ModelFileError` unless every layer's ``get_config()`` rebuilds it."""
     for i, layer in enumerate(net.layers):
         try:
@@ -309,7 +310,7 @@ def check_layer_configs(net: Any, path: str | os.PathLike[str], what: str) -> No
             raise ModelFileError(path, f"cannot {what} layer {i} ({type(layer).__name__}): {err}") from None
 
 
-def layer_state(net: Any) -> dict[str, np.ndarray]:
+def layer_state(net: TrainedModel) -> dict[str, np.ndarray]:
     """Non-parameter arrays layers keep (e.g. BatchNorm running statistics)."""
     out: dict[str, np.ndarray] = {}
     for i, layer in enumerate(net.layers):
@@ -318,7 +319,7 @@ def layer_state(net: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def apply_tensors(net: Any, weights: dict[str, np.ndarray], states: dict[str, np.ndarray],
+def apply_tensors(net: TrainedModel, weights: dict[str, np.ndarray], states: dict[str, np.ndarray],
                   path: str | os.PathLike[str]) -> None:
     """Load parameters (by name, every shape checked) and layer state (``"<i>.<key>"``)."""
     for name, p in net.parameters().items():

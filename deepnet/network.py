@@ -72,6 +72,8 @@ class Network:
         self.stop_reason: str | None = None
         self.diagnostics: Any = None
         self.step_count = 0
+        #: what a run or a loaded model file noted about the model (``deepnet.io.load_model``)
+        self.metadata: dict[str, Any] = {}
         for layer in layers:
             was_initialized = layer.initialized     # kept by Layer: add_param sets it
             layer.to(self.ops, self.dtype_name)

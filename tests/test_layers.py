@@ -231,3 +231,19 @@ def test_numpy_relu_forward_and_bias_paths_agree(numpy_kernels, rng, shape):
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     got = numpy_kernels.add_bias_(x.copy(), b)
     np.testing.assert_array_equal(got, x + b)
+
+
+def test_layer_declares_n_in_and_a_user_layer_without_it_still_saves():
+    """``Layer.n_in`` is declared (None: any width), so ``input_shape`` reads it without a probe;
+    a user's layer taking an ``n_in`` it does not keep is not reported as dropping it."""
+    class Scale(dn.layers.Layer):
+        def __init__(self, n_in: int = 4) -> None:
+            super().__init__()
+            self.width = n_in
+
+        def forward(self, x, training=False):
+            return x * 2.0
+
+    assert dn.layers.Layer.n_in is None and Scale().input_shape() is None
+    assert dn.layers.Dense(5, 2).input_shape() == (5,)
+    assert Scale().check_config(trial=True) == {}

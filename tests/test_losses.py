@@ -124,3 +124,19 @@ def test_labels_become_seed_targets_and_gradient(backend):
     np.testing.assert_allclose(to_host(g), 2 * (z - t) / 2, rtol=1e-12)
     one_hot = backend.one_hot(to_device(labels, dtype="int64"), 3, 0.99, 0.01, dtype=backend.float64)
     np.testing.assert_array_equal(to_host(one_hot), t)
+
+
+def test_loss_declares_its_hooks_with_defaults():
+    """``capturable`` and ``targets``/``label_targets`` are declared on Loss: the training loop
+    calls them on any loss, a user's included, instead of asking whether they exist."""
+    class Hinge(dn.losses.Loss):          # a user's loss taking labels as they are
+        def forward_backward(self, z, y):
+            return self.ops_for(z).softmax_cross_entropy(z, y, 1.0)
+
+    ops = dn.backend.get_ops("numpy")
+    labels = to_device(np.array([2, 0, 1]), ops, dtype="int64")
+    assert Hinge().capturable and dn.losses.SoftmaxCrossEntropy().capturable
+    assert Hinge().label_targets(ops, labels, 3, ops.float32) is labels
+    rows = to_host(dn.losses.SumOfSquares().label_targets(ops, labels, 3, ops.float32))
+    np.testing.assert_allclose(rows, [[0.01, 0.01, 0.99], [0.99, 0.01, 0.01], [0.01, 0.99, 0.01]], rtol=1e-6)
+    assert rows.dtype == np.float32

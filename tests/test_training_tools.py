@@ -214,3 +214,21 @@ def test_dropout_with_zero_rate_is_the_identity_in_training(backend, rng):
     x = rng.normal(size=(4, 3)).astype(np.float32)
     np.testing.assert_array_equal(to_host(layer.forward(to_device(x), training=True)), x)
     np.testing.assert_array_equal(to_host(layer.backward(to_device(x.copy()))), x)
+
+
+def test_every_callback_hook_is_declared_on_callback():
+    """``on_epoch_totals`` is a declared hook: LambdaCallback takes it and fit calls it with the
+    epoch's totals before on_epoch_end; an unknown hook is a one-line error naming the hooks."""
+    from deepnet.callbacks import HOOKS, Callback, LambdaCallback
+
+    assert all(callable(getattr(Callback(), h)) for h in HOOKS)
+    seen = []
+    cb = LambdaCallback(on_epoch_totals=lambda net, epoch, totals: seen.append(("totals", epoch, totals["seen"])),
+                        on_epoch_end=lambda net, epoch, logs: seen.append(("end", epoch)))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 3)).astype(np.float32), rng.integers(0, 2, 12)
+    net = dn.Network([dn.layers.Dense(3, 2)], loss="xent", optimizer="sgd")
+    net.fit(X, y, epochs=2, batch_size=4, callbacks=[cb])
+    assert seen == [("totals", 0, 12), ("end", 0), ("totals", 1, 12), ("end", 1)]
+    with pytest.raises(ValueError, match="unknown hook 'on_epoch_total': expected one of on_train_begin"):
+        LambdaCallback(on_epoch_total=print)

@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BackendError
-
-if TYPE_CHECKING:
-    from .ops import Ops
+from .array_types import BackendCore
 
 
 class CaptureError(BackendError):
     """The step could not be captured (the reason names what refused)."""
 
 
-def prepare_products(ops: Ops) -> None:
+def prepare_products(ops: BackendCore) -> None:
     """Before a capture, on the capturing stream: let the backend's products make what they
     need eagerly (CuPy: deepnet's cuBLAS handle, and one product through it).  A failure is a
     :class:`CaptureError` naming its cause (``graphs="auto"`` then trains without a graph)."""
@@ -66,7 +64,7 @@ class StepGraphs:
     #: whether a replay skips Python (a real graph); False: the step's Python runs each time
     captures = False
 
-    def __init__(self, ops: Ops) -> None:
+    def __init__(self, ops: BackendCore) -> None:
         self.ops = ops
 
     @contextlib.contextmanager
@@ -93,7 +91,7 @@ class CheckedGraphs(StepGraphs):
     """Every run of the step inside the (CuPy-shaped) stream's capture, so anything CUDA
     refuses during capture fails here too; replays run the Python again."""
 
-    def __init__(self, ops: Ops) -> None:
+    def __init__(self, ops: BackendCore) -> None:
         super().__init__(ops)
         self._stream = ops.xp.cuda.Stream(non_blocking=True)
 
@@ -161,7 +159,7 @@ class CudaGraphs(StepGraphs):
 
     captures = True
 
-    def __init__(self, ops: Ops) -> None:
+    def __init__(self, ops: BackendCore) -> None:
         super().__init__(ops)
         self._stream: Any = None
 

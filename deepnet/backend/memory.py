@@ -8,18 +8,17 @@ memory pool and streams chunks through pinned host buffers on a side CUDA stream
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .ops import Array, Ops
+from .array_types import Array, BackendCore
 
 
 class DeviceMemory:
     """Memory and transfers of one backend (``ops.memory``)."""
 
-    def __init__(self, ops: Ops) -> None:
+    def __init__(self, ops: BackendCore) -> None:
         self.ops = ops
 
     def stream_rows_for(self, host_X: Any, batch_size: int) -> int | None:
@@ -53,6 +52,11 @@ class DeviceMemory:
     def device_count(self) -> int:
         """GPUs this process can use (0: a CPU backend)."""
         return 0
+
+    def use_device(self, index: int) -> int | None:
+        """Make GPU ``index`` mod (GPUs here) this thread's current device and return its index
+        (None: a backend without GPUs, nothing to choose)."""
+        return None
 
     def info(self) -> dict[str, Any]:
         """Device memory: pool used and cached bytes, device free and total (GPU backends)."""

@@ -20,11 +20,10 @@ import contextvars
 from collections.abc import Iterator
 from typing import Any
 
+from .array_types import Array as Array      # re-exported: the backend modules name it from here
 from .graphs import StepGraphs
 from .memory import DeviceMemory
 from .windows import TableCache, Window, check_cols, check_image
-
-Array = Any
 
 
 def is_one(v: Any) -> bool:

@@ -73,6 +73,9 @@ class Communicator:
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
     #: and starts each bucket while backward goes on below it (False: all after backward)
     overlap: bool = False
+    #: how arrays travel, for engines with several ways (MPI: "host", "cuda-aware" or
+    #: "staged", chosen when bound to a backend); None: the engine has one
+    transport: str | None = None
 
     def configure(self, bucket_bytes: int | None = None, overlap: bool | None = None) -> Communicator:
         """How data-parallel training reduces gradients with this communicator; returns self."""

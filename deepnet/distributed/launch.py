@@ -98,7 +98,7 @@ def use_local_gpu(comm: Communicator, ops: Any) -> int | None:
     """Put this rank on GPU ``local_rank mod GPUs`` of its machine (before the network is
     built: arrays stay on the GPU they were made on).  Returns the GPU's index, or None on a
     backend without GPUs."""
-    return ops.memory.use_device(comm.local_rank) if hasattr(ops.memory, "use_device") else None
+    return ops.memory.use_device(comm.local_rank)
 
 
 def find_mpiexec() -> str | None:

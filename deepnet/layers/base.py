@@ -195,6 +195,9 @@ class Layer:
     #: (``Reshape``, ``Flatten``, pooling, dropout, the built-in activations).  False (the
     #: default, e.g. a layer that records its gradients): always called.
     backward_free: ClassVar[bool] = False
+    #: the input width the layer requires (``Dense``: its ``n_in``), set by its constructor;
+    #: None (the default): any width, or not a rows layer (:meth:`input_shape` reads it)
+    n_in: int | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -373,9 +376,8 @@ class Layer:
         """The per-sample input shape this layer requires, when it alone decides it (``Dense``:
         (n_in,); ``Reshape``: its input width), so a network that starts with it knows its
         input width; None: any (activations, dropout, convolutions of any image size).
-        Default: (n_in,) for a layer with an ``n_in`` attribute."""
-        n_in = getattr(self, "n_in", None)
-        return None if n_in is None else (int(n_in),)
+        Default: (n_in,) for a layer that sets :attr:`n_in`."""
+        return None if self.n_in is None else (int(self.n_in),)
 
     def input_spec(self) -> tuple[int | None, ...] | None:
         """What this layer declares about its per-sample input, None standing for a size it
@@ -569,7 +571,9 @@ def _dropped_settings(layer: Layer, cfg: dict[str, Any]) -> list[str]:
     out = []
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in cfg or not hasattr(layer, p.name):
-            continue
+            continue                      # not kept as a same-named attribute: nothing to compare
+        if p.name in vars(Layer) and p.name not in vars(layer):
+            continue                      # a hook's default (``n_in``), not a setting the layer kept
         value = getattr(layer, p.name)
         try:
             same = p.default is not p.empty and bool(value == p.default)
