@@ -15,7 +15,7 @@ from .common import CLIError
 
 
 def limit_threads(args: argparse.Namespace, plan: ThreadPlan | None = None,
-                   local_size: int | None = None) -> ThreadPlan | None:
+                  local_size: int | None = None) -> ThreadPlan | None:
     """Size this process's thread pools (docs/distributed.md, "Threads per rank"): a rank of a
     data-parallel run gets its share of the cores, ``--threads`` any process its number.
     Again with the communicator's count of the ranks on this machine, where the launcher's
