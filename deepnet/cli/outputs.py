@@ -4,6 +4,7 @@ ones, empty folders of a failed run removed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..distributed.launch import launched_rank
 from ..io import save_model
+from ..plotting import pyplot
 from .common import CLIError
 
 
@@ -98,3 +101,15 @@ def remove_if_empty(made: list[list[Path]]) -> None:
                 continue                # never made (checkpoints/ of a run that failed before saving)
             except OSError:
                 break
+
+
+def prepare_outputs(args: argparse.Namespace, out: Path, made: list[list[Path]]) -> None:
+    """Where results go: checked (and created) before any data is loaded, by rank 0 (it writes
+    them); the folders made are noted in ``made`` (removed again if the run fails and leaves them empty)."""
+    if launched_rank() == 0:
+        made.append(missing_folders(out / "checkpoints"))     # checkpoints/ may be made later: removed too if empty
+        check_output_folder(out)
+    if args.plot and launched_rank() == 0:
+        made.append(missing_folders(Path(args.plot)))
+        check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
+        pyplot()  # fail early with a clear message if matplotlib is missing

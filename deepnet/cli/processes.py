@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
+from ..backend import get_backend, get_ops
+from ..distributed import communicator
 from ..distributed.launch import launched_rank, launched_size, mpiexec_command
-from ..distributed.threads import ThreadPlan, apply_threads, environment_for_ranks, plan_threads
-from .common import CLIError
+from ..distributed.threads import ThreadPlan, apply_threads, environment_for_ranks, plan_threads, thread_pools
+from .common import CLIError, say
 
 
 def limit_threads(args: argparse.Namespace, plan: ThreadPlan | None = None,
@@ -32,6 +35,32 @@ def limit_threads(args: argparse.Namespace, plan: ThreadPlan | None = None,
         if launched_rank() == 0:
             print(f"warning: threads: {missed}", file=sys.stderr, flush=True)
     return plan
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """The processes of a run: its communicator (None: one process) and their threads."""
+
+    comm: Any                           #: the data-parallel communicator, or None
+    threads: ThreadPlan | None          #: this process's thread pools as sized (None: left as they start)
+    pools: list[Any] | None             #: every rank's thread pools (data-parallel runs)
+
+
+def start_ranks(args: argparse.Namespace) -> Ranks:
+    """Each rank of a data-parallel run its share of the cores (before the backend loads numba),
+    then the communicator of the processes mpiexec started (each on its own GPU); says both."""
+    threads = limit_threads(args)
+    ops = get_ops(args.backend or get_backend())
+    comm = None if launched_size() == 1 and args.comm == "auto" else communicator(args.comm, ops)
+    pools = None
+    if comm is not None:
+        say(args, f"data-parallel: {comm.describe()}; batch {args.batch_size} per rank, "
+                  f"{args.batch_size * comm.size} per step")
+        threads = limit_threads(args, threads, comm.local_size)
+        pools = comm.allgather_object(thread_pools())
+    if threads is not None:
+        say(args, f"threads: {threads.describe('rank' if comm is not None else 'process')}")
+    return Ranks(comm, threads, pools)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

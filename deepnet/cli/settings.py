@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint import Checkpointer, resume_refusal, settings_differences
 from ..distributed.launch import launched_rank, launched_size
 from ..training.data_parallel import ranks_refusal
 from .common import CLIError, say
-from .options import RUN_OPTIONS, setting_key, typed_options
+from .options import RUN_OPTIONS, check_combinations, check_options, setting_key, typed_options
 
 
 def apply_preset(args: argparse.Namespace) -> None:
@@ -113,3 +114,45 @@ def new_run_check(out: Path, ckpt_dir: Path, checkpointing: bool) -> bool:
                        f"checkpoints would mix with them: resume it with: deepnet train --out {out} --resume; "
                        f"or start the new run in another --out (or remove {ckpt_dir})")
     return True
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where a run writes, and whether it starts anew or goes on from a checkpoint."""
+
+    out: Path                           #: the folder of model.npz and summary.json
+    resumed: dict[str, Any] | None      #: what resume did (:func:`resume_settings`); None for a new run
+    checkpointing: bool                 #: checkpoints asked for (--checkpoint-every, --resume, --resume-if-exists)
+    keeps_checkpoints: bool             #: False: out/checkpoints holds an earlier run's, this run writes none
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def run_settings(args: argparse.Namespace) -> RunPlan | None:
+    """The options checked, completed from a resumed run and the preset, checked in combination;
+    nothing written yet.  None: the resumed run has nothing left to train (said)."""
+    check_options(args)
+    if launched_rank() != 0:
+        args.quiet = True           # rank 0 reports for the data-parallel run
+    out = Path(args.out or f"runs/{args.dataset or ('mnist' if args.preset == 'seed' else 'digits')}")
+    ckpt_dir = out / "checkpoints"
+    resumed = resume_settings(args, ckpt_dir) if args.resume or args.resume_if_exists else None
+    apply_preset(args)
+    check_combinations(args, resumed)
+    if resumed is not None and (resumed["finished"] or resumed["epochs_done"] >= args.epochs):
+        why = resumed["finished"] or f"all {resumed['epochs_done']} epochs are done"
+        if launched_rank() == 0:
+            print(f"nothing to train: the run in {out} has finished ({why}); {finished_model(out, resumed)}",
+                  flush=True)
+        return None
+    if resumed is not None:
+        say(args, resuming_from(resumed))
+    checkpointing = bool(args.checkpoint_every or args.resume or args.resume_if_exists)
+    keeps_checkpoints = resumed is not None or new_run_check(out, ckpt_dir, checkpointing)
+    if resumed is None:
+        if args.epochs == 0 and (out / "model.npz").exists():
+            raise CLIError(f"--epochs 0 would replace the trained model in {out} with an untrained one "
+                           "(choose another --out)")
+    return RunPlan(out, resumed, checkpointing, keeps_checkpoints)
