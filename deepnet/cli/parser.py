@@ -17,23 +17,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepnet", description="Train and use neural networks with explicit backpropagation.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _predict_parser(sub)
+    _info_parser(sub)
+    return p
 
-    def data_args(sp: argparse.ArgumentParser, default_dataset: str | None) -> None:
-        sp.add_argument("--dataset", default=default_dataset,
-                        help="digits (offline default), mnist, fashion-mnist (both verified against their "
-                             "official content), idx (a folder of MNIST-layout IDX files, not verified), "
-                             "seed-csv, csv, npz")
-        sp.add_argument("--data", default=None, help="folder (mnist, fashion-mnist) or file (csv, npz) to read")
-        sp.add_argument("--label-column", default="label", help="label column of a csv data set (name or index)")
-        sp.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
-        sp.add_argument("--backend", default=None,
-                        help="numpy (default), cupy, strict, cupy-shaped (CuPy's code path on the CPU) or any "
-                             "registered backend")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+def _data_options(sp: argparse.ArgumentParser, default_dataset: str | None) -> None:
+    """The options that choose a data set (train, evaluate)."""
+    sp.add_argument("--dataset", default=default_dataset,
+                    help="digits (offline default), mnist, fashion-mnist (both verified against their "
+                         "official content), idx (a folder of MNIST-layout IDX files, not verified), "
+                         "seed-csv, csv, npz")
+    sp.add_argument("--data", default=None, help="folder (mnist, fashion-mnist) or file (csv, npz) to read")
+    sp.add_argument("--label-column", default="label", help="label column of a csv data set (name or index)")
+    sp.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
+    sp.add_argument("--backend", default=None,
+                    help="numpy (default), cupy, strict, cupy-shaped (CuPy's code path on the CPU) or any "
+                         "registered backend")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a network and save it")
-    data_args(t, None)
+    _data_options(t, None)
+    _network_options(t)
+    _training_options(t)
+    _output_options(t)
+    _process_options(t)
+    t.set_defaults(func=cmd_train)
+
+
+def _network_options(t: argparse.ArgumentParser) -> None:
+    """train: the network (a preset, a model, its layers)."""
     t.add_argument("--preset", choices=["seed"], help="seed: the course notebook's 784-50-10 network")
     t.add_argument("--model", choices=["mlp", "cnn", "resnet", "resmlp"], default=None,
                    help="mlp (default: Dense layers, see --layers; with --depth/--width the plain counterpart of "
@@ -51,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--layers", help="layer sizes, e.g. 784-128-64-10 (default: inputs-128-classes)")
     t.add_argument("--activation", default=None, choices=["relu", "sigmoid", "tanh", "leaky_relu"],
                    help="hidden activation (default relu)")
+
+
+def _training_options(t: argparse.ArgumentParser) -> None:
+    """train: loss, optimizer, regularization, schedule, epochs, batches, precision, graphs, validation."""
     t.add_argument("--loss", choices=["xent", "sse", "mse"], default=None)
     t.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"], default=None)
     t.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default if omitted)")
@@ -80,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this fraction of the training set for validation (default 0.1; 0 for none; "
                         "the seed preset uses none, like the notebook)")
+
+
+def _output_options(t: argparse.ArgumentParser) -> None:
+    """train: what it writes (model, summary, plots, checkpoints), resuming, quiet."""
     t.add_argument("--diagnostics", action="store_true", help="record gradient flow per layer (and plot it)")
     t.add_argument("--out", default=None, help="folder for model.npz and summary.json (default runs/<dataset>)")
     t.add_argument("--plot", default=None, metavar="DIR", help="write PNG pictures here")
@@ -94,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume-if-exists", action="store_true",
                    help="like --resume when --out holds a checkpoint, otherwise start a new run")
     t.add_argument("--quiet", action="store_true")
+
+
+def _process_options(t: argparse.ArgumentParser) -> None:
+    """train: processes and threads of a (data-parallel) run."""
     t.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (started with mpiexec; "
                         "docs/distributed.md); under mpiexec -n N, deepnet detects MPI itself")
@@ -107,14 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sync-batchnorm", action="store_true",
                    help="data-parallel: BatchNorm normalizes with the statistics of the global batch "
                         "(summed over the ranks) instead of each rank's own")
-    t.set_defaults(func=cmd_train)
 
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
     e.add_argument("model")
-    data_args(e, None)
+    _data_options(e, None)
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="predict classes for images, .npy arrays or CSV rows",
                         description="Predict classes for images, .npy arrays or CSV rows. " + INPUT_CONVENTION)
     pr.add_argument("model")
@@ -131,10 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     pr.set_defaults(func=cmd_predict)
 
+
+def _info_parser(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="versions, backends, GPU")
     i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     i.set_defaults(func=cmd_info)
-    return p
 
 
 def given_options(argv: list[str]) -> set[str]:
