@@ -82,13 +82,7 @@ def _recorded_data(args: argparse.Namespace, record: dict[str, Any]) -> tuple[An
     where = record["data"]
     same = args.data is None or (where is not None and Path(args.data).resolve() == Path(where).resolve())
     source = f"{where}" if where else f"the {name} data"
-    split, seed = record.get("test"), record["seed"]
-    if "seed" in given and args.seed != seed and split is not None:
-        if same:
-            raise CLIError(f"--seed {args.seed}: {args.model} was trained with --seed {seed}, which held out other "
-                           f"rows of {source}; the test split of seed {args.seed} holds rows it trained on "
-                           "(drop --seed to evaluate on its held-out rows)")
-        seed = args.seed
+    split, seed = record.get("test"), _split_seed(args, record, same, source)
     if args.data is None and where is not None and not Path(where).exists():
         raise CLIError(f"{args.model} was trained on {where}, which is not there any more: "
                        "pass --data with its new place")
@@ -96,19 +90,38 @@ def _recorded_data(args: argparse.Namespace, record: dict[str, Any]) -> tuple[An
                         download=not args.no_download,
                         label_column=args.label_column if "label_column" in given else record.get("label_column")
                         or "label", seed=seed, test_fraction=(split or {}).get("test_fraction", 0.2))
-    rows = _test_rows(data.split if split is not None else None, len(data.y_test))
+    return data, _which_rows(args, record, data, same, source)
+
+
+def _split_seed(args: argparse.Namespace, record: dict[str, Any], same: bool, source: str) -> int:
+    """The seed of the test split: the recorded one; a different --seed only for other data
+    (on the same data its test split would hold rows the model trained on)."""
+    seed = record["seed"]
+    if "seed" in typed_options(args) and args.seed != seed and record.get("test") is not None:
+        if same:
+            raise CLIError(f"--seed {args.seed}: {args.model} was trained with --seed {seed}, which held out other "
+                           f"rows of {source}; the test split of seed {args.seed} holds rows it trained on "
+                           "(drop --seed to evaluate on its held-out rows)")
+        seed = args.seed
+    return seed
+
+
+def _which_rows(args: argparse.Namespace, record: dict[str, Any], data: Any, same: bool, source: str) -> str:
+    """The test rows in words, and whether they are those held out from training (checked
+    against the record's digest; refused on the same data when they are not)."""
+    rows = _test_rows(data.split if record.get("test") is not None else None, len(data.y_test))
     checked = "test_sha256" in record
     if same:
         diffs = _split_differences(record, data)
         if diffs:
             raise CLIError(f"cannot evaluate {args.model} on the rows held out from its training: {source} changed "
                            f"since: {'; '.join(diffs)} (restore it, or pass --data FILE to evaluate on other data)")
-        return data, (f"{rows}, the rows held out when the model was trained"
-                      + (" (checked)" if checked else " (an older checkpoint: not checked)"))
+        return (f"{rows}, the rows held out when the model was trained"
+                + (" (checked)" if checked else " (an older checkpoint: not checked)"))
     if checked and record["test_sha256"] == data.test_digest():
-        return data, f"{rows} of --data {args.data}: the rows held out when the model was trained (checked)"
-    return data, (f"{rows} of --data {args.data}, not the data the model was trained on ({source}): "
-                  "if it trained on any of these rows, this is not a held-out accuracy")
+        return f"{rows} of --data {args.data}: the rows held out when the model was trained (checked)"
+    return (f"{rows} of --data {args.data}, not the data the model was trained on ({source}): "
+            "if it trained on any of these rows, this is not a held-out accuracy")
 
 
 def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
