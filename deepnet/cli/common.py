@@ -1,5 +1,5 @@
 """Shared pieces of the ``deepnet`` command: its error type, exit codes, quiet-aware printing, JSON
-conversion and the versions it reports.
+conversion, the versions it reports and a model's input shape.
 """
 
 from __future__ import annotations
@@ -47,3 +47,14 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def model_inputs(net: Any, X: np.ndarray, image_shape: Any = None) -> np.ndarray:
+    """Rows of a data set as a view in the model's input shape (images for a network that
+    takes them directly, e.g. one starting with Conv2D).  A model saved before it saw any data
+    records no input shape: rows of a data set of ``image_shape`` (H, W) images go to a network
+    whose first layer takes images as (n, 1, H, W), as the data set draws them."""
+    shape = getattr(net, "input_shape", None)
+    if shape is None and image_shape and len(net.layers[0].input_spec() or ()) == 3:
+        shape = (1, *image_shape)
+    return X.reshape(len(X), *shape) if shape is not None and len(shape) > 1 else X

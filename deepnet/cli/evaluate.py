@@ -12,9 +12,8 @@ from ..datasets import load_dataset
 from ..datasets.registry import dataset_key
 from ..io import load_network
 from ..metrics import confusion_matrix, per_class_accuracy
-from .common import CLIError, json_default
+from .common import CLIError, json_default, model_inputs
 from .options import typed_options
-from .predict import model_inputs
 
 
 def _checkpoint_record(ckpt: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -13,18 +13,7 @@ import numpy as np
 from ..datasets import read_labelled_inputs, scale_pixels
 from ..datasets.inputs import IMAGE_SUFFIXES
 from ..io import load_network
-from .common import CLIError
-
-
-def model_inputs(net: Any, X: np.ndarray, image_shape: Any = None) -> np.ndarray:
-    """Rows of a data set as a view in the model's input shape (images for a network that
-    takes them directly, e.g. one starting with Conv2D).  A model saved before it saw any data
-    records no input shape: rows of a data set of ``image_shape`` (H, W) images go to a network
-    whose first layer takes images as (n, 1, H, W), as the data set draws them."""
-    shape = getattr(net, "input_shape", None)
-    if shape is None and image_shape and len(net.layers[0].input_spec() or ()) == 3:
-        shape = (1, *image_shape)
-    return X.reshape(len(X), *shape) if shape is not None and len(shape) > 1 else X
+from .common import CLIError, model_inputs
 
 
 INPUT_CONVENTION = (
