@@ -9,9 +9,13 @@ Errors are printed as one or two readable lines with a non-zero exit status; pas
 (the entry point).
 """
 
-from .command import main
-from .common import CLIError
+from .command import Terminated, main
+from .common import EXIT_CLOSED_PIPE, EXIT_ERROR, CLIError
+from .evaluate import cmd_evaluate
+from .info import cmd_info
 from .parser import build_parser, given_options
-from .predict import INPUT_CONVENTION, bright_background_rows
+from .predict import INPUT_CONVENTION, bright_background_rows, cmd_predict
+from .train import cmd_train
 
-__all__ = ["CLIError", "INPUT_CONVENTION", "bright_background_rows", "build_parser", "given_options", "main"]
+__all__ = ["CLIError", "EXIT_CLOSED_PIPE", "EXIT_ERROR", "INPUT_CONVENTION", "Terminated", "bright_background_rows",
+           "build_parser", "cmd_evaluate", "cmd_info", "cmd_predict", "cmd_train", "given_options", "main"]
