@@ -17,7 +17,7 @@ import ast
 import importlib.util
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -273,7 +273,6 @@ def _declared_hooks() -> set[str]:
 #: probes for declared hooks still in modules that other work is rewriting; each entry goes
 #: when its module reads the declared hook directly (the test fails on a stale entry)
 PENDING_PROBES: dict[str, set[str]] = {
-    "deepnet/cli.py": {"metadata", "input_shape"},
     "deepnet/training/callback_list.py": {"on_epoch_totals"},
     "deepnet/training/captured.py": {"capturable"},
     "deepnet/training/data.py": {"inputs_shape", "targets"},
@@ -323,3 +322,50 @@ def test_network_satisfies_the_model_protocol_callbacks_type_against():
     callbacks_tree = SOURCES["deepnet/callbacks.py"]
     imported = {node.module for node in ast.walk(callbacks_tree) if isinstance(node, ast.ImportFrom)}
     assert "network" not in imported and "deepnet.network" not in imported
+
+#: the most lines a function of the command line (deepnet/cli/) may have (issue 25: split by job)
+CLI_FUNCTION_LINES = 60
+
+
+def _function_lengths(select: Callable[[str], bool]) -> list[tuple[int, str]]:
+    """``(lines, "file:line name")`` of every function (methods and nested ones included) in the
+    source files ``select`` takes, longest first."""
+    found = []
+    for path, tree in SOURCES.items():
+        if select(path):
+            found += [(node.end_lineno - node.lineno + 1, f"{path}:{node.lineno} {node.name}")
+                      for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return sorted(found, reverse=True)
+
+
+def _in_cli(path: str) -> bool:
+    return path == "deepnet/cli.py" or path.startswith("deepnet/cli/")
+
+
+def test_no_command_line_function_over_60_lines():
+    """The command line reads one job at a time: no function of deepnet.cli is longer than
+    CLI_FUNCTION_LINES lines (its train path goes through one small call that trains)."""
+    lengths = _function_lengths(_in_cli)
+    assert lengths, "no function found in deepnet/cli/"
+    long = [f"{where}: {n} lines" for n, where in lengths if n > CLI_FUNCTION_LINES]
+    assert not long, (f"functions of the command line over {CLI_FUNCTION_LINES} lines (split them by job):\n"
+                      + "\n".join(long))
+
+
+def test_the_command_line_trains_through_one_small_function():
+    """``deepnet train`` trains in one place, a function of at most 15 lines that builds the
+    run and calls ``fit`` (a Trainer's, or the network's), as a user's program does."""
+    trains = []
+    for path, tree in SOURCES.items():
+        if not _in_cli(path):
+            continue
+        for func in ast.walk(tree):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    isinstance(node, ast.Call) and (
+                        (isinstance(node.func, ast.Name) and node.func.id == "Trainer")
+                        or (isinstance(node.func, ast.Attribute) and node.func.attr == "fit"))
+                    for node in ast.walk(func)):
+                trains.append((func.end_lineno - func.lineno + 1, f"{path}:{func.lineno} {func.name}"))
+    assert len(trains) == 1 and trains[0][0] <= 15, (
+        "the command line should train in one function of at most 15 lines; found: "
+        + ", ".join(f"{where} ({n} lines)" for n, where in trains))

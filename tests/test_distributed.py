@@ -488,7 +488,7 @@ def test_batchnorm_is_recorded_in_checkpoints_only_when_given(tmp_path, capsys):
 
 
 def test_nproc_and_its_abbreviations_are_not_passed_to_the_processes():
-    from deepnet.cli import _without_nproc
+    from deepnet.cli.processes import _without_nproc
     for argv in (["train", "--nproc", "2", "--epochs", "1"], ["train", "--npr", "2", "--epochs", "1"],
                  ["train", "--nproc=2", "--epochs", "1"], ["train", "--np=2", "--epochs", "1"]):
         assert _without_nproc(argv) == ["train", "--epochs", "1"], argv

@@ -141,12 +141,12 @@ def test_a_failed_run_removes_the_folders_it_made_and_nothing_else(tmp_path, cap
 
 
 def test_an_error_during_training_removes_the_empty_folder_it_made(tmp_path, monkeypatch):
-    import deepnet.cli as cli
+    from deepnet.training import Trainer
 
     def broken_fit(self, X, y):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(cli.Trainer, "fit", broken_fit)
+    monkeypatch.setattr(Trainer, "fit", broken_fit)
     with pytest.raises(RuntimeError, match="out of memory"):
         main(["train", "--epochs", "1", "--out", str(tmp_path / "a" / "b"), "--quiet"])
     assert not (tmp_path / "a").exists()

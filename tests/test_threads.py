@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from deepnet import cli
+from deepnet.cli import processes
 from deepnet.distributed.threads import (SET_BY_DEEPNET, THREAD_VARIABLES, apply_threads, available_cores,
                                          environment_for_ranks, local_ranks, plan_threads)
 
@@ -94,8 +95,8 @@ def test_nproc_hands_its_ranks_their_threads_before_they_start(monkeypatch, extr
         def wait(self):
             return 0
 
-    monkeypatch.setattr(cli.subprocess, "Popen", Started)
-    monkeypatch.setattr(cli, "mpiexec_command", lambda n, argv: ["mpiexec", "-n", str(n), *argv])
+    monkeypatch.setattr(processes.subprocess, "Popen", Started)
+    monkeypatch.setattr(processes, "mpiexec_command", lambda n, argv: ["mpiexec", "-n", str(n), *argv])
     assert cli.main(["train", "--nproc", "2", "--epochs", "1", *extra]) == 0
     share = expected or str(max(1, available_cores() // 2))
     assert {var: started["env"][var] for var in THREAD_VARIABLES} == dict.fromkeys(THREAD_VARIABLES, share)
@@ -126,12 +127,12 @@ def test_mpis_count_of_the_ranks_here_replaces_the_launchers(monkeypatch):
     args = cli.build_parser().parse_args(["train"])
     cores = available_cores()
     with threadpoolctl.threadpool_limits(limits=None):          # this process's BLAS as it was, afterwards
-        first = cli._limit_threads(args)
-        again = cli._limit_threads(args, first, 2)
+        first = processes.limit_threads(args)
+        again = processes.limit_threads(args, first, 2)
     assert first.source == f"{cores} core{'s' if cores > 1 else ''} / 4 ranks on this machine (MPI_LOCALNRANKS)"
     assert again.source == f"{cores} core{'s' if cores > 1 else ''} / 2 ranks on this machine (MPI's count)"
     assert again.threads == max(1, cores // 2) and again.kept == {"NUMBA_NUM_THREADS": "1"}
-    assert cli._limit_threads(args, again, 2) is again
+    assert processes.limit_threads(args, again, 2) is again
 
 
 def test_info_says_the_threads_of_a_rank(monkeypatch, capsys):

@@ -138,7 +138,7 @@ def test_read_only_out_is_refused_before_training(tmp_path, capsys, monkeypatch)
     if os.geteuid() == 0:          # root writes anywhere: simulate the refusal a user would get
         def refuse(*a, **k):
             raise PermissionError(errno.EACCES, "Permission denied")
-        monkeypatch.setattr("deepnet.cli.tempfile.TemporaryFile", refuse)
+        monkeypatch.setattr("deepnet.cli.outputs.tempfile.TemporaryFile", refuse)
     else:
         ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
@@ -151,7 +151,7 @@ def test_read_only_out_is_refused_before_training(tmp_path, capsys, monkeypatch)
 
 def test_full_disk_is_found_before_training(tmp_path, capsys, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr("deepnet.cli.shutil.disk_usage", lambda p: usage._replace(free=4096))
+    monkeypatch.setattr("deepnet.cli.outputs.shutil.disk_usage", lambda p: usage._replace(free=4096))
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "o")]) == 1
     captured = capsys.readouterr()
     assert "MiB free on its disk; this run needs about" in captured.err and "epoch 1/1" not in captured.out
@@ -166,7 +166,7 @@ def test_a_failed_save_keeps_the_trained_weights_and_the_old_model(run, capsys, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(net, path, extra)
 
-    monkeypatch.setattr("deepnet.cli.save_model", disk_full)   # the name the command line calls
+    monkeypatch.setattr("deepnet.cli.outputs.save_model", disk_full)   # the name the command line calls
     assert main(["train", "--epochs", "1", "--out", str(run), "--seed", "3", "--quiet"]) == 1
     err = _err_line(capsys)
     assert "could not save the trained model" in err and "No space left on device" in err
