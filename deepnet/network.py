@@ -8,7 +8,9 @@ below, which is the derivation's hidden-layer step applied L times.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host
@@ -450,6 +452,13 @@ class Network:
     def predict_classes(self, X: Any, batch_size: int = 1024) -> Any:
         """The index of the largest output for every row of ``X`` (NumPy int64)."""
         return self.predict(X, batch_size).argmax(axis=1)
+
+    def to_onnx(self, path: str | os.PathLike[str], *, input_shape: Sequence[int] | None = None,
+                opset: int = 17) -> Path:
+        """Write the network in evaluation form to ``path`` as ONNX (needs ``deepnet[onnx]``):
+        input ``"input"`` of shape (batch, *input_shape), output ``"output"``; see :mod:`deepnet.onnx_export`."""
+        from .onnx_export import export_onnx
+        return export_onnx(self, path, input_shape=input_shape, opset=opset)
 
     def device_rng_state(self) -> dict[str, Any] | None:
         """The state of the run's device generator, or None if none was drawn from yet."""
