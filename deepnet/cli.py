@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .after_training import add_export_command, add_log_options, train_logs
 from .backend import available_backends, get_backend, get_ops, to_device, to_host
 from .backend.host import as_host_inputs
 from .backend.precision import PRECISIONS
@@ -567,6 +568,7 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
         callbacks.append(EarlyStopping("val_loss" if val_rows is not None else "loss", patience=args.early_stopping))
     if args.schedule:
         callbacks.append(LearningRateScheduler(get_schedule(args.schedule, opt.lr, args.epochs)))
+    callbacks += train_logs(args, ckpt_dir, resumed)        # --log-dir; sets args.log_run
     extra = {"dataset": data.name, "scale": data.scaling, "image_shape": data.image_shape,
              "class_names": data.class_names, "n_features": data.n_features, "pixel_max": data.pixel_max,
              "split": _split_record(args, data)}
@@ -576,7 +578,8 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
         ckpt_dir, every_steps=args.checkpoint_every, interrupt_only=not checkpointing,
         settings={_flag(d): getattr(args, d) for d in RUN_OPTIONS
                   if d != "epochs" and not (d in RECORDED_WHEN_SET and getattr(args, d) in (None, False))},
-        notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
+        notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra,
+               "log_run": args.log_run})
 
     class EpochLine(Callback):
         trained = n_train       # rows trained in the epoch by this run (fewer when interrupted or resumed)
@@ -1092,6 +1095,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel: BatchNorm normalizes with the statistics of the global batch "
                         "(summed over the ranks) instead of each rank's own")
     t.set_defaults(func=cmd_train)
+    add_log_options(t)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a model")
     e.add_argument("model")
@@ -1115,6 +1119,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     pr.set_defaults(func=cmd_predict)
 
+    add_export_command(sub)
     i = sub.add_parser("info", help="versions, backends, GPU")
     i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     i.set_defaults(func=cmd_info)
