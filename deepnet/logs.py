@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,13 @@ class CSVLogger(Callback):
             self._write_rows([])
             self._started = True
             return
-        rows = self._read_rows()
-        if initial > 0:
-            kept = [r for r in rows if _epoch_of(r) < initial]
-            if len(kept) != len(rows):
-                self._write_rows(kept)
-        elif not (self.append or self._started):
+        if initial == 0 and not (self.append or self._started):
             raise FileExistsError(f"CSVLogger: {self.path} exists; pass append=True to add this run's rows to it, "
                                   "or give another path")
+        rows = self._read_rows()
+        kept = [r for r in rows if _epoch_of(r) < initial] if initial > 0 else rows
+        if len(kept) != len(rows):
+            self._write_rows(kept)
         self._started = True
 
     def _read_rows(self) -> list[list[str]]:
@@ -134,7 +134,10 @@ class TensorBoardLogger(Callback):
         step = int(net.step_count)
         resumed = step > 0 or int(logs.get("initial_epoch", 0) or 0) > 0
         # a resumed run: values logged after its checkpoint (at later steps) are discarded by readers
-        self.writer = self._writer_class(str(self.log_dir), purge_step=step + 1 if resumed else None)
+        # a name of its own (the writer's names have whole seconds: a run resumed within the second
+        # would overwrite the file), in the order written, as readers take the files
+        self.writer = self._writer_class(str(self.log_dir), purge_step=step + 1 if resumed else None,
+                                         filename_suffix=f".{time.time_ns()}.{os.getpid()}")
 
     def on_batch_end(self, net: Any, step: int, logs: dict[str, Any]) -> None:
         if self.writer is None or step % self.every_n_steps:       # type: ignore[operator]
