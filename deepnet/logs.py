@@ -101,7 +101,8 @@ def _summary_writer() -> Any:
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
-        raise ImportError("TensorBoard logs need the tensorboardX package: pip install 'deepnet[logs]'") from None
+        raise ModuleNotFoundError("TensorBoard logs need the tensorboardX package: pip install 'deepnet[logs]'",
+                                  name="tensorboardX") from None
     return SummaryWriter
 
 

@@ -25,6 +25,7 @@ from .training.data import device_inputs, device_targets
 from .training.evaluation import evaluate_batches
 from .layers.base import Layer, Parameter
 from .losses import Loss, get_loss
+from .onnx_export import DEFAULT_OPSET, export_onnx
 from .optimizers import Optimizer, get_optimizer
 
 
@@ -454,10 +455,9 @@ class Network:
         return self.predict(X, batch_size).argmax(axis=1)
 
     def to_onnx(self, path: str | os.PathLike[str], *, input_shape: Sequence[int] | None = None,
-                opset: int = 17) -> Path:
+                opset: int = DEFAULT_OPSET) -> Path:
         """Write the network in evaluation form to ``path`` as ONNX (needs ``deepnet[onnx]``):
         input ``"input"`` of shape (batch, *input_shape), output ``"output"``; see :mod:`deepnet.onnx_export`."""
-        from .onnx_export import export_onnx
         return export_onnx(self, path, input_shape=input_shape, opset=opset)
 
     def device_rng_state(self) -> dict[str, Any] | None:

@@ -35,6 +35,8 @@ from .version import __version__
 #: the ONNX opset written by default (LayerNormalization-era runtimes: ONNX Runtime ≥ 1.13,
 #: TensorRT 8.6, OpenVINO 2022.3, PyTorch's exporter default)
 DEFAULT_OPSET = 17
+#: √(2/π) of GELU's tanh form (deepnet.layers.GELU)
+_GELU_C = 0.7978845608028654
 #: the IR version matching opset 17
 _IR_VERSION = 8
 
@@ -53,7 +55,8 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise ImportError("ONNX export needs the onnx package: pip install 'deepnet[onnx]'") from None
+        raise ModuleNotFoundError("ONNX export needs the onnx package: pip install 'deepnet[onnx]'",
+                                  name="onnx") from None
     return onnx
 
 
@@ -69,7 +72,8 @@ class OnnxGraph:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self._names: set[str] = set()
         self._params: dict[int, str] = {}
-        self._path = "layer"
+        #: the path of the layer being exported (e.g. "3.block.0"): the prefix of the names it adds
+        self.path = "layer"
 
     def fresh(self, hint: str) -> str:
         """A value name not used yet, from ``hint``."""
@@ -83,7 +87,7 @@ class OnnxGraph:
     def constant(self, value: Any, hint: str = "const", dtype: Any = None) -> str:
         """A constant (initializer) holding ``value``, in the network's float dtype unless ``dtype``."""
         array = np.asarray(value, dtype=self.dtype if dtype is None else dtype)
-        name = self.fresh(f"{self._path}.{hint}")
+        name = self.fresh(f"{self.path}.{hint}")
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
@@ -96,7 +100,7 @@ class OnnxGraph:
 
     def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
         """Add node ``op_type`` on ``inputs`` (value names; "" for an omitted optional one); its output's name."""
-        out = self.fresh(f"{self._path}.{op_type}")
+        out = self.fresh(f"{self.path}.{op_type}")
         self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
 
@@ -108,12 +112,12 @@ class OnnxGraph:
 
     def layer(self, layer: Layer, x: str, path: str | None = None) -> str:
         """Export ``layer`` on input ``x``; the name of its output."""
-        outer = self._path
-        self._path = path or f"{outer}.{type(layer).__name__}"
+        outer = self.path
+        self.path = path or f"{outer}.{type(layer).__name__}"
         try:
             out = _export_one(self, layer, x)
         finally:
-            self._path = outer
+            self.path = outer
         shape = self.shapes.get(x)
         if shape is not None:
             self.shapes[out] = tuple(int(d) for d in layer.output_shape(shape))
@@ -149,7 +153,7 @@ def _gelu(g: OnnxGraph, layer: Any, x: str) -> str:
     # deepnet's form: x·σ(2c(x + 0.044715x³)), c = √(2/π), in the same order of operations
     x3 = g.op("Mul", g.op("Mul", x, x), x)
     u = g.op("Add", x, g.op("Mul", x3, g.constant(0.044715, "k")))
-    return g.op("Mul", g.op("Sigmoid", g.op("Mul", u, g.constant(2 * layer._c, "2c"))), x)
+    return g.op("Mul", g.op("Sigmoid", g.op("Mul", u, g.constant(2 * _GELU_C, "2c"))), x)
 
 
 def _normalize(g: OnnxGraph, x: str, mu: str, inv_std: str, gamma: str, beta: str) -> str:
@@ -215,18 +219,18 @@ def _crop(g: OnnxGraph, layer: Any, x: str) -> str:
 
 def _sequential(g: OnnxGraph, layer: Any, x: str) -> str:
     for i, child in enumerate(layer.layers):
-        x = g.layer(child, x, f"{g._path}.{i}")
+        x = g.layer(child, x, f"{g.path}.{i}")
     return x
 
 
 def _residual(g: OnnxGraph, layer: Any, x: str) -> str:
-    y = g.layer(layer.block, x, f"{g._path}.block")
-    s = x if layer.shortcut is None else g.layer(layer.shortcut, x, f"{g._path}.shortcut")
+    y = g.layer(layer.block, x, f"{g.path}.block")
+    s = x if layer.shortcut is None else g.layer(layer.shortcut, x, f"{g.path}.shortcut")
     return g.op("Add", y, s)
 
 
 def _branches(g: OnnxGraph, layer: Any, x: str) -> list[str]:
-    return [g.layer(b, x, f"{g._path}.{i}") for i, b in enumerate(layer.branches)]
+    return [g.layer(b, x, f"{g.path}.{i}") for i, b in enumerate(layer.branches)]
 
 
 def _concatenate(g: OnnxGraph, layer: Any, x: str) -> str:
