@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -180,3 +181,14 @@ def test_cli_log_dir_one_folder_per_run_and_resume_continues_it(tmp_path, capsys
     assert main(["train", "--epochs", "1", "--out", str(tmp_path / "other"), "--log-dir", str(logs),
                  "--quiet"]) == 0
     assert len(list(logs.iterdir())) == 2
+
+
+def test_cli_log_dir_without_tensorboardx_says_what_to_install(tmp_path, capsys, monkeypatch):
+    """Refused before training, in one line naming the extra; nothing trained nor written."""
+    from deepnet.cli import main
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)          # as if not installed
+    rc = main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--log-dir", str(tmp_path / "logs"),
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--log-dir: TensorBoard logs need the tensorboardX package: pip install 'deepnet[logs]'" in err
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "run" / "model.npz").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -243,11 +245,23 @@ def test_cli_export(tmp_path, capsys, rng):
 
 
 def test_cli_export_after_train(tmp_path, capsys, rng):
-    """The command line's own model file (trained on the digits) exported and run."""
+    """The command line's own model file (trained on the digits) and a checkpoint, exported and run."""
     from deepnet.cli import main
     run = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--out", str(run), "--quiet"]) == 0
-    assert main(["export", str(run / "model.npz"), str(tmp_path / "m.onnx")]) == 0
-    net = load_network(run / "model.npz")
+    assert main(["train", "--epochs", "1", "--model", "cnn", "--checkpoint-every", "5", "--out", str(run),
+                 "--quiet"]) == 0
     X = rng.random((9, 64), dtype=np.float32)
-    np.testing.assert_allclose(run_onnx(onnx.load(tmp_path / "m.onnx"), X), net.predict(X), rtol=1e-5, atol=1e-5)
+    for source in (run / "model.npz", run / "checkpoints" / "best.npz"):
+        target = tmp_path / f"{source.stem}.onnx"
+        assert main(["export", str(source), str(target)]) == 0
+        np.testing.assert_allclose(run_onnx(onnx.load(target), X), load_network(source).predict(X),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_cli_export_without_onnx_says_what_to_install(tmp_path, capsys, monkeypatch):
+    from deepnet.cli import main
+    save_model(dn.Network([dn.Dense(3, 2)], seed=0), tmp_path / "model.npz")
+    monkeypatch.setitem(sys.modules, "onnx", None)          # as if not installed
+    assert main(["export", str(tmp_path / "model.npz"), str(tmp_path / "m.onnx")]) == 1
+    assert "ONNX export needs the onnx package: pip install 'deepnet[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
