@@ -42,9 +42,11 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .logs import CSVLogger, TensorBoardLogger
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .errors import TrainingInterrupted
 from .network import History, Network, NonFiniteError
+from .onnx_export import OnnxExportError
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
 from .testing import LayerContractError, check_layer_contract
 from .version import __version__
@@ -60,6 +62,7 @@ __all__ = [
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",
     "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
     "TrainingInterrupted",
+    "CSVLogger", "TensorBoardLogger", "OnnxExportError",
     "__version__", "available_backends", "check_layer", "check_loss", "get_backend", "set_backend",
     "to_device", "to_host", "use_backend",
 ]

@@ -8,7 +8,9 @@ below, which is the derivation's hidden-layer step applied L times.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host
@@ -23,6 +25,7 @@ from .training.data import device_inputs, device_targets
 from .training.evaluation import evaluate_batches
 from .layers.base import Layer, Parameter
 from .losses import Loss, get_loss
+from .onnx_export import DEFAULT_OPSET, export_onnx
 from .optimizers import Optimizer, get_optimizer
 
 
@@ -452,6 +455,12 @@ class Network:
     def predict_classes(self, X: Any, batch_size: int = 1024) -> Any:
         """The index of the largest output for every row of ``X`` (NumPy int64)."""
         return self.predict(X, batch_size).argmax(axis=1)
+
+    def to_onnx(self, path: str | os.PathLike[str], *, input_shape: Sequence[int] | None = None,
+                opset: int = DEFAULT_OPSET) -> Path:
+        """Write the network in evaluation form to ``path`` as ONNX (needs ``deepnet[onnx]``):
+        input ``"input"`` of shape (batch, *input_shape), output ``"output"``; see :mod:`deepnet.onnx_export`."""
+        return export_onnx(self, path, input_shape=input_shape, opset=opset)
 
     def device_rng_state(self) -> dict[str, Any] | None:
         """The state of the run's device generator, or None if none was drawn from yet."""

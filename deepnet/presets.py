@@ -40,6 +40,11 @@ class ShortcutSigmoidDense(Dense):
             ops.sum_rows(delta, out=gb, accumulate=acc)
         return dx
 
+    def to_onnx(self, graph: Any, x: str) -> str:
+        """ONNX export (evaluation is the forward pass): Gemm, then Sigmoid."""
+        inputs = [x, graph.param(self, "weight")] + ([graph.param(self, "bias")] if self.bias else [])
+        return graph.op("Sigmoid", graph.op("Gemm", *inputs, transB=1))
+
 
 def seed_layers(shortcut: bool = False) -> list[Layer]:
     """784-50-10, sigmoid on both layers, no biases, normal(0, 1/√n_in) weights."""

@@ -63,13 +63,18 @@ EXPECTED = {
     "README.md": {"prints": ["'accuracy': 0.", "'loss': "]},
     "docs/training.md": {"prints": ["\n10 ", "\n20 ", "\n30 ", "(1, 28, 28) (2, 10) True", "272186 (4, 10)"]},
     "docs/checkpoints.md": {"files": ["model.npz", "runs/exp1/checkpoints/best.npz"]},
+    "docs/after-training.md": {"prints": ["epoch,loss,accuracy,val_loss,val_accuracy,lr,time", "onnx == deepnet: True",
+                                          "scalars: ['accuracy/train',"],
+                               "files": ["model.onnx", "runs/logs/log.csv"]},
 }
 # python scripts named in the docs as stand-ins for the reader's own
 PLACEHOLDER_SCRIPTS = {"your_script.py", "train.py"}
 # commands in bash blocks that are neither deepnet, python, pip nor a script of the repository
-OTHER_PROGRAMS = {"nvidia-smi", "cd", "export", "git", "echo", "ls", "mkdir"}
+OTHER_PROGRAMS = {"nvidia-smi", "cd", "export", "git", "echo", "ls", "mkdir", "tensorboard"}
+# options of those programs that the prose names
+OTHER_PROGRAM_OPTIONS = {"--logdir"}        # tensorboard's
 # optional packages a block may need: without them the rest of that page is skipped
-OPTIONAL_PACKAGES = {"torch"}
+OPTIONAL_PACKAGES = {"torch", "onnx", "onnxruntime", "tensorboardX", "tensorboard"}
 
 
 def rel(path: Path) -> str:
@@ -441,7 +446,7 @@ def script_options() -> set[str]:
 @pytest.mark.parametrize("doc", DOCS, ids=rel)
 def test_commands_and_options_in_the_prose_exist(doc, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    known = cli_options() | script_options()
+    known = cli_options() | script_options() | OTHER_PROGRAM_OPTIONS
     for line, span in inline_code(doc):
         where = f"{rel(doc)}:{line}"
         if span.startswith("deepnet "):

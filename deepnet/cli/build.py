@@ -24,6 +24,7 @@ from ..optimizers import get_optimizer
 from ..presets import cnn_layers, mlp_layers, parse_spec, resmlp_layers, resnet_layers, seed_layers
 from ..progress import ProgressBar
 from ..schedules import LearningRateScheduler, get_schedule
+from .after_training import train_logs
 from .common import CLIError, say
 from .options import RECORDED_WHEN_SET, RUN_OPTIONS, augmentation, flag
 from .outputs import check_free_space
@@ -150,8 +151,10 @@ def build_training(args: argparse.Namespace, plan: RunPlan, data: Any) -> Traini
     if launched_rank() == 0:         # the rank that writes
         check_free_space(plan.out, net, plan.checkpointing)
     extra = model_record(args, data)
+    callbacks = _callbacks(args, opt, n_train, val_rows is not None)
+    callbacks += train_logs(args, plan.checkpoints, plan.resumed)      # --log-dir; sets args.log_run
     return Training(net, loss, opt, data.X_train, data.y_train, rows, val_rows,
-                    _callbacks(args, opt, n_train, val_rows is not None), _checkpointer(args, plan, extra), extra)
+                    callbacks, _checkpointer(args, plan, extra), extra)
 
 
 def _callbacks(args: argparse.Namespace, opt: Any, n_train: int, validating: bool) -> list[Any]:
@@ -177,7 +180,8 @@ def _checkpointer(args: argparse.Namespace, plan: RunPlan, extra: dict[str, Any]
         plan.checkpoints, every_steps=args.checkpoint_every, interrupt_only=not plan.checkpointing,
         settings={flag(d): getattr(args, d) for d in RUN_OPTIONS
                   if d != "epochs" and not (d in RECORDED_WHEN_SET and getattr(args, d) in (None, False))},
-        notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra})
+        notes={"--data": None if args.data is None else os.path.abspath(args.data), "model": extra,
+               "log_run": args.log_run})
 
 
 def model_record(args: argparse.Namespace, data: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import argparse
 from ..backend.precision import PRECISIONS
 from ..distributed.launch import COMM_KINDS
 from ..training.captured import GRAPHS
+from .after_training import add_export_command, add_log_options
 from .evaluate import cmd_evaluate
 from .info import cmd_info
 from .predict import INPUT_CONVENTION, cmd_predict
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _evaluate_parser(sub)
     _predict_parser(sub)
+    add_export_command(sub)
     _info_parser(sub)
     return p
 
@@ -48,6 +50,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _output_options(t)
     _process_options(t)
     t.set_defaults(func=cmd_train)
+    add_log_options(t)
 
 
 def _network_options(t: argparse.ArgumentParser) -> None:
