@@ -45,7 +45,19 @@ from .layers import (
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .errors import TrainingInterrupted
 from .network import History, Network, NonFiniteError
-from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
+from .optimizers import (
+    SGD,
+    Adam,
+    AdamW,
+    ClipNorm,
+    GradientTransform,
+    MaxNorm,
+    Momentum,
+    Optimizer,
+    RMSProp,
+    WeightDecay,
+    register_optimizer,
+)
 from .testing import LayerContractError, check_layer_contract
 from .version import __version__
 
@@ -60,6 +72,7 @@ __all__ = [
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",
     "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
     "TrainingInterrupted",
+    "ClipNorm", "GradientTransform", "MaxNorm", "WeightDecay", "register_optimizer",
     "__version__", "available_backends", "check_layer", "check_loss", "get_backend", "set_backend",
     "to_device", "to_host", "use_backend",
 ]

@@ -45,7 +45,7 @@ from .layers.augment import augmentation_layers
 from .losses import MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .metrics import confusion_matrix, per_class_accuracy
 from .network import Network
-from .optimizers import get_optimizer
+from .optimizers import OPTIMIZERS, get_optimizer
 from .plotting import PlotUnavailable, plot_confusion, plot_curves, plot_gradient_flow, plot_misclassified, pyplot
 from .presets import cnn_layers, mlp_layers, parse_spec, resmlp_blocks, resmlp_layers, resnet_blocks, resnet_layers, seed_layers
 from .progress import ProgressBar
@@ -1036,7 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", default=None, choices=["relu", "sigmoid", "tanh", "leaky_relu"],
                    help="hidden activation (default relu)")
     t.add_argument("--loss", choices=["xent", "sse", "mse"], default=None)
-    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"], default=None)
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None)
     t.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default if omitted)")
     t.add_argument("--momentum", type=float, default=None)
     t.add_argument("--weight-decay", type=float, default=None)
