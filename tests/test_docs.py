@@ -63,6 +63,7 @@ EXPECTED = {
     "README.md": {"prints": ["'accuracy': 0.", "'loss': "]},
     "docs/training.md": {"prints": ["\n10 ", "\n20 ", "\n30 ", "(1, 28, 28) (2, 10) True", "272186 (4, 10)"]},
     "docs/checkpoints.md": {"files": ["model.npz", "runs/exp1/checkpoints/best.npz"]},
+    "docs/optimizers.md": {"prints": ["eager == captured", "resumed from the checkpoint by name"]},
 }
 # python scripts named in the docs as stand-ins for the reader's own
 PLACEHOLDER_SCRIPTS = {"your_script.py", "train.py"}
