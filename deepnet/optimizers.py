@@ -87,6 +87,9 @@ class GradientTransform:
     gradients before the update rule, :meth:`after` the weights after it.  Both work in place
     through ``ops`` (no host reads: they run inside a captured step too)."""
 
+    #: whether it runs inside a captured step (CUDA graph); False: the run trains eagerly
+    capturable: ClassVar[bool] = True
+
     def before(self, params: list[Parameter], ops: Ops) -> None:
         """Change the gradients ``p.grad`` in place (nothing here)."""
 
@@ -152,8 +155,12 @@ def exclude_config(exclude: Exclude | None) -> Any:
     """How a run's settings record an exclusion: the names, or a predicate's qualified name."""
     if exclude is None:
         return None
-    return qualified_name(exclude) if callable(exclude) and hasattr(exclude, "__qualname__") else (
-        repr(exclude) if callable(exclude) else sorted(exclude))
+    if not callable(exclude):
+        return sorted(exclude)
+    try:
+        return qualified_name(exclude)
+    except AttributeError:          # a callable object without a qualified name (functools.partial)
+        return repr(exclude)
 
 
 class WeightDecay(GradientTransform):
@@ -387,7 +394,7 @@ class Optimizer:
                 if not bool(klass.__dict__.get("capturable", False)):
                     return False
                 break
-        return all(getattr(t, "capturable", True) for t in self.extra_transforms)
+        return all(t.capturable for t in self.extra_transforms)
 
     def device_scalars(self, ops: Ops, dtype: Any) -> StepScalars:
         """The per-step values of this optimizer on ``ops`` for a captured step, starting at its
@@ -676,7 +683,8 @@ class Adam(Optimizer):
         return lr._replace(decay=1.0)
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops, lr: AdamStep) -> None:
-        ops.adam_update_(w, g, state["m"], state["v"], lr.lr_t, self.beta1, self.beta2, lr.eps_hat, lr.decay)
+        ops.adam_update_(w, g, state["m"], state["v"], lr.lr_t, self.beta1, self.beta2, lr.eps_hat,
+                         lr.decay)
 
     def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops,
                     lr: AdamStep) -> None:
