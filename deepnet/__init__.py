@@ -47,7 +47,19 @@ from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, SumOfSquares
 from .errors import TrainingInterrupted
 from .network import History, Network, NonFiniteError
 from .onnx_export import OnnxExportError
-from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
+from .optimizers import (
+    SGD,
+    Adam,
+    AdamW,
+    ClipNorm,
+    GradientTransform,
+    MaxNorm,
+    Momentum,
+    Optimizer,
+    RMSProp,
+    WeightDecay,
+    register_optimizer,
+)
 from .testing import LayerContractError, check_layer_contract
 from .version import __version__
 
@@ -63,6 +75,7 @@ __all__ = [
     "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
     "TrainingInterrupted",
     "CSVLogger", "TensorBoardLogger", "OnnxExportError",
+    "ClipNorm", "GradientTransform", "MaxNorm", "WeightDecay", "register_optimizer",
     "__version__", "available_backends", "check_layer", "check_loss", "get_backend", "set_backend",
     "to_device", "to_host", "use_backend",
 ]

@@ -32,7 +32,7 @@ from .errors import ModelFileError, ResumeError
 from .model_files import (apply_tensors, architecture, check_layer_configs, input_shape_entry, layer_state, read_tensors,
                           same_architecture, write_tensors)
 from .losses import Loss
-from .optimizers import Optimizer
+from .optimizers import Optimizer, resolve_optimizer
 from .training.history import History
 
 FORMAT = "deepnet-checkpoint"
@@ -268,11 +268,11 @@ class Checkpointer:
                     pname, slot = k[4:].rsplit("/", 1)
                     slots.setdefault(pname, {})[slot] = v
             try:
-                cls = Optimizer.registry.resolve(opt.get("type"), opt.get("class"))[0]
+                cls = resolve_optimizer(opt)
             except ClassLookupError as err:
                 raise ModelFileError(path, f"optimizer: {err}") from None
             if type(net.optimizer) is not cls:
-                net.optimizer = cls(**opt["config"])
+                net.optimizer = cls.from_config(opt["config"])
             net.optimizer.load_state_dict({**opt, "slots": slots}, net.ops)
         net.step_count = int(header.get("step_count", 0))
         net.rng.bit_generator.state = header["host_rng"]

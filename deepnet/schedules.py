@@ -57,7 +57,7 @@ def get_schedule(name: str, lr: float, epochs: int) -> Schedule:
 
 
 class LearningRateScheduler(Callback):
-    """Set ``optimizer.lr = schedule(epoch)`` at the start of each epoch, or before every
+    """Set η ← ``schedule(epoch)`` (``optimizer.apply_schedule``) at the start of each epoch, or before every
     step with ``per_step=True``: then batch b of epoch e sees the fractional epoch
     e + b / (steps per epoch), the step count being known from ``fit`` before the first step
     (also when a run resumes mid-epoch)."""
@@ -77,10 +77,10 @@ class LearningRateScheduler(Callback):
                              f"in on_train_begin's logs, got {logs.get('steps_per_epoch')!r}")
 
     def on_epoch_begin(self, net: Any, epoch: int, logs: dict[str, Any]) -> None:
-        net.optimizer.lr = float(self.schedule(epoch))
+        net.optimizer.apply_schedule(self.schedule, epoch)
 
     def on_batch_begin(self, net: Any, step: int, logs: dict[str, Any]) -> None:
-        net.optimizer.lr = float(self.schedule(logs["epoch"] + logs["batch"] / self._steps_per_epoch))
+        net.optimizer.apply_schedule(self.schedule, logs["epoch"] + logs["batch"] / self._steps_per_epoch)
 
 
 class ReduceLROnPlateau(Callback):
@@ -107,5 +107,5 @@ class ReduceLROnPlateau(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            net.optimizer.lr = max(self.min_lr, net.optimizer.lr * self.factor)
+            net.optimizer.scale_lr(self.factor, floor=self.min_lr)
             self.wait = 0

@@ -66,6 +66,7 @@ EXPECTED = {
     "docs/after-training.md": {"prints": ["epoch,loss,accuracy,val_loss,val_accuracy,lr,time", "onnx == deepnet: True",
                                           "scalars: ['accuracy/train',"],
                                "files": ["model.onnx", "runs/logs/log.csv"]},
+    "docs/optimizers.md": {"prints": ["eager == captured", "resumed from the checkpoint by name"]},
 }
 # python scripts named in the docs as stand-ins for the reader's own
 PLACEHOLDER_SCRIPTS = {"your_script.py", "train.py"}

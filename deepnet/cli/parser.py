@@ -6,6 +6,7 @@ import argparse
 
 from ..backend.precision import PRECISIONS
 from ..distributed.launch import COMM_KINDS
+from ..optimizers import OPTIMIZERS
 from ..training.captured import GRAPHS
 from .after_training import add_export_command, add_log_options
 from .evaluate import cmd_evaluate
@@ -77,7 +78,7 @@ def _network_options(t: argparse.ArgumentParser) -> None:
 def _training_options(t: argparse.ArgumentParser) -> None:
     """train: loss, optimizer, regularization, schedule, epochs, batches, precision, graphs, validation."""
     t.add_argument("--loss", choices=["xent", "sse", "mse"], default=None)
-    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"], default=None)
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None)
     t.add_argument("--lr", type=float, default=None, help="learning rate (optimizer default if omitted)")
     t.add_argument("--momentum", type=float, default=None)
     t.add_argument("--weight-decay", type=float, default=None)

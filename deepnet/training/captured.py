@@ -8,7 +8,7 @@ memory that lives as long as the graph:
   fixed (batches × B) index buffer, and a device batch index b selects its row, then is
   incremented (b ← b + 1) by the step itself;
 * the optimizer's step count, learning rate and Adam's bias corrections are device scalars
-  (:class:`~deepnet.optimizers.StepScalars`), the dropout masks come from a counter-based
+  (:class:`~deepnet.optimizers.StepScalars`; η is the optimizer's own, written when it is set), the dropout masks come from a counter-based
   generator whose counter lives on the device;
 * each batch's loss and correct count are written at index b (:class:`StepMetrics`).
 
@@ -202,7 +202,6 @@ class StaticStep:
         self.order = order
         ops.fill_(self.index, first)
         self.metrics.reset()
-        self.scalars.set_lr(self.net.optimizer.lr)
         self._follow_settings()
         return self.metrics
 
@@ -227,7 +226,6 @@ class StaticStep:
                 if hooks is not None:
                     hooks.begin(b)
                     self._follow_settings()
-                self.scalars.set_lr(self.net.optimizer.lr)
                 if self.graph is not None:
                     chunk = self._chunk()
                     if hooks is None and chunk and self.n_full - b >= chunk:
@@ -326,7 +324,6 @@ class StaticStep:
         if self.n_full * self.B == self.n:
             return None
         ops = self.ops
-        self.scalars.set_lr(self.net.optimizer.lr)
         with self.ops.graphs.stream():
             t_rows = self.order[self.n_full * self.B:]
             x_rows = t_rows if self.rows is None else ops.take_rows(self.rows, t_rows)

@@ -31,7 +31,7 @@ class NonFiniteGuard(Callback):
         if self.policy == "skip":
             net.zero_grad()
             net.clear_cache()
-            net.optimizer.lr *= 0.5
+            net.optimizer.scale_lr(0.5)
             warnings.warn(f"fit: the loss of epoch {self.position.epoch + 1}, batch {self.position.batch + 1} is NaN "
                           f"or inf: step skipped, learning rate halved to {net.optimizer.lr:g} (check_finite='skip')",
                           RuntimeWarning, stacklevel=2)
