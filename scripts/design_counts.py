@@ -6,7 +6,8 @@
 - branches on data-parallel training in ``deepnet/training`` (``par``/``parallel``/``communicator``
   compared with ``None``);
 - writes to the attributes of a run's position object (``pos.x = ...``);
-- places where ``fit``'s options are written out (a signature or a call naming 10 or more of them);
+- places where ``fit``'s options are written out (a signature, a call or a class's fields naming 10
+  or more of them);
 - ``hasattr``/``getattr`` calls outside ``deepnet/backend`` (probes for undeclared hooks);
 - the longest functions of ``deepnet/`` and of the command line.
 
@@ -113,6 +114,10 @@ def main(root: Path) -> None:
             spelled.append(f"signature {q.split(':')[1]} ({q.split(':')[0]})")
     for p, tree in trees.items():
         for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+                if len(fields & FIT_OPTIONS) >= 10:
+                    spelled.append(f"fields of {node.name} ({p})")
             if isinstance(node, ast.Call) and len({k.arg for k in node.keywords} & FIT_OPTIONS) >= 10:
                 spelled.append(f"call at {p}:{node.lineno}")
     print(f"places fit's options are written out: {len(spelled)}" + "".join(f"\n  {s}" for s in spelled))
