@@ -47,6 +47,7 @@ from .errors import TrainingInterrupted
 from .network import History, Network, NonFiniteError
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSProp
 from .testing import LayerContractError, check_layer_contract
+from .training import FitSettings
 from .version import __version__
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
     "AvgPool2D", "Conv2D", "Flatten", "GlobalAvgPool2D", "MaxPool2D", "Reshape",
     "RandomCrop", "RandomFlip", "RandomShift",
     "SGD", "Adam", "AdamW", "BackendError", "Callback", "Dense", "EarlyStopping", "GradCheckError",
-    "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
+    "FitSettings", "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",
     "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
     "TrainingInterrupted",

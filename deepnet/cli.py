@@ -595,10 +595,10 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
     net.loss, net.optimizer = loss, opt      # what net.fit(loss=, optimizer=) does; then its Trainer, given rows
     trainer = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
                       validation_data=None if val_rows is None else (X, y), validation_rows=val_rows,
-                      callbacks=callbacks, checkpointer=checkpoint, resume=bool(resumed), rows=rows,
+                      callbacks=callbacks, checkpoint=checkpoint, resume=bool(resumed), rows=rows,
                       graphs=args.graphs, precision=args.precision, communicator=comm,
-                      sync_batchnorm=args.sync_batchnorm)
-    trainer.signals.redeliver = False       # one after the last step: the results are saved first
+                      sync_batchnorm=args.sync_batchnorm,
+                      late_signal_raises=False)     # one after the last step: the results are saved first
     try:
         hist = trainer.fit(X, y)
     except TrainingInterrupted as err:
