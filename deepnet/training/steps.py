@@ -30,6 +30,9 @@ from .step import train_step
 class PlainStep:
     """One eager :func:`train_step` per batch (``accept``: the NaN guard's per-step check)."""
 
+    #: summed over the processes between backward and the update (None: this process's own)
+    gradients: Any = None
+
     def __init__(self, net: Any, batches: EpochBatches, accept: Any = None) -> None:
         self.net, self.batches, self.accept = net, batches, accept
         self.perm: Any = None
@@ -43,8 +46,9 @@ class PlainStep:
                                     net.loss.reduction)
         return self.metrics, labels if order is None else ops.take_rows(labels, order)
 
-    def step(self, b: int, s: int, e: int, x: Array, t: Array) -> tuple[Array, Array] | None:
-        return train_step(self.net, self.net.loss, self.net.optimizer, x, t, self.accept)
+    def share(self, b: int, s: int, e: int) -> float:
+        """This process's share of batch b's mean loss (one process: all of it)."""
+        return 1.0
 
     def size(self, b: int, s: int, e: int) -> int:
         """The rows of batch b that the batch callbacks are told of."""
@@ -55,7 +59,7 @@ class PlainStep:
         assert metrics is not None
         for b, s, e, x, t in self.batches.epoch(self.perm, self.order, first):
             events.begin(b)
-            result = self.step(b, s, e, x, t)
+            result = train_step(net, net.loss, net.optimizer, x, t, self.accept, self.share(b, s, e), self.gradients)
             if result is None:      # refused by the NaN guard (check_finite="skip")
                 if events.stop(b + 1):
                     return b + 1
@@ -77,9 +81,8 @@ class DataParallelStep(PlainStep):
         self.gradients = gradients
         self.mean = net.loss.reduction != "sum"
 
-    def step(self, b: int, s: int, e: int, x: Array, t: Array) -> tuple[Array, Array] | None:
-        share = (e - s) / self.batches.global_rows(b) if self.mean else 1.0
-        return train_step(self.net, self.net.loss, self.net.optimizer, x, t, share=share, gradients=self.gradients)
+    def share(self, b: int, s: int, e: int) -> float:
+        return (e - s) / self.batches.global_rows(b) if self.mean else 1.0
 
     def size(self, b: int, s: int, e: int) -> int:
         return self.batches.global_rows(b)      # the global batch's rows (the loss is this rank's)

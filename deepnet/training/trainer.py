@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import Array, to_device, to_host
 from ..backend.host import as_host_rows
@@ -186,16 +186,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def fit(self, X: Any, y: Any) -> History:
-        """Train on (X, y) and return the history (products in the settings' precision meanwhile)."""
-        ops, precision, world = self.net.ops, self.settings.precision, self.world
+        """Train on (X, y) and return the history: the epoch loop (products in the settings'
+        precision meanwhile)."""
+        net, epochs = self.net, self.settings.epochs
+        with self._ending_the_job_on_error(), self.signals, self._processes(), self._precision():
+            run = self._start(X, y)
+            if run.finished:            # the run ended for good (e.g. early stopping): nothing to train
+                return run.history
+            for epoch in range(run.first_epoch, epochs):
+                logs = self._epoch(epoch, run.first_batch if epoch == run.first_epoch else 0, run)
+                self._heed_signal()       # one that came during validation: this epoch's end is the stop
+                run.callbacks.epoch_end(net, epoch, logs)
+                self._move(carried=None)
+                if net.stop_training:
+                    break
+            return self._end(run)
+
+    @contextmanager
+    def _ending_the_job_on_error(self) -> Iterator[None]:
+        """An error on one rank of a data-parallel run that the others would wait for ends the job."""
         try:
-            with self.signals, self._processes():
-                if precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
-                    return self._run(X, y)
-                with ops.using_products(ops.products.with_precision(precision)):   # this thread's run only
-                    return self._run(X, y)
+            yield
         except BaseException as err:
-            if world.left_alone(err):       # the other ranks would wait for this one: end the job
+            world = self.world
+            if world.left_alone(err):
                 print(f"deepnet: rank {world.rank} of {world.size} stopped the run: {type(err).__name__}: {err}",
                       file=sys.stderr, flush=True)
                 world.comm.abort(1)
@@ -210,19 +224,27 @@ class Trainer:
         finally:
             self.world.finish(self.net)
 
-    def _run(self, X: Any, y: Any) -> History:
+    def _precision(self) -> AbstractContextManager[Any]:
+        """The matrix products in the settings' precision, in this thread, for the run."""
+        ops, precision = self.net.ops, self.settings.precision
+        if precision == "float32" and getattr(ops.products, "precision", "float32") == "float32":
+            return nullcontext()
+        return ops.using_products(ops.products.with_precision(precision))
+
+    def _start(self, X: Any, y: Any) -> _Run:
+        """The data on the backend, the run restored or checked, the ranks agreed, the callbacks
+        and the step strategy chosen, ``on_train_begin`` called."""
         net, world, run = self.net, self.world, self.settings
         Xd, T, labels = self._data(X, y)
         val = self._validation(X, Xd)
         # read from the device only when something compares them (a checkpoint, the other ranks)
         settings = self._settings(Xd, T, labels) if self.checkpointer is not None or world.compares_settings else {}
         world.agree_run(settings, self)
-        start_epoch, start_batch, carried, history, finished = self._restore(settings, History())
-        history.late_signal = None
-        world.agree_position({"epoch": start_epoch, "batch": start_batch, "step": net.step_count,
+        first_epoch, first_batch, carried, history, finished = self._restore(settings, History())
+        world.agree_position({"epoch": first_epoch, "batch": first_batch, "step": net.step_count,
                               "finished": finished})
-        if finished:            # the run ended for good (e.g. early stopping): nothing to train
-            return history
+        if finished:
+            return _Run(history, first_epoch, first_batch, None, labels, val, None, None, None, True)
         self._lay_out()          # after a restore, which replaces the weights
         world.share_weights(net, self.resumed)
         net.stop_training, net.stop_reason = False, None
@@ -230,25 +252,22 @@ class Trainer:
         self.position = RunPosition(history, batches.n_batches, list(net.parameters().values()),
                                     last_epoch=run.epochs - 1, carried=carried, reduce=world.sum_totals)
         callbacks, guard = self._callbacks(history)
-        step = self.strategy = self._choose_step(batches, T, labels, callbacks, guard)
-        events = _Events(self, callbacks)
+        self.strategy = self._choose_step(batches, T, labels, callbacks, guard)
         callbacks.train_begin(net, {"epochs": run.epochs, "steps_per_epoch": batches.n_batches,
                                     "batch_size": run.batch_size, "samples": batches.n_rows,
-                                    "initial_epoch": start_epoch, "rank": world.rank, "ranks": world.size})
-        for epoch in range(start_epoch, run.epochs):
-            logs = self._epoch(epoch, start_batch if epoch == start_epoch else 0, batches, labels, step, events,
-                               callbacks, val)
-            self._heed_signal()       # one that came during validation: this epoch's end is the stop
-            callbacks.epoch_end(net, epoch, logs)
-            self._move(carried=None)
-            if net.stop_training:
-                break
-        callbacks.train_end(net, {"history": history})
-        world.check_same_weights(net)
-        history.late_signal = self.signals.late
+                                    "initial_epoch": first_epoch, "rank": world.rank, "ranks": world.size})
+        return _Run(history, first_epoch, first_batch, batches, labels, val, self.strategy,
+                    _Events(self, callbacks), callbacks, False)
+
+    def _end(self, run: _Run) -> History:
+        """``on_train_end``; the ranks hold the same weights; a signal that stopped the run raises."""
+        run.callbacks.train_end(self.net, {"history": run.history})
+        self.world.check_same_weights(self.net)
+        run.history.late_signal = self.signals.late
+        assert self.position is not None
         if self.position.interrupted is not None:
             raise self._interrupted()
-        return history
+        return run.history
 
     def _callbacks(self, history: History) -> tuple[CallbackList, NonFiniteGuard]:
         """The run's callbacks in order (the stop-point saver, the NaN guard, the history, the
@@ -301,27 +320,26 @@ class Trainer:
         err.args = (f"fit: interrupted ({sig}) {interrupted_at(err)}; {then}",)
         return err
 
-    def _epoch(self, epoch: int, first: int, batches: EpochBatches, labels: Array, step: Any, events: _Events,
-               callbacks: CallbackList, val: tuple[Array, Array, Array, Array] | None) -> dict[str, float]:
+    def _epoch(self, epoch: int, first: int, run: _Run) -> dict[str, float]:
         """Train one epoch from batch ``first`` with the run's step; return its logs (read once)."""
         net, ops, world = self.net, self.net.ops, self.world
         t0 = time.perf_counter()
         rng_state = net.rng.bit_generator.state
-        perm = net.rng.permutation(batches.n_rows) if self.settings.shuffle else None      # host indices
-        perm, order = batches.epoch_order(perm)      # this process's rows (a data-parallel rank's shard)
+        perm = net.rng.permutation(run.batches.n_rows) if self.settings.shuffle else None      # host indices
+        perm, order = run.batches.epoch_order(perm)      # this process's rows (a data-parallel rank's shard)
         self._move(epoch=epoch, first=first, batch=first, done=first, epoch_rng_state=rng_state)
-        callbacks.epoch_begin(net, epoch)
-        metrics, epoch_labels = step.begin_epoch(perm, order, labels, first)
+        run.callbacks.epoch_begin(net, epoch)
+        metrics, epoch_labels = run.step.begin_epoch(perm, order, run.labels, first)
         self._move(metrics=metrics, labels=epoch_labels)
-        pos = self._move(done=step.run(first, events))
+        pos = self._move(done=run.step.run(first, run.events))
         totals = pos.partial_totals(pos.done, check_weights=True)
-        callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard
+        run.callbacks.epoch_totals(net, epoch, totals)      # stop-point save, then the NaN guard
         net.clear_cache()
         seen = max(totals["seen"], 1)
         logs: dict[str, float] = {"loss": totals["loss_sum"] / seen, "accuracy": totals["correct"] / seen}
         world.end_epoch(net)
-        if val is not None:
-            Xv, Tv, Lv, rows = val
+        if run.val is not None:
+            Xv, Tv, Lv, rows = run.val
             v = world.evaluate(net, net.loss, Xv, Tv, Lv, max(self.settings.batch_size, 1024),
                                ops.dtype(net.dtype_name), rows)
             logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
@@ -330,6 +348,21 @@ class Trainer:
         if net.diagnostics is not None:
             net.diagnostics.end_epoch(net, epoch)
         return logs
+
+
+class _Run(NamedTuple):
+    """What the epoch loop runs with, made once by :meth:`Trainer._start`."""
+
+    history: History
+    first_epoch: int
+    first_batch: int
+    batches: Any
+    labels: Array
+    val: tuple[Array, Array, Array, Array] | None
+    step: Any
+    events: _Events | None
+    callbacks: CallbackList | None
+    finished: bool
 
 
 class _Events:
