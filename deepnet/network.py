@@ -8,13 +8,13 @@ below, which is the derivation's hidden-layer step applied L times.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host
 from .backend.host import host_concat
-from .callbacks import Callback
 from .checkpoint import Checkpointer
 from .errors import NonFiniteError, ShapeError
 from .training import FitSettings, History, Trainer
@@ -393,7 +393,7 @@ class Network:
             self.loss = run.loss
         if run.optimizer is not None:
             self.optimizer = run.optimizer
-        if isinstance(run.checkpoint, str) or hasattr(run.checkpoint, "__fspath__"):
+        if isinstance(run.checkpoint, (str, os.PathLike)):       # a folder
             run = replace(run, checkpoint=Checkpointer(run.checkpoint))
         return Trainer(self, run).fit(X, y)
 
