@@ -61,6 +61,7 @@ from .optimizers import (
     register_optimizer,
 )
 from .testing import LayerContractError, check_layer_contract
+from .training import FitSettings
 from .version import __version__
 
 __all__ = [
@@ -70,7 +71,7 @@ __all__ = [
     "AvgPool2D", "Conv2D", "Flatten", "GlobalAvgPool2D", "MaxPool2D", "Reshape",
     "RandomCrop", "RandomFlip", "RandomShift",
     "SGD", "Adam", "AdamW", "BackendError", "Callback", "Dense", "EarlyStopping", "GradCheckError",
-    "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
+    "FitSettings", "History", "Identity", "KeepBest", "LambdaCallback", "Layer", "LeakyReLU", "Loss",
     "MeanSquaredError", "Momentum", "Network", "NonFiniteError", "Optimizer", "Parameter", "RMSProp",
     "ReLU", "ShapeError", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "SumOfSquares", "Tanh",
     "TrainingInterrupted",

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host
 from .backend.host import host_concat
-from .callbacks import Callback
 from .checkpoint import Checkpointer
 from .errors import NonFiniteError, ShapeError
-from .training import History, Trainer
-from .training.captured import check_graphs_argument
-from .training.trainer import check_fit_arguments, check_precision_argument
+from .training import FitSettings, History, Trainer
 from .training.data import device_inputs, device_targets
 from .training.evaluation import evaluate_batches
 from .layers.base import Layer, Parameter
@@ -385,54 +383,23 @@ class Network:
             layer.clear_cache()
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int = 32,
-            loss: str | Loss | None = None, optimizer: str | Optimizer | None = None,
-            shuffle: bool = True, validation_data: tuple[Any, Any] | None = None,
-            callbacks: Iterable[Callback] = (), verbose: bool = False,
-            check_finite: str = "raise", checkpoint: Any = None, resume: bool | str = False,
-            stream_chunk_rows: int | None = None, graphs: str = "auto", precision: str = "float32",
-            communicator: Any = None, sync_batchnorm: bool = False) -> History:
+    def fit(self, X: Any, y: Any, settings: FitSettings | None = None, **options: Any) -> History:
         """Train with mini-batch gradient descent; return the per-epoch :class:`History`.
 
-        Each step (:func:`deepnet.training.train_step`): forward, f and ∂f/∂z from the loss
-        (the batch mean of the per-sample loss, so ``batch_size=1`` is the seed's update),
-        backward through every layer, one optimizer update.  Batches are gathered from X in
-        a new shuffled order each epoch (no copy of X); metrics are read once per epoch.
-        ``check_finite``: ``"raise"`` (stop at a NaN/inf loss, naming step and layer),
-        ``"skip"`` (drop the step, halve the learning rate, warn) or ``"off"``.
-        ``checkpoint``: a :class:`~deepnet.checkpoint.Checkpointer` or a directory;
-        ``resume=True`` continues its latest file (same settings; ``epochs`` may grow),
-        ``"if-exists"`` starts fresh when there is none.  ``stream_chunk_rows``: stream X
-        from the host in chunks of this many rows (chosen automatically on CuPy when X
-        would not fit).  ``graphs``: capture the step as a CUDA graph and replay it
-        (``"auto"``: where the backend has graphs and nothing in the run prevents it, saying
-        once why not; ``"on"``: required; ``"epoch"``: whole epochs as one graph; ``"off"``).
-        ``precision``: the matrix products' operands in ``"float32"``, ``"tf32"`` or ``"bf16"``
-        (float32 master weights and accumulation; docs/gpu.md).
-        ``communicator``: train data-parallel over its ranks (:mod:`deepnet.distributed`; each
-        rank calls ``fit`` with the same data and settings, trains on its shard of every
-        global batch of ranks × ``batch_size`` rows, and the gradients are summed across the
-        ranks); ``sync_batchnorm``: BatchNorm normalizes with the global batch's statistics.
-        Ctrl-C (SIGINT) or SIGTERM: the step in progress finishes, ``checkpoint`` (if given)
-        writes a checkpoint there, and :class:`~deepnet.errors.TrainingInterrupted` (a
-        ``KeyboardInterrupt``) is raised (docs/checkpoints.md).
-        The rules in full: docs/training.md, docs/gpu.md and docs/distributed.md.
+        ``settings``: a :class:`~deepnet.training.FitSettings`, or its options as keywords
+        (``epochs``, ``batch_size``, ``loss``, ``optimizer``, ``validation_data``,
+        ``callbacks``, ``checkpoint``, ``resume``, ``graphs``, ``communicator``, ...: each is
+        described there).  Every option is checked before anything changes.
         """
-        check_fit_arguments(self.ops, epochs, batch_size, check_finite, resume)   # before anything changes
-        check_graphs_argument(graphs)
-        check_precision_argument(self, precision)
-        if loss is not None:
-            self.loss = loss
-        if optimizer is not None:
-            self.optimizer = optimizer
-        if isinstance(checkpoint, str) or hasattr(checkpoint, "__fspath__"):
-            checkpoint = Checkpointer(checkpoint)
-        trainer = Trainer(self, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                          validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-                          check_finite=check_finite, checkpointer=checkpoint, resume=resume,
-                          stream_chunk_rows=stream_chunk_rows, graphs=graphs, precision=precision,
-                          communicator=communicator, sync_batchnorm=sync_batchnorm)
-        return trainer.fit(X, y)
+        run = FitSettings.of(settings, options)
+        run.check_for(self)             # before anything changes
+        if run.loss is not None:
+            self.loss = run.loss
+        if run.optimizer is not None:
+            self.optimizer = run.optimizer
+        if isinstance(run.checkpoint, (str, os.PathLike)):       # a folder
+            run = replace(run, checkpoint=Checkpointer(run.checkpoint))
+        return Trainer(self, run).fit(X, y)
 
     # ------------------------------------------------------------------ inference
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024, loss: str | Loss | None = None) -> dict[str, float]:

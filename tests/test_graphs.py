@@ -279,7 +279,7 @@ def test_auto_without_graphs_is_the_plain_loop_and_says_nothing():
         warnings.simplefilter("error")
         trainer = dn.training.Trainer(net, epochs=1, batch_size=32)
         trainer.fit(X, y)
-    assert trainer.static is None
+    assert type(trainer.strategy).__name__ == "PlainStep"
 
 
 def test_bad_graphs_argument():

@@ -391,9 +391,9 @@ def _epoch_rates(text):
 
 def _ctrl_c_after_step(monkeypatch, at):
     """SIGINT to this process right after the trainer's ``at``-th step (``deepnet train`` in-process)."""
-    from deepnet.training import trainer
+    from deepnet.training import steps
 
-    real_step, calls = trainer.train_step, {"n": 0}
+    real_step, calls = steps.train_step, {"n": 0}
 
     def step_then_ctrl_c(*args, **kwargs):
         result = real_step(*args, **kwargs)
@@ -402,7 +402,7 @@ def _ctrl_c_after_step(monkeypatch, at):
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
-    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+    monkeypatch.setattr(steps, "train_step", step_then_ctrl_c)
 
 
 def test_the_epoch_line_counts_only_the_rows_trained_in_an_interrupted_or_resumed_epoch(tmp_path, monkeypatch,

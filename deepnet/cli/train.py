@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingInterrupted
-from ..training import Trainer
+from ..training import FitSettings
 from .build import Training, build_training, load_data
 from .outputs import prepare_outputs, remove_if_empty
 from .processes import start_ranks
@@ -52,14 +52,14 @@ def _train(args: argparse.Namespace, made: list[list[Path]]) -> int:
 
 
 def _train_network(args: argparse.Namespace, run: Training, resume: bool, comm: Any) -> tuple[Any, str | None]:
-    """Train ``run.net``: the command line's one call into training.  Returns the history and a
-    SIGINT/SIGTERM that came after the last step (None if none: one that came before stops the run)."""
-    net = run.net
-    net.loss, net.optimizer = run.loss, run.optimizer   # what net.fit(loss=, optimizer=) does; then its Trainer
-    trainer = Trainer(net, epochs=args.epochs, batch_size=args.batch_size, shuffle=args.shuffle,
-                      validation_data=None if run.val_rows is None else (run.X, run.y), validation_rows=run.val_rows,
-                      callbacks=run.callbacks, checkpointer=run.checkpointer, resume=resume, rows=run.rows,
-                      graphs=args.graphs, precision=args.precision, communicator=comm,
-                      sync_batchnorm=args.sync_batchnorm)
-    trainer.signals.redeliver = False       # one after the last step: the results are saved first
-    return trainer.fit(run.X, run.y), trainer.signals.late
+    """Train ``run.net`` through the public ``fit``: the command line's one call into training.
+    Returns the history and a SIGINT/SIGTERM that came after the last step (None if none: one
+    that came before stops the run)."""
+    settings = FitSettings(
+        epochs=args.epochs, batch_size=args.batch_size, loss=run.loss, optimizer=run.optimizer, shuffle=args.shuffle,
+        validation_data=None if run.val_rows is None else (run.X, run.y), validation_rows=run.val_rows,
+        callbacks=tuple(run.callbacks), checkpoint=run.checkpointer, resume=resume, rows=run.rows,
+        graphs=args.graphs, precision=args.precision, communicator=comm, sync_batchnorm=args.sync_batchnorm,
+        late_signal_raises=False)       # one after the last step: the results are saved first
+    hist = run.net.fit(run.X, run.y, settings=settings)
+    return hist, hist.late_signal

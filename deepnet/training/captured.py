@@ -25,23 +25,20 @@ from __future__ import annotations
 
 import sys
 import warnings
+from functools import partial
 from typing import Any
 
 from ..backend import Array, Ops
 from ..backend.graphs import CaptureError, Replay
 from ..errors import BackendError
 from .metrics import StepMetrics
+from .step import train_step
 
 GRAPHS = ("auto", "on", "off", "epoch")
 
 
 class GraphCaptureWarning(UserWarning):
     """``graphs="auto"`` could not capture the step; the run trains eagerly (reason given once)."""
-
-
-def check_graphs_argument(graphs: Any) -> None:
-    if graphs not in GRAPHS:
-        raise ValueError(f"fit: graphs must be one of {', '.join(map(repr, GRAPHS))}, got {graphs!r}")
 
 
 def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hooks: list[str], mode: str,
@@ -150,6 +147,8 @@ class StaticStep:
         self.xbuf = ops.empty((batch_size, *X.shape[1:]), X.dtype)
         self.tbuf = ops.empty((batch_size, *T.shape[1:]), T.dtype)
         self.scalars = net.optimizer.device_scalars(ops, dtype)
+        #: the optimizer as the step sees it: η and the step count from the device scalars
+        self.optimizer = _OnScalars(net.optimizer, self.scalars)
         net.optimizer.create_slots(net.parameters(), ops)     # not inside a graph's memory
         self.graph: Replay | None = None
         self.epoch_graph: Replay | None = None
@@ -163,18 +162,18 @@ class StaticStep:
 
     # ------------------------------------------------------------------ the step
     def _step_on(self, x: Array, t: Array, labels: Array, at: Array | None, b: int) -> tuple[Array, Array]:
-        net = self.net
-        z = net.forward(x, True)
-        f, dz = net.loss.forward_backward(z, t)
-        if self.accept is not None:        # raises on a NaN or inf loss, before any update
-            self.accept(f, b if at is None else int(self.ops.to_host(at)[0]))
+        """:func:`train_step` on (x, t) with the device scalars, its loss and correct count
+        recorded at batch b (``at``: the device batch index, None: ``b``)."""
+        accept = None
+        if self.accept is not None:         # raises on a NaN or inf loss, before any update
+            accept = partial(self.accept, b=b if at is None else int(self.ops.to_host(at)[0]))
+        result = train_step(self.net, self.net.loss, self.optimizer, x, t, accept)
+        assert result is not None           # (check_finite="skip", which refuses steps, is never captured)
+        f, z = result
         if at is None:
             self.metrics.record(b, 0, 0, f, z, labels)
         else:
             self.metrics.record_at(at, f, z, labels)
-        net.backward(dz)
-        net.optimizer.step(net.parameters(), scalars=self.scalars)
-        net.zero_grad()
         return f, z
 
     def _step(self) -> None:
@@ -331,3 +330,14 @@ class StaticStep:
                                 ops.take_rows(self.labels, t_rows), None, self.n_full)
         self._count(1)
         return res
+
+
+class _OnScalars:
+    """The run's optimizer whose ``step`` reads η and the step count from device scalars (what
+    a replay needs: no Python state changes; the captured step counts the iterations)."""
+
+    def __init__(self, optimizer: Any, scalars: Any) -> None:
+        self.optimizer, self.scalars = optimizer, scalars
+
+    def step(self, params: dict[str, Any]) -> None:
+        self.optimizer.step(params, scalars=self.scalars)

@@ -26,9 +26,11 @@ from ..callbacks import Callback
 from ..distributed.communicator import Communicator
 from ..distributed.gradients import GradientBuckets
 from ..distributed.shards import shard_of
-from ..errors import ResumeError
+from ..errors import ResumeError, TrainingInterrupted
 from ..losses import Loss
+from .batches import ShardedBatches
 from .evaluation import evaluate_batches
+from .steps import DataParallelStep
 
 
 def ranks_refusal(path: Any, saved: int, now: int) -> str | None:
@@ -52,11 +54,11 @@ def check_resume_ranks(checkpointer: Any, size: int) -> None:
 
 class AgreeStop(Callback):
     """After each step and each epoch, every rank stops when any rank's callbacks stopped
-    or any rank received SIGINT or SIGTERM (``signals.received``; noted in ``position``); it
-    runs on every rank at every step, so ranks with different callbacks stay in step."""
+    or any rank received SIGINT or SIGTERM (``signals.received``; ``heed(sig)`` stops the run
+    for it); it runs on every rank at every step, so ranks with different callbacks stay in step."""
 
-    def __init__(self, parallel: DataParallel, signals: Any = None, position: Any = None) -> None:
-        self.parallel, self.signals, self.position = parallel, signals, position
+    def __init__(self, parallel: DataParallel, signals: Any = None, heed: Any = None) -> None:
+        self.parallel, self.signals, self.heed = parallel, signals, heed
 
     def wants_batch_hooks(self) -> bool:
         return True
@@ -64,12 +66,8 @@ class AgreeStop(Callback):
     def _agree(self, net: Any) -> None:
         received = None if self.signals is None else self.signals.received
         sig = self.parallel.agree_stop(net, received)
-        pos = self.position
-        if sig is not None and pos is not None and pos.interrupted is None:
-            if pos.finished_epoch and pos.epoch == pos.last_epoch:
-                return          # after the run's last step: nothing left to stop, the run finishes
-            pos.interrupted, net.stop_training = sig, True
-            self.signals.heeded = True
+        if self.heed is not None:
+            self.heed(sig)
 
     def on_batch_end(self, net: Any, step: int, logs: dict[str, Any]) -> None:
         self._agree(net)
@@ -94,7 +92,58 @@ class DataParallel:
         self.rank, self.size = comm.rank, comm.size
         self.buckets: GradientBuckets | None = None
 
+    #: the run's settings are compared across the ranks (read from the device)
+    compares_settings = True
+    #: each step reduces its gradients across the ranks (a step that cannot be captured)
+    reduces_gradients = True
+    #: one rank alone must not stop after a step: the summed totals decide, on all
+    checks_each_step = False
+
     # ------------------------------------------------------------------ start
+    def record(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The run's settings as checkpoints record them: with the ranks (only when more than one
+        and sync_batchnorm only when set: older checkpoints still resume)."""
+        if self.size > 1:
+            settings["ranks"] = self.size
+            if self.sync_batchnorm:
+                settings["sync_batchnorm"] = True
+        return settings
+
+    def agree_run(self, settings: dict[str, Any], trainer: Any) -> None:
+        """Every rank checks that all were given the same run (``trainer``'s settings)."""
+        run, net, ckpt = trainer.settings, trainer.net, trainer.checkpointer
+        self.agree({**settings, "graphs": run.graphs, "check_finite": run.check_finite, "backend": net.ops.name,
+                    "model": self.fingerprint(net), "validation": None if run.validation_data is None else
+                    [list(run.validation_data[0].shape), None if run.validation_rows is None else
+                     len(run.validation_rows)], "checkpoint": None if ckpt is None else str(ckpt.directory),
+                    "resume": run.resume, "stream_chunk_rows": trainer.stream_chunk_rows,
+                    "resume from": None if not (run.resume and ckpt is not None) else str(ckpt.last_path()),
+                    "checkpoints": None if ckpt is None else [ckpt.every_steps, ckpt.monitor, ckpt.mode, ckpt.keep],
+                    "reduction": [self.comm.name, getattr(self.comm, "transport", None), self.bucket_bytes,
+                                  self.overlap, self.sync_batchnorm]})
+
+    def batches(self, net: Any, X: Any, T: Any, batch_size: int, chunk_rows: int | None, rows: Any
+                ) -> ShardedBatches:
+        return ShardedBatches(net.ops, X, T, batch_size, self.rank, self.size, chunk_rows, rows,
+                              self.min_shard_rows(net))
+
+    def step(self, net: Any, batches: Any, accept: Any) -> DataParallelStep:
+        return DataParallelStep(net, batches, self.buckets)
+
+    def stop_callbacks(self, signals: Any, heed: Any) -> list[Callback]:
+        """After every other callback saw a batch or an epoch, and before a checkpoint records
+        it, the ranks agree on whether to stop (each step, on every rank)."""
+        return [AgreeStop(self, signals, heed)]
+
+    def local_signal(self, signals: Any) -> str | None:
+        return None         # the ranks agree on a signal in AgreeStop, at the same step
+
+    def left_alone(self, err: BaseException) -> bool:
+        """Whether this rank's error leaves the others waiting in their next reduction (not a
+        settings mismatch or an agreed stop: every rank finds those at once)."""
+        return self.size > 1 and not isinstance(err, SettingsMismatch) and not (
+            isinstance(err, TrainingInterrupted) and not err.aborted)
+
     def agree(self, settings: dict[str, Any]) -> None:
         """Raise :class:`SettingsMismatch` on every rank, naming the differences, unless every
         rank was given the same ``settings``."""

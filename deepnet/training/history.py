@@ -9,6 +9,8 @@ class History:
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epochs: list[int] = []
+        #: SIGINT or SIGTERM received after the run's last step (the run finished), or None
+        self.late_signal: str | None = None
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         self.epochs.append(epoch)
