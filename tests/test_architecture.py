@@ -270,16 +270,6 @@ def _declared_hooks() -> set[str]:
     return {n for n in names if not n.startswith("__")} - {"name"}
 
 
-#: probes for declared hooks still in modules that other work is rewriting; each entry goes
-#: when its module reads the declared hook directly (the test fails on a stale entry)
-PENDING_PROBES: dict[str, set[str]] = {
-    "deepnet/training/callback_list.py": {"on_epoch_totals"},
-    "deepnet/training/captured.py": {"capturable"},
-    "deepnet/training/data.py": {"inputs_shape", "targets"},
-    "deepnet/training/trainer.py": {"lowest_trained", "transport"},
-}
-
-
 def _probes(tree: ast.AST) -> Iterator[tuple[int, str, str]]:
     """(line, call, attribute name) of each ``hasattr(x, "name")`` / ``getattr(x, "name", ...)``."""
     for node in ast.walk(tree):
@@ -295,18 +285,9 @@ def test_no_probes_for_hooks_the_base_classes_declare():
     calls it, never asks whether it exists (probes stay for foreign objects: arrays, torch
     modules, optional libraries)."""
     declared = _declared_hooks()
-    found, pending = [], set()
-    for path, tree in SOURCES.items():
-        for line, call, name in _probes(tree):
-            if name not in declared:
-                continue
-            if name in PENDING_PROBES.get(path, set()):
-                pending.add((path, name))
-                continue
-            found.append(f"{path}:{line}: {call}")
+    found = [f"{path}:{line}: {call}" for path, tree in SOURCES.items()
+             for line, call, name in _probes(tree) if name in declared]
     assert not found, "probes for declared hooks (use the attribute or method itself):\n" + "\n".join(found)
-    stale = sorted(f"{p}: {n}" for p, names in PENDING_PROBES.items() for n in names if (p, n) not in pending)
-    assert not stale, "PENDING_PROBES entries no longer probed (remove them):\n" + "\n".join(stale)
 
 
 def test_network_satisfies_the_model_protocol_callbacks_type_against():

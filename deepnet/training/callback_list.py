@@ -32,13 +32,10 @@ class CallbackList:
             cb.on_batch_end(net, step, logs)
 
     def epoch_totals(self, net: Any, epoch: int, totals: dict[str, Any]) -> None:
-        """The run's own step between an epoch's last batch and its logs: callbacks that define
-        ``on_epoch_totals`` (the stop-point saver, the NaN guard) see the totals just read,
-        before validation runs."""
+        """The run's own step between an epoch's last batch and its logs: ``on_epoch_totals``
+        (the stop-point saver, the NaN guard) sees the totals just read, before validation runs."""
         for cb in self.callbacks:
-            hook = getattr(cb, "on_epoch_totals", None)
-            if hook is not None:
-                hook(net, epoch, totals)
+            cb.on_epoch_totals(net, epoch, totals)
 
     def epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         for cb in self.callbacks:

@@ -63,7 +63,7 @@ def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hook
                 out.append(f"{where} sets capturable = False")
     if not net.optimizer.can_capture():
         out.append(f"the optimizer {net.optimizer.name} overrides step/update without declaring capturable = True")
-    if not getattr(net.loss, "capturable", True):
+    if not net.loss.capturable:
         out.append(f"the loss {net.loss.name} sets capturable = False")
     if net.diagnostics is not None:
         out.append("diagnostics record every step on the host")

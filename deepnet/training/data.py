@@ -35,13 +35,11 @@ def host_inputs(X: Any, shape: int | tuple[int, ...], dtype: str, where: str) ->
 
 
 def input_shape_for(net: Any, X: Any, where: str) -> int | tuple[int, ...]:
-    """The per-sample shape ``net`` takes for data X (a :class:`~deepnet.Network` infers it
-    from the data while it has none); a model of another kind: its ``input_width``."""
-    resolve = getattr(net, "inputs_shape", None)
-    if resolve is None:
-        return int(net.input_width)
-    shape = getattr(X, "shape", None)
-    return resolve(tuple(int(d) for d in (shape if shape is not None else to_host(X).shape)), where)
+    """The per-sample shape ``net`` takes for data X (:meth:`TrainedModel.inputs_shape
+    <deepnet.protocols.TrainedModel.inputs_shape>`: a :class:`~deepnet.Network` infers it from
+    the data while it has none)."""
+    shape = getattr(X, "shape", None)          # a user's array, or a list
+    return net.inputs_shape(tuple(int(d) for d in (shape if shape is not None else to_host(X).shape)), where)
 
 
 def device_targets(ops: Ops, y: Any, n: int, width: int, dtype: str, loss: Loss, where: str) -> tuple[Array, Array]:
@@ -49,9 +47,6 @@ def device_targets(ops: Ops, y: Any, n: int, width: int, dtype: str, loss: Loss,
     host = as_host_targets(y, n, width, where, allow_labels=loss.accepts_labels)
     if host.ndim == 1:
         labels = to_device(host, ops, dtype="int64")
-        prepare = getattr(loss, "targets", None)
-        if prepare is not None:  # losses that work on target rows: build them once
-            return prepare(ops, ops.zeros((n, width), ops.dtype(dtype)), labels), labels
-        return labels, labels
+        return loss.label_targets(ops, labels, width, ops.dtype(dtype)), labels   # target rows built once, where the loss wants them
     targets = to_device(host, ops, dtype=dtype)
     return targets, to_device(host.argmax(axis=1), ops, dtype="int64")

@@ -119,7 +119,7 @@ class DataParallel:
                     "resume": run.resume, "stream_chunk_rows": trainer.stream_chunk_rows,
                     "resume from": None if not (run.resume and ckpt is not None) else str(ckpt.last_path()),
                     "checkpoints": None if ckpt is None else [ckpt.every_steps, ckpt.monitor, ckpt.mode, ckpt.keep],
-                    "reduction": [self.comm.name, getattr(self.comm, "transport", None), self.bucket_bytes,
+                    "reduction": [self.comm.name, self.comm.transport, self.bucket_bytes,
                                   self.overlap, self.sync_batchnorm]})
 
     def batches(self, net: Any, X: Any, T: Any, batch_size: int, chunk_rows: int | None, rows: Any

@@ -151,7 +151,7 @@ class Trainer:
         error is never computed: ``Network.lowest_trained``) in its fastest layout for this
         batch size, if the layer allows any layout (``Layer.any_layout``); optimizer slots follow."""
         net, ops = self.net, self.net.ops
-        first = net.layers[net.lowest_trained] if hasattr(net, "lowest_trained") else net.layers[0]
+        first = net.layers[net.lowest_trained]
         for p in first.parameters().values() if first.any_layout else ():
             laid = ops.training_layout(p.data, self.settings.batch_size, input_grad=False)
             if laid is not p.data:
