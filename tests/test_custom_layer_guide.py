@@ -64,7 +64,7 @@ def test_guide_documents_the_idioms():
     for idiom in (".grad += ", "self.add_param(", "def get_config", "def initialize", "dn.check_layer(",
                   "dn.Network(", "save_model(", "load_model(", "_need_cache()", "self._cache =",
                   "class Huber(dn.Loss)", "def forward_backward(self, z, y)", "dn.check_loss(",
-                  "class Adagrad(dn.Optimizer)", "slots = (", "def update(self, w, g, state, ops, scalars=None)",
+                  "class Adagrad(dn.Optimizer)", "slots = (", "def update(self, w, g, state, ops, lr)",
                   "make_inputs=", "self.ops.arange("):
         assert idiom in python, idiom
     for idiom in ("## 9. Writing a loss", "## 10. Writing an optimizer", "self.ops.zeros(shape, dtype)",
