@@ -24,7 +24,7 @@ class Callback:
 
     def on_train_begin(self, net: TrainedModel, logs: dict[str, Any]) -> None:
         """``logs``: epochs, steps_per_epoch, batch_size, samples, initial_epoch (of a resumed run),
-        rank and ranks (this process in a data-parallel run, and how many; 0 and 1 otherwise)."""
+        resumed (whether the run continues a checkpoint), rank and ranks (this process in a data-parallel run, and how many; 0 and 1 otherwise)."""
     def on_epoch_begin(self, net: TrainedModel, epoch: int, logs: dict[str, Any]) -> None: ...
     def on_batch_begin(self, net: TrainedModel, step: int, logs: dict[str, Any]) -> None:
         """``step``: steps done so far; ``logs``: this batch's ``epoch`` and ``batch`` index."""

@@ -38,8 +38,9 @@ class CSVLogger(Callback):
     metric the run does not have, e.g. val_loss without validation data, is ``NA``).
 
     ``append=False`` refuses an existing file at the start of a new run (nothing is replaced);
-    ``append=True`` adds to it.  A resumed run always continues it, dropping the rows of the
-    epochs it trains again (those written after its checkpoint)."""
+    ``append=True`` adds to it.  A resumed run (``resumed`` in the ``on_train_begin`` logs)
+    always continues it, dropping the rows of the epochs it trains again (from its checkpoint's
+    epoch on: a checkpoint written inside an epoch trains that epoch again)."""
 
     def __init__(self, path: str | os.PathLike[str], append: bool = False, separator: str = ",") -> None:
         self.path, self.append, self.separator = Path(path), bool(append), separator
@@ -51,16 +52,17 @@ class CSVLogger(Callback):
         if not self._active:
             return
         initial = int(logs.get("initial_epoch", 0) or 0)
+        resumed = bool(logs.get("resumed")) or initial > 0
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_rows([])
             self._started = True
             return
-        if initial == 0 and not (self.append or self._started):
+        if not (resumed or self.append or self._started):
             raise FileExistsError(f"CSVLogger: {self.path} exists; pass append=True to add this run's rows to it, "
                                   "or give another path")
         rows = self._read_rows()
-        kept = [r for r in rows if _epoch_of(r) < initial] if initial > 0 else rows
+        kept = [r for r in rows if _epoch_of(r) < initial] if resumed else rows
         if len(kept) != len(rows):
             self._write_rows(kept)
         self._started = True

@@ -155,6 +155,31 @@ def test_resumed_run_continues_both_logs_without_duplicate_steps(tmp_path, rng, 
     assert [e for _, e in scalars["epoch"]] == ([1, 2, 3] if crash else [1, 2, 2, 3])
 
 
+@pytest.mark.parametrize("append", [False, True])
+def test_a_run_resumed_inside_its_first_epoch_continues_the_csv_once(tmp_path, rng, append):
+    """A checkpoint written inside epoch 0 resumes with initial_epoch 0: the interrupted epoch's
+    row goes (it is trained again), the file is continued whatever ``append`` says."""
+    X, y = data(rng)
+    path, ckpt = tmp_path / "log.csv", tmp_path / "ckpt"
+
+    class StopAt(dn.Callback):
+        def on_batch_end(self, net, step, logs):
+            if step == 7:
+                net.stop_training = True
+
+    make().fit(X, y, epochs=2, batch_size=10, callbacks=[CSVLogger(path, append=append), StopAt()],
+               checkpoint=Checkpointer(ckpt, every_steps=5))
+    assert [r["epoch"] for r in read_csv(path)] == ["0"]                 # the stopped epoch's row
+    assert Checkpointer(ckpt).read_state()["epochs_done"] == 0
+    make().fit(X, y, epochs=2, batch_size=10, callbacks=[CSVLogger(path, append=append)],
+               checkpoint=Checkpointer(ckpt, every_steps=5), resume=True)
+    ref = tmp_path / "ref.csv"
+    make().fit(X, y, epochs=2, batch_size=10, callbacks=[CSVLogger(ref)])
+    rows = read_csv(path)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in read_csv(ref)], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------- deepnet train --log-dir
 def test_cli_log_dir_one_folder_per_run_and_resume_continues_it(tmp_path, capsys):
     needs_tensorboardx()

@@ -188,19 +188,24 @@ class Trainer:
     def fit(self, X: Any, y: Any) -> History:
         """Train on (X, y) and return the history: the epoch loop (products in the settings'
         precision meanwhile)."""
-        net, epochs = self.net, self.settings.epochs
         with self._ending_the_job_on_error(), self.signals, self._processes(), self._precision():
-            run = self._start(X, y)
-            if run.finished:            # the run ended for good (e.g. early stopping): nothing to train
-                return run.history
-            for epoch in range(run.first_epoch, epochs):
-                logs = self._epoch(epoch, run.first_batch if epoch == run.first_epoch else 0, run)
-                self._heed_signal()       # one that came during validation: this epoch's end is the stop
-                run.callbacks.epoch_end(net, epoch, logs)
-                self._move(carried=None)
-                if net.stop_training:
-                    break
-            return self._end(run)
+            history = self._loop(X, y)
+        history.late_signal = self.signals.late         # read when every context has closed
+        return history
+
+    def _loop(self, X: Any, y: Any) -> History:
+        net, epochs = self.net, self.settings.epochs
+        run = self._start(X, y)
+        if run.finished:            # the run ended for good (e.g. early stopping): nothing to train
+            return run.history
+        for epoch in range(run.first_epoch, epochs):
+            logs = self._epoch(epoch, run.first_batch if epoch == run.first_epoch else 0, run)
+            self._heed_signal()       # one that came during validation: this epoch's end is the stop
+            run.callbacks.epoch_end(net, epoch, logs)
+            self._move(carried=None)
+            if net.stop_training:
+                break
+        return self._end(run)
 
     @contextmanager
     def _ending_the_job_on_error(self) -> Iterator[None]:
@@ -255,7 +260,8 @@ class Trainer:
         self.strategy = self._choose_step(batches, T, labels, callbacks, guard)
         callbacks.train_begin(net, {"epochs": run.epochs, "steps_per_epoch": batches.n_batches,
                                     "batch_size": run.batch_size, "samples": batches.n_rows,
-                                    "initial_epoch": first_epoch, "rank": world.rank, "ranks": world.size})
+                                    "initial_epoch": first_epoch, "resumed": self.resumed,
+                                    "rank": world.rank, "ranks": world.size})
         return _Run(history, first_epoch, first_batch, batches, labels, val, self.strategy,
                     _Events(self, callbacks), callbacks, False)
 
@@ -263,7 +269,6 @@ class Trainer:
         """``on_train_end``; the ranks hold the same weights; a signal that stopped the run raises."""
         run.callbacks.train_end(self.net, {"history": run.history})
         self.world.check_same_weights(self.net)
-        run.history.late_signal = self.signals.late
         assert self.position is not None
         if self.position.interrupted is not None:
             raise self._interrupted()
