@@ -392,11 +392,7 @@ class Network:
         described there).  Every option is checked before anything changes.
         """
         run = FitSettings.of(settings, options)
-        run.check_for(self)             # before anything changes
-        if run.loss is not None:
-            self.loss = run.loss
-        if run.optimizer is not None:
-            self.optimizer = run.optimizer
+        run.check_for(self)             # before a checkpoint folder is made (Trainer checks again: it is public)
         if isinstance(run.checkpoint, (str, os.PathLike)):       # a folder
             run = replace(run, checkpoint=Checkpointer(run.checkpoint))
         return Trainer(self, run).fit(X, y)

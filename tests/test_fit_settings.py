@@ -42,7 +42,7 @@ def test_an_unknown_option_is_named_with_the_closest_one_and_the_valid_ones(rng)
                                         r"are epochs, batch_size, .*late_signal_raises$"):
         net.fit(X, y, epoch=2)
     with pytest.raises(TypeError, match=r"^fit: unknown option 'checkpointer' \(did you mean 'checkpoint'\?\)"):
-        Trainer(net, epochs=1, checkpointer=None)
+        net.fit(X, y, checkpointer=None)          # (Trainer still takes its old keyword, with a warning)
 
 
 def test_settings_and_options_together_are_refused(rng):
@@ -91,3 +91,20 @@ def test_a_late_signal_is_kept_for_the_caller_with_late_signal_raises_false(rng)
     assert history.late_signal == "SIGINT" and len(history["loss"]) == 1
     with pytest.raises(KeyboardInterrupt):      # the default: it reaches its handler when fit returns
         _net().fit(X, y, epochs=1, batch_size=8, callbacks=[_SignalAtTheEnd()])
+
+
+def test_a_trainer_takes_the_loss_and_optimizer_it_is_given_and_refuses_a_folder(tmp_path):
+    """``Trainer`` is public: its ``loss=``/``optimizer=`` replace the model's (as fit's do), a
+    folder as ``checkpoint`` is refused in one line (only fit makes the Checkpointer), and the
+    old keyword ``checkpointer=`` still works with a deprecation warning."""
+    from deepnet.checkpoint import Checkpointer
+
+    net = _net()
+    Trainer(net, epochs=1, batch_size=8, optimizer=dn.Adam(0.05), loss="mse")
+    assert isinstance(net.optimizer, dn.Adam) and net.optimizer.lr == 0.05
+    assert type(net.loss).__name__ == "MeanSquaredError"
+    with pytest.raises(TypeError, match=r"^Trainer: checkpoint must be a deepnet.checkpoint.Checkpointer .*got str 'ck'$"):
+        Trainer(net, epochs=1, checkpoint="ck")
+    with pytest.warns(DeprecationWarning, match=r"checkpoint=\.\.\."):
+        t = Trainer(net, epochs=1, checkpointer=Checkpointer(tmp_path / "ck"))
+    assert t.checkpointer.directory == tmp_path / "ck"

@@ -11,8 +11,10 @@ the checkpoint savers, the NaN guard, the history and the printer are callbacks 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
@@ -42,11 +44,23 @@ from .world import OneProcess
 class Trainer:
     """One run of ``fit`` on a model (``net``: layers, parameters, forward, backward, loss,
     optimizer, host generator ``rng``) with ``settings`` (:class:`FitSettings`, or its options
-    as keywords); ``settings.checkpoint`` here is a Checkpointer or None."""
+    as keywords); ``settings.checkpoint`` here is a Checkpointer or None (``Network.fit`` also
+    takes a folder).  ``loss`` and ``optimizer``, when given, replace the model's."""
 
     def __init__(self, net: Any, settings: FitSettings | None = None, **options: Any) -> None:
+        if "checkpointer" in options:       # its name before FitSettings
+            warnings.warn("Trainer(checkpointer=...) is now Trainer(checkpoint=...), as in fit", DeprecationWarning,
+                          stacklevel=2)
+            options["checkpoint"] = options.pop("checkpointer")
         self.settings = run = FitSettings.of(settings, options)
         run.check_for(net)
+        if isinstance(run.checkpoint, (str, os.PathLike)):
+            raise TypeError(f"Trainer: checkpoint must be a deepnet.checkpoint.Checkpointer (Network.fit also takes "
+                            f"a folder), got {type(run.checkpoint).__name__} {str(run.checkpoint)!r}")
+        if run.loss is not None:
+            net.loss = run.loss
+        if run.optimizer is not None:
+            net.optimizer = run.optimizer
         if net.loss is None or net.optimizer is None:
             raise ValueError("fit: give a loss and an optimizer (here or to Network(...))")
         self.net, self.checkpointer = net, run.checkpoint
