@@ -12,7 +12,9 @@ Notation: w a parameter, g = ∂f/∂w, η the learning rate, t the step count.
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, NamedTuple
 
@@ -253,6 +255,31 @@ def resolve_optimizer(saved: dict[str, Any]) -> type[Optimizer]:
                                f"@deepnet.register_optimizer({(name or saved.get('type'))!r})") from None
 
 
+def _fifth_parameter(method: Any) -> str | None:
+    """The name of ``method``'s argument after (self, w, g, state, ops), or None."""
+    try:
+        names = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names[5] if len(names) > 5 else None
+
+
+def _adapt_scalars_signature(cls: type, name: str, method: Any) -> None:
+    """An optimizer written for ``update(w, g, state, ops, scalars=None)`` (before η was passed
+    in) keeps training eagerly: it is called with ``scalars=None`` and reads ``self.lr``, as it
+    did; it is not captured (it would bake η into the graph).  Said once, as a warning."""
+    warnings.warn(f"{cls.__name__}.{name}(..., ops, scalars): optimizers now receive the learning rate, "
+                  f"write {name}(..., ops, lr) and use lr (docs/optimizers.md); this one reads self.lr and "
+                  "is not captured", DeprecationWarning, stacklevel=4)
+
+    def adapted(self: Any, a: Any, b: Any, c: Any, ops: Any, lr: Any = None) -> None:
+        method(self, a, b, c, ops, None)
+
+    adapted.__doc__ = method.__doc__
+    setattr(cls, name, adapted)
+    cls.capturable = False
+
+
 class Optimizer:
     """Base optimizer: owns η (:attr:`lr`), the step count and the per-parameter state.
 
@@ -281,6 +308,10 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         Optimizer.registry.add(cls)
         cls.registered_name = None if "registered_name" not in cls.__dict__ else cls.registered_name
+        for name in ("update", "update_many"):
+            method = cls.__dict__.get(name)
+            if method is not None and _fifth_parameter(method) == "scalars":
+                _adapt_scalars_signature(cls, name, method)
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, clip_norm: float | None = None,
                  max_norm: float | None = None, *, weight_decay_exclude: Exclude | None = None,

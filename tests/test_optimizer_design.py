@@ -245,3 +245,26 @@ def test_a_checkpoint_restores_a_user_optimizer_by_its_registered_name(registrat
     with pytest.raises(ModelFileError, match=r"register.*@deepnet\.register_optimizer\('movinglion'\)") as err:
         Checkpointer(tmp_path).restore(fresh)
     assert "\n" not in str(err.value)
+
+
+def test_an_optimizer_written_for_the_scalars_signature_still_trains_eagerly_with_a_warning():
+    """Before the optimizer owned η, ``update(w, g, state, ops, scalars=None)`` read
+    ``self.lr if scalars is None else scalars.lr_w``: such a class keeps training (eagerly,
+    with its own η), says how to update it, and is not captured."""
+    import warnings as _w
+
+    with pytest.warns(DeprecationWarning, match=r"OldSGD.update\(..., ops, scalars\): optimizers now receive"):
+        class OldSGD(dn.Optimizer):
+            def update(self, w, g, state, ops, scalars=None):
+                w -= (self.lr if scalars is None else scalars.lr_w) * g
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
+    nets = [dn.Network([dn.Dense(4, 2)], seed=3, dtype="float64", loss="xent", optimizer=opt)
+            for opt in (OldSGD(lr=0.1), dn.SGD(0.1))]
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        for net in nets:
+            net.fit(X, y, epochs=2, batch_size=8)
+    np.testing.assert_array_equal(nets[0].get_weights()["0.weight"], nets[1].get_weights()["0.weight"])
+    assert OldSGD.capturable is False
