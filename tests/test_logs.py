@@ -208,6 +208,21 @@ def test_cli_log_dir_one_folder_per_run_and_resume_continues_it(tmp_path, capsys
     assert len(list(logs.iterdir())) == 2
 
 
+def test_cli_log_dir_that_is_a_file_is_refused_before_any_data_is_loaded(tmp_path, capsys, monkeypatch):
+    from deepnet.cli import build, main
+
+    def no_data(*a, **k):
+        raise AssertionError("the data were loaded before --log-dir was checked")
+
+    monkeypatch.setattr(build, "load_dataset", no_data)
+    (tmp_path / "afile").write_text("keep me")
+    rc = main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--log-dir", str(tmp_path / "afile"),
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"--log-dir {tmp_path / 'afile'}: this is a file; expected a folder for the runs' logs" in err
+    assert (tmp_path / "afile").read_text() == "keep me" and not (tmp_path / "run").exists()
+
+
 def test_cli_log_dir_without_tensorboardx_says_what_to_install(tmp_path, capsys, monkeypatch):
     """Refused before training, in one line naming the extra; nothing trained nor written."""
     from deepnet.cli import main

@@ -113,3 +113,6 @@ def prepare_outputs(args: argparse.Namespace, out: Path, made: list[list[Path]])
         made.append(missing_folders(Path(args.plot)))
         check_output_folder(Path(args.plot), "--plot", "the PNG pictures")
         pyplot()  # fail early with a clear message if matplotlib is missing
+    if args.log_dir and launched_rank() == 0:
+        made.append(missing_folders(Path(args.log_dir)))
+        check_output_folder(Path(args.log_dir), "--log-dir", "the runs' logs")
