@@ -168,8 +168,7 @@ class TensorBoardLogger(Callback):
 
     def _gradient_flow(self, net: Any, step: int) -> None:
         """The last epoch of ``net.diagnostics`` (a GradientFlow), if any."""
-        records = getattr(getattr(net, "diagnostics", None), "records", None)
-        rec = records() if callable(records) else None
+        rec = None if net.diagnostics is None else net.diagnostics.records()
         if not rec or not rec.get("error_norm"):
             return
         for name, value in zip(rec["layer_names"], rec["error_norm"][-1]):

@@ -130,9 +130,8 @@ def _refuse(layer: Layer, reason: str) -> OnnxExportError:
 
 
 def _export_one(g: OnnxGraph, layer: Layer, x: str) -> str:
-    own = getattr(layer, "to_onnx", None)
-    if callable(own):
-        return own(g, x)
+    if layer.to_onnx is not None:       # the layer's own export (Layer.to_onnx)
+        return layer.to_onnx(g, x)
     fn = _EXPORTS.get(type(layer))
     if fn is None:
         raise _refuse(layer, "it is not a built-in layer and defines no to_onnx(graph, x) method "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..backend import Array, Ops, get_backend, get_ops, host_rng, to_device, to_host, use_backend
@@ -167,7 +168,8 @@ class Layer:
       twice in one step, so a shared layer accumulates both calls' gradients), :meth:`clear_cache`;
     * diagnostics: :meth:`record_errors` (the error reaching each layer inside a block);
     * flags: :attr:`capturable` (a CUDA graph may capture the step: checked for every layer in
-      the tree), :attr:`backward_free`, :attr:`any_layout` (memory layout), ``step_scratch``.
+      the tree), :attr:`backward_free`, :attr:`any_layout` (memory layout), ``step_scratch``;
+    * export: :attr:`to_onnx` (a layer that is not built in writes its own ONNX nodes).
 
     Training or evaluation is the ``training`` argument of :meth:`forward`, which a container
     passes on.  :meth:`walk` lists the tree (diagnostics, summaries, the captured-step checks).
@@ -198,6 +200,11 @@ class Layer:
     #: the input width the layer requires (``Dense``: its ``n_in``), set by its constructor;
     #: None (the default): any width, or not a rows layer (:meth:`input_shape` reads it)
     n_in: int | None = None
+    #: ONNX export of a layer deepnet does not know: a method ``to_onnx(graph, x) -> y`` adding
+    #: the layer's nodes to ``graph`` (:class:`deepnet.onnx_export.OnnxGraph`) from the value
+    #: named ``x`` and returning its output's name (docs/after-training.md); None: built-in or
+    #: not exportable
+    to_onnx: ClassVar[Callable[..., str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
