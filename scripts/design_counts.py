@@ -16,9 +16,9 @@ docs/architecture.md gives the figures before and after the issue 25 redesign.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import re
-import sys
 from collections import deque
 from pathlib import Path
 
@@ -132,4 +132,7 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1])
+    ap = argparse.ArgumentParser(description="How the training code is put together, counted from the source.")
+    ap.add_argument("checkout", nargs="?", default=str(Path(__file__).resolve().parents[1]),
+                    help="the folder of a deepnet checkout (default: this one)")
+    main(Path(ap.parse_args().checkout))
