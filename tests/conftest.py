@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import pytest
 
 import deepnet
 from deepnet.backend import BackendError, get_ops
+
+# The interrupt tests press Ctrl-C as a user at a terminal would.  A test run started in the
+# background of a shell without job control (``cmd &``, ``nohup``) inherits SIGINT ignored, and
+# fit rightly leaves an ignored signal alone; give the tests (and the processes they start,
+# which inherit the disposition) Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def _torch_ops():
     """PyTorch (CPU) as a user adds it: any Array-API namespace through the public register_backend."""
