@@ -273,7 +273,11 @@ def _adapt_scalars_signature(cls: type, name: str, method: Any) -> None:
                   "is not captured", DeprecationWarning, stacklevel=4)
 
     def adapted(self: Any, a: Any, b: Any, c: Any, ops: Any, lr: Any = None) -> None:
-        method(self, a, b, c, ops, None)
+        self._legacy_lr = lr          # for a built-in update it hands scalars=None on to
+        try:
+            method(self, a, b, c, ops, None)
+        finally:
+            self._legacy_lr = None
 
     adapted.__doc__ = method.__doc__
     setattr(cls, name, adapted)
@@ -296,6 +300,9 @@ class Optimizer:
     #: every optimizer class by qualified name (``module.QualName``): checkpoints name optimizers through it
     registry: ClassVar[ClassRegistry] = ClassRegistry("optimizer")
     slots: ClassVar[tuple[str, ...]] = ()
+    #: η of the step while an update written for the old ``(..., ops, scalars)`` signature runs
+    #: (it hands ``scalars=None`` on to a built-in update, which then takes this): None otherwise
+    _legacy_lr: Any = None
     #: the name given to :func:`register_optimizer` (None: not registered)
     registered_name: ClassVar[str | None] = None
     #: declared capability: whether :meth:`step` runs inside a captured step (CUDA graph), i.e.
@@ -616,6 +623,7 @@ class SGD(Optimizer):
         ops.sgd_update_many_(ws, gs, self.step_lr(ops, ws[0].dtype if ws else None, scalars))
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops, lr: Any) -> None:
+        lr = self._legacy_lr if lr is None else lr
         if self.momentum:
             ops.momentum_update_(w, g, state["velocity"], lr, self.momentum, self.nesterov)
         else:
@@ -623,6 +631,7 @@ class SGD(Optimizer):
 
     def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops,
                     lr: Any) -> None:
+        lr = self._legacy_lr if lr is None else lr
         if self.momentum:
             ops.momentum_update_many_(ws, gs, [st["velocity"] for st in states], lr, self.momentum,
                                       self.nesterov)
@@ -714,11 +723,13 @@ class Adam(Optimizer):
         return lr._replace(decay=1.0)
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops, lr: AdamStep) -> None:
+        lr = self._legacy_lr if lr is None else lr
         ops.adam_update_(w, g, state["m"], state["v"], lr.lr_t, self.beta1, self.beta2, lr.eps_hat,
                          lr.decay)
 
     def update_many(self, ws: list[Array], gs: list[Array], states: list[dict[str, Array]], ops: Ops,
                     lr: AdamStep) -> None:
+        lr = self._legacy_lr if lr is None else lr
         ops.adam_update_many_(ws, gs, [st["m"] for st in states], [st["v"] for st in states], lr.lr_t,
                               self.beta1, self.beta2, lr.eps_hat, lr.decay)
 
@@ -757,6 +768,7 @@ class RMSProp(Optimizer):
         return {**super().get_config(), "rho": self.rho, "eps": self.eps}
 
     def update(self, w: Array, g: Array, state: dict[str, Array], ops: Ops, lr: Any) -> None:
+        lr = self._legacy_lr if lr is None else lr
         ops.rmsprop_update_(w, g, state["s"], lr, self.rho, self.eps)
 
 

@@ -268,3 +268,17 @@ def test_an_optimizer_written_for_the_scalars_signature_still_trains_eagerly_wit
             net.fit(X, y, epochs=2, batch_size=8)
     np.testing.assert_array_equal(nets[0].get_weights()["0.weight"], nets[1].get_weights()["0.weight"])
     assert OldSGD.capturable is False
+
+    with pytest.warns(DeprecationWarning, match=r"OldAdam.update\(..., ops, scalars\)"):
+        class OldAdam(dn.Adam):               # the old way to extend a built-in: hand scalars on
+            def update(self, w, g, state, ops, scalars=None):
+                super().update(w, g, state, ops, scalars)
+
+    nets = [dn.Network([dn.Dense(4, 2)], seed=3, dtype="float64", loss="xent", optimizer=opt)
+            for opt in (OldAdam(0.01, weight_decay=0.1), dn.Adam(0.01, weight_decay=0.1))]
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        for net in nets:
+            net.fit(X, y, epochs=2, batch_size=8)
+    np.testing.assert_allclose(nets[0].get_weights()["0.weight"], nets[1].get_weights()["0.weight"], rtol=1e-12)
+
