@@ -254,8 +254,8 @@ def test_obstacles_are_named(fresh_warnings):
         _net(NumpyOps(), dn.Adam()).fit(X, y, graphs="on", check_finite="skip")
 
     class MyAdam(dn.Adam):
-        def update(self, w, g, state, ops, scalars=None):
-            super().update(w, g, state, ops, scalars)
+        def update(self, w, g, state, ops, lr):
+            super().update(w, g, state, ops, lr)
 
     with pytest.raises(ValueError, match="optimizer MyAdam overrides"):
         _net(NumpyOps(), MyAdam()).fit(X, y, graphs="on")
