@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,12 +43,6 @@ _IR_VERSION = 8
 
 class OnnxExportError(ValueError):
     """A network (or one of its layers) that cannot be written to ONNX, with the reason."""
-
-
-class OnnxExportable(Protocol):
-    """What a user layer defines to be exported: its output's name, built from input ``x``."""
-
-    def to_onnx(self, graph: OnnxGraph, x: str) -> str: ...
 
 
 def _onnx() -> Any:

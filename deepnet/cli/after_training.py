@@ -23,7 +23,7 @@ from ..distributed.launch import launched_rank
 from ..io import load_network
 from ..logs import log_callbacks
 from ..onnx_export import DEFAULT_OPSET, export_onnx
-from .common import CLIError
+from .common import CLIError, model_input_shape
 
 
 # ---------------------------------------------------------------------------- deepnet export
@@ -50,10 +50,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         raise CLIError(f"the output must be an .onnx file, got {out}")
     net = load_network(args.model, backend=args.backend)
-    shape = net.input_shape
-    image_shape = net.metadata.get("image_shape")
-    if shape is None and image_shape and len(net.layers[0].input_spec() or ()) == 3:
-        shape = (1, *image_shape)            # a network taking images, saved before it saw data
+    shape = model_input_shape(net, net.metadata.get("image_shape"))
     try:
         export_onnx(net, out, input_shape=shape, opset=args.opset)
     except ImportError as err:

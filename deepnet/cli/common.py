@@ -49,12 +49,18 @@ def versions() -> dict[str, str]:
     return out
 
 
-def model_inputs(net: Any, X: np.ndarray, image_shape: Any = None) -> np.ndarray:
-    """Rows of a data set as a view in the model's input shape (images for a network that
-    takes them directly, e.g. one starting with Conv2D).  A model saved before it saw any data
-    records no input shape: rows of a data set of ``image_shape`` (H, W) images go to a network
-    whose first layer takes images as (n, 1, H, W), as the data set draws them."""
+def model_input_shape(net: Any, image_shape: Any = None) -> tuple[int, ...] | None:
+    """One sample's shape as the model takes it.  A model saved before it saw any data records
+    none: for a data set of ``image_shape`` (H, W) images and a first layer that takes images,
+    (1, H, W), as the data set draws them; else None."""
     shape = net.input_shape
     if shape is None and image_shape and len(net.layers[0].input_spec() or ()) == 3:
         shape = (1, *image_shape)
+    return shape
+
+
+def model_inputs(net: Any, X: np.ndarray, image_shape: Any = None) -> np.ndarray:
+    """Rows of a data set as a view in the model's input shape (images for a network that
+    takes them directly, e.g. one starting with Conv2D; :func:`model_input_shape`)."""
+    shape = model_input_shape(net, image_shape)
     return X.reshape(len(X), *shape) if shape is not None and len(shape) > 1 else X
