@@ -25,6 +25,9 @@ class Loss:
     #: whether a CUDA graph may capture a training step with this loss (its forward_backward
     #: does the same device work every step, through ``ops`` only); False: always eager
     capturable: ClassVar[bool] = True
+    #: what the CPU's compiled step knows this loss as ("squared", "xent"); None: the plain
+    #: loop.  Honoured only when declared by the class defining ``forward_backward``
+    compiled_kind: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -59,6 +62,10 @@ class Loss:
 
     def _scale(self, n: int) -> float:
         return 1.0 / n if self.reduction == "mean" else 1.0
+
+    def error_scale(self, n: int, k: int) -> float:
+        """The factor c in f = c Σ (per-sample loss) for n rows of k outputs (1/n for the mean)."""
+        return self._scale(n)
 
     def check(self, z: Array, y: Array) -> None:
         """Raise :class:`ShapeError` when targets ``y`` do not fit outputs ``z``."""
@@ -108,6 +115,8 @@ class SumOfSquares(Loss):
     Integer labels are turned into targets ``off``/``on`` (the seed's 0.01/0.99).
     """
 
+    compiled_kind = "squared"
+
     def __init__(self, reduction: str = "mean", on: float = 0.99, off: float = 0.01) -> None:
         super().__init__(reduction)
         self.on = float(on)
@@ -123,7 +132,7 @@ class SumOfSquares(Loss):
 
     def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
         ops = self.ops_for(z)
-        return ops.squared_error(z, self.targets(ops, z, y), self._scale(z.shape[0]))
+        return ops.squared_error(z, self.targets(ops, z, y), self.error_scale(z.shape[0], z.shape[1]))
 
 
 class MeanSquaredError(SumOfSquares):
@@ -132,9 +141,8 @@ class MeanSquaredError(SumOfSquares):
     def __init__(self, reduction: str = "mean", on: float = 1.0, off: float = 0.0) -> None:
         super().__init__(reduction, on, off)
 
-    def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
-        ops = self.ops_for(z)
-        return ops.squared_error(z, self.targets(ops, z, y), self._scale(z.shape[0]) / z.shape[1])
+    def error_scale(self, n: int, k: int) -> float:
+        return self._scale(n) / k
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -144,8 +152,10 @@ class SoftmaxCrossEntropy(Loss):
     ∂f/∂z = softmax(z) − y.  The network's last layer should output logits (no Softmax).
     """
 
+    compiled_kind = "xent"
+
     def forward_backward(self, z: Array, y: Array) -> tuple[Array, Array]:
-        return self.ops_for(z).softmax_cross_entropy(z, y, self._scale(z.shape[0]))
+        return self.ops_for(z).softmax_cross_entropy(z, y, self.error_scale(z.shape[0], z.shape[1]))
 
 
 LOSSES: dict[str, type[Loss]] = {

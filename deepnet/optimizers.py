@@ -310,6 +310,10 @@ class Optimizer:
     #: numbers.  Read from the class that defines the nearest ``step``/``update``/``update_many``,
     #: which declares it in its own body (see :meth:`can_capture`).
     capturable: ClassVar[bool] = True
+    #: what the CPU's compiled step knows this update as ("sgd": SGD with or without (Nesterov)
+    #: momentum, "adam": Adam and AdamW); None: the plain loop.  Honoured only when declared by
+    #: the class defining the nearest ``step``/``update``/``update_many``, and without transforms
+    compiled_kind: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -480,6 +484,10 @@ class Optimizer:
         for t in transforms:
             t.after(plist, ops)
 
+    def decay_excluded(self, params: list[Parameter]) -> set[str]:
+        """Names of the parameters decoupled weight decay (AdamW's ``weight_decay_exclude``) skips."""
+        return self._decay_excluded(params)
+
     def _decay_excluded(self, params: list[Parameter]) -> set[str]:
         """Names of the parameters decoupled weight decay (AdamW) skips."""
         if self.weight_decay_exclude is None or not self.weight_decay or self.coupled_weight_decay:
@@ -590,6 +598,7 @@ class SGD(Optimizer):
     v ← μ v + g, w ← w − η v; with ``nesterov``: w ← w − η (g + μ v)."""
 
     capturable = True
+    compiled_kind = "sgd"
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False, **kw: Any) -> None:
         super().__init__(lr, **kw)
@@ -670,6 +679,7 @@ class Adam(Optimizer):
     slots = ("m", "v")
     decoupled = False          #: AdamW: weight decay applied to w directly, not added to g
     capturable = True
+    compiled_kind = "adam"
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  **kw: Any) -> None:

@@ -64,6 +64,8 @@ class Activation(Layer):
 class Identity(Activation):
     """g(x) = x."""
 
+    compiled_kind = "identity"
+
     def _forward(self, x: Array) -> Array:
         return self.ops.copy(x)
 
@@ -75,18 +77,21 @@ class Sigmoid(Activation):
     """g(x) = 1/(1+e^{−x}); backward: e ∘ z ∘ (1 − z)."""
 
     op, op_backward = "sigmoid", "sigmoid_backward_"
+    compiled_kind = "sigmoid"
 
 
 class Tanh(Activation):
     """g(x) = tanh x; backward: dy ∘ (1 − z²)."""
 
     op, op_backward = "tanh", "tanh_backward_"
+    compiled_kind = "tanh"
 
 
 class ReLU(Activation):
     """g(x) = max(x, 0); backward: dy ∘ [z > 0]."""
 
     op, op_backward = "relu", "relu_backward_"
+    compiled_kind = "relu"
 
 
 class Softmax(Activation):

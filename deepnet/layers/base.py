@@ -168,7 +168,8 @@ class Layer:
       twice in one step, so a shared layer accumulates both calls' gradients), :meth:`clear_cache`;
     * diagnostics: :meth:`record_errors` (the error reaching each layer inside a block);
     * flags: :attr:`capturable` (a CUDA graph may capture the step: checked for every layer in
-      the tree), :attr:`backward_free`, :attr:`any_layout` (memory layout), ``step_scratch``;
+      the tree), :attr:`compiled_kind` (the CPU's compiled step), :attr:`backward_free`,
+      :attr:`any_layout` (memory layout), ``step_scratch``;
     * export: :attr:`to_onnx` (a layer that is not built in writes its own ONNX nodes).
 
     Training or evaluation is the ``training`` argument of :meth:`forward`, which a container
@@ -190,6 +191,11 @@ class Layer:
     #: ``a += ...``), never in Python numbers or rebound attributes (a replay runs no Python).
     #: deepnet checks what it can (docs/custom-layers.md); set False to always run eagerly.
     capturable: ClassVar[bool] = True
+    #: what the CPU's compiled step (``fit(graphs=...)`` on NumPy with numba) knows this layer as
+    #: ("dense", "sigmoid", ...: its forward and backward are written out there too); None: the
+    #: run keeps the plain loop.  Honoured only when declared by the class that defines the
+    #: layer's forward and backward (a subclass overriding them is not what the code computes)
+    compiled_kind: ClassVar[str | None] = None
     #: array attributes a step may rebind because only that step reads them (besides ``_cache``)
     step_scratch: ClassVar[tuple[str, ...]] = ()
     #: True for a layer whose backward only hands the error down (no parameters, no side

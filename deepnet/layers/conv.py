@@ -500,6 +500,7 @@ class Flatten(Layer):
     """(n, d₁, …, d_k) → (n, d₁·…·d_k) in C order (NCHW: channel, then row, then column); ẽ = δ reshaped back."""
 
     backward_free = True
+    compiled_kind = "flatten"
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(int(d) for d in in_shape),)

@@ -22,6 +22,7 @@ class Dense(Layer):
     """
 
     any_layout = True          # W is read only through ops.linear / ops.gemm
+    compiled_kind = "dense"
 
     def __init__(self, n_in: int, n_out: int, bias: bool = True, init: str = "glorot") -> None:
         super().__init__()

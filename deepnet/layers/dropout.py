@@ -18,6 +18,7 @@ class Dropout(RandomDraws, Layer):
     its own from ``seed``.
     """
 
+    compiled_kind = "dropout"
     step_scratch = ("_mask",)      # a new mask each step, read only by that step's backward
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
