@@ -225,3 +225,8 @@ def typed_list(arrays: list) -> Any:
 def kernel(name: str, size: int) -> Any:
     """The compiled update ``name`` (sgd, momentum, adam) suited to ``size`` elements."""
     return (_parallel if size >= PARALLEL_MIN_SIZE else _serial)[name]
+
+
+def compile_cached(func: Callable) -> Any:
+    """``func`` compiled by numba (serial) with deepnet's disk cache, as these kernels are."""
+    return _njit(func)

@@ -8,6 +8,8 @@ the arrays' layout allow, else the pure-NumPy method it overrides.  The register
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
 from itertools import chain
 from types import ModuleType
 from typing import Any
@@ -34,6 +36,7 @@ def load_kernels() -> ModuleType:
     return numba_kernels
 
 
+_SAID_NO_SCIPY: list[bool] = []
 _TINY: dict[Any, Any] = {}
 
 
@@ -141,6 +144,19 @@ class NumbaOps(NumpyOps):
             loss = self._k.elementwise["softmax_xent"](logits, target, logits.dtype.type(scale), grad)
             return np.asarray(loss, dtype=logits.dtype), grad
         return super().softmax_cross_entropy(logits, target, scale)
+
+    def step_compiler(self) -> ModuleType | None:
+        """The compiled training step (``deepnet.backend.numba_steps``, loaded on first use);
+        None without SciPy, where numba finds the BLAS its products call (said once)."""
+        if importlib.util.find_spec("scipy") is None:
+            if not _SAID_NO_SCIPY:
+                _SAID_NO_SCIPY.append(True)
+                warnings.warn("the compiled CPU step (fit(graphs=...)) needs SciPy, through which numba calls BLAS: "
+                              "pip install 'deepnet[fast]'; training in the plain loop", RuntimeWarning, stacklevel=2)
+            return None
+        from . import numba_steps
+
+        return numba_steps
 
     # ------------------------------------------------------------------ optimizer updates
     def sgd_update_(self, w: Array, g: Array, lr: float) -> Array:

@@ -623,6 +623,13 @@ class Ops:
         """Name and memory of the device (GPU backends; raises on CPU ones): ``self.memory.describe()``."""
         return self.memory.describe()
 
+    # ------------------------------------------------------------------ compiled training steps
+    def step_compiler(self) -> Any:
+        """The kernels of the compiled training step (``fit(graphs=...)`` on the CPU:
+        :mod:`deepnet.backend.numba_steps` where numba is installed), or None: this backend has
+        none (its graphs, if any, are ``self.graphs``)."""
+        return None
+
     # ------------------------------------------------------------------ random numbers
     def device_rng(self, seed: int) -> DeviceRNG:
         """A generator on this backend seeded from the run's host generator."""
