@@ -415,7 +415,7 @@ def test_the_epoch_line_counts_only_the_rows_trained_in_an_interrupted_or_resume
     monkeypatch.setattr(trainer, "time", _SlowClock())
     _ctrl_c_after_step(monkeypatch, 9)
     out = tmp_path / "run"
-    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--val-fraction", "0"]) == 130
+    assert cli.main(["train", "--out", str(out), "--graphs", "off", "--epochs", "2", "--val-fraction", "0"]) == 130
     (seconds, rate), = _epoch_rates(capsys.readouterr().out)
     assert rate * seconds == pytest.approx(9 * 32, rel=0.01)
     assert cli.main(["train", "--out", str(out), "--resume"]) == 0
@@ -432,7 +432,7 @@ def test_resuming_a_run_stopped_at_an_epoch_end_with_those_epochs_names_the_chec
 
     _ctrl_c_after_step(monkeypatch, 43)          # the digits' 1,348 training rows, batch 32: 43 steps an epoch
     out = tmp_path / "run"
-    assert cli.main(["train", "--out", str(out), "--epochs", "3", "--val-fraction", "0", "--quiet"]) == 130
+    assert cli.main(["train", "--out", str(out), "--graphs", "off", "--epochs", "3", "--val-fraction", "0", "--quiet"]) == 130
     capsys.readouterr()
     assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -450,7 +450,7 @@ def test_a_new_run_where_ctrl_c_left_a_checkpoint_says_it_starts_afresh_and_how_
 
     _ctrl_c_after_step(monkeypatch, 9)
     out = tmp_path / "run"
-    assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 130
+    assert cli.main(["train", "--out", str(out), "--graphs", "off", "--epochs", "2", "--quiet"]) == 130
     capsys.readouterr()
     monkeypatch.undo()
     assert cli.main(["train", "--out", str(out), "--epochs", "2", "--quiet"]) == 0

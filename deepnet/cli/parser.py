@@ -99,9 +99,10 @@ def _training_options(t: argparse.ArgumentParser) -> None:
                    help="the matrix products' operands: float32 (default), tf32 or bf16 (float32 master weights "
                         "and accumulation; docs/gpu.md)")
     t.add_argument("--graphs", choices=list(GRAPHS), default="auto",
-                   help="capture the training step as a CUDA graph: auto (default: where the backend has graphs "
-                        "and the run allows; says why not), on (required), epoch (whole epochs as one graph; "
-                        "no per-batch progress bar), off")
+                   help="the training step without Python between operations: a CUDA graph on the GPU, compiled "
+                        "code on the CPU (numba): auto (default: where the backend can and the run allows; says why "
+                        "not), on (one step per graph or call), epoch (runs of steps per graph or call; no "
+                        "per-batch progress bar), off (the plain loop)")
     t.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
     t.add_argument("--val-fraction", type=float, default=None,
                    help="hold out this fraction of the training set for validation (default 0.1; 0 for none; "

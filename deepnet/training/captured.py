@@ -76,8 +76,8 @@ def capture_obstacles(net: Any, *, check_finite: str, streamed: bool, batch_hook
 _WARNED: set[str] = set()
 
 
-def warn_once(reason: str) -> None:
-    """Say once per process why a run with ``graphs="auto"`` trains without a graph (pointing at
+def warn_once(reason: str, what: str = "a CUDA graph") -> None:
+    """Say once per process why a run with ``graphs="auto"`` trains without ``what`` (pointing at
     the caller's line that started the run, the first frame outside deepnet)."""
     if reason in _WARNED:
         return
@@ -85,7 +85,7 @@ def warn_once(reason: str) -> None:
     level, frame = 1, sys._getframe(0)
     while frame is not None and frame.f_globals.get("__name__", "").startswith("deepnet."):
         frame, level = frame.f_back, level + 1
-    warnings.warn(f"graphs='auto': training without a CUDA graph because {reason}", GraphCaptureWarning,
+    warnings.warn(f"graphs='auto': training without {what} because {reason}", GraphCaptureWarning,
                   stacklevel=level)
 
 

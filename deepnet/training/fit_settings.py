@@ -29,9 +29,11 @@ class FitSettings:
     ``resume=True`` continues its latest file (same settings; ``epochs`` may grow),
     ``"if-exists"`` starts fresh when there is none.  ``stream_chunk_rows``: stream X
     from the host in chunks of this many rows (chosen automatically on CuPy when X
-    would not fit).  ``graphs``: capture the step as a CUDA graph and replay it
-    (``"auto"``: where the backend has graphs and nothing in the run prevents it, saying
-    once why not; ``"on"``: required; ``"epoch"``: whole epochs as one graph; ``"off"``).
+    would not fit).  ``graphs``: the step without Python between its operations, captured
+    as a CUDA graph and replayed on the GPU, compiled (numba, :mod:`deepnet.training.compiled`)
+    on the CPU (``"auto"``: where the backend can and nothing in the run prevents it, saying
+    once why not; ``"on"``: one step per graph or compiled call, required on the GPU;
+    ``"epoch"``: runs of steps per graph or call; ``"off"``: the plain loop).
     ``precision``: the matrix products' operands in ``"float32"``, ``"tf32"`` or ``"bf16"``
     (float32 master weights and accumulation; docs/gpu.md).
     ``communicator``: train data-parallel over its ranks (:mod:`deepnet.distributed`; each

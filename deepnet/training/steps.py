@@ -102,7 +102,7 @@ class CapturedStep:
         static = self.static
         hooks = _Between(events, static) if events.active else None
         done = static.run_full_batches(first, hooks, events.stop)
-        if static.net.stop_training or done < static.n_full:
+        if static.net.stop_training or done < static.n_full or static.n_full * static.B == static.n:
             return done
         if hooks is not None:
             hooks.begin(static.n_full)

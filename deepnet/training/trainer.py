@@ -37,6 +37,7 @@ from .interrupt import StopSignals
 from .position import LivePosition, RunPosition
 from .reporting import PrintEpochs, RecordHistory
 from .settings import rows_of, run_settings
+from .compiled import CompiledRun, compile_obstacles
 from .steps import CapturedStep
 from .world import OneProcess
 
@@ -180,7 +181,18 @@ class Trainer:
         something prevents a graph; "on"/"epoch" raise naming it)."""
         mode, net, run = self.settings.graphs, self.net, self.settings
         accept = guard.accept if guard.each_step else None
-        if mode == "off" or (mode == "auto" and not net.ops.graphs.captures):
+        if mode == "off":
+            return self.world.step(net, batches, accept)
+
+        def accept_at(f: Array, b: int) -> bool:
+            self._move(batch=b)
+            return guard.accept(f)
+
+        if net.ops.step_compiler() is not None:
+            compiled = self._compiled_step(batches, T, labels, callbacks, accept_at if accept is not None else None)
+            if compiled is not None or mode == "auto":
+                return compiled or self.world.step(net, batches, accept)
+        if mode == "auto" and not net.ops.graphs.captures:
             return self.world.step(net, batches, accept)
         obstacles = capture_obstacles(net, check_finite=run.check_finite, streamed=bool(self.stream_chunk_rows),
                                       batch_hooks=[_describe(cb) for cb in callbacks.batch_callbacks], mode=mode,
@@ -190,13 +202,23 @@ class Trainer:
             return self.world.step(net, batches, accept)
         if obstacles:
             raise ValueError(f"fit(graphs={mode!r}): the step cannot be captured: {'; '.join(obstacles)}")
-
-        def accept_at(f: Array, b: int) -> bool:
-            self._move(batch=b)
-            return guard.accept(f)
-
         return CapturedStep(StaticStep(net, batches.X, T, labels, run.batch_size, batches.rows, mode,
                                        accept_at if accept is not None else None))
+
+    def _compiled_step(self, batches: EpochBatches, T: Array, labels: Array, callbacks: CallbackList,
+                       accept_at: Any) -> CapturedStep | None:
+        """The compiled CPU step where nothing prevents it, else None, the reason said once:
+        graphs="auto" then trains in the plain loop, "on"/"epoch" run the captured step's Python
+        (:class:`StaticStep`, as on every backend without CUDA graphs)."""
+        mode, net, run = self.settings.graphs, self.net, self.settings
+        obstacles = compile_obstacles(net, labels_as_targets=T.ndim == 1, check_finite=run.check_finite,
+                                      streamed=bool(self.stream_chunk_rows),
+                                      batch_hooks=[_describe(cb) for cb in callbacks.batch_callbacks], mode=mode,
+                                      distributed=self.world.reduces_gradients, precision=run.precision)
+        if obstacles:
+            warn_once(obstacles[0], what="a compiled step")
+            return None
+        return CapturedStep(CompiledRun(net, batches.X, T, labels, run.batch_size, batches.rows, mode, accept_at))
 
     # ------------------------------------------------------------------ the run
     def fit(self, X: Any, y: Any) -> History:
