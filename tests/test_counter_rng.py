@@ -440,3 +440,106 @@ def test_philox_fill_computes_in_unsigned_integers_and_float32(nk):
             assert types <= {"uint64", "int64", "UniTuple(uint64 x 4)", "none", "bool", "pair<int64, bool>",
                              "range_iter_int64", "range_state_int64", "Function(<class 'range'>)",
                              "Literal[int](10)"}, sorted(types)          # int64: the round counter only
+
+
+# ---------------------------------------------------------------------- the NumPy backend with numba
+@pytest.fixture
+def numba_ops(nk):
+    from deepnet.backend.numba_ops import NumbaOps
+
+    return NumbaOps()
+
+
+def test_numba_backend_draws_philox_through_the_compiled_fill(numba_ops):
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    seed = (3 << 32) | 99
+    rng = numba_ops.device_rng(seed)
+    assert isinstance(rng, CounterRNG) and rng.kernel is not None
+    plain = CounterRNG(NumpyOps(), seed)                   # the Array-API version: the CuPy backends' bits
+    for shape, kind in (((129, 7), "float32"), ((1,), "float32"), ((33, 3), "float64"), ((0, 4), "float32"),
+                        ((2, 3, 5), "float32")):
+        got = rng.uniform(shape, np.dtype(kind))
+        assert got.shape == shape and got.dtype == np.dtype(kind)
+        np.testing.assert_array_equal(got, plain.uniform(shape, np.dtype(kind)))
+    strided = np.full((64, 8), -1.0, np.float32)[:, ::2]   # not contiguous: filled in flat C order
+    assert rng.uniform_into(strided) is strided
+    np.testing.assert_array_equal(strided, plain.uniform((64, 4), np.float32))
+    out = np.empty((5, 6), np.float64)
+    rng.uniform_into(out)
+    np.testing.assert_array_equal(out, plain.uniform((5, 6), np.float64))
+    assert rng.get_state() == plain.get_state() == {"philox_key": [99, 3], "counter": 7}
+
+
+def _dropout_net(backend, seed: int = 3):
+    import deepnet as dn
+
+    return dn.Network([dn.Dropout(0.4)], seed=seed, backend=backend, input_shape=(50,))
+
+
+def test_numba_backend_dropout_masks_follow_the_documented_layout(numba_ops):
+    """Plain CPU dropout draws Philox: its mask is fixed by the run's seed and the counter layout."""
+    x = np.ones((6, 50), np.float32)
+    net = _dropout_net(numba_ops)
+    first, second = net.forward(x, training=True), net.forward(x, training=True)
+    state = net.device_rng_state()
+    assert state["counter"] == 2
+    key = tuple(state["philox_key"])
+    for draw, y in enumerate((first, second)):
+        u = expected_uniforms(x.size, "float32", key, draw).reshape(x.shape)
+        np.testing.assert_array_equal(y, (u >= 0.4).astype(np.float32) * np.float32(1 / 0.6))
+    again = _dropout_net(numba_ops)                        # the same seed: the same masks
+    np.testing.assert_array_equal(again.forward(x, training=True), first)
+    other = _dropout_net(numba_ops, seed=4)
+    assert not np.array_equal(other.forward(x, training=True), first)
+
+
+@pytest.mark.cupy_shaped
+def test_cpu_dropout_draws_the_cupy_backends_masks(numba_ops, monkeypatch: pytest.MonkeyPatch):
+    """The same seed gives the same dropout masks on the NumPy backend (compiled Philox) as on
+    the CuPy code path (here CuPy's signatures over NumPy; on a GPU the fused kernel, pinned to
+    the same bits by test_the_fused_kernel_matches_the_array_api_version_on_the_gpu)."""
+    cupy_like = _ops("cupy-shaped", monkeypatch)
+    x = np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32)
+    cpu, gpu = _dropout_net(numba_ops), _dropout_net(cupy_like)
+    for _ in range(3):
+        a = cpu.forward(x, training=True)
+        b = cupy_like.to_host(gpu.forward(cupy_like.from_host(x), training=True))
+        np.testing.assert_array_equal(a, b)
+    assert cpu.device_rng_state() == gpu.device_rng_state()
+
+
+# ---------------------------------------------------------------------- timing (not a test)
+def _bench(rounds: int = 40) -> None:                     # pragma: no cover
+    """One 256x2048 float32 mask draw, ms, best of ``rounds`` interleaved: NumPy's generator (the
+    NumPy backend without numba), ``philox_fill`` (NumbaOps), the Array-API Philox."""
+    import time
+
+    from deepnet.backend import numba_kernels
+    from deepnet.backend.numba_ops import NumbaOps
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    shape, f32 = (256, 2048), np.float32
+    numpy_gen = NumpyOps().device_rng(1)
+    compiled = NumbaOps().device_rng(1)
+    array_api = CounterRNG(NumpyOps(), 1)
+    flat, counter, key = np.empty(math.prod(shape), f32), np.zeros(1, np.uint64), compiled.key_words()
+    cases = {"NumPy generator (uniform)": lambda: numpy_gen.uniform(shape, f32),
+             "philox_fill into a buffer": lambda: numba_kernels.philox_fill(flat, counter, *key),
+             "NumbaOps CounterRNG (uniform)": lambda: compiled.uniform(shape, f32),
+             "Array-API philox4x32 (uniform)": lambda: array_api.uniform(shape, f32)}
+    for f in cases.values():                               # compile, warm the caches
+        f()
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for name, f in cases.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
+    print(f"{shape[0]}x{shape[1]} float32 uniforms, ms, best of {rounds} interleaved:")
+    for name, t in best.items():
+        print(f"  {name:32s} {t * 1e3:7.3f}")
+
+
+if __name__ == "__main__":                                # pragma: no cover
+    _bench()
