@@ -99,6 +99,7 @@ class NumbaOps(NumpyOps):
         return CounterRNG(self, seed, kernel=self._philox_kernel())
 
     def _philox_kernel(self) -> PhiloxKernel:
+        """The compiled fill (:meth:`_philox_into`)."""
         return self._philox_into
 
     def _philox_into(self, out: Array, counter: Array, k0: Any, k1: Any) -> None:
