@@ -286,7 +286,7 @@ class Checkpointer:
                 if mine:
                     layer.load_state_arrays({k.split(".", 1)[1]: v for k, v in mine.items() if k.startswith(f"{i}.")})
         if device_rng is not None:
-            net.device_rng().set_state(device_rng)
+            net.set_device_rng_state(device_rng)
         self.best = header.get("best")
         history = History()
         hist = header.get("history") or {}

@@ -429,6 +429,15 @@ class Network:
         """The state of the run's device generator, or None if none was drawn from yet."""
         return None if self._device_rng is None else self._device_rng.get_state()
 
+    def set_device_rng_state(self, state: dict[str, Any]) -> None:
+        """Continue the run's device generator from ``state`` (:meth:`device_rng_state`'s dict,
+        e.g. a checkpoint's); the backend may swap in the kind of generator that wrote it
+        (``Ops.resume_device_rng``), which the layers that draw then use."""
+        rng = self.ops.resume_device_rng(self.device_rng(), state)
+        if rng is not self._device_rng:
+            self._device_rng = rng
+            self._give_rng()
+
     def device_rng(self) -> Any:
         """The run's generator on the backend (dropout masks), seeded from the host one (a
         data-parallel rank r > 0 mixes r into that seed: its own stream, see :meth:`set_replica`)."""

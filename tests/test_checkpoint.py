@@ -401,3 +401,102 @@ def test_stop_mid_epoch_and_resume_in_process(tmp_path, rng, chunk):
         np.testing.assert_array_equal(resumed.get_weights()[k], v)
     for key in ("loss", "accuracy"):            # the resumed epoch's totals carried once, not into epoch 3
         np.testing.assert_allclose(hist.history[key], ref_hist.history[key], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- the device generator's kind
+def _dropout_model(backend):
+    return dn.Network([dn.Dense(4, 16), dn.ReLU(), dn.Dropout(0.3), dn.Dense(16, 3)], seed=1, backend=backend,
+                      loss="xent", optimizer=dn.Adam(0.01))
+
+
+class _StopAtStep(dn.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, net, step, logs):
+        if step == self.step:
+            net.stop_training = True
+
+
+def _fit(net, X, y, folder=None, stop=None, resume=False):
+    ckpt = None if folder is None else Checkpointer(folder, every_steps=5)
+    net.fit(X, y, epochs=3, batch_size=10, callbacks=[] if stop is None else [_StopAtStep(stop)], checkpoint=ckpt,
+            resume=resume)
+    return net
+
+
+def _saved_device_rng(folder):
+    return read_tensors(Checkpointer(folder).last_path(), expect_format="deepnet-checkpoint")[1]["device_rng"]
+
+
+def _numba_ops():
+    pytest.importorskip("numba")
+    from deepnet.backend.numba_ops import NumbaOps
+
+    return NumbaOps()
+
+
+def test_a_checkpoint_with_numpys_generator_resumes_with_it(tmp_path, rng, monkeypatch):
+    """NumPy-backend checkpoints written before the Philox generator hold a NumPy generator's
+    state: the resumed run keeps drawing from that generator (its checkpoints too) and ends
+    exactly as the run would have without the interruption."""
+    from deepnet.backend.counter_rng import CounterRNG
+    from deepnet.backend.numba_ops import NumbaOps
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    ops = _numba_ops()
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 200)
+    with monkeypatch.context() as before:          # the NumPy backend as it drew then: NumPy's generator
+        before.setattr(NumbaOps, "device_rng", NumpyOps.device_rng)
+        ref = _fit(_dropout_model(ops), X, y)
+        _fit(_dropout_model(ops), X, y, tmp_path, stop=27)
+    assert _saved_device_rng(tmp_path)["bit_generator"] == "PCG64"
+    resumed = _dropout_model(ops)
+    assert isinstance(resumed.device_rng(), CounterRNG)       # a new run draws Philox
+    _fit(resumed, X, y, tmp_path, resume=True)
+    for k, v in ref.get_weights().items():
+        np.testing.assert_array_equal(resumed.get_weights()[k], v)
+    assert resumed.device_rng_state()["bit_generator"] == "PCG64"
+    assert _saved_device_rng(tmp_path)["bit_generator"] == "PCG64"
+
+
+def test_a_numba_backend_checkpoint_resumes_with_the_same_masks(tmp_path, rng):
+    ops = _numba_ops()
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 200)
+    ref = _fit(_dropout_model(ops), X, y)
+    _fit(_dropout_model(ops), X, y, tmp_path, stop=27)
+    assert set(_saved_device_rng(tmp_path)) == {"philox_key", "counter"}
+    resumed = _fit(_dropout_model(ops), X, y, tmp_path, resume=True)
+    for k, v in ref.get_weights().items():
+        np.testing.assert_array_equal(resumed.get_weights()[k], v)
+    assert resumed.device_rng_state() == ref.device_rng_state()
+
+
+def test_a_numba_backend_checkpoint_resumes_without_numba(tmp_path, rng):
+    """Where numba is absent the NumPy backend is pure NumPy (NumpyOps, NumPy's generator for
+    new runs); a checkpoint with a Philox state resumes there on the Array-API Philox: the
+    same masks, and the run ends as the uninterrupted one to rounding (NumPy's updates in
+    place of the compiled ones)."""
+    from deepnet.backend.counter_rng import CounterRNG
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    ops = _numba_ops()
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 200)
+    ref = _fit(_dropout_model(ops), X, y)
+    _fit(_dropout_model(ops), X, y, tmp_path, stop=27)
+    saved = _saved_device_rng(tmp_path)
+    assert not isinstance(NumpyOps().device_rng(1), CounterRNG)
+    with_numba, without = _dropout_model(ops), _dropout_model(NumpyOps())
+    for net in (with_numba, without):
+        Checkpointer(tmp_path).restore(net)
+    assert isinstance(without.device_rng(), CounterRNG) and without.device_rng().kernel is None
+    assert without.device_rng_state() == with_numba.device_rng_state() == saved
+    h = np.ones((10, 16), np.float32)                   # the Dropout layers draw from the restored generators
+    np.testing.assert_array_equal(without.layers[2].forward(h, True), with_numba.layers[2].forward(h, True))
+    resumed = _fit(_dropout_model(NumpyOps()), X, y, tmp_path, resume=True)
+    assert resumed.device_rng_state() == ref.device_rng_state()
+    for k, v in ref.get_weights().items():
+        np.testing.assert_allclose(resumed.get_weights()[k], v, rtol=1e-4, atol=1e-6)

@@ -1,11 +1,13 @@
 """The counter-based generator (deepnet/backend/counter_rng.py): Philox4x32-10 against published
 known answers, the documented counter layout, identical bits on every backend, a device-side
-counter (no host round trip per draw), state round trips, uniformity, and the fused kernel's
-C source compiled by the host C compiler (its maths, without a GPU)."""
+counter (no host round trip per draw), state round trips, uniformity, the fused kernel's
+C source compiled by the host C compiler (its maths, without a GPU), and the numba-compiled
+fill the NumPy backend draws through (``python tests/test_counter_rng.py`` times the three)."""
 
 from __future__ import annotations
 
 import ctypes
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -297,6 +299,36 @@ def test_the_kernel_source_computes_the_same_bits(tmp_path: Path, kind: str):
         np.testing.assert_array_equal(out, want)
 
 
+def test_the_cuda_launch_wrapper_draws_through_the_kernel_source(tmp_path: Path):
+    """CudaPhilox (what build_philox_kernel returns) launches the kernel of ``out``'s dtype with
+    one thread per block, then advances the counter: here with the kernels' C source compiled
+    for the host standing in for CuPy's ElementwiseKernel."""
+    from deepnet.backend.counter_rng import CudaPhilox
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    lib = _host_c_kernels(tmp_path)
+    launches = []
+
+    def host_kernel(kind: str):
+        fn = getattr(lib, f"uniform_{kind}")
+
+        def launch(ctr, k0, k1, n, out, size):
+            assert (type(k0), type(k1), type(n)) == (np.uint32, np.uint32, np.uint64)
+            launches.append((kind, int(n), size))
+            fn(ctr.ctypes.data_as(ctypes.c_void_p), ctypes.c_uint(int(k0)), ctypes.c_uint(int(k1)),
+               ctypes.c_ulonglong(int(n)), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_ssize_t(size))
+        return launch
+
+    ops = NumpyOps()
+    seed = (0x01020304 << 32) | 0xA0B0C0D0
+    fused = CounterRNG(ops, seed, kernel=CudaPhilox(float32=host_kernel("float32"), float64=host_kernel("float64")))
+    plain = CounterRNG(ops, seed)
+    for shape, kind in (((129, 7), "float32"), ((1,), "float32"), ((33, 3), "float64"), ((0, 5), "float64")):
+        np.testing.assert_array_equal(fused.uniform(shape, np.dtype(kind)), plain.uniform(shape, np.dtype(kind)))
+    assert launches == [("float32", 903, 226), ("float32", 1, 1), ("float64", 99, 50)]   # none for an empty draw
+    assert fused.get_state() == plain.get_state() == {"philox_key": [0xA0B0C0D0, 0x01020304], "counter": 4}
+
+
 @pytest.mark.cupy
 def test_the_fused_kernel_matches_the_array_api_version_on_the_gpu():
     ops = get_ops("cupy")
@@ -323,3 +355,191 @@ def test_a_checkpoint_from_before_counter_rng_resumes_as_it_did():
     np.testing.assert_array_equal(a.uniform((8,), ops.float32), b.uniform((8,), ops.float32))
     with pytest.raises(ValueError, match="CounterRNG.set_state: expected"):
         a.set_state({"bit_generator": "PCG64", "state": {}})
+
+
+# ---------------------------------------------------------------------- the compiled fill (numba)
+@pytest.fixture
+def nk():
+    """deepnet.backend.numba_kernels (skipped without numba)."""
+    pytest.importorskip("numba")
+    from deepnet.backend import numba_kernels
+
+    return numba_kernels
+
+
+#: (seed, draw, n): n around multiples of 4 and 2 (partial last blocks), draws above 2³² and the
+#: last one before the counter wraps, seeds whose two key words are both nonzero
+FILL_CASES = [(77, 0, 1), (77, 5, 2), (77, 6, 3), (77, 7, 5), (77, 8, 6), (77, 9, 7), (77, 10, 1023),
+              ((0xDEADBEEF << 32) | 0x01234567, 2**40 + 9, 4097), ((0xFFFFFFFF << 32) | 0xFFFFFFFE, 2**32, 9),
+              ((1 << 32) | 1, 2**64 - 1, 10), ((12 << 32) | 34, 2**32 - 1, 0), (5, 3, 130)]
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64"])
+def test_philox_fill_gives_the_array_api_bits(nk, kind: str):
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    ops = NumpyOps()
+    for seed, draw, n in FILL_CASES:
+        ref = CounterRNG(ops, seed)
+        ref.set_state({"philox_key": list(ref.key), "counter": draw})
+        want = ref.uniform((n,), np.dtype(kind))
+        out = np.full(n, -1.0, dtype=kind)
+        counter = np.array([draw], dtype=np.uint64)
+        nk.philox_fill(out, counter, *ref.key_words())
+        where = f"seed {seed:#x}, draw {draw}, n {n}"
+        np.testing.assert_array_equal(out, want, err_msg=where)
+        if n <= 130:                                   # and the independent scalar reference
+            np.testing.assert_array_equal(out, expected_uniforms(n, kind, ref.key, draw), err_msg=where)
+        assert int(counter[0]) == ref.get_state()["counter"] == (draw + 1) % 2**64, where
+
+
+def test_philox_fill_runs_inside_compiled_code(nk):
+    """How a compiled training step draws its masks: ``philox_fill(mask, counter, k0, k1)`` from
+    inside an njit function, with the key words as uint32."""
+    import numba
+
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    fill = nk.philox_fill
+
+    @numba.njit
+    def two_masks(a, b, counter, k0, k1):
+        fill(a, counter, k0, k1)
+        fill(b, counter, k0, k1)
+        return counter[0]
+
+    seed = (0x0BADCAFE << 32) | 0x12345678
+    rng = CounterRNG(NumpyOps(), seed)
+    a, b = np.empty(37, np.float32), np.empty(11, np.float64)
+    counter = np.zeros(1, np.uint64)
+    assert two_masks(a, b, counter, *rng.key_words()) == 2
+    np.testing.assert_array_equal(a, rng.uniform((37,), np.float32))
+    np.testing.assert_array_equal(b, rng.uniform((11,), np.float64))
+
+
+def test_philox_fill_computes_in_unsigned_integers_and_float32(nk):
+    """The float32 fill holds no float64 anywhere, and the Philox rounds stay uint64: numba types
+    a uint64 mixed with an int64 (e.g. a literal) as float64."""
+    import numba
+
+    f32, u64 = np.float32, np.uint64
+    a, counter = np.zeros(9, f32), np.zeros(1, u64)
+    calls = {
+        nk._philox_fill: (a, counter, np.uint32(5), np.uint32(7)),
+        nk._philox_f32: (a, u64(1), u64(2), u64(5), u64(7)),
+        nk._philox_block.py_func: (u64(3), u64(1), u64(2), u64(5), u64(7)),
+    }
+    for fn, args in calls.items():
+        compiled = numba.njit(error_model="numpy")(fn)     # fresh, uncached: its types are inspectable
+        compiled(*args)
+        (cres,) = compiled.overloads.values()
+        types = {str(t) for t in cres.type_annotation.typemap.values()}
+        assert not any("float64" in t for t in types), f"{fn.__name__} computes in float64: {sorted(types)}"
+        if fn is nk._philox_block.py_func:
+            assert str(cres.signature.return_type) == "UniTuple(uint64 x 4)"
+            assert types <= {"uint64", "int64", "UniTuple(uint64 x 4)", "none", "bool", "pair<int64, bool>",
+                             "range_iter_int64", "range_state_int64", "Function(<class 'range'>)",
+                             "Literal[int](10)"}, sorted(types)          # int64: the round counter only
+
+
+# ---------------------------------------------------------------------- the NumPy backend with numba
+@pytest.fixture
+def numba_ops(nk):
+    from deepnet.backend.numba_ops import NumbaOps
+
+    return NumbaOps()
+
+
+def test_numba_backend_draws_philox_through_the_compiled_fill(numba_ops):
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    seed = (3 << 32) | 99
+    rng = numba_ops.device_rng(seed)
+    assert isinstance(rng, CounterRNG) and rng.kernel is not None
+    plain = CounterRNG(NumpyOps(), seed)                   # the Array-API version: the CuPy backends' bits
+    for shape, kind in (((129, 7), "float32"), ((1,), "float32"), ((33, 3), "float64"), ((0, 4), "float32"),
+                        ((2, 3, 5), "float32")):
+        got = rng.uniform(shape, np.dtype(kind))
+        assert got.shape == shape and got.dtype == np.dtype(kind)
+        np.testing.assert_array_equal(got, plain.uniform(shape, np.dtype(kind)))
+    strided = np.full((64, 8), -1.0, np.float32)[:, ::2]   # not contiguous: filled in flat C order
+    assert rng.uniform_into(strided) is strided
+    np.testing.assert_array_equal(strided, plain.uniform((64, 4), np.float32))
+    out = np.empty((5, 6), np.float64)
+    rng.uniform_into(out)
+    np.testing.assert_array_equal(out, plain.uniform((5, 6), np.float64))
+    assert rng.get_state() == plain.get_state() == {"philox_key": [99, 3], "counter": 7}
+
+
+def _dropout_net(backend, seed: int = 3):
+    import deepnet as dn
+
+    return dn.Network([dn.Dropout(0.4)], seed=seed, backend=backend, input_shape=(50,))
+
+
+def test_numba_backend_dropout_masks_follow_the_documented_layout(numba_ops):
+    """Plain CPU dropout draws Philox: its mask is fixed by the run's seed and the counter layout."""
+    x = np.ones((6, 50), np.float32)
+    net = _dropout_net(numba_ops)
+    first, second = net.forward(x, training=True), net.forward(x, training=True)
+    state = net.device_rng_state()
+    assert state["counter"] == 2
+    key = tuple(state["philox_key"])
+    for draw, y in enumerate((first, second)):
+        u = expected_uniforms(x.size, "float32", key, draw).reshape(x.shape)
+        np.testing.assert_array_equal(y, (u >= 0.4).astype(np.float32) * np.float32(1 / 0.6))
+    again = _dropout_net(numba_ops)                        # the same seed: the same masks
+    np.testing.assert_array_equal(again.forward(x, training=True), first)
+    other = _dropout_net(numba_ops, seed=4)
+    assert not np.array_equal(other.forward(x, training=True), first)
+
+
+@pytest.mark.cupy_shaped
+def test_cpu_dropout_draws_the_cupy_backends_masks(numba_ops, monkeypatch: pytest.MonkeyPatch):
+    """The same seed gives the same dropout masks on the NumPy backend (compiled Philox) as on
+    the CuPy code path (here CuPy's signatures over NumPy; on a GPU the fused kernel, pinned to
+    the same bits by test_the_fused_kernel_matches_the_array_api_version_on_the_gpu)."""
+    cupy_like = _ops("cupy-shaped", monkeypatch)
+    x = np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32)
+    cpu, gpu = _dropout_net(numba_ops), _dropout_net(cupy_like)
+    for _ in range(3):
+        a = cpu.forward(x, training=True)
+        b = cupy_like.to_host(gpu.forward(cupy_like.from_host(x), training=True))
+        np.testing.assert_array_equal(a, b)
+    assert cpu.device_rng_state() == gpu.device_rng_state()
+
+
+# ---------------------------------------------------------------------- timing (not a test)
+def _bench(rounds: int = 40) -> None:                     # pragma: no cover
+    """One 256x2048 float32 mask draw, ms, best of ``rounds`` interleaved: NumPy's generator (the
+    NumPy backend without numba), ``philox_fill`` (NumbaOps), the Array-API Philox."""
+    import time
+
+    from deepnet.backend import numba_kernels
+    from deepnet.backend.numba_ops import NumbaOps
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    shape, f32 = (256, 2048), np.float32
+    numpy_gen = NumpyOps().device_rng(1)
+    compiled = NumbaOps().device_rng(1)
+    array_api = CounterRNG(NumpyOps(), 1)
+    flat, counter, key = np.empty(math.prod(shape), f32), np.zeros(1, np.uint64), compiled.key_words()
+    cases = {"NumPy generator (uniform)": lambda: numpy_gen.uniform(shape, f32),
+             "philox_fill into a buffer": lambda: numba_kernels.philox_fill(flat, counter, *key),
+             "NumbaOps CounterRNG (uniform)": lambda: compiled.uniform(shape, f32),
+             "Array-API philox4x32 (uniform)": lambda: array_api.uniform(shape, f32)}
+    for f in cases.values():                               # compile, warm the caches
+        f()
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for name, f in cases.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
+    print(f"{shape[0]}x{shape[1]} float32 uniforms, ms, best of {rounds} interleaved:")
+    for name, t in best.items():
+        print(f"  {name:32s} {t * 1e3:7.3f}")
+
+
+if __name__ == "__main__":                                # pragma: no cover
+    _bench()

@@ -18,16 +18,19 @@ takes one 32-bit output word x (word e mod 4): u = ⌊x/2⁸⌋·2⁻²⁴ (24 b
 two words (x_{2j}, x_{2j+1}) with j = e mod 2: u = ⌊(x_{2j}·2³² + x_{2j+1})/2¹¹⌋·2⁻⁵³
 (53 bits).  Both lie in [0, 1) and are exact in their type.
 
-The same generator exists twice: :func:`philox4x32` in Array-API operations (NumPy, CuPy,
-array_api_strict), and a fused CUDA kernel (:func:`build_philox_kernel`) that computes the
-same bits, one thread per Philox block.
+The same generator exists three times: :func:`philox4x32` in Array-API operations (NumPy,
+CuPy, array_api_strict), a fused CUDA kernel (:func:`build_philox_kernel`, one thread per
+Philox block) and a numba-compiled loop (``numba_kernels.philox_fill``, the NumPy backend
+with numba), all computing the same bits.  A kernel plugs into :class:`CounterRNG` as a
+:data:`PhiloxKernel`: ``kernel(out, counter, k0, k1)`` fills ``out`` with draw ``counter[0]``
+and advances the counter itself.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 from .ops import Array, DeviceRNG, Ops
@@ -39,6 +42,9 @@ _MASK32 = 0xFFFFFFFF
 _MASK64 = (1 << 64) - 1
 #: output words a draw of one element consumes, by dtype name
 _WORDS = {"float32": 1, "float64": 2}
+#: ``kernel(out, counter, k0, k1)``: write draw ``counter[0]``'s uniforms into ``out`` (its
+#: values in flat C order), then ``counter[0] += 1``; ``k0``, ``k1``: the key words as uint32
+PhiloxKernel = Callable[[Any, Any, Any, Any], None]
 
 
 def _bump(k: Any, w: int) -> Any:
@@ -113,12 +119,29 @@ for (int j = 0; j < 2; ++j) {
 }
 
 
-def build_philox_kernel(cupy: Any) -> SimpleNamespace:
-    """The fused uniform kernels (``float32``, ``float64``: ``cupy.ElementwiseKernel``, compiled
-    by CuPy on first call).  Call as ``k.float32(counter, k0, k1, n, out, size=blocks)``."""
+class CudaPhilox:
+    """The fused uniform kernels as a :data:`PhiloxKernel`: ``float32``, ``float64`` are
+    ``cupy.ElementwiseKernel`` (compiled by CuPy on first call), launched as
+    ``k.float32(counter, k0, k1, n, out, size=blocks)``; a raw ``out`` is indexed by its flat
+    C-order index, strides honoured."""
+
+    def __init__(self, float32: Any, float64: Any) -> None:
+        self.float32, self.float64 = float32, float64
+
+    def __call__(self, out: Any, counter: Any, k0: Any, k1: Any) -> None:
+        """One launch for ``out``'s dtype (none for an empty ``out``), then ``counter += 1`` on the device."""
+        n = math.prod(out.shape)
+        kind = str(out.dtype)
+        if n:
+            getattr(self, kind)(counter, k0, k1, counter.dtype.type(n), out, size=-(-n // (4 // _WORDS[kind])))
+        counter += 1
+
+
+def build_philox_kernel(cupy: Any) -> CudaPhilox:
+    """The fused uniform kernels of ``cupy`` (see :class:`CudaPhilox`)."""
     ek = cupy.ElementwiseKernel
     params = "raw uint64 ctr, uint32 k0, uint32 k1, uint64 n"
-    return SimpleNamespace(
+    return CudaPhilox(
         float32=ek(params, "raw float32 out", UNIFORM_OPERATIONS["float32"], "deepnet_philox_uniform_f32",
                    preamble=PHILOX_PREAMBLE),
         float64=ek(params, "raw float64 out", UNIFORM_OPERATIONS["float64"], "deepnet_philox_uniform_f64",
@@ -144,11 +167,13 @@ class CounterRNG(DeviceRNG):
     ``CounterRNG(ops, seed, kernel=None)``: key from ``seed`` (:func:`seed_key`); ``counter``
     is a uint64 device array of shape (1,), allocated once and only ever updated in place
     (d ← d + 1 after each draw, by a device operation: no host read, no upload).  ``kernel``:
-    the namespace of :func:`build_philox_kernel` (CuPy), used instead of the Array-API
-    version; same bits.  See the module docstring for the counter layout.
+    a :data:`PhiloxKernel` (CuPy: :func:`build_philox_kernel`; NumPy with numba: a wrapper of
+    ``numba_kernels.philox_fill``), used instead of the Array-API version; same bits.  See
+    the module docstring for the counter layout.
     """
 
-    def __init__(self, ops: Ops, seed: int, kernel: Any = None) -> None:   # DeviceRNG's makes a NumPy generator
+    # (DeviceRNG's __init__ is not called: it makes a NumPy generator)
+    def __init__(self, ops: Ops, seed: int, kernel: PhiloxKernel | None = None) -> None:
         self.ops = ops
         self.seed = seed
         self.key: tuple[int, int] = seed_key(seed)
@@ -201,7 +226,7 @@ class CounterRNG(DeviceRNG):
         shape = tuple(int(s) for s in shape)
         if self.kernel is not None:
             out = self.ops.xp.empty(shape, dtype=self.ops.dtype(kind))
-            return self._fill_kernel(out, kind)
+            return self._fill_kernel(out)
         u = self._bits(math.prod(shape), kind)
         self._advance()
         return self.ops.xp.reshape(u, shape)
@@ -211,20 +236,19 @@ class CounterRNG(DeviceRNG):
         :meth:`uniform` would return for its shape), then d ← d + 1; returns ``out``."""
         kind = self._kind(out.dtype)
         if self.kernel is not None:
-            return self._fill_kernel(out, kind)
+            return self._fill_kernel(out)
         out[...] = self.ops.xp.reshape(self._bits(math.prod(out.shape), kind), tuple(out.shape))
         self._advance()
         return out
 
-    def _fill_kernel(self, out: Array, kind: str) -> Array:
-        """One launch of the fused kernel (a raw ``out`` is indexed by its flat C-order index,
-        strides honoured), then d ← d + 1."""
-        n = math.prod(out.shape)
-        if n:
-            per = 4 // _WORDS[kind]
-            getattr(self.kernel, kind)(self.counter, self._u32(self.key[0]), self._u32(self.key[1]),
-                                       self._u64(n), out, size=-(-n // per))
-        self._advance()
+    def key_words(self) -> tuple[Any, Any]:
+        """The key (k₀, k₁) as uint32 scalars, the types a :data:`PhiloxKernel` takes (read it at
+        every call: :meth:`set_state` may change the key)."""
+        return self._u32(self.key[0]), self._u32(self.key[1])
+
+    def _fill_kernel(self, out: Array) -> Array:
+        """One call of the kernel, which writes ``out`` and advances d."""
+        self.kernel(out, self.counter, *self.key_words())
         return out
 
     # -- state --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""One-pass optimizer updates for the NumPy backend, compiled with numba (optional).
+"""One-pass optimizer updates and the Philox generator for the NumPy backend, compiled with
+numba (optional).
 
 The pure-NumPy updates in ``numpy_ops`` need 4–12 passes over each parameter; these do
 one, vectorized, and split large parameters over the CPU's threads.  They compute the
@@ -19,7 +20,9 @@ from typing import Any, Callable
 import numba
 import numba.typed
 import numpy as np
+from numba import types
 from numba.core import caching
+from numba.extending import overload
 
 # numba's OpenMP/TBB pools keep their threads spinning after a parallel loop, which on a
 # small machine fights OpenBLAS's threads for the cores; the workqueue pool does not spin.
@@ -225,6 +228,91 @@ def typed_list(arrays: list) -> Any:
 def kernel(name: str, size: int) -> Any:
     """The compiled update ``name`` (sgd, momentum, adam) suited to ``size`` elements."""
     return (_parallel if size >= PARALLEL_MIN_SIZE else _serial)[name]
+
+
+# ---------------------------------------------------------------------- Philox4x32-10
+# The bits of counter_rng.CounterRNG (see its module docstring for the layout), one Philox
+# block per loop iteration.  Every integer is a uint64 holding a 32-bit word, and every constant
+# is a typed uint64 global: numba types a mixed uint64/int64 operation as float64, and an
+# integer literal is an int64.
+_LO32 = np.uint64(0xFFFFFFFF)
+_SH32, _SH21, _SH11, _SH8 = np.uint64(32), np.uint64(21), np.uint64(11), np.uint64(8)
+_PM0, _PM1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)     # counter_rng.PHILOX_M0, PHILOX_M1
+_PW0, _PW1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)     # counter_rng.PHILOX_W0, PHILOX_W1
+_ONE64 = np.uint64(1)
+_F24 = np.float32(2.0 ** -24)
+_F53 = np.float64(2.0 ** -53)
+
+
+@numba.njit(inline="always")
+def _philox_block(b: Any, d0: Any, d1: Any, k0: Any, k1: Any) -> Any:  # pragma: no cover - compiled
+    """Φ_k(b mod 2³², ⌊b/2³²⌋, d0, d1): the four output words of block b of the draw d (uint64)."""
+    c0, c1, c2, c3 = b & _LO32, b >> _SH32, d0, d1
+    for _ in range(10):              # the key is bumped after every round (unused after the last)
+        p0 = _PM0 * c0
+        p1 = _PM1 * c2
+        c0, c1, c2, c3 = (p1 >> _SH32) ^ c1 ^ k0, p1 & _LO32, (p0 >> _SH32) ^ c3 ^ k1, p0 & _LO32
+        k0 = (k0 + _PW0) & _LO32
+        k1 = (k1 + _PW1) & _LO32
+    return c0, c1, c2, c3
+
+
+def _philox_f32(out: Any, d0: Any, d1: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - compiled
+    """float32: element 4b + j is word j of block b, u = ⌊x/2⁸⌋·2⁻²⁴."""
+    n = out.size
+    full = n // 4
+    for i in range(full):            # whole blocks: no bounds test in the loop
+        x0, x1, x2, x3 = _philox_block(np.uint64(i), d0, d1, k0, k1)
+        e = 4 * i
+        out[e] = np.float32(x0 >> _SH8) * _F24
+        out[e + 1] = np.float32(x1 >> _SH8) * _F24
+        out[e + 2] = np.float32(x2 >> _SH8) * _F24
+        out[e + 3] = np.float32(x3 >> _SH8) * _F24
+    if 4 * full < n:                 # the last, partial block
+        x = _philox_block(np.uint64(full), d0, d1, k0, k1)
+        for j in range(n - 4 * full):
+            out[4 * full + j] = np.float32(x[j] >> _SH8) * _F24
+
+
+def _philox_f64(out: Any, d0: Any, d1: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - compiled
+    """float64: element 2b + j is words (2j, 2j+1) of block b, u = ⌊(x₂ⱼ·2³² + x₂ⱼ₊₁)/2¹¹⌋·2⁻⁵³."""
+    n = out.size
+    full = n // 2
+    for i in range(full):
+        x0, x1, x2, x3 = _philox_block(np.uint64(i), d0, d1, k0, k1)
+        e = 2 * i
+        out[e] = np.float64((x0 << _SH21) | (x1 >> _SH11)) * _F53
+        out[e + 1] = np.float64((x2 << _SH21) | (x3 >> _SH11)) * _F53
+    if 2 * full < n:
+        x0, x1, _, _ = _philox_block(np.uint64(full), d0, d1, k0, k1)
+        out[n - 1] = np.float64((x0 << _SH21) | (x1 >> _SH11)) * _F53
+
+
+def _philox_into(out: Any, d0: Any, d1: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - typed by numba
+    """Fill ``out`` with draw (d0, d1) under key (k0, k1): ``_philox_f32`` or ``_philox_f64``,
+    chosen by numba from ``out``'s dtype when it compiles the caller."""
+    raise NotImplementedError("_philox_into runs only inside compiled code")
+
+
+@overload(_philox_into)
+def _philox_into_typed(out: Any, d0: Any, d1: Any, k0: Any, k1: Any) -> Any:
+    if isinstance(out, types.Array) and out.ndim == 1 and out.layout == "C":
+        return {types.float32: _philox_f32, types.float64: _philox_f64}.get(out.dtype)
+    return None
+
+
+def _philox_fill(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - compiled
+    d = counter[0]
+    _philox_into(out, d & _LO32, d >> _SH32, np.uint64(k0) & _LO32, np.uint64(k1) & _LO32)
+    counter[0] = d + _ONE64
+
+
+#: ``philox_fill(out, counter, k0, k1)``: fill ``out`` (1-D, C-contiguous, float32 or float64)
+#: with the uniforms ``CounterRNG`` gives for the draw d = ``counter[0]`` and n = ``out.size``
+#: (float32: 24 bits, float64: 53 bits), then ``counter[0] += 1``.  ``counter``: uint64, shape
+#: (1,); ``k0``, ``k1``: the key words as ``np.uint32`` (``CounterRNG.key_words()``), the types
+#: a compiled caller passes them with (other integer types compile a variant of their own).
+philox_fill = _njit(_philox_fill)
 
 
 def compile_cached(func: Callable) -> Any:

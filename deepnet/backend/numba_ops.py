@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .counter_rng import CounterRNG, PhiloxKernel
 from .numpy_ops import NumpyOps
-from .ops import Array
+from .ops import Array, DeviceRNG
 from .products import NumpyProducts
 
 _NUMBA_MIN_SIZE = 1024   # one parameter alone: below this NumPy's passes cost less than a compiled call
@@ -92,6 +93,27 @@ class NumbaOps(NumpyOps):
         super().__init__(products)
         self._k: ModuleType = load_kernels() if kernels is None else kernels
         self._multi_cache: dict[tuple, tuple] = {}
+
+    # ------------------------------------------------------------------ random numbers
+    def device_rng(self, seed: int) -> DeviceRNG:
+        """:class:`CounterRNG` (Philox4x32-10) drawing through ``numba_kernels.philox_fill``: the
+        bits of the CuPy backends' generator for the same seed, which a compiled training step
+        can draw from as well (``philox_fill(out, rng.counter, *rng.key_words())``)."""
+        return CounterRNG(self, seed, kernel=self._philox_kernel())
+
+    def _philox_kernel(self) -> PhiloxKernel:
+        """The compiled fill (:meth:`_philox_into`)."""
+        return self._philox_into
+
+    def _philox_into(self, out: Array, counter: Array, k0: Any, k1: Any) -> None:
+        """``philox_fill`` for any ``out``: a C-contiguous one is filled through its flat view,
+        another through a flat buffer copied in (its values in flat C order)."""
+        if out.flags.c_contiguous:
+            self._k.philox_fill(out.reshape(-1), counter, k0, k1)
+            return
+        flat = np.empty(out.size, dtype=out.dtype)
+        self._k.philox_fill(flat, counter, k0, k1)
+        out[...] = flat.reshape(out.shape)
 
     def _update_views(self, *arrays: Array) -> tuple[Array, ...] | None:
         """Flat views of a one-parameter update's arrays for its compiled kernel, or None

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .counter_rng import CounterRNG, PhiloxKernel
 from .memory import DeviceMemory
 from .ops import Array, DeviceRNG, Ops, check_cols_t, is_one, store
 from .products import BLAS_NAMES, NumpyProducts, products_named
@@ -23,6 +24,18 @@ class _NumpyRNG(DeviceRNG):
 
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
         return self._gen.random(shape, dtype=np.dtype(dtype))
+
+
+def _generator_kind(state: Any) -> str | None:
+    """Which generator wrote a device-generator state (``DeviceRNG.get_state()``): ``"numpy"``
+    (a NumPy bit generator's state: :class:`_NumpyRNG`, the generic ``DeviceRNG``), ``"philox"``
+    (:class:`CounterRNG`, or cuRAND's ``{"cupy_seed": s}`` that it takes over), or None."""
+    if isinstance(state, dict):
+        if "bit_generator" in state:
+            return "numpy"
+        if "philox_key" in state or set(state) == {"cupy_seed"}:
+            return "philox"
+    return None
 
 
 class HostMemory(DeviceMemory):
@@ -351,5 +364,27 @@ class NumpyOps(Ops):
         w -= g
         return w
 
+    # ------------------------------------------------------------------ random numbers
     def device_rng(self, seed: int) -> DeviceRNG:
+        """NumPy's generator, drawing in place.  Without numba the Philox generator exists only
+        in Array-API operations, 7-14x slower for a 256x2048 float32 mask (6.9-13.7 ms against
+        0.95 ms, best of 40, 2-core x86-64 shared with other work, 2026-12-07;
+        ``python tests/test_counter_rng.py``); NumbaOps draws Philox through its compiled loop."""
         return _NumpyRNG(self, seed)
+
+    def _philox_kernel(self) -> PhiloxKernel | None:
+        """The fill a :class:`CounterRNG` made here draws through (None: the Array-API version)."""
+        return None
+
+    def resume_device_rng(self, rng: DeviceRNG, state: dict) -> DeviceRNG:
+        """Continue with the kind of generator that wrote ``state``: a NumPy generator's state
+        (every NumPy-backend checkpoint written before the Philox generator) restores into
+        :class:`_NumpyRNG`, a Philox state into :class:`CounterRNG` (same bits as where it was
+        written), whichever :meth:`device_rng` makes; anything else goes to ``rng.set_state``."""
+        kind = _generator_kind(state)
+        if kind == "numpy" and not isinstance(rng, _NumpyRNG):
+            rng = _NumpyRNG(self, 0)
+        elif kind == "philox" and not isinstance(rng, CounterRNG):
+            rng = CounterRNG(self, 0, kernel=self._philox_kernel())
+        rng.set_state(state)
+        return rng

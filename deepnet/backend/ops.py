@@ -634,3 +634,10 @@ class Ops:
     def device_rng(self, seed: int) -> DeviceRNG:
         """A generator on this backend seeded from the run's host generator."""
         return DeviceRNG(self, seed)
+
+    def resume_device_rng(self, rng: DeviceRNG, state: dict) -> DeviceRNG:
+        """The generator that continues a run from ``state`` (``get_state()`` of the run's
+        generator, e.g. a checkpoint's): ``rng`` with the state set.  A backend that runs more
+        than one kind of generator returns one of the kind that wrote ``state``."""
+        rng.set_state(state)
+        return rng
