@@ -54,6 +54,9 @@ NETS = {
     "adamw-excluding-biases": (lambda: [dn.Dense(12, 16), dn.Sigmoid(), dn.Dense(16, 4)],
                                dict(loss="xent", batch_size=10),
                                lambda: dn.AdamW(1e-2, weight_decay=0.1, weight_decay_exclude="bias")),
+    "dropout-adam": (lambda: [dn.Dense(12, 16), dn.ReLU(), dn.Dropout(0.3), dn.Dense(16, 8), dn.Sigmoid(),
+                               dn.Dropout(0.5), dn.Dense(8, 4)],
+                     dict(loss="xent", batch_size=8), lambda: dn.Adam(1e-2)),
     "sgd-batch-32-short-last": (lambda: [dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)],
                                 dict(loss="xent", batch_size=36), lambda: dn.SGD(0.1)),
 }
@@ -100,7 +103,7 @@ def test_one_compiled_step_matches_one_plain_step_in_float32(name, compiled_step
         np.testing.assert_allclose(nets[1][k], w, rtol=2e-6, atol=1e-7, err_msg=k)
 
 
-@pytest.mark.parametrize("name", ["seed", "relu-momentum", "adamw-excluding-biases"])
+@pytest.mark.parametrize("name", ["seed", "relu-momentum", "adamw-excluding-biases", "dropout-adam"])
 def test_how_steps_are_grouped_into_calls_changes_nothing(name, monkeypatch, compiled_steps):
     """graphs="on" (a call per step), "epoch" (runs), and runs cut every 5 steps: bit-identical."""
     runs = [_weights(_train(name, "on")[0])]
@@ -131,13 +134,13 @@ class _StopAt(Callback):
 def test_a_run_stopped_mid_epoch_resumes_exactly(tmp_path, compiled_steps):
     X, y = _data()
     fit = dict(epochs=3, batch_size=8, loss="xent", graphs="auto", verbose=0)
-    ref = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)], seed=4, optimizer=dn.Adam(1e-2))
+    ref = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dropout(0.3), dn.Dense(16, 4)], seed=4, optimizer=dn.Adam(1e-2))
     ref.fit(X, y, **fit)
-    net = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)], seed=4, optimizer=dn.Adam(1e-2))
+    net = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dropout(0.3), dn.Dense(16, 4)], seed=4, optimizer=dn.Adam(1e-2))
     ckpt = Checkpointer(tmp_path, every_steps=1)
     net.fit(X, y, callbacks=[_StopAt(17)], checkpoint=ckpt, **fit)
     assert net.step_count == 17
-    again = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)], seed=4, optimizer=dn.Adam(1e-2))
+    again = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dropout(0.3), dn.Dense(16, 4)], seed=4, optimizer=dn.Adam(1e-2))
     again.fit(X, y, checkpoint=Checkpointer(tmp_path), resume=True, **fit)
     assert again.step_count == ref.step_count
     assert sum(compiled_steps) == 3 * 12 * 2          # the reference's 36 steps, then 17 and 19

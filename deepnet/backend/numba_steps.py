@@ -27,7 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .numba_kernels import compile_cached, elementwise, kernel
+from .numba_kernels import compile_cached, elementwise, kernel, philox_fill
 
 # what layer l is
 DENSE, SIGMOID, RELU, TANH, IDENTITY, DROPOUT = 0, 1, 2, 3, 4, 5
@@ -39,16 +39,6 @@ SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 
 _sgd, _momentum, _adam = kernel("sgd", 0), kernel("momentum", 0), kernel("adam", 0)     # the serial builds
 _softmax_xent, _sigmoid = elementwise["softmax_xent"], elementwise["sigmoid"]
-
-
-def _philox_fill(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - replaced below
-    raise NotImplementedError
-
-
-try:        # the counter-based generator's compiled draw (same bits as CounterRNG)
-    from .numba_kernels import philox_fill as _philox_fill  # type: ignore[attr-defined,no-redef]
-except ImportError:             # pragma: no cover - only while the generator is missing
-    _philox_fill = numba.njit(_philox_fill)
 
 
 def _gather(X: Any, rows: Any, start: int, out: Any) -> None:  # pragma: no cover - compiled
@@ -95,7 +85,7 @@ def _forward(codes: Any, slot: Any, flags: Any, acts: Any, weights: Any, biases:
                 y[:, :] = x
                 continue
             flat = m.reshape(-1)
-            _philox_fill(flat, counters[k], keys[k, 0], keys[k, 1])     # u, then the counter advances
+            philox_fill(flat, counters[k], keys[k, 0], keys[k, 1])     # u, then the counter advances
             keep = keeps[k]                                              # m = [u ≥ p] / (1 − p)
             for i in range(flat.size):
                 flat[i] = keep if flat[i] >= p else zero
