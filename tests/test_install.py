@@ -37,17 +37,16 @@ def _wheel(tmp_path: Path) -> Path:
 
 
 def _venv_with_numba(path: Path) -> tuple[Path, Path]:
-    """A new venv (python, site-packages) that imports numpy, numba and scipy (the 'fast' extra) from this interpreter's
+    """A new venv (python, site-packages) that imports numpy and numba from this interpreter's
     environment through a folder of links to those packages alone, so that it sees no other
     distribution (this checkout's deepnet included) and installs nothing from an index."""
     import llvmlite
     import numba
     import numpy
-    import scipy
 
     deps = path.parent / "deps"
     deps.mkdir()
-    for module in (numpy, numba, llvmlite, scipy):
+    for module in (numpy, numba, llvmlite):
         package = Path(module.__file__).resolve().parent
         for item in (package, package.with_name(package.name + ".libs")):   # wheels' bundled libraries
             if item.exists():

@@ -8,8 +8,6 @@ the arrays' layout allow, else the pure-NumPy method it overrides.  The register
 
 from __future__ import annotations
 
-import importlib.util
-import warnings
 from itertools import chain
 from types import ModuleType
 from typing import Any
@@ -37,7 +35,6 @@ def load_kernels() -> ModuleType:
     return numba_kernels
 
 
-_SAID_NO_SCIPY: list[bool] = []
 _TINY: dict[Any, Any] = {}
 
 
@@ -167,15 +164,8 @@ class NumbaOps(NumpyOps):
             return np.asarray(loss, dtype=logits.dtype), grad
         return super().softmax_cross_entropy(logits, target, scale)
 
-    def step_compiler(self) -> ModuleType | None:
-        """The compiled training step (``deepnet.backend.numba_steps``, loaded on first use);
-        None without SciPy, where numba finds the BLAS its products call (said once)."""
-        if importlib.util.find_spec("scipy") is None:
-            if not _SAID_NO_SCIPY:
-                _SAID_NO_SCIPY.append(True)
-                warnings.warn("the compiled CPU step (fit(graphs=...)) needs SciPy, through which numba calls BLAS: "
-                              "pip install 'deepnet[fast]'; training in the plain loop", RuntimeWarning, stacklevel=2)
-            return None
+    def step_compiler(self) -> ModuleType:
+        """The compiled training step (``deepnet.backend.numba_steps``, loaded on first use)."""
         from . import numba_steps
 
         return numba_steps

@@ -4,20 +4,23 @@ A run of steps of a stack of built-in layers is one call of :func:`run_steps`: f
 b of the run it gathers the batch's rows, runs the derivation's forward pass, the loss and
 its error, the backward pass and the optimizer's update, with no Python in between.  The
 network is described to it once per run (:class:`~deepnet.training.compiled.CompiledRun`
-builds the description), as codes and typed lists of the network's own arrays:
+builds the description, :class:`Tables`), as integer tables over the network's own arrays:
 
-* ``codes[l]``: what layer l is (:data:`DENSE`, :data:`SIGMOID`, ...), ``slot[l]`` its index
-  in the lists of its kind (weights, biases, masks);
-* ``acts[l]`` the batch entering layer l (``acts[0]`` the gathered inputs, ``acts[L]`` the
-  outputs z), ``errs[l]`` the error ∂f/∂acts[l] (each a B × width buffer made once);
-* every parameter's array, its gradient buffer and its optimizer slots as flat views
-  (``params``, ``grads``, ``slots1``, ``slots2``), which the update walks.
+* ``arrays``: every array the step touches, one row each (address, rows, columns): the batch
+  entering each layer (``acts``), the error ∂f/∂acts of each (B × width buffers made once), the
+  weights, biases, their gradient buffers, the dropout masks, the optimizer's slots;
+* ``layers``: one row per layer (:data:`LAYER_COLUMNS`): what it is (:data:`DENSE`,
+  :data:`SIGMOID`, ...), the rows of ``arrays`` it reads and writes;
+* ``updates``: one row per parameter (:data:`UPDATE_COLUMNS`), which the update walks.
+
+The compiled code turns a row back into an array (``numba.carray`` at its address), so the
+network's shape is data, not code: one compilation per dtype, whatever the layers.
 
 Each formula is the one the layer, loss and optimizer compute eagerly (the same kernels where
-they are compiled already: ``numba_kernels``); products go to BLAS through ``np.dot`` except
+they are compiled already: ``numba_kernels``); products call the CBLAS ``?gemm`` NumPy itself
+uses (or oneMKL's with ``DEEPNET_BLAS=mkl``; :mod:`~deepnet.backend.cblas` finds it), except
 the batch-1 outer product δᵀx, one multiply per element, which for plain SGD is fused with the
-update w ← w − η δᵀx.  Compiled once per dtype and cached on disk like the other kernels: the
-network's shape is data here, not code.
+update w ← w − η δᵀx.  Cached on disk like the other kernels.
 """
 
 from __future__ import annotations
@@ -26,46 +29,137 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
+from . import cblas
 from .numba_kernels import compile_cached, elementwise, kernel, philox_fill
 
 # what layer l is
 DENSE, SIGMOID, RELU, TANH, IDENTITY, DROPOUT = 0, 1, 2, 3, 4, 5
-# the loss: squared error against target rows (SumOfSquares, MeanSquaredError), softmax
-# cross-entropy against integer labels
-SQUARED, XENT = 0, 1
-# the update
-SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+
+_NO_TRANS, _TRANS = 111, 112       # CBLAS's transpose flags (row-major order: 101)
+
+
+def _gemm_intrinsic(bits: int) -> Any:
+    """``gemm(address, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)``: a call of the CBLAS
+    ``?gemm`` at ``address`` (row-major, α = 1) from compiled code, with ``bits``-wide integers."""
+    @intrinsic
+    def gemm(typingctx: Any, addr: Any, ta: Any, tb: Any, m: Any, n: Any, k: Any, a: Any, lda: Any, b: Any,
+             ldb: Any, beta: Any, c: Any, ldc: Any) -> Any:
+        sig = types.void(addr, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            at = signature.args
+            fty = context.get_value_type(at[6].dtype)
+            it, i32, vp = ir.IntType(bits), ir.IntType(32), ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, it, it, it, fty, vp, it, vp, it, fty, vp, it])
+            fn = builder.inttoptr(args[0], fnty.as_pointer())
+
+            def data(i: int) -> Any:
+                return builder.bitcast(context.make_array(at[i])(context, builder, args[i]).data, vp)
+
+            def integer(i: int, width: int) -> Any:
+                v = context.cast(builder, args[i], at[i], types.int64)
+                return builder.trunc(v, ir.IntType(width)) if width < 64 else v
+
+            beta_v = context.cast(builder, args[10], at[10], at[6].dtype)
+            builder.call(fn, [ir.Constant(i32, 101), integer(1, 32), integer(2, 32), integer(3, bits),
+                              integer(4, bits), integer(5, bits), ir.Constant(fty, 1.0), data(6), integer(7, bits),
+                              data(8), integer(9, bits), beta_v, data(11), integer(12, bits)])
+            return context.get_dummy_value()
+        return sig, codegen
+    return gemm
+
+
+_gemm64, _gemm32 = _gemm_intrinsic(64), _gemm_intrinsic(32)
+
+
+def _mm(blas: Any, a: Any, ta: bool, b: Any, tb: bool, out: Any) -> None:  # pragma: no cover - compiled
+    """out = op(a)·op(b) (op: transposed where ``ta``/``tb``), every array C-contiguous, through
+    the CBLAS ``blas`` = (sgemm address, dgemm address, integer bits)."""
+    m, n = out.shape
+    k = a.shape[0] if ta else a.shape[1]
+    addr = blas[0] if out.itemsize == 4 else blas[1]
+    fa = _TRANS if ta else _NO_TRANS
+    fb = _TRANS if tb else _NO_TRANS
+    if blas[2] == 64:
+        _gemm64(addr, fa, fb, m, n, k, a, max(a.shape[1], 1), b, max(b.shape[1], 1), 0.0, out, max(n, 1))
+    else:
+        _gemm32(addr, fa, fb, m, n, k, a, max(a.shape[1], 1), b, max(b.shape[1], 1), 0.0, out, max(n, 1))
+
 
 _sgd, _momentum, _adam = kernel("sgd", 0), kernel("momentum", 0), kernel("adam", 0)     # the serial builds
 _softmax_xent, _sigmoid = elementwise["softmax_xent"], elementwise["sigmoid"]
+
+#: the columns of a row of the ``layers`` table: the layer's code, the rows of ``arrays`` holding
+#: its input x, output y, the errors ∂f/∂x and ∂f/∂y, then per kind — DENSE: W, ∂f/∂W, b, ∂f/∂b
+#: (−1: no bias), whether W is stored transposed; DROPOUT: the mask, its generator's counter (a row
+#: of ``counters``), its number (the row of ``rates`` and ``keys``)
+LAYER_COLUMNS = ("code", "x", "y", "dx", "dy", "p0", "p1", "p2", "p3", "p4")
+#: the columns of a row of the ``updates`` table: rows of ``arrays`` of the parameter, its
+#: gradient, its first and second slot (−1: none), and whether decoupled weight decay applies
+UPDATE_COLUMNS = ("param", "grad", "slot1", "slot2", "decay")
+
+
+@intrinsic
+def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
+    """The integer ``address`` as a pointer to elements of ``like``'s dtype."""
+    ptr = types.CPointer(like.dtype)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+    return ptr(address, like), codegen
+
+
+def _mat(arrays: Any, i: int, like: Any) -> Any:  # pragma: no cover - compiled
+    """Row i of ``arrays`` as the C-contiguous 2-D array it describes (dtype of ``like``)."""
+    return numba.carray(_pointer(arrays[i, 0], like), (arrays[i, 1], arrays[i, 2]))
+
+
+def _vec(arrays: Any, i: int, like: Any) -> Any:  # pragma: no cover - compiled
+    """Row i of ``arrays`` as a flat 1-D array (dtype of ``like``)."""
+    return numba.carray(_pointer(arrays[i, 0], like), arrays[i, 1] * arrays[i, 2])
 
 
 def _gather(X: Any, rows: Any, start: int, out: Any) -> None:  # pragma: no cover - compiled
     """out[i] = X[rows[start + i]] for the batch's B rows."""
     for i in range(out.shape[0]):
-        out[i, :] = X[rows[start + i]]
+        r = rows[start + i]
+        for j in range(out.shape[1]):
+            out[i, j] = X[r, j]
 
 
-def _forward(codes: Any, slot: Any, flags: Any, acts: Any, weights: Any, biases: Any, masks: Any,
-             ps: Any, keeps: Any, counters: Any, keys: Any, one: Any) -> None:  # pragma: no cover - compiled
-    """acts[l+1] = layer l (acts[l]) for every layer, as the layers' forward passes."""
-    zero = one - one
-    for l in range(len(codes)):
-        x, y = acts[l], acts[l + 1]
-        code = codes[l]
+def _copy(src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst = src (2-D, the same shape)."""
+    for r in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[r, j] = src[r, j]
+
+
+def _no_draw(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - compiled
+    """The draw of a network without dropout: never called (it keeps the generator out of the
+    compiled code, which then compiles faster)."""
+
+
+def _forward(draw: Any, blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, keys: Any,
+             one: Any) -> None:  # pragma: no cover - compiled
+    """y = layer(x) for every layer from the bottom, as the layers' forward passes compute it;
+    ``draw``: :func:`~deepnet.backend.numba_kernels.philox_fill`, the generator dropout draws from."""
+    like, zero = one, one[0] - one[0]
+    for l in range(layers.shape[0]):
+        code = layers[l, 0]
+        x, y = _mat(arrays, layers[l, 1], like), _mat(arrays, layers[l, 2], like)
         if code == DENSE:
-            k = slot[l]
-            if flags[k]:                          # the weight stored transposed: y = x (Wᵀ)
-                np.dot(x, weights[k], y)
-            else:
-                np.dot(x, weights[k].T, y)        # y = x Wᵀ
-            b = biases[k]
-            if b.size:
+            _mm(blas, x, False, _mat(arrays, layers[l, 5], like), layers[l, 9] == 0, y)   # y = x Wᵀ
+            if layers[l, 7] >= 0:
+                b = _vec(arrays, layers[l, 7], like)
                 for r in range(y.shape[0]):       # y ← y + b on every row
-                    y[r, :] += b
+                    for j in range(y.shape[1]):
+                        y[r, j] += b[j]
         elif code == SIGMOID:
-            _sigmoid(x.reshape(-1), y.reshape(-1), one)
+            _sigmoid(_vec(arrays, layers[l, 1], like), _vec(arrays, layers[l, 2], like), one[0])
         elif code == RELU:
             for r in range(x.shape[0]):
                 for j in range(x.shape[1]):
@@ -76,17 +170,18 @@ def _forward(codes: Any, slot: Any, flags: Any, acts: Any, weights: Any, biases:
                 for j in range(x.shape[1]):
                     y[r, j] = np.tanh(x[r, j])
         elif code == IDENTITY:
-            y[:, :] = x
+            _copy(x, y)
         elif code == DROPOUT:
-            k = slot[l]
-            m = masks[k]
-            p = ps[k]
+            k = layers[l, 7]
+            p = rates[k, 0]
             if p == zero:
-                y[:, :] = x
+                _copy(x, y)
                 continue
-            flat = m.reshape(-1)
-            philox_fill(flat, counters[k], keys[k, 0], keys[k, 1])     # u, then the counter advances
-            keep = keeps[k]                                              # m = [u ≥ p] / (1 − p)
+            m = _mat(arrays, layers[l, 5], like)
+            flat = _vec(arrays, layers[l, 5], like)
+            counter = counters[layers[l, 6]:layers[l, 6] + 1]
+            draw(flat, counter, keys[k, 0], keys[k, 1])                 # u, then the counter advances
+            keep = rates[k, 1]                                           # m = [u ≥ p] / (1 − p)
             for i in range(flat.size):
                 flat[i] = keep if flat[i] >= p else zero
             for r in range(x.shape[0]):
@@ -94,11 +189,9 @@ def _forward(codes: Any, slot: Any, flags: Any, acts: Any, weights: Any, biases:
                     y[r, j] = x[r, j] * m[r, j]
 
 
-def _loss(code: Any, z: Any, t: Any, labels: Any, scale: float, scale_w: Any, twice: Any, err: Any) -> float:  # pragma: no cover
-    """f and err = ∂f/∂z: squared error f = scale Σ (z − t)², err = 2·scale·(z − t); or softmax
-    cross-entropy against the labels (the compiled kernel of the eager step)."""
-    if code == XENT:
-        return _softmax_xent(z, labels, scale_w, err)
+def _squared_error(z: Any, t: Any, labels: Any, scale: float, scale_w: Any, twice: Any,
+                   err: Any) -> float:  # pragma: no cover - compiled
+    """f = scale Σ (z − t)² and err = ∂f/∂z = 2·scale·(z − t) (SumOfSquares, MeanSquaredError)."""
     total = 0.0
     for r in range(z.shape[0]):
         for j in range(z.shape[1]):
@@ -108,54 +201,63 @@ def _loss(code: Any, z: Any, t: Any, labels: Any, scale: float, scale_w: Any, tw
     return total * scale
 
 
-def _backward(codes: Any, slot: Any, flags: Any, acts: Any, errs: Any, weights: Any, grads_w: Any,
-              grads_b: Any, biases: Any, masks: Any, ps: Any, lowest: int, fused_lr: Any,
+def _cross_entropy(z: Any, t: Any, labels: Any, scale: float, scale_w: Any, twice: Any,
+                   err: Any) -> float:  # pragma: no cover - compiled
+    """Softmax cross-entropy against the labels: the compiled kernel of the eager step."""
+    return _softmax_xent(z, labels, scale_w, err)
+
+
+def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, fused_lr: Any,
               one: Any) -> None:  # pragma: no cover - compiled
-    """Layer by layer from the top: each layer's ∂f/∂θ from errs[l+1] and the error errs[l]
+    """Layer by layer from the top: each layer's ∂f/∂θ from its ∂f/∂y and the error ∂f/∂x
     handed down (none at ``lowest``).  ``fused_lr`` > 0: batch 1 with plain SGD, the outer
     product δᵀx applied to the weights at once, w ← w − η (δ_j x_i)."""
-    zero = one - one
-    for l in range(len(codes) - 1, lowest - 1, -1):
-        d, x, y, e = errs[l + 1], acts[l], acts[l + 1], errs[l]
-        code = codes[l]
+    like, zero = one, one[0] - one[0]
+    for l in range(layers.shape[0] - 1, lowest - 1, -1):
+        code = layers[l, 0]
         below = l > lowest
+        d, x, y = _mat(arrays, layers[l, 4], like), _mat(arrays, layers[l, 1], like), _mat(arrays, layers[l, 2], like)
         if code == DENSE:
-            k = slot[l]
-            w, gw, gb, b = weights[k], grads_w[k], grads_b[k], biases[k]
+            w, gw = _mat(arrays, layers[l, 5], like), _mat(arrays, layers[l, 6], like)
+            transposed = layers[l, 9] != 0
+            has_bias = layers[l, 7] >= 0
             if below:                               # ẽ = δ W, before W changes
-                if flags[k]:
-                    np.dot(d, w.T, e)
-                else:
-                    np.dot(d, w, e)
+                _mm(blas, d, False, w, transposed, _mat(arrays, layers[l, 3], like))
             if fused_lr > zero:                     # w ← w − η δᵀx, b ← b − η δ (batch 1)
                 for j in range(d.shape[1]):
                     c = d[0, j]
                     for i in range(x.shape[1]):
                         w[j, i] -= fused_lr * (c * x[0, i])
-                if b.size:
+                if has_bias:
+                    b = _vec(arrays, layers[l, 7], like)
                     for j in range(d.shape[1]):
                         b[j] -= fused_lr * d[0, j]
                 continue
-            if x.shape[0] == 1 and not flags[k]:    # ∂f/∂W = δᵀx: one product per element
+            if x.shape[0] == 1 and not transposed:  # ∂f/∂W = δᵀx: one product per element
                 for j in range(d.shape[1]):
                     c = d[0, j]
                     for i in range(x.shape[1]):
                         gw[j, i] = c * x[0, i]
-            elif flags[k]:
-                np.dot(x.T, d, gw)                  # (∂f/∂W)ᵀ = xᵀ δ
+            elif transposed:
+                _mm(blas, x, True, d, False, gw)    # (∂f/∂W)ᵀ = xᵀ δ
             else:
-                np.dot(d.T, x, gw)                  # ∂f/∂W = δᵀ x
-            if gb.size:                             # ∂f/∂b = Σ_rows δ
-                gb[:] = d[0]
+                _mm(blas, d, True, x, False, gw)    # ∂f/∂W = δᵀ x
+            if has_bias:                            # ∂f/∂b = Σ_rows δ
+                gb = _vec(arrays, layers[l, 8], like)
+                for j in range(d.shape[1]):
+                    gb[j] = d[0, j]
                 for r in range(1, d.shape[0]):
-                    gb += d[r]
-        elif not below:
+                    for j in range(d.shape[1]):
+                        gb[j] += d[r, j]
             continue
-        elif code == SIGMOID:                       # e ∘ z ∘ (1 − z)
+        if not below:
+            continue
+        e = _mat(arrays, layers[l, 3], like)
+        if code == SIGMOID:                         # e ∘ z ∘ (1 − z)
             for r in range(d.shape[0]):
                 for j in range(d.shape[1]):
                     z = y[r, j]
-                    e[r, j] = d[r, j] * (z * (one - z))
+                    e[r, j] = d[r, j] * (z * (one[0] - z))
         elif code == RELU:                          # dy ∘ [z > 0]
             for r in range(d.shape[0]):
                 for j in range(d.shape[1]):
@@ -164,49 +266,59 @@ def _backward(codes: Any, slot: Any, flags: Any, acts: Any, errs: Any, weights: 
             for r in range(d.shape[0]):
                 for j in range(d.shape[1]):
                     z = y[r, j]
-                    e[r, j] = d[r, j] * (one - z * z)
+                    e[r, j] = d[r, j] * (one[0] - z * z)
         elif code == IDENTITY:
-            e[:, :] = d
+            _copy(d, e)
         elif code == DROPOUT:                       # δ ∘ m, the forward's mask
-            if ps[slot[l]] == zero:
-                e[:, :] = d
+            if rates[layers[l, 7], 0] == zero:
+                _copy(d, e)
             else:
-                m = masks[slot[l]]
+                m = _mat(arrays, layers[l, 5], like)
                 for r in range(d.shape[0]):
                     for j in range(d.shape[1]):
                         e[r, j] = d[r, j] * m[r, j]
 
 
-def _update(code: int, params: Any, grads: Any, slots1: Any, slots2: Any, decays: Any, t: int,
-            hyper: Any, scratch: Any) -> None:  # pragma: no cover - compiled
-    """Every parameter's update, the optimizer's compiled kernel with the step's scalars.
-    ``hyper``: (η, μ or β₁, β₂, ε, λ, the dtype's smallest normal number) as float64; ``scratch``: a 1-element array of the
-    parameters' dtype (a float64 value stored into it is rounded as the eager step rounds it)."""
-    lr = hyper[0]
-    scratch[0] = lr
-    lr_w = scratch[0]
+def _update_sgd(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, scratch: Any) -> None:  # pragma: no cover
+    """w ← w − η g for every parameter.  ``hyper``: (η, μ or β₁, β₂, ε, λ, the dtype's smallest
+    normal number) as float64; ``scratch``: a 1-element array of the parameters' dtype (a float64
+    value stored into it is rounded as the eager step rounds it)."""
+    like = scratch
+    scratch[0] = hyper[0]
+    lr = scratch[0]
+    for k in range(updates.shape[0]):
+        _sgd(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like), lr)
+
+
+def _update_momentum(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any,
+                     scratch: Any) -> None:  # pragma: no cover - compiled
+    """v ← μ v + g, w ← w − η v (Nesterov: w ← w − η (g + μ v)) for every parameter."""
+    like = scratch
+    scratch[0] = hyper[0]
+    lr = scratch[0]
+    scratch[0] = hyper[1]
+    mu = scratch[0]
     scratch[0] = hyper[5]
     tiny = scratch[0]
-    if code == SGD:
-        for k in range(len(params)):
-            _sgd(params[k], grads[k], lr_w)
-        return
-    if code == MOMENTUM or code == NESTEROV:
-        scratch[0] = hyper[1]
-        mu = scratch[0]
-        for k in range(len(params)):
-            _momentum(params[k], grads[k], slots1[k], lr_w, mu, code == NESTEROV, tiny)
-        return
-    # Adam: η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ), d = 1 − ηλ (Adam.step_scalars)
-    b1, b2, eps, wd = hyper[1], hyper[2], hyper[3], hyper[4]
+    for k in range(updates.shape[0]):
+        _momentum(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like),
+                  _vec(arrays, updates[k, 2], like), lr, mu, nesterov, tiny)
+
+
+def _update_adam(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, scratch: Any) -> None:  # pragma: no cover
+    """Adam at step t: η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ), d = 1 − ηλ where decoupled
+    weight decay applies (Adam.step_scalars), then the compiled kernel of the eager step."""
+    like = scratch
+    lr, b1, b2, eps, wd = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4]
     c2 = np.sqrt(1.0 - b2 ** float(t))
-    vals = (lr * c2 / (1.0 - b1 ** float(t)), b1, b2, 1.0 - b1, 1.0 - b2, c2 * eps, 1.0 - lr * wd, 1.0)
-    w = np.empty(8, scratch.dtype)
-    for i in range(8):
+    vals = (lr * c2 / (1.0 - b1 ** float(t)), b1, b2, 1.0 - b1, 1.0 - b2, c2 * eps, 1.0 - lr * wd, 1.0, hyper[5])
+    w = np.empty(9, scratch.dtype)
+    for i in range(9):
         w[i] = vals[i]
-    for k in range(len(params)):
-        _adam(params[k], grads[k], slots1[k], slots2[k], w[0], w[1], w[2], w[3], w[4], w[5],
-              w[6] if decays[k] else w[7], tiny)
+    for k in range(updates.shape[0]):
+        _adam(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like), _vec(arrays, updates[k, 2], like),
+              _vec(arrays, updates[k, 3], like), w[0], w[1], w[2], w[3], w[4], w[5],
+              w[6] if updates[k, 4] else w[7], w[8])
 
 
 def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
@@ -221,21 +333,23 @@ def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
     return n
 
 
-def _run_steps(X: Any, x_rows: Any, t_rows: Any, T: Any, labels: Any, first: int, count: int,
-               codes: Any, slot: Any, flags: Any, acts: Any, errs: Any, weights: Any, biases: Any,
-               grads_w: Any, grads_b: Any, masks: Any, ps: Any, keeps: Any, counters: Any, keys: Any,
-               tbuf: Any, lbuf: Any, loss_code: int, scale: float, lowest: int,
-               update_code: int, params: Any, grads: Any, slots1: Any, slots2: Any, decays: Any,
-               t0: int, hyper: Any, fused: bool, check: bool, losses: Any,
+def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: Any, x_rows: Any, t_rows: Any, T: Any,
+               labels: Any, first: int, count: int, layers: Any, arrays: Any, updates: Any, counters: Any,
+               rates: Any, keys: Any, tbuf: Any, lbuf: Any, scale: float, lowest: int, t0: int, hyper: Any,
+               fused: bool, check: bool, target_rows: bool, losses: Any,
                correct: Any) -> int:  # pragma: no cover - compiled
     """Train batches first … first+count−1 (rows ``t_rows[bB:(b+1)B]`` of T and labels,
-    ``x_rows`` of X); batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
+    ``x_rows`` of X) with the compiled ``loss`` (:data:`LOSSES`), ``update`` (:data:`UPDATES`) and
+    ``draw`` (:data:`DRAWS`), compiled functions: this one is compiled for those it is given, when
+    first given them; batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
     Returns the steps done: fewer than ``count`` when ``check`` and a loss is not finite (that
     step is not applied; its loss is stored)."""
-    B = acts[0].shape[0]
-    z = acts[len(acts) - 1]
-    one = np.ones(1, z.dtype)
-    scratch = np.empty(1, z.dtype)
+    one = np.ones(1, losses.dtype)
+    x0 = _mat(arrays, layers[0, 1], one)
+    top = layers.shape[0] - 1
+    z, err = _mat(arrays, layers[top, 2], one), _mat(arrays, layers[top, 4], one)
+    B = x0.shape[0]
+    scratch = np.empty(1, losses.dtype)
     scratch[0] = 2.0 * scale
     twice = scratch[0]
     scratch[0] = scale
@@ -245,35 +359,58 @@ def _run_steps(X: Any, x_rows: Any, t_rows: Any, T: Any, labels: Any, first: int
     for s in range(count):
         b = first + s
         start = b * B
-        _gather(X, x_rows, start, acts[0])
+        _gather(X, x_rows, start, x0)
         for i in range(B):
             lbuf[i] = labels[t_rows[start + i]]
-        if loss_code == SQUARED:
+        if target_rows:                         # a squared error's rows, not labels
             _gather(T, t_rows, start, tbuf)
-        _forward(codes, slot, flags, acts, weights, biases, masks, ps, keeps, counters, keys, one[0])
-        f = _loss(loss_code, z, tbuf, lbuf, scale, scale_w, twice, errs[len(errs) - 1])
+        _forward(draw, blas, layers, arrays, counters, rates, keys, one)
+        f = loss(z, tbuf, lbuf, scale, scale_w, twice, err)
         losses[b] = f
         correct[b] = _correct(z, lbuf)
         if check and not np.isfinite(f):
             return s
-        _backward(codes, slot, flags, acts, errs, weights, grads_w, grads_b, biases, masks, ps, lowest,
-                  fused_lr, one[0])
+        _backward(blas, layers, arrays, rates, lowest, fused_lr, one)
         if not fused:
-            _update(update_code, params, grads, slots1, slots2, decays, t0 + s + 1, hyper, scratch)
+            update(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
     return count
 
 
-_gather, _forward, _loss, _backward, _update, _correct = (
-    compile_cached(f) for f in (_gather, _forward, _loss, _backward, _update, _correct))
+_mm, _mat, _vec, _gather, _copy, _forward, _backward, _correct = (
+    compile_cached(f) for f in (_mm, _mat, _vec, _gather, _copy, _forward, _backward, _correct))
+#: what dropout draws from: the counter-based generator, or nothing (a network without dropout)
+DRAWS = {True: philox_fill, False: compile_cached(_no_draw)}
 run_steps = compile_cached(_run_steps)
+#: the compiled losses and updates :func:`run_steps` takes
+LOSSES = {"squared": compile_cached(_squared_error), "xent": compile_cached(_cross_entropy)}
+UPDATES = {"sgd": compile_cached(_update_sgd), "momentum": compile_cached(_update_momentum),
+           "adam": compile_cached(_update_adam)}
 
 
-def typed(arrays: list) -> Any:
-    """A numba typed list of ``arrays`` (all of one type)."""
-    out = numba.typed.List()
-    for a in arrays:
-        out.append(a)
-    return out
+class Tables:
+    """The integer tables :func:`run_steps` reads (see the module docstring), built from the
+    arrays themselves: ``add(a)`` gives a row of ``arrays`` (``a`` kept alive here)."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, int, int]] = []
+        self._kept: list[Any] = []
+        self._counters: list[Any] = []
+
+    def add(self, a: Any) -> int:
+        """The row of ``arrays`` describing ``a`` (C-contiguous, 1-D or 2-D; 1-D as one row)."""
+        if not a.flags.c_contiguous:
+            raise ValueError("the compiled step reads C-contiguous arrays only")
+        rows, cols = (1, a.shape[0]) if a.ndim == 1 else a.shape
+        self._rows.append((a.ctypes.data, rows, cols))
+        self._kept.append(a)
+        return len(self._rows) - 1
+
+    def array(self, row: int) -> Any:
+        """The array a row describes."""
+        return self._kept[row]
+
+    def arrays(self) -> Any:
+        return np.asarray(self._rows, dtype=np.int64).reshape(-1, 3)
 
 
 def row_major(a: Any) -> tuple[Any, bool]:
@@ -290,24 +427,23 @@ def flat(a: Any) -> Any:
     return row_major(a)[0].reshape(-1)
 
 
-def ints(values: list) -> Any:
-    return np.asarray(values, dtype=np.int64)
+def ints(rows: list, columns: int) -> Any:
+    """An int64 table of ``columns`` columns."""
+    return np.asarray(rows, dtype=np.int64).reshape(-1, columns)
 
 
 def values(vals: list, dtype: Any) -> Any:
     return np.asarray(vals, dtype=dtype)
 
 
-def keys(pairs: list) -> Any:
-    """Philox keys (k₀, k₁) of the dropout layers, one row each."""
-    return np.asarray(pairs, dtype=np.uint32).reshape(-1, 2)
-
-
-def counter() -> Any:
-    """A draw counter for a network without dropout (the typed list needs one element)."""
-    return np.zeros((1,), np.uint64)
-
-
 def tiny(dtype: Any) -> float:
     """The smallest normal number of ``dtype``."""
     return float(np.finfo(dtype).tiny)
+
+
+def blas(ops: Any) -> Any:
+    """(sgemm address, dgemm address, integer bits) of the BLAS ``ops`` computes its products
+    with (NumPy's, or oneMKL's with ``DEEPNET_BLAS=mkl``), as an int64 array; None when NumPy's
+    cannot be found (the compiled step then does not run)."""
+    found = cblas.mkl_gemm(ops.products.lib.path) if ops.blas == "mkl" else cblas.numpy_gemm()
+    return None if found is None else np.asarray(found, dtype=np.int64)

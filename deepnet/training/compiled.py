@@ -59,8 +59,8 @@ def compile_obstacles(net: Any, *, labels_as_targets: bool, check_finite: str, s
         out.append("the data is streamed from the host in chunks (stream_chunk_rows)")
     if precision != "float32":
         out.append(f"the products run in precision {precision!r}")
-    if net.ops.blas != "numpy":
-        out.append(f"the products go to {net.ops.blas} (DEEPNET_BLAS), which the compiled step does not call")
+    if net.ops.step_compiler().blas(net.ops) is None:
+        out.append("NumPy's BLAS (its CBLAS gemm), which the compiled step calls, was not found")
     if net.dtype_name not in ("float32", "float64"):
         out.append(f"the network computes in {net.dtype_name}")
     if net.diagnostics is not None:
@@ -110,6 +110,8 @@ class CompiledRun:
                  mode: str, accept: Any = None) -> None:
         ops = self.ops = net.ops
         self.kern = ops.step_compiler()
+        self.blas = self.kern.blas(ops)
+        self.z: Array = None
         self.net, self.T, self.labels, self.rows, self.mode = net, T, labels, rows, mode
         #: ``accept(f, b)``: the NaN guard's check, asked when a step's loss is not finite
         self.accept = accept
@@ -128,83 +130,70 @@ class CompiledRun:
 
     # ------------------------------------------------------------------ the description
     def _build(self) -> None:
-        """The network as the compiled step reads it: codes, the arrays of every layer, the
-        buffers of every batch, the optimizer's slots (made now)."""
+        """The network as the compiled step reads it (``kern.Tables``): a row per layer naming
+        the arrays it reads and writes (its parameters, the batch buffers made here, a dropout
+        layer's mask and generator), a row per parameter for the update (slots made now)."""
         net, ops, kern, B = self.net, self.ops, self.kern, self.B
         layers = net.layers
         start = 1 if declared_kind(layers[0], _LAYER_METHODS) == "flatten" else 0
         self.Xrows = ops.xp.reshape(self.X, (int(self.X.shape[0]), -1))
-        widths = [int(self.Xrows.shape[1])]
-        codes, slot, flags = [], [], []
-        self._grad_of: dict[int, Array] = {}        # id of a parameter's array -> its gradient buffer
-        weights, biases, gweights, gbiases, masks, ps, keeps, counters, keys = [], [], [], [], [], [], [], [], []
+        tables = self.tables = kern.Tables()
+        width = int(self.Xrows.shape[1])
+        x, dx = tables.add(ops.zeros((B, width), self.dtype)), -1        # the batch; no error below the first layer
+        rows, grad_row = [], {}                    # grad_row: id of a parameter's array -> its gradient's row
+        self.drops: list[Any] = []                 # the dropout layers, in the order of ``rates``
+        self._generators: list[Any] = []           # their distinct generators, in the order of ``counters``
         for layer in layers[start:]:
             kind = declared_kind(layer, _LAYER_METHODS)
-            codes.append(getattr(kern, _LAYER_CODE[kind]))
+            extra = [-1] * 5
             if kind == "dense":
                 params = layer.parameters()
                 w, transposed = kern.row_major(params["weight"].data)
-                slot.append(len(weights))
-                flags.append(int(transposed))
-                weights.append(w)
-                gweights.append(ops.zeros_like(w))
-                self._grad_of[id(params["weight"].data)] = gweights[-1]
-                b = params["bias"].data if layer.bias else ops.zeros((0,), self.dtype)
-                biases.append(b)
-                gbiases.append(ops.zeros_like(b))
+                extra = [tables.add(w), tables.add(ops.zeros_like(w)), -1, -1, int(transposed)]
+                grad_row[id(params["weight"].data)] = extra[1]
                 if layer.bias:
-                    self._grad_of[id(b)] = gbiases[-1]
-                widths.append(layer.n_out)
-                continue
-            if kind == "dropout":
+                    b = params["bias"].data
+                    extra[2], extra[3] = tables.add(b), tables.add(ops.zeros_like(b))
+                    grad_row[id(b)] = extra[3]
+                width = layer.n_out
+            elif kind == "dropout":
                 rng = _generator(net, layer)
-                slot.append(len(masks))
-                masks.append(ops.zeros((B, widths[-1]), self.dtype))
-                ps.append(layer.p)
-                keeps.append(1.0 / (1.0 - layer.p))
-                counters.append(rng.counter)
-                keys.append(list(rng.key))
-            else:
-                slot.append(0)
-            widths.append(widths[-1])
+                if all(g is not rng for g in self._generators):
+                    self._generators.append(rng)
+                counter = next(i for i, g in enumerate(self._generators) if g is rng)
+                extra = [tables.add(ops.zeros((B, width), self.dtype)), counter, len(self.drops), -1, -1]
+                self.drops.append(layer)
+            y, dy = tables.add(ops.zeros((B, width), self.dtype)), tables.add(ops.zeros((B, width), self.dtype))
+            rows.append([getattr(kern, _LAYER_CODE[kind]), x, y, dx, dy, *extra])
+            x, dx = y, dy
         self.lowest = max(net.lowest_trained - start, 0)
-        self.widths = widths
-        self.acts = [ops.zeros((B, w), self.dtype) for w in widths]
-        self.errs = [ops.zeros((B, w) if i else (1, 1), self.dtype) for i, w in enumerate(widths)]
-        self.tbuf = ops.zeros((B, widths[-1]) if self.T.ndim == 2 else (1, 1), self.dtype)
+        self.width = width
+        self.z = tables.array(rows[-1][2])
+        self.tbuf = ops.zeros((B, width) if self.T.ndim == 2 else (1, 1), self.dtype)
         self.lbuf = ops.zeros((B,), ops.int64)
         self.Trows = self.T if self.T.ndim == 2 else self.tbuf
-        self.lists = dict(
-            codes=kern.ints(codes), slot=kern.ints(slot), flags=kern.ints(flags or [0]),
-            acts=kern.typed(self.acts), errs=kern.typed(self.errs),
-            weights=kern.typed(weights), biases=kern.typed(biases),
-            grads_w=kern.typed(gweights), grads_b=kern.typed(gbiases),
-            masks=kern.typed(masks or [ops.zeros((1, 1), self.dtype)]),
-            ps=kern.values(ps or [0.0], self.dtype), keeps=kern.values(keeps or [1.0], self.dtype),
-            counters=kern.typed(counters or [kern.counter()]), keys=kern.keys(keys or [[0, 0]]))
-        self._params_lists()
-        self.work = B * sum(w.size for w in weights) * 3
+        self.layer_table = kern.ints(rows, len(kern.LAYER_COLUMNS))
+        self.update_table = self._update_rows(grad_row)
+        self.array_table = tables.arrays()
+        self.counters = kern.values([0] * max(len(self._generators), 1), "uint64")
+        self.rates = kern.values([[0.0, 1.0]] * max(len(self.drops), 1), self.dtype)
+        self.keys = kern.values([[0, 0]] * max(len(self.drops), 1), "uint32")
+        self.work = B * sum(p.data.size for p in net.parameters().values()) * 3
+        self._bound = self._binding()
 
-    def _params_lists(self) -> None:
-        """Every parameter, its gradient buffer and its optimizer slots as flat views in one
-        orientation (row-major), in the order the update walks them; which parameters decoupled
-        weight decay skips."""
-        net, kern, opt = self.net, self.kern, self.net.optimizer
+    def _update_rows(self, grad_row: dict[int, int]) -> Array:
+        """A row per parameter: the rows of its array, its gradient and its optimizer slots as
+        flat arrays in one orientation (row-major), and whether decoupled weight decay applies."""
+        net, kern, opt, tables = self.net, self.kern, self.net.optimizer, self.tables
         params = list(net.parameters().values())
         opt.create_slots(net.parameters(), self.ops)
         excluded = opt.decay_excluded(params)
-        none = kern.flat(self.ops.zeros((0,), self.dtype))
-        flat_p, flat_g, s1, s2, decays = [], [], [], [], []
+        rows = []
         for p in params:
-            flat_p.append(kern.flat(p.data))
-            flat_g.append(kern.flat(self._grad_of[id(p.data)]))
-            st = [opt.state[p.name][k] for k in opt.slots]
-            s1.append(kern.flat(st[0]) if st else none)
-            s2.append(kern.flat(st[1]) if len(st) > 1 else none)
-            decays.append(int(p.name not in excluded))
-        self.lists.update(params=kern.typed(flat_p), grads=kern.typed(flat_g), slots1=kern.typed(s1),
-                          slots2=kern.typed(s2), decays=kern.ints(decays))
-        self._bound = self._binding()
+            slots = [tables.add(kern.flat(opt.state[p.name][k])) for k in opt.slots] + [-1, -1]
+            rows.append([tables.add(kern.flat(p.data)), grad_row[id(p.data)], slots[0], slots[1],
+                         int(p.name not in excluded)])
+        return kern.ints(rows, len(kern.UPDATE_COLUMNS))
 
     def _binding(self) -> tuple:
         """What the description was built from: the identities of the parameters' arrays and slots."""
@@ -253,23 +242,27 @@ class CompiledRun:
         """One compiled call over batches first … first+count−1; returns the next batch."""
         if self._binding() != self._bound:           # a parameter or slot was replaced between calls
             self._build()
-        net, opt, L = self.net, self.net.optimizer, self.lists
+        opt, kern = self.net.optimizer, self.kern
         kind = declared_kind(opt, _OPTIMIZER_METHODS)
-        update = self._update_code(kind)
-        hyper = self.kern.values(self._hyper(kind), "float64")
-        fused = update == self.kern.SGD and self.B == 1
-        self._refresh_layer_values()
+        rule = "adam" if kind == "adam" else "momentum" if opt.momentum else "sgd"
+        hyper = kern.values(self._hyper(kind), "float64")
+        loss_kind = declared_kind(self.net.loss, _LOSS_METHODS)
+        self._generators_in()
         m = self.metrics
-        done = self.kern.run_steps(
-            self.Xrows, self.x_order, self.t_order, self.Trows, self.labels, first, count,
-            L["codes"], L["slot"], L["flags"], L["acts"], L["errs"], L["weights"], L["biases"],
-            L["grads_w"], L["grads_b"], L["masks"], L["ps"], L["keeps"], L["counters"], L["keys"],
-            self.tbuf, self.lbuf, self._loss_code(), self._scale(), self.lowest,
-            update, L["params"], L["grads"], L["slots1"], L["slots2"], L["decays"], opt.iterations, hyper,
-            fused, self.accept is not None, m.batch_losses, m.batch_correct)
+        try:
+            done = kern.run_steps(
+                kern.LOSSES[loss_kind], kern.UPDATES[rule], kern.DRAWS[bool(self.drops)],
+                rule == "momentum" and opt.nesterov, self.blas,
+                self.Xrows, self.x_order, self.t_order, self.Trows, self.labels, first, count,
+                self.layer_table, self.array_table, self.update_table, self.counters, self.rates, self.keys,
+                self.tbuf, self.lbuf, self._scale(), self.lowest, opt.iterations, hyper,
+                rule == "sgd" and self.B == 1, self.accept is not None, loss_kind == "squared",
+                m.batch_losses, m.batch_correct)
+        finally:
+            self._generators_out()
         self._count(done)
         at = first + max(done, 1) - 1
-        self.last = (self.ops.xp.reshape(m.batch_losses[at:at + 1], ()), self.acts[-1])
+        self.last = (self.ops.xp.reshape(m.batch_losses[at:at + 1], ()), self.z)
         if done < count:                              # a NaN or inf loss: the guard raises naming it
             self._forward_eagerly(first + done)
             self.accept(m.batch_losses[first + done], first + done)
@@ -282,14 +275,6 @@ class CompiledRun:
         x_rows = ops.xp.reshape(self.x_order[b * self.B:(b + 1) * self.B], (self.B,))
         self.net.forward(ops.take_rows(self.X, x_rows), True)
 
-    def _update_code(self, kind: str | None) -> int:
-        opt, kern = self.net.optimizer, self.kern
-        if kind == "adam":
-            return kern.ADAM
-        if opt.momentum:
-            return kern.NESTEROV if opt.nesterov else kern.MOMENTUM
-        return kern.SGD
-
     def _hyper(self, kind: str | None) -> list[float]:
         """(η, μ or β₁, β₂, ε, λ decoupled, the dtype's smallest normal number), read at every
         call: a schedule or callback may have changed them between calls."""
@@ -298,26 +283,29 @@ class CompiledRun:
             return [opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay if opt.decoupled else 0.0, tiny]
         return [opt.lr, opt.momentum, 0.0, 0.0, 0.0, tiny]
 
-    def _refresh_layer_values(self) -> None:
-        """Dropout's p (and 1/(1−p)) as set now (a schedule may change it), and its generator's
-        counter and key (restoring a checkpoint may replace the generator or its key)."""
-        L = self.lists
-        drops = [layer for layer in self.net.layers if declared_kind(layer, _LAYER_METHODS) == "dropout"]
-        for k, layer in enumerate(drops):
-            L["ps"][k] = layer.p
-            L["keeps"][k] = 1.0 / (1.0 - layer.p)
+    def _generators_in(self) -> None:
+        """Dropout's p and 1/(1−p) as set now (a schedule may change them), and each generator's
+        draw counter and key (restoring a checkpoint may replace a generator or its key)."""
+        for k, layer in enumerate(self.drops):
             rng = _generator(self.net, layer)
-            if L["counters"][k] is not rng.counter:
-                L["counters"][k] = rng.counter
-            L["keys"][k, 0], L["keys"][k, 1] = rng.key
+            if all(g is not rng for g in self._generators):      # replaced since the tables were built
+                self._build()
+                return self._generators_in()
+            self.rates[k, 0], self.rates[k, 1] = layer.p, 1.0 / (1.0 - layer.p)
+            self.keys[k, 0], self.keys[k, 1] = rng.key
+        for i, rng in enumerate(self._generators):
+            self.counters[i] = rng.counter[0]
+        return None
 
-    def _loss_code(self) -> int:
-        return self.kern.XENT if declared_kind(self.net.loss, _LOSS_METHODS) == "xent" else self.kern.SQUARED
+    def _generators_out(self) -> None:
+        """The draw counters the compiled steps advanced, back into the generators."""
+        for i, rng in enumerate(self._generators):
+            rng.counter[0] = self.counters[i]
 
     def _scale(self) -> float:
         """c of the loss for a full batch (f = c Σ ..., 1/B for a mean)."""
         loss = self.net.loss
-        return loss.error_scale(self.B, self.widths[-1])
+        return loss.error_scale(self.B, self.width)
 
     def _count(self, steps: int) -> None:
         self.net.optimizer.iterations += steps
