@@ -90,8 +90,9 @@ def initial_weights(cfg: Config) -> list[tuple[np.ndarray, np.ndarray | None]]:
 
 
 # ---------------------------------------------------------------- runners
-def run_deepnet(cfg: Config, X: np.ndarray, y: np.ndarray, graphs: str = "auto") -> Callable[[], None]:
-    """deepnet's fit, one epoch without shuffling; ``graphs="epoch"`` is the "deepnet compiled" run."""
+def run_deepnet(cfg: Config, X: np.ndarray, y: np.ndarray, graphs: str = "off") -> Callable[[], None]:
+    """deepnet's fit, one epoch without shuffling: the plain loop (``graphs="off"``); ``graphs="epoch"`` is
+    the "deepnet compiled" run."""
     net = deepnet_net(cfg)
 
     def go() -> None:

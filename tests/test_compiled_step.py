@@ -74,11 +74,14 @@ def _weights(net: dn.Network) -> dict[str, np.ndarray]:
     return {k: to_host(v) for k, v in net.get_weights().items()}
 
 
+@pytest.mark.parametrize("shuffle", [True, False], ids=["gathered", "read-in-place"])
 @pytest.mark.parametrize("name", sorted(NETS))
-def test_the_compiled_step_trains_as_the_plain_loop_in_float64(name, compiled_steps):
-    plain, hp = _train(name, "off", "float64")
+def test_the_compiled_step_trains_as_the_plain_loop_in_float64(name, shuffle, compiled_steps):
+    """Shuffled batches are gathered; without shuffling, a batch of consecutive rows is read
+    where it lies in X."""
+    plain, hp = _train(name, "off", "float64", shuffle=shuffle)
     assert not compiled_steps
-    comp, hc = _train(name, "epoch", "float64")
+    comp, hc = _train(name, "epoch", "float64", shuffle=shuffle)
     n_full = 96 // NETS[name][1]["batch_size"]
     assert sum(compiled_steps) == 2 * n_full            # every full batch of both epochs, compiled
     for k, w in _weights(plain).items():

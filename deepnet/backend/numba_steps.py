@@ -43,16 +43,16 @@ _NO_TRANS, _TRANS = 111, 112       # CBLAS's transpose flags (row-major order: 1
 
 
 def _gemm_intrinsic(bits: int) -> Any:
-    """``gemm(address, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)``: a call of the CBLAS
-    ``?gemm`` at ``address`` (row-major, α = 1) from compiled code, with ``bits``-wide integers."""
+    """``gemm(address, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)``: a call of the
+    CBLAS ``?gemm`` at ``address`` (row-major) from compiled code, with ``bits``-wide integers."""
     @intrinsic
-    def gemm(typingctx: Any, addr: Any, ta: Any, tb: Any, m: Any, n: Any, k: Any, a: Any, lda: Any, b: Any,
-             ldb: Any, beta: Any, c: Any, ldc: Any) -> Any:
-        sig = types.void(addr, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+    def gemm(typingctx: Any, addr: Any, ta: Any, tb: Any, m: Any, n: Any, k: Any, alpha: Any, a: Any, lda: Any,
+             b: Any, ldb: Any, beta: Any, c: Any, ldc: Any) -> Any:
+        sig = types.void(addr, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             at = signature.args
-            fty = context.get_value_type(at[6].dtype)
+            fty = context.get_value_type(at[7].dtype)
             it, i32, vp = ir.IntType(bits), ir.IntType(32), ir.IntType(8).as_pointer()
             fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, it, it, it, fty, vp, it, vp, it, fty, vp, it])
             fn = builder.inttoptr(args[0], fnty.as_pointer())
@@ -64,10 +64,11 @@ def _gemm_intrinsic(bits: int) -> Any:
                 v = context.cast(builder, args[i], at[i], types.int64)
                 return builder.trunc(v, ir.IntType(width)) if width < 64 else v
 
-            beta_v = context.cast(builder, args[10], at[10], at[6].dtype)
+            alpha_v = context.cast(builder, args[6], at[6], at[7].dtype)
+            beta_v = context.cast(builder, args[11], at[11], at[7].dtype)
             builder.call(fn, [ir.Constant(i32, 101), integer(1, 32), integer(2, 32), integer(3, bits),
-                              integer(4, bits), integer(5, bits), ir.Constant(fty, 1.0), data(6), integer(7, bits),
-                              data(8), integer(9, bits), beta_v, data(11), integer(12, bits)])
+                              integer(4, bits), integer(5, bits), alpha_v, data(7), integer(8, bits),
+                              data(9), integer(10, bits), beta_v, data(12), integer(13, bits)])
             return context.get_dummy_value()
         return sig, codegen
     return gemm
@@ -76,18 +77,18 @@ def _gemm_intrinsic(bits: int) -> Any:
 _gemm64, _gemm32 = _gemm_intrinsic(64), _gemm_intrinsic(32)
 
 
-def _mm(blas: Any, a: Any, ta: bool, b: Any, tb: bool, out: Any) -> None:  # pragma: no cover - compiled
-    """out = op(a)·op(b) (op: transposed where ``ta``/``tb``), every array C-contiguous, through
-    the CBLAS ``blas`` = (sgemm address, dgemm address, integer bits)."""
+def _mm(blas: Any, a: Any, ta: bool, b: Any, tb: bool, out: Any, alpha: Any, beta: Any) -> None:  # pragma: no cover
+    """out = α op(a)·op(b) + β out (op: transposed where ``ta``/``tb``), every array C-contiguous,
+    through the CBLAS ``blas`` = (sgemm address, dgemm address, integer bits)."""
     m, n = out.shape
     k = a.shape[0] if ta else a.shape[1]
     addr = blas[0] if out.itemsize == 4 else blas[1]
     fa = _TRANS if ta else _NO_TRANS
     fb = _TRANS if tb else _NO_TRANS
     if blas[2] == 64:
-        _gemm64(addr, fa, fb, m, n, k, a, max(a.shape[1], 1), b, max(b.shape[1], 1), 0.0, out, max(n, 1))
+        _gemm64(addr, fa, fb, m, n, k, alpha, a, max(a.shape[1], 1), b, max(b.shape[1], 1), beta, out, max(n, 1))
     else:
-        _gemm32(addr, fa, fb, m, n, k, a, max(a.shape[1], 1), b, max(b.shape[1], 1), 0.0, out, max(n, 1))
+        _gemm32(addr, fa, fb, m, n, k, alpha, a, max(a.shape[1], 1), b, max(b.shape[1], 1), beta, out, max(n, 1))
 
 
 _sgd, _momentum, _adam = kernel("sgd", 0), kernel("momentum", 0), kernel("adam", 0)     # the serial builds
@@ -131,6 +132,14 @@ def _gather(X: Any, rows: Any, start: int, out: Any) -> None:  # pragma: no cove
             out[i, j] = X[r, j]
 
 
+def _consecutive(rows: Any, start: int, n: int) -> bool:  # pragma: no cover - compiled
+    """Whether rows[start:start+n] are n consecutive row numbers."""
+    for i in range(1, n):
+        if rows[start + i] != rows[start] + i:
+            return False
+    return True
+
+
 def _copy(src: Any, dst: Any) -> None:  # pragma: no cover - compiled
     """dst = src (2-D, the same shape)."""
     for r in range(src.shape[0]):
@@ -152,7 +161,7 @@ def _forward(draw: Any, blas: Any, layers: Any, arrays: Any, counters: Any, rate
         code = layers[l, 0]
         x, y = _mat(arrays, layers[l, 1], like), _mat(arrays, layers[l, 2], like)
         if code == DENSE:
-            _mm(blas, x, False, _mat(arrays, layers[l, 5], like), layers[l, 9] == 0, y)   # y = x Wᵀ
+            _mm(blas, x, False, _mat(arrays, layers[l, 5], like), layers[l, 9] == 0, y, one[0], zero)   # y = x Wᵀ
             if layers[l, 7] >= 0:
                 b = _vec(arrays, layers[l, 7], like)
                 for r in range(y.shape[0]):       # y ← y + b on every row
@@ -207,48 +216,59 @@ def _cross_entropy(z: Any, t: Any, labels: Any, scale: float, scale_w: Any, twic
     return _softmax_xent(z, labels, scale_w, err)
 
 
-def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, fused_lr: Any,
+#: where a dense layer's backward puts ∂f/∂W = δᵀx (and ∂f/∂b = Σ_rows δ): into gradient
+#: buffers (G ← ∂f/∂θ, for the update to read), into momentum's velocity (V ← μV + ∂f/∂θ, the
+#: product's β = μ: no gradient buffer is written or read), or into the parameter itself, plain
+#: SGD (θ ← θ − η ∂f/∂θ, the product's α = −η, β = 1: no update pass at all)
+INTO_GRADIENT, INTO_VELOCITY, INTO_PARAMETER = 0, 1, 2
+
+
+def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, into: int, lr: Any, mu: Any,
               one: Any) -> None:  # pragma: no cover - compiled
-    """Layer by layer from the top: each layer's ∂f/∂θ from its ∂f/∂y and the error ∂f/∂x
-    handed down (none at ``lowest``).  ``fused_lr`` > 0: batch 1 with plain SGD, the outer
-    product δᵀx applied to the weights at once, w ← w − η (δ_j x_i)."""
+    """Layer by layer from the top: each layer's ∂f/∂θ from its ∂f/∂y, put where ``into`` says
+    (η = ``lr``, μ = ``mu`` in the parameters' dtype), and the error ∂f/∂x handed down (none at
+    ``lowest``).  Batch 1 forms δᵀx as one product per element, fused with where it goes."""
     like, zero = one, one[0] - one[0]
     for l in range(layers.shape[0] - 1, lowest - 1, -1):
         code = layers[l, 0]
         below = l > lowest
         d, x, y = _mat(arrays, layers[l, 4], like), _mat(arrays, layers[l, 1], like), _mat(arrays, layers[l, 2], like)
         if code == DENSE:
-            w, gw = _mat(arrays, layers[l, 5], like), _mat(arrays, layers[l, 6], like)
+            w, to = _mat(arrays, layers[l, 5], like), _mat(arrays, layers[l, 6], like)
             transposed = layers[l, 9] != 0
-            has_bias = layers[l, 7] >= 0
             if below:                               # ẽ = δ W, before W changes
-                _mm(blas, d, False, w, transposed, _mat(arrays, layers[l, 3], like))
-            if fused_lr > zero:                     # w ← w − η δᵀx, b ← b − η δ (batch 1)
+                _mm(blas, d, False, w, transposed, _mat(arrays, layers[l, 3], like), one[0], zero)
+            if x.shape[0] == 1 and not transposed:  # δᵀx: one product per element
                 for j in range(d.shape[1]):
                     c = d[0, j]
-                    for i in range(x.shape[1]):
-                        w[j, i] -= fused_lr * (c * x[0, i])
-                if has_bias:
-                    b = _vec(arrays, layers[l, 7], like)
-                    for j in range(d.shape[1]):
-                        b[j] -= fused_lr * d[0, j]
-                continue
-            if x.shape[0] == 1 and not transposed:  # ∂f/∂W = δᵀx: one product per element
-                for j in range(d.shape[1]):
-                    c = d[0, j]
-                    for i in range(x.shape[1]):
-                        gw[j, i] = c * x[0, i]
-            elif transposed:
-                _mm(blas, x, True, d, False, gw)    # (∂f/∂W)ᵀ = xᵀ δ
+                    if into == INTO_PARAMETER:
+                        for i in range(x.shape[1]):
+                            to[j, i] -= lr * (c * x[0, i])
+                    elif into == INTO_VELOCITY:
+                        for i in range(x.shape[1]):
+                            to[j, i] = mu * to[j, i] + c * x[0, i]
+                    else:
+                        for i in range(x.shape[1]):
+                            to[j, i] = c * x[0, i]
             else:
-                _mm(blas, d, True, x, False, gw)    # ∂f/∂W = δᵀ x
-            if has_bias:                            # ∂f/∂b = Σ_rows δ
-                gb = _vec(arrays, layers[l, 8], like)
+                alpha = -lr if into == INTO_PARAMETER else one[0]
+                beta = one[0] if into == INTO_PARAMETER else mu if into == INTO_VELOCITY else zero
+                if transposed:
+                    _mm(blas, x, True, d, False, to, alpha, beta)    # (∂f/∂W)ᵀ = xᵀ δ
+                else:
+                    _mm(blas, d, True, x, False, to, alpha, beta)    # ∂f/∂W = δᵀ x
+            if layers[l, 7] >= 0:                   # ∂f/∂b = Σ_rows δ
+                tb = _vec(arrays, layers[l, 8], like)
                 for j in range(d.shape[1]):
-                    gb[j] = d[0, j]
-                for r in range(1, d.shape[0]):
-                    for j in range(d.shape[1]):
-                        gb[j] += d[r, j]
+                    s = d[0, j]
+                    for r in range(1, d.shape[0]):
+                        s += d[r, j]
+                    if into == INTO_PARAMETER:
+                        tb[j] -= lr * s
+                    elif into == INTO_VELOCITY:
+                        tb[j] = mu * tb[j] + s
+                    else:
+                        tb[j] = s
             continue
         if not below:
             continue
@@ -279,20 +299,36 @@ def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, fuse
                         e[r, j] = d[r, j] * m[r, j]
 
 
-def _update_sgd(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, scratch: Any) -> None:  # pragma: no cover
-    """w ← w − η g for every parameter.  ``hyper``: (η, μ or β₁, β₂, ε, λ, the dtype's smallest
-    normal number) as float64; ``scratch``: a 1-element array of the parameters' dtype (a float64
-    value stored into it is rounded as the eager step rounds it)."""
+def _update_none(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, scratch: Any) -> None:  # pragma: no cover
+    """Plain SGD: backward already applied θ ← θ − η ∂f/∂θ (:data:`INTO_PARAMETER`)."""
+
+
+def _update_velocity(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any,
+                     scratch: Any) -> None:  # pragma: no cover - compiled
+    """Momentum after backward formed V ← μV + ∂f/∂θ (:data:`INTO_VELOCITY`): V below the
+    dtype's smallest normal number flushed to 0 (as the eager kernel does), then w ← w − η V.
+    ``hyper``: (η, μ or β₁, β₂, ε, λ, the dtype's smallest normal number) as float64;
+    ``scratch``: a 1-element array of the parameters' dtype (a float64 value stored into it is
+    rounded as the eager step rounds it)."""
     like = scratch
     scratch[0] = hyper[0]
     lr = scratch[0]
+    scratch[0] = hyper[5]
+    tiny = scratch[0]
+    zero = tiny - tiny
     for k in range(updates.shape[0]):
-        _sgd(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like), lr)
+        w, v = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 2], like)
+        for i in range(w.size):
+            vi = v[i]
+            vi = vi if abs(vi) >= tiny else zero
+            v[i] = vi
+            w[i] -= lr * vi
 
 
 def _update_momentum(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any,
                      scratch: Any) -> None:  # pragma: no cover - compiled
-    """v ← μ v + g, w ← w − η v (Nesterov: w ← w − η (g + μ v)) for every parameter."""
+    """v ← μ v + g, w ← w − η (g + μ v) for every parameter (Nesterov: its gradient is needed
+    after v is formed, so backward writes gradient buffers, :data:`INTO_GRADIENT`)."""
     like = scratch
     scratch[0] = hyper[0]
     lr = scratch[0]
@@ -336,14 +372,15 @@ def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
 def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: Any, x_rows: Any, t_rows: Any, T: Any,
                labels: Any, first: int, count: int, layers: Any, arrays: Any, updates: Any, counters: Any,
                rates: Any, keys: Any, tbuf: Any, lbuf: Any, scale: float, lowest: int, t0: int, hyper: Any,
-               fused: bool, check: bool, target_rows: bool, losses: Any,
+               into: int, check: bool, target_rows: bool, x_in_place: bool, losses: Any,
                correct: Any) -> int:  # pragma: no cover - compiled
     """Train batches first … first+count−1 (rows ``t_rows[bB:(b+1)B]`` of T and labels,
     ``x_rows`` of X) with the compiled ``loss`` (:data:`LOSSES`), ``update`` (:data:`UPDATES`) and
     ``draw`` (:data:`DRAWS`), compiled functions: this one is compiled for those it is given, when
     first given them; batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
     Returns the steps done: fewer than ``count`` when ``check`` and a loss is not finite (that
-    step is not applied; its loss is stored)."""
+    step is not applied; its loss is stored).  A batch of consecutive rows of a C-ordered X
+    (``x_in_place``) is read where it lies, not gathered."""
     one = np.ones(1, losses.dtype)
     x0 = _mat(arrays, layers[0, 1], one)
     top = layers.shape[0] - 1
@@ -355,11 +392,19 @@ def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: 
     scratch[0] = scale
     scale_w = scratch[0]
     scratch[0] = hyper[0]
-    fused_lr = scratch[0] if fused else scratch[0] - scratch[0]
+    lr = scratch[0]
+    scratch[0] = hyper[1]
+    mu = scratch[0]
+    x_row = layers[0, 1]
+    x_buffer = arrays[x_row, 0]
     for s in range(count):
         b = first + s
         start = b * B
-        _gather(X, x_rows, start, x0)
+        if _consecutive(x_rows, start, B) and x_in_place:       # the batch is B rows of X as they lie
+            arrays[x_row, 0] = X.ctypes.data + x_rows[start] * X.shape[1] * X.itemsize
+        else:
+            arrays[x_row, 0] = x_buffer
+            _gather(X, x_rows, start, x0)
         for i in range(B):
             lbuf[i] = labels[t_rows[start + i]]
         if target_rows:                         # a squared error's rows, not labels
@@ -369,22 +414,25 @@ def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: 
         losses[b] = f
         correct[b] = _correct(z, lbuf)
         if check and not np.isfinite(f):
+            arrays[x_row, 0] = x_buffer
             return s
-        _backward(blas, layers, arrays, rates, lowest, fused_lr, one)
-        if not fused:
-            update(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+        _backward(blas, layers, arrays, rates, lowest, into, lr, mu, one)
+        update(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+    arrays[x_row, 0] = x_buffer
     return count
 
 
-_mm, _mat, _vec, _gather, _copy, _forward, _backward, _correct = (
-    compile_cached(f) for f in (_mm, _mat, _vec, _gather, _copy, _forward, _backward, _correct))
+_mm, _mat, _vec, _gather, _consecutive, _copy, _forward, _backward, _correct = (
+    compile_cached(f) for f in (_mm, _mat, _vec, _gather, _consecutive, _copy, _forward, _backward, _correct))
 #: what dropout draws from: the counter-based generator, or nothing (a network without dropout)
 DRAWS = {True: philox_fill, False: compile_cached(_no_draw)}
 run_steps = compile_cached(_run_steps)
 #: the compiled losses and updates :func:`run_steps` takes
 LOSSES = {"squared": compile_cached(_squared_error), "xent": compile_cached(_cross_entropy)}
-UPDATES = {"sgd": compile_cached(_update_sgd), "momentum": compile_cached(_update_momentum),
-           "adam": compile_cached(_update_adam)}
+UPDATES = {"sgd": compile_cached(_update_none), "momentum": compile_cached(_update_velocity),
+           "nesterov": compile_cached(_update_momentum), "adam": compile_cached(_update_adam)}
+#: where each update wants backward to put ∂f/∂θ
+INTO = {"sgd": INTO_PARAMETER, "momentum": INTO_VELOCITY, "nesterov": INTO_GRADIENT, "adam": INTO_GRADIENT}
 
 
 class Tables:
@@ -420,6 +468,11 @@ def row_major(a: Any) -> tuple[Any, bool]:
     if a.flags.f_contiguous:
         return a.T, True
     raise ValueError(f"the compiled step needs contiguous parameters, got one with strides {a.strides}")
+
+
+def c_contiguous(a: Any) -> bool:
+    """Whether ``a`` lies in C order (a batch of consecutive rows is then read where it lies)."""
+    return bool(a.flags.c_contiguous)
 
 
 def flat(a: Any) -> Any:

@@ -93,6 +93,13 @@ def compile_obstacles(net: Any, *, labels_as_targets: bool, check_finite: str, s
     return out
 
 
+def _rule(opt: Any) -> str:
+    """The compiled update of ``opt``: "sgd", "momentum", "nesterov" or "adam" (AdamW too)."""
+    if declared_kind(opt, _OPTIMIZER_METHODS) == "adam":
+        return "adam"
+    return ("nesterov" if opt.nesterov else "momentum") if opt.momentum else "sgd"
+
+
 def _generator(net: Any, layer: Any) -> Any:
     """The generator a dropout layer draws from (made as the layer's first draw would)."""
     if layer.rng is None:
@@ -138,6 +145,9 @@ class CompiledRun:
         start = 1 if declared_kind(layers[0], _LAYER_METHODS) == "flatten" else 0
         self.Xrows = ops.xp.reshape(self.X, (int(self.X.shape[0]), -1))
         tables = self.tables = kern.Tables()
+        self.rule = _rule(net.optimizer)
+        into = kern.INTO[self.rule]
+        net.optimizer.create_slots(net.parameters(), ops)
         width = int(self.Xrows.shape[1])
         x, dx = tables.add(ops.zeros((B, width), self.dtype)), -1        # the batch; no error below the first layer
         rows, grad_row = [], {}                    # grad_row: id of a parameter's array -> its gradient's row
@@ -149,12 +159,9 @@ class CompiledRun:
             if kind == "dense":
                 params = layer.parameters()
                 w, transposed = kern.row_major(params["weight"].data)
-                extra = [tables.add(w), tables.add(ops.zeros_like(w)), -1, -1, int(transposed)]
-                grad_row[id(params["weight"].data)] = extra[1]
+                extra = [tables.add(w), self._target(params["weight"], into, grad_row), -1, -1, int(transposed)]
                 if layer.bias:
-                    b = params["bias"].data
-                    extra[2], extra[3] = tables.add(b), tables.add(ops.zeros_like(b))
-                    grad_row[id(b)] = extra[3]
+                    extra[2], extra[3] = tables.add(params["bias"].data), self._target(params["bias"], into, grad_row)
                 width = layer.n_out
             elif kind == "dropout":
                 rng = _generator(net, layer)
@@ -181,25 +188,37 @@ class CompiledRun:
         self.work = B * sum(p.data.size for p in net.parameters().values()) * 3
         self._bound = self._binding()
 
+    def _target(self, p: Any, into: int, grad_row: dict[int, int]) -> int:
+        """The row where backward puts ∂f/∂θ of parameter ``p`` (``kern.INTO_*``): a gradient
+        buffer made here, momentum's velocity, or θ itself; row-major like θ's own row."""
+        kern, tables = self.kern, self.tables
+        if into == kern.INTO_PARAMETER:
+            return tables.add(kern.row_major(p.data)[0])
+        if into == kern.INTO_VELOCITY:
+            return tables.add(kern.row_major(self.net.optimizer.state[p.name]["velocity"])[0])
+        grad_row[id(p.data)] = tables.add(self.ops.zeros_like(kern.row_major(p.data)[0]))
+        return grad_row[id(p.data)]
+
     def _update_rows(self, grad_row: dict[int, int]) -> Array:
-        """A row per parameter: the rows of its array, its gradient and its optimizer slots as
-        flat arrays in one orientation (row-major), and whether decoupled weight decay applies."""
+        """A row per parameter: the rows of its array, its gradient (−1: backward wrote no
+        buffer) and its optimizer slots as flat arrays in one orientation (row-major), and
+        whether decoupled weight decay applies."""
         net, kern, opt, tables = self.net, self.kern, self.net.optimizer, self.tables
         params = list(net.parameters().values())
-        opt.create_slots(net.parameters(), self.ops)
         excluded = opt.decay_excluded(params)
         rows = []
         for p in params:
             slots = [tables.add(kern.flat(opt.state[p.name][k])) for k in opt.slots] + [-1, -1]
-            rows.append([tables.add(kern.flat(p.data)), grad_row[id(p.data)], slots[0], slots[1],
+            rows.append([tables.add(kern.flat(p.data)), grad_row.get(id(p.data), -1), slots[0], slots[1],
                          int(p.name not in excluded)])
         return kern.ints(rows, len(kern.UPDATE_COLUMNS))
 
     def _binding(self) -> tuple:
-        """What the description was built from: the identities of the parameters' arrays and slots."""
+        """What the description was built from: the update rule, the identities of the
+        parameters' arrays and slots."""
         opt = self.net.optimizer
-        return tuple((id(p.data), *(id(a) for a in opt.state.get(p.name, {}).values()))
-                     for p in self.net.parameters().values())
+        return (_rule(opt), *((id(p.data), *(id(a) for a in opt.state.get(p.name, {}).values()))
+                              for p in self.net.parameters().values()))
 
     # ------------------------------------------------------------------ an epoch
     def begin_epoch(self, order: Array | None, first: int) -> StepMetrics:
@@ -244,19 +263,19 @@ class CompiledRun:
             self._build()
         opt, kern = self.net.optimizer, self.kern
         kind = declared_kind(opt, _OPTIMIZER_METHODS)
-        rule = "adam" if kind == "adam" else "momentum" if opt.momentum else "sgd"
+        rule = self.rule
         hyper = kern.values(self._hyper(kind), "float64")
         loss_kind = declared_kind(self.net.loss, _LOSS_METHODS)
         self._generators_in()
         m = self.metrics
         try:
             done = kern.run_steps(
-                kern.LOSSES[loss_kind], kern.UPDATES[rule], kern.DRAWS[bool(self.drops)],
-                rule == "momentum" and opt.nesterov, self.blas,
+                kern.LOSSES[loss_kind], kern.UPDATES[rule], kern.DRAWS[bool(self.drops)], rule == "nesterov",
+                self.blas,
                 self.Xrows, self.x_order, self.t_order, self.Trows, self.labels, first, count,
                 self.layer_table, self.array_table, self.update_table, self.counters, self.rates, self.keys,
                 self.tbuf, self.lbuf, self._scale(), self.lowest, opt.iterations, hyper,
-                rule == "sgd" and self.B == 1, self.accept is not None, loss_kind == "squared",
+                kern.INTO[rule], self.accept is not None, loss_kind == "squared", kern.c_contiguous(self.Xrows),
                 m.batch_losses, m.batch_correct)
         finally:
             self._generators_out()
