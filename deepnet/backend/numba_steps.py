@@ -132,6 +132,36 @@ def _gather(X: Any, rows: Any, start: int, out: Any) -> None:  # pragma: no cove
             out[i, j] = X[r, j]
 
 
+#: batch 1: products of weights up to this size are loops here (a BLAS call costs ~0.4 µs)
+SMALL_PRODUCT = 1 << 17
+
+
+def _error_row(d: Any, w: Any, transposed: bool, e: Any, zero: Any) -> None:  # pragma: no cover - compiled
+    """ẽ = δ W for one row δ: Σ_j δ_j W[j, :] (W stored transposed: ẽ_i = Σ_j δ_j Wᵀ[i, j])."""
+    if transposed:
+        for i in range(e.shape[1]):
+            s = zero
+            for j in range(d.shape[1]):
+                s += d[0, j] * w[i, j]
+            e[0, i] = s
+        return
+    for i in range(e.shape[1]):
+        e[0, i] = zero
+    for j in range(d.shape[1]):
+        c = d[0, j]
+        for i in range(e.shape[1]):
+            e[0, i] += c * w[j, i]
+
+
+def _nonzero(x: Any, nz: Any, zero: Any) -> int:  # pragma: no cover - compiled
+    """The columns i of the row x[0] with x_i ≠ 0, into nz[:n] (no branch per element); n."""
+    n = 0
+    for i in range(x.shape[1]):
+        nz[n] = i
+        n += x[0, i] != zero
+    return n
+
+
 def _consecutive(rows: Any, start: int, n: int) -> bool:  # pragma: no cover - compiled
     """Whether rows[start:start+n] are n consecutive row numbers."""
     for i in range(1, n):
@@ -153,7 +183,7 @@ def _no_draw(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: no co
 
 
 def _forward(draw: Any, blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, keys: Any,
-             one: Any) -> None:  # pragma: no cover - compiled
+             nz: Any, one: Any) -> None:  # pragma: no cover - compiled
     """y = layer(x) for every layer from the bottom, as the layers' forward passes compute it;
     ``draw``: :func:`~deepnet.backend.numba_kernels.philox_fill`, the generator dropout draws from."""
     like, zero = one, one[0] - one[0]
@@ -161,7 +191,26 @@ def _forward(draw: Any, blas: Any, layers: Any, arrays: Any, counters: Any, rate
         code = layers[l, 0]
         x, y = _mat(arrays, layers[l, 1], like), _mat(arrays, layers[l, 2], like)
         if code == DENSE:
-            _mm(blas, x, False, _mat(arrays, layers[l, 5], like), layers[l, 9] == 0, y, one[0], zero)   # y = x Wᵀ
+            w = _mat(arrays, layers[l, 5], like)
+            if x.shape[0] == 1 and layers[l, 9] != 0:      # batch 1, W stored transposed (Wᵀ rows):
+                n = _nonzero(x, nz, zero)                   # y = Σ_i x_i Wᵀ[i, :] over the nonzero x_i
+                for j in range(y.shape[1]):
+                    y[0, j] = zero
+                for t in range(n):
+                    i = nz[t]
+                    xi = x[0, i]
+                    for j in range(y.shape[1]):
+                        y[0, j] += xi * w[i, j]
+            elif x.shape[0] == 1 and w.size <= SMALL_PRODUCT:   # batch 1, W (n_out, n_in): no BLAS call
+                for j in range(y.shape[1]):
+                    y[0, j] = zero
+                for i in range(x.shape[1]):
+                    xi = x[0, i]
+                    if xi != zero:
+                        for j in range(y.shape[1]):
+                            y[0, j] += xi * w[j, i]
+            else:
+                _mm(blas, x, False, w, layers[l, 9] == 0, y, one[0], zero)      # y = x Wᵀ
             if layers[l, 7] >= 0:
                 b = _vec(arrays, layers[l, 7], like)
                 for r in range(y.shape[0]):       # y ← y + b on every row
@@ -224,7 +273,7 @@ INTO_GRADIENT, INTO_VELOCITY, INTO_PARAMETER = 0, 1, 2
 
 
 def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, into: int, lr: Any, mu: Any,
-              one: Any) -> None:  # pragma: no cover - compiled
+              nz: Any, one: Any) -> None:  # pragma: no cover - compiled
     """Layer by layer from the top: each layer's ∂f/∂θ from its ∂f/∂y, put where ``into`` says
     (η = ``lr``, μ = ``mu`` in the parameters' dtype), and the error ∂f/∂x handed down (none at
     ``lowest``).  Batch 1 forms δᵀx as one product per element, fused with where it goes."""
@@ -237,8 +286,19 @@ def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, into
             w, to = _mat(arrays, layers[l, 5], like), _mat(arrays, layers[l, 6], like)
             transposed = layers[l, 9] != 0
             if below:                               # ẽ = δ W, before W changes
-                _mm(blas, d, False, w, transposed, _mat(arrays, layers[l, 3], like), one[0], zero)
-            if x.shape[0] == 1 and not transposed:  # δᵀx: one product per element
+                e = _mat(arrays, layers[l, 3], like)
+                if d.shape[0] == 1 and w.size <= SMALL_PRODUCT:
+                    _error_row(d, w, transposed, e, zero)
+                else:
+                    _mm(blas, d, False, w, transposed, e, one[0], zero)
+            if x.shape[0] == 1 and transposed and into == INTO_PARAMETER:
+                n = _nonzero(x, nz, zero)           # Wᵀ[i, :] ← Wᵀ[i, :] − η (δ x_i): rows of x_i = 0 stay
+                for t in range(n):
+                    i = nz[t]
+                    xi = x[0, i]
+                    for j in range(d.shape[1]):
+                        to[i, j] -= lr * (d[0, j] * xi)
+            elif x.shape[0] == 1 and not transposed:  # δᵀx: one product per element
                 for j in range(d.shape[1]):
                     c = d[0, j]
                     if into == INTO_PARAMETER:
@@ -397,6 +457,7 @@ def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: 
     mu = scratch[0]
     x_row = layers[0, 1]
     x_buffer = arrays[x_row, 0]
+    nz = np.empty(arrays[x_row, 2] + 1, np.int64)          # nonzero columns of a batch-1 row
     for s in range(count):
         b = first + s
         start = b * B
@@ -409,21 +470,22 @@ def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: 
             lbuf[i] = labels[t_rows[start + i]]
         if target_rows:                         # a squared error's rows, not labels
             _gather(T, t_rows, start, tbuf)
-        _forward(draw, blas, layers, arrays, counters, rates, keys, one)
+        _forward(draw, blas, layers, arrays, counters, rates, keys, nz, one)
         f = loss(z, tbuf, lbuf, scale, scale_w, twice, err)
         losses[b] = f
         correct[b] = _correct(z, lbuf)
         if check and not np.isfinite(f):
             arrays[x_row, 0] = x_buffer
             return s
-        _backward(blas, layers, arrays, rates, lowest, into, lr, mu, one)
+        _backward(blas, layers, arrays, rates, lowest, into, lr, mu, nz, one)
         update(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
     arrays[x_row, 0] = x_buffer
     return count
 
 
-_mm, _mat, _vec, _gather, _consecutive, _copy, _forward, _backward, _correct = (
-    compile_cached(f) for f in (_mm, _mat, _vec, _gather, _consecutive, _copy, _forward, _backward, _correct))
+_mm, _mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _forward, _backward, _correct = (
+    compile_cached(f) for f in (_mm, _mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _forward,
+                                _backward, _correct))
 #: what dropout draws from: the counter-based generator, or nothing (a network without dropout)
 DRAWS = {True: philox_fill, False: compile_cached(_no_draw)}
 run_steps = compile_cached(_run_steps)
@@ -468,6 +530,11 @@ def row_major(a: Any) -> tuple[Any, bool]:
     if a.flags.f_contiguous:
         return a.T, True
     raise ValueError(f"the compiled step needs contiguous parameters, got one with strides {a.strides}")
+
+
+def column_major(a: Any) -> Any:
+    """``a`` stored column-major (the same values)."""
+    return np.asfortranarray(a)
 
 
 def c_contiguous(a: Any) -> bool:

@@ -148,6 +148,7 @@ class CompiledRun:
         self.rule = _rule(net.optimizer)
         into = kern.INTO[self.rule]
         net.optimizer.create_slots(net.parameters(), ops)
+        self._lay_out_first(layers[start + max(net.lowest_trained - start, 0)], into)
         width = int(self.Xrows.shape[1])
         x, dx = tables.add(ops.zeros((B, width), self.dtype)), -1        # the batch; no error below the first layer
         rows, grad_row = [], {}                    # grad_row: id of a parameter's array -> its gradient's row
@@ -187,6 +188,19 @@ class CompiledRun:
         self.keys = kern.values([[0, 0]] * max(len(self.drops), 1), "uint32")
         self.work = B * sum(p.data.size for p in net.parameters().values()) * 3
         self._bound = self._binding()
+
+    def _lay_out_first(self, layer: Any, into: int) -> None:
+        """Batch 1 with plain SGD: the lowest trained layer's W stored transposed (column-major),
+        so the forward product and the update walk only the rows Wᵀ[i, :] of nonzero inputs x_i
+        (a pixel that is 0 adds nothing to y and leaves its weights as they are)."""
+        kern, opt = self.kern, self.net.optimizer
+        if self.B != 1 or into != kern.INTO_PARAMETER or declared_kind(layer, _LAYER_METHODS) != "dense":
+            return
+        p = layer.parameters()["weight"]
+        if kern.row_major(p.data)[1] or not layer.any_layout:
+            return
+        p.data = kern.column_major(p.data)
+        opt.match_parameters(self.net.parameters(), self.ops)
 
     def _target(self, p: Any, into: int, grad_row: dict[int, int]) -> int:
         """The row where backward puts ∂f/∂θ of parameter ``p`` (``kern.INTO_*``): a gradient
