@@ -196,6 +196,15 @@ def test_a_subclass_that_overrides_forward_is_not_compiled_as_its_parent():
     assert obstacles == ["layer 0 (Doubled) has no compiled form"]
 
 
+def test_a_frozen_draw_is_not_compiled():
+    drop = dn.Dropout(0.5)
+    frozen = dn.Network([dn.Dense(12, 8), drop, dn.Dense(8, 4)], seed=0, loss="xent", optimizer="sgd")
+    drop.freeze_randomness(True)
+    kw = dict(labels_as_targets=True, check_finite="raise", streamed=False, batch_hooks=[], mode="auto")
+    assert compiled.compile_obstacles(frozen, **kw) == ["layer 1 (Dropout) reuses a frozen draw (freeze_randomness, "
+                                                        "for gradient checks)"]
+
+
 def test_what_the_compiled_step_cannot_run_is_named():
     net = dn.Network([dn.Dense(12, 4)], seed=0, loss="xent", optimizer=dn.Adam(clip_norm=1.0))
     got = compiled.compile_obstacles(net, labels_as_targets=False, check_finite="skip", streamed=True,
@@ -254,3 +263,17 @@ def test_flatten_first_takes_image_batches(compiled_steps):
     assert sum(compiled_steps) == 2 * 5
     for k in out[0]:
         np.testing.assert_allclose(out[1][k], out[0][k], rtol=1e-12, err_msg=k)
+
+
+def test_adam_on_a_parameter_of_a_million_weights_uses_the_threaded_kernel_and_agrees(compiled_steps):
+    """From 1M elements the update runs over the cores (as the eager multi-tensor update does)."""
+    rng = np.random.default_rng(1)
+    X, y = rng.random((16, 1024), dtype=np.float32), rng.integers(0, 4, 16)
+    out = []
+    for graphs in ("off", "on"):
+        net = dn.Network([dn.Dense(1024, 1024), dn.ReLU(), dn.Dense(1024, 4)], seed=2, optimizer=dn.Adam(1e-3))
+        net.fit(X, y, epochs=1, batch_size=16, loss="xent", graphs=graphs)
+        out.append(_weights(net))
+    assert compiled_steps == [1]
+    for k in out[0]:
+        np.testing.assert_allclose(out[1][k], out[0][k], rtol=2e-6, atol=1e-7, err_msg=k)

@@ -34,7 +34,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from . import cblas
-from .numba_kernels import compile_cached, elementwise, kernel, philox_fill
+from .numba_kernels import PARALLEL_MIN_SIZE, compile_cached, elementwise, kernel, philox_fill
 
 # what layer l is
 DENSE, SIGMOID, RELU, TANH, IDENTITY, DROPOUT = 0, 1, 2, 3, 4, 5
@@ -92,6 +92,7 @@ def _mm(blas: Any, a: Any, ta: bool, b: Any, tb: bool, out: Any, alpha: Any, bet
 
 
 _sgd, _momentum, _adam = kernel("sgd", 0), kernel("momentum", 0), kernel("adam", 0)     # the serial builds
+_adam_threaded = kernel("adam", PARALLEL_MIN_SIZE)      # over the cores, for parameters from 1M elements
 _softmax_xent, _sigmoid = elementwise["softmax_xent"], elementwise["sigmoid"]
 
 #: the columns of a row of the ``layers`` table: the layer's code, the rows of ``arrays`` holding
@@ -412,9 +413,12 @@ def _update_adam(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, 
     for i in range(9):
         w[i] = vals[i]
     for k in range(updates.shape[0]):
-        _adam(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like), _vec(arrays, updates[k, 2], like),
-              _vec(arrays, updates[k, 3], like), w[0], w[1], w[2], w[3], w[4], w[5],
-              w[6] if updates[k, 4] else w[7], w[8])
+        p, g = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like)
+        m, v = _vec(arrays, updates[k, 2], like), _vec(arrays, updates[k, 3], like)
+        if p.size >= PARALLEL_MIN_SIZE:     # as the eager multi-tensor update does (numba_ops)
+            _adam_threaded(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], w[8])
+        else:
+            _adam(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], w[8])
 
 
 def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled

@@ -25,6 +25,11 @@ class RandomDraws:
         """Use this device generator for the draws (done by ``Network``)."""
         self.rng = rng
 
+    @property
+    def draws_frozen(self) -> bool:
+        """Whether training forwards reuse the last draw (:meth:`freeze_randomness`)."""
+        return self._frozen
+
     def freeze_randomness(self, frozen: bool) -> None:
         """Reuse the last draw for every training forward of the same batch size (gradient checks)."""
         self._frozen = frozen

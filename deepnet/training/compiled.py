@@ -76,6 +76,8 @@ def compile_obstacles(net: Any, *, labels_as_targets: bool, check_finite: str, s
         elif kind == "dropout" and not hasattr(_generator(net, layer), "counter"):
             out.append(f"layer {i} ({layer.name}) draws from a generator without a counter (the compiled step "
                        "reproduces the counter-based one)")
+        elif kind == "dropout" and layer.draws_frozen:
+            out.append(f"layer {i} ({layer.name}) reuses a frozen draw (freeze_randomness, for gradient checks)")
     loss_kind = declared_kind(net.loss, _LOSS_METHODS)
     if loss_kind is None:
         out.append(f"the loss {net.loss.name} has no compiled form")
