@@ -567,6 +567,19 @@ def tiny(dtype: Any) -> float:
     return float(np.finfo(dtype).tiny)
 
 
+_THREADS_STARTED: list[bool] = []
+
+
+def start_threads() -> None:
+    """Run the threaded Adam kernel once from Python: that starts numba's threading layer, whose
+    symbols a compiled step calling the kernel needs when both come from the disk cache (else
+    LLVM stops the process: "Symbol not found: allocate_sched")."""
+    if not _THREADS_STARTED:
+        a = np.zeros(1, np.float32)
+        _adam_threaded(a, a.copy(), a.copy(), a.copy(), *(np.float32(0.0),) * 8)
+        _THREADS_STARTED.append(True)
+
+
 def blas(ops: Any) -> Any:
     """(sgemm address, dgemm address, integer bits) of the BLAS ``ops`` computes its products
     with (NumPy's, or oneMKL's with ``DEEPNET_BLAS=mkl``), as an int64 array; None when NumPy's
