@@ -303,3 +303,16 @@ def test_adam_trains_when_its_threaded_kernel_comes_from_the_disk_cache(tmp_path
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
     assert "trained" in done.stdout
+
+
+def test_auto_keeps_the_plain_loop_where_the_products_are_the_step(compiled_steps, monkeypatch):
+    """graphs="auto" compiles small steps only (measured: large ones are no faster compiled);
+    "epoch" compiles at any size."""
+    X, y = _data()
+    for graphs, expected in (("auto", []), ("epoch", [12])):
+        monkeypatch.setattr(compiled, "AUTO_MAX_WORK", 8 * 16 * 4)           # below this network's 8 × 276
+        net = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)], seed=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                              # a size is not an obstacle: nothing said
+            net.fit(X, y, epochs=1, batch_size=8, loss="xent", optimizer="sgd", graphs=graphs)
+        assert compiled_steps == expected

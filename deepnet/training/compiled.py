@@ -36,6 +36,19 @@ _OPTIMIZER_METHODS = ("step", "update", "update_many", "step_lr", "advance", "st
 CALL_WORK = 2e9
 
 
+#: ``graphs="auto"`` compiles steps of up to this much work (batch size × parameters, the
+#: multiply-adds of one product pass).  Measured on 2 cores (2026-12-07, docs/performance.md):
+#: compiled / plain 12× at batch 1 (seed) and 1.29× for 784-128-10 at batch 64 (6.5M), but
+#: 0.93–0.98× for 784-512-512-10 at batch 128 (86M) and 0.90× for 784-2048³-10 at batch 256,
+#: where the matrix products are the step.  ``"on"`` and ``"epoch"`` compile at any size.
+AUTO_MAX_WORK = 1 << 24
+
+
+def pays_to_compile(net: Any, batch_size: int) -> bool:
+    """Whether ``graphs="auto"`` compiles: the step's work is at most :data:`AUTO_MAX_WORK`."""
+    return batch_size * net.n_params <= AUTO_MAX_WORK
+
+
 def declared_kind(obj: Any, methods: tuple[str, ...]) -> str | None:
     """``compiled_kind`` as declared by the class that defines the nearest of ``methods`` (a
     subclass overriding one of them without declaring a kind is not what the compiled code does)."""

@@ -37,7 +37,7 @@ from .interrupt import StopSignals
 from .position import LivePosition, RunPosition
 from .reporting import PrintEpochs, RecordHistory
 from .settings import rows_of, run_settings
-from .compiled import CompiledRun, compile_obstacles
+from .compiled import CompiledRun, compile_obstacles, pays_to_compile
 from .steps import CapturedStep
 from .world import OneProcess
 
@@ -209,8 +209,11 @@ class Trainer:
                        accept_at: Any) -> CapturedStep | None:
         """The compiled CPU step where nothing prevents it, else None, the reason said once:
         graphs="auto" then trains in the plain loop, "on"/"epoch" run the captured step's Python
-        (:class:`StaticStep`, as on every backend without CUDA graphs)."""
+        (:class:`StaticStep`, as on every backend without CUDA graphs).  "auto" keeps the plain
+        loop, silently, for steps whose matrix products are the step (``pays_to_compile``)."""
         mode, net, run = self.settings.graphs, self.net, self.settings
+        if mode == "auto" and not pays_to_compile(net, run.batch_size):
+            return None
         obstacles = compile_obstacles(net, labels_as_targets=T.ndim == 1, check_finite=run.check_finite,
                                       streamed=bool(self.stream_chunk_rows),
                                       batch_hooks=[_describe(cb) for cb in callbacks.batch_callbacks], mode=mode,
