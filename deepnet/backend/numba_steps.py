@@ -178,15 +178,11 @@ def _copy(src: Any, dst: Any) -> None:  # pragma: no cover - compiled
             dst[r, j] = src[r, j]
 
 
-def _no_draw(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: no cover - compiled
-    """The draw of a network without dropout: never called (it keeps the generator out of the
-    compiled code, which then compiles faster)."""
-
-
-def _forward(draw: Any, blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, keys: Any,
+def _forward(dropout: bool, blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, keys: Any,
              nz: Any, one: Any) -> None:  # pragma: no cover - compiled
     """y = layer(x) for every layer from the bottom, as the layers' forward passes compute it;
-    ``draw``: :func:`~deepnet.backend.numba_kernels.philox_fill`, the generator dropout draws from."""
+    ``dropout``: whether the network has dropout, whose masks come from
+    :func:`~deepnet.backend.numba_kernels.philox_fill`."""
     like, zero = one, one[0] - one[0]
     for l in range(layers.shape[0]):
         code = layers[l, 0]
@@ -239,7 +235,8 @@ def _forward(draw: Any, blas: Any, layers: Any, arrays: Any, counters: Any, rate
             m = _mat(arrays, layers[l, 5], like)
             flat = _vec(arrays, layers[l, 5], like)
             counter = counters[layers[l, 6]:layers[l, 6] + 1]
-            draw(flat, counter, keys[k, 0], keys[k, 1])                 # u, then the counter advances
+            if dropout:                                                  # (compiled only for networks with dropout)
+                philox_fill(flat, counter, keys[k, 0], keys[k, 1])      # u, then the counter advances
             keep = rates[k, 1]                                           # m = [u ≥ p] / (1 − p)
             for i in range(flat.size):
                 flat[i] = keep if flat[i] >= p else zero
@@ -433,15 +430,14 @@ def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
     return n
 
 
-def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: Any, x_rows: Any, t_rows: Any, T: Any,
+def _run_steps(loss: int, update: int, dropout: bool, nesterov: bool, blas: Any, X: Any, x_rows: Any, t_rows: Any, T: Any,
                labels: Any, first: int, count: int, layers: Any, arrays: Any, updates: Any, counters: Any,
                rates: Any, keys: Any, tbuf: Any, lbuf: Any, scale: float, lowest: int, t0: int, hyper: Any,
                into: int, check: bool, target_rows: bool, x_in_place: bool, losses: Any,
                correct: Any) -> int:  # pragma: no cover - compiled
     """Train batches first … first+count−1 (rows ``t_rows[bB:(b+1)B]`` of T and labels,
-    ``x_rows`` of X) with the compiled ``loss`` (:data:`LOSSES`), ``update`` (:data:`UPDATES`) and
-    ``draw`` (:data:`DRAWS`), compiled functions: this one is compiled for those it is given, when
-    first given them; batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
+    ``x_rows`` of X) with the ``loss`` and ``update`` of those codes (:data:`LOSSES`,
+    :data:`UPDATES`) and dropout's draws where ``dropout``; batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
     Returns the steps done: fewer than ``count`` when ``check`` and a loss is not finite (that
     step is not applied; its loss is stored).  A batch of consecutive rows of a C-ordered X
     (``x_in_place``) is read where it lies, not gathered."""
@@ -474,15 +470,25 @@ def _run_steps(loss: Any, update: Any, draw: Any, nesterov: bool, blas: Any, X: 
             lbuf[i] = labels[t_rows[start + i]]
         if target_rows:                         # a squared error's rows, not labels
             _gather(T, t_rows, start, tbuf)
-        _forward(draw, blas, layers, arrays, counters, rates, keys, nz, one)
-        f = loss(z, tbuf, lbuf, scale, scale_w, twice, err)
+        _forward(dropout, blas, layers, arrays, counters, rates, keys, nz, one)
+        if loss == SQUARED:
+            f = _squared_error(z, tbuf, lbuf, scale, scale_w, twice, err)
+        else:
+            f = _cross_entropy(z, tbuf, lbuf, scale, scale_w, twice, err)
         losses[b] = f
         correct[b] = _correct(z, lbuf)
         if check and not np.isfinite(f):
             arrays[x_row, 0] = x_buffer
             return s
         _backward(blas, layers, arrays, rates, lowest, into, lr, mu, nz, one)
-        update(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+        if update == PLAIN_SGD:
+            _update_none(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+        elif update == MOMENTUM:
+            _update_velocity(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+        elif update == NESTEROV:
+            _update_momentum(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+        else:
+            _update_adam(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
     arrays[x_row, 0] = x_buffer
     return count
 
@@ -492,15 +498,19 @@ _mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _correct = (
     numba.njit(inline="always", error_model="numpy")(f)
     for f in (_mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _correct))
 _mm, _forward, _backward = (compile_cached(f) for f in (_mm, _forward, _backward))
-#: what dropout draws from: the counter-based generator, or nothing (a network without dropout)
-DRAWS = {True: philox_fill, False: compile_cached(_no_draw)}
-run_steps = compile_cached(_run_steps)
-#: the compiled losses and updates :func:`run_steps` takes
-LOSSES = {"squared": compile_cached(_squared_error), "xent": compile_cached(_cross_entropy)}
-UPDATES = {"sgd": compile_cached(_update_none), "momentum": compile_cached(_update_velocity),
-           "nesterov": compile_cached(_update_momentum), "adam": compile_cached(_update_adam)}
+#: the losses and updates :func:`run_steps` takes, by code.  (Passed as compiled functions
+#: instead, each run compiled only what it used, but numba's disk cache never matched a
+#: signature holding a function: every process compiled the step again, ~3 s.)
+SQUARED, XENT = 0, 1
+PLAIN_SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+LOSSES = {"squared": SQUARED, "xent": XENT}
+UPDATES = {"sgd": PLAIN_SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
 #: where each update wants backward to put ∂f/∂θ
 INTO = {"sgd": INTO_PARAMETER, "momentum": INTO_VELOCITY, "nesterov": INTO_GRADIENT, "adam": INTO_GRADIENT}
+_squared_error, _cross_entropy, _update_none, _update_velocity, _update_momentum, _update_adam = (
+    compile_cached(f) for f in (_squared_error, _cross_entropy, _update_none, _update_velocity, _update_momentum,
+                                _update_adam))
+run_steps = compile_cached(_run_steps)
 
 
 class Tables:

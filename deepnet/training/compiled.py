@@ -301,7 +301,7 @@ class CompiledRun:
         m = self.metrics
         try:
             done = kern.run_steps(
-                kern.LOSSES[loss_kind], kern.UPDATES[rule], kern.DRAWS[bool(self.drops)], rule == "nesterov",
+                kern.LOSSES[loss_kind], kern.UPDATES[rule], bool(self.drops), rule == "nesterov",
                 self.blas,
                 self.Xrows, self.x_order, self.t_order, self.Trows, self.labels, first, count,
                 self.layer_table, self.array_table, self.update_table, self.counters, self.rates, self.keys,
