@@ -493,7 +493,7 @@ def _run_steps(loss: int, update: int, dropout: bool, nesterov: bool, blas: Any,
     return count
 
 
-# the small helpers are inlined where they are called (each compiled apart costs ~0.1 s more)
+# the small functions are inlined where they are called (each compiled apart costs ~0.1 s more)
 _mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _correct = (
     numba.njit(inline="always", error_model="numpy")(f)
     for f in (_mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _correct))
