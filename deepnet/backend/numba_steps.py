@@ -34,7 +34,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from . import cblas
-from .numba_kernels import PARALLEL_MIN_SIZE, compile_cached, elementwise, kernel, philox_fill
+from .numba_kernels import compile_cached, elementwise, kernel, philox_fill
 
 # what layer l is
 DENSE, SIGMOID, RELU, TANH, IDENTITY, DROPOUT = 0, 1, 2, 3, 4, 5
@@ -92,7 +92,6 @@ def _mm(blas: Any, a: Any, ta: bool, b: Any, tb: bool, out: Any, alpha: Any, bet
 
 
 _sgd, _momentum, _adam = kernel("sgd", 0), kernel("momentum", 0), kernel("adam", 0)     # the serial builds
-_adam_threaded = kernel("adam", PARALLEL_MIN_SIZE)      # over the cores, for parameters from 1M elements
 _softmax_xent, _sigmoid = elementwise["softmax_xent"], elementwise["sigmoid"]
 
 #: the columns of a row of the ``layers`` table: the layer's code, the rows of ``arrays`` holding
@@ -412,10 +411,7 @@ def _update_adam(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, 
     for k in range(updates.shape[0]):
         p, g = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like)
         m, v = _vec(arrays, updates[k, 2], like), _vec(arrays, updates[k, 3], like)
-        if p.size >= PARALLEL_MIN_SIZE:     # as the eager multi-tensor update does (numba_ops)
-            _adam_threaded(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], w[8])
-        else:
-            _adam(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], w[8])
+        _adam(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], w[8])
 
 
 def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
@@ -575,19 +571,6 @@ def values(vals: list, dtype: Any) -> Any:
 def tiny(dtype: Any) -> float:
     """The smallest normal number of ``dtype``."""
     return float(np.finfo(dtype).tiny)
-
-
-_THREADS_STARTED: list[bool] = []
-
-
-def start_threads() -> None:
-    """Run the threaded Adam kernel once from Python: that starts numba's threading layer, whose
-    symbols a compiled step calling the kernel needs when both come from the disk cache (else
-    LLVM stops the process: "Symbol not found: allocate_sched")."""
-    if not _THREADS_STARTED:
-        a = np.zeros(1, np.float32)
-        _adam_threaded(a, a.copy(), a.copy(), a.copy(), *(np.float32(0.0),) * 8)
-        _THREADS_STARTED.append(True)
 
 
 def blas(ops: Any) -> Any:

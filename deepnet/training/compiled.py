@@ -295,8 +295,6 @@ class CompiledRun:
         rule = self.rule
         hyper = kern.values(self._hyper(kind), "float64")
         loss_kind = declared_kind(self.net.loss, _LOSS_METHODS)
-        if rule == "adam":
-            kern.start_threads()
         self._generators_in()
         m = self.metrics
         try:
