@@ -96,9 +96,39 @@ def test_training_with_mkl_matches_numpy(rng, monkeypatch):
         ops.set_blas(blas)
         net = dn.Network([dn.Dense(200, 128), dn.ReLU(), dn.Dense(128, 10)], seed=3, backend=ops,
                          loss="xent", optimizer=dn.Adam(1e-3))
-        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True)
+        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True, graphs="off")    # the eager products
         results[blas] = (net.get_weights(), hist["loss"])
     assert sum(calls) == 2 * 8 * 2          # the first layer's y and ∂W (the second is below MIN_WORK)
+    for name, a in results["numpy"][0].items():
+        np.testing.assert_allclose(results["mkl"][0][name], a, rtol=1e-3, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(results["mkl"][1], results["numpy"][1], rtol=1e-4)
+
+
+def test_the_compiled_step_calls_mkl_when_asked(rng):
+    """With ``set_blas("mkl")`` the compiled step (fit(graphs=...) with numba) calls oneMKL's
+    cblas_sgemm, not NumPy's, and trains as the OpenBLAS run does to float32 rounding."""
+    _mkl_or_skip()
+    pytest.importorskip("numba", reason="the compiled step needs numba")
+    from deepnet.backend import cblas
+
+    X = rng.random((512, 200)).astype(np.float32)
+    y = rng.integers(0, 10, 512)
+    results = {}
+    for blas in ("numpy", "mkl"):
+        ops = numpy_backend()
+        ops.set_blas(blas)
+        kern = ops.step_compiler()
+        if kern is None:
+            pytest.skip("this NumPy backend compiles no steps")
+        table = kern.blas(ops)
+        expected = cblas.mkl_gemm(ops.products.lib.path) if blas == "mkl" else cblas.numpy_gemm()
+        assert tuple(int(v) for v in table) == tuple(expected)
+        if blas == "mkl":
+            assert int(table[0]) != cblas.numpy_gemm()[0]
+        net = dn.Network([dn.Dense(200, 128), dn.ReLU(), dn.Dense(128, 10)], seed=3, backend=ops,
+                         loss="xent", optimizer=dn.Adam(1e-3))
+        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True, graphs="epoch")
+        results[blas] = (net.get_weights(), hist["loss"])
     for name, a in results["numpy"][0].items():
         np.testing.assert_allclose(results["mkl"][0][name], a, rtol=1e-3, atol=1e-4, err_msg=name)
     np.testing.assert_allclose(results["mkl"][1], results["numpy"][1], rtol=1e-4)
