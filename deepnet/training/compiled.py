@@ -3,7 +3,8 @@ compiles steps (:meth:`~deepnet.backend.ops.Ops.step_compiler`: NumPy with numba
 
 What a CUDA graph is to the GPU, this is to the CPU: the step (``graphs="on"``) or a run of
 steps (``"epoch"``, and ``"auto"`` without per-batch callbacks) runs as one compiled call over
-fixed buffers, with no Python between the operations.  The maths is the layers', the loss's
+fixed buffers, with no Python between the operations (``"auto"`` only for steps small enough
+that it pays: :data:`AUTO_MAX_WORK`).  The maths is the layers', the loss's
 and the optimizer's own, written out once more for the compiled code
 (:mod:`deepnet.backend.numba_steps`), which each built-in declares by its ``compiled_kind``;
 a network with anything else trains in the plain loop (``"auto"``: the reason said once;
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import Array, Ops
+from ..backend import Array
 from .captured import warn_once
 from .metrics import StepMetrics
 from .step import train_step
@@ -375,13 +376,3 @@ class CompiledRun:
         self.metrics.record(self.n_full, 0, 0, f, z, ops.take_rows(self.labels, t_rows))
         net.step_count += 1
         return f, z
-
-
-def compiled_or_none(net: Any, ops: Ops, obstacles: list[str], mode: str) -> bool:
-    """Whether to compile: no obstacles; ``"auto"`` with obstacles says the first once."""
-    if not obstacles:
-        return True
-    if mode == "auto":
-        warn_once(obstacles[0], what="a compiled step")
-        return False
-    raise ValueError(f"fit(graphs={mode!r}): the step cannot be compiled: {'; '.join(obstacles)}")
