@@ -132,33 +132,14 @@ def _gather(X: Any, rows: Any, start: int, out: Any) -> None:  # pragma: no cove
             out[i, j] = X[r, j]
 
 
-#: batch 1: products of weights up to this size are loops here (a BLAS call costs ~0.4 µs)
-SMALL_PRODUCT = 1 << 17
-
-
-def _error_row(d: Any, w: Any, transposed: bool, e: Any, zero: Any) -> None:  # pragma: no cover - compiled
-    """ẽ = δ W for one row δ: Σ_j δ_j W[j, :] (W stored transposed: ẽ_i = Σ_j δ_j Wᵀ[i, j])."""
-    if transposed:
-        for i in range(e.shape[1]):
-            s = zero
-            for j in range(d.shape[1]):
-                s += d[0, j] * w[i, j]
-            e[0, i] = s
-        return
-    for i in range(e.shape[1]):
-        e[0, i] = zero
-    for j in range(d.shape[1]):
-        c = d[0, j]
-        for i in range(e.shape[1]):
-            e[0, i] += c * w[j, i]
-
-
 def _nonzero(x: Any, nz: Any, zero: Any) -> int:  # pragma: no cover - compiled
-    """The columns i of the row x[0] with x_i ≠ 0, into nz[:n] (no branch per element); n."""
+    """The columns i of the row x[0] with x_i ≠ 0, into nz[:n] (no branch per element), and n
+    into nz[-1] for backward; returns n."""
     n = 0
     for i in range(x.shape[1]):
         nz[n] = i
         n += x[0, i] != zero
+    nz[nz.size - 1] = n
     return n
 
 
@@ -177,11 +158,10 @@ def _copy(src: Any, dst: Any) -> None:  # pragma: no cover - compiled
             dst[r, j] = src[r, j]
 
 
-def _forward(dropout: bool, blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, keys: Any,
-             nz: Any, one: Any) -> None:  # pragma: no cover - compiled
-    """y = layer(x) for every layer from the bottom, as the layers' forward passes compute it;
-    ``dropout``: whether the network has dropout, whose masks come from
-    :func:`~deepnet.backend.numba_kernels.philox_fill`."""
+def _forward(blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, keys: Any, nz: Any,
+             one: Any) -> None:  # pragma: no cover - compiled
+    """y = layer(x) for every layer from the bottom, as the layers' forward passes compute it
+    (dropout's masks from :func:`~deepnet.backend.numba_kernels.philox_fill`)."""
     like, zero = one, one[0] - one[0]
     for l in range(layers.shape[0]):
         code = layers[l, 0]
@@ -197,14 +177,6 @@ def _forward(dropout: bool, blas: Any, layers: Any, arrays: Any, counters: Any, 
                     xi = x[0, i]
                     for j in range(y.shape[1]):
                         y[0, j] += xi * w[i, j]
-            elif x.shape[0] == 1 and w.size <= SMALL_PRODUCT:   # batch 1, W (n_out, n_in): no BLAS call
-                for j in range(y.shape[1]):
-                    y[0, j] = zero
-                for i in range(x.shape[1]):
-                    xi = x[0, i]
-                    if xi != zero:
-                        for j in range(y.shape[1]):
-                            y[0, j] += xi * w[j, i]
             else:
                 _mm(blas, x, False, w, layers[l, 9] == 0, y, one[0], zero)      # y = x Wᵀ
             if layers[l, 7] >= 0:
@@ -234,8 +206,7 @@ def _forward(dropout: bool, blas: Any, layers: Any, arrays: Any, counters: Any, 
             m = _mat(arrays, layers[l, 5], like)
             flat = _vec(arrays, layers[l, 5], like)
             counter = counters[layers[l, 6]:layers[l, 6] + 1]
-            if dropout:                                                  # (compiled only for networks with dropout)
-                philox_fill(flat, counter, keys[k, 0], keys[k, 1])      # u, then the counter advances
+            philox_fill(flat, counter, keys[k, 0], keys[k, 1])          # u, then the counter advances
             keep = rates[k, 1]                                           # m = [u ≥ p] / (1 − p)
             for i in range(flat.size):
                 flat[i] = keep if flat[i] >= p else zero
@@ -283,14 +254,10 @@ def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, into
             w, to = _mat(arrays, layers[l, 5], like), _mat(arrays, layers[l, 6], like)
             transposed = layers[l, 9] != 0
             if below:                               # ẽ = δ W, before W changes
-                e = _mat(arrays, layers[l, 3], like)
-                if d.shape[0] == 1 and w.size <= SMALL_PRODUCT:
-                    _error_row(d, w, transposed, e, zero)
-                else:
-                    _mm(blas, d, False, w, transposed, e, one[0], zero)
+                _mm(blas, d, False, w, transposed, _mat(arrays, layers[l, 3], like), one[0], zero)
             if x.shape[0] == 1 and transposed and into == INTO_PARAMETER:
-                n = _nonzero(x, nz, zero)           # Wᵀ[i, :] ← Wᵀ[i, :] − η (δ x_i): rows of x_i = 0 stay
-                for t in range(n):
+                n = nz[nz.size - 1]                 # the forward's nonzero x_i: Wᵀ[i, :] ← Wᵀ[i, :] − η (δ x_i),
+                for t in range(n):                  # rows of x_i = 0 stay
                     i = nz[t]
                     xi = x[0, i]
                     for j in range(d.shape[1]):
@@ -356,22 +323,14 @@ def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, into
                         e[r, j] = d[r, j] * m[r, j]
 
 
-def _update_none(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, scratch: Any) -> None:  # pragma: no cover
-    """Plain SGD: backward already applied θ ← θ − η ∂f/∂θ (:data:`INTO_PARAMETER`)."""
-
-
-def _update_velocity(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any,
-                     scratch: Any) -> None:  # pragma: no cover - compiled
-    """Momentum after backward formed V ← μV + ∂f/∂θ (:data:`INTO_VELOCITY`): V below the
-    dtype's smallest normal number flushed to 0 (as the eager kernel does), then w ← w − η V.
-    ``hyper``: (η, μ or β₁, β₂, ε, λ, the dtype's smallest normal number) as float64;
-    ``scratch``: a 1-element array of the parameters' dtype (a float64 value stored into it is
-    rounded as the eager step rounds it)."""
-    like = scratch
-    scratch[0] = hyper[0]
-    lr = scratch[0]
-    scratch[0] = hyper[5]
-    tiny = scratch[0]
+# The updates after backward (plain SGD has none: backward applied it, :data:`INTO_PARAMETER`).
+# η, μ and ``tiny`` (the dtype's smallest normal number) come rounded to the parameters' dtype as
+# the eager step rounds them; ``hyper``: (η, μ or β₁, β₂, ε, λ, tiny) as float64; ``like``: an
+# array of the parameters' dtype.
+def _update_velocity(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu: Any, tiny: Any,
+                     like: Any) -> None:  # pragma: no cover - compiled
+    """Momentum after backward formed V ← μV + ∂f/∂θ (:data:`INTO_VELOCITY`): V below ``tiny``
+    flushed to 0 (as the eager kernel does), then w ← w − η V."""
     zero = tiny - tiny
     for k in range(updates.shape[0]):
         w, v = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 2], like)
@@ -382,36 +341,30 @@ def _update_velocity(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: A
             w[i] -= lr * vi
 
 
-def _update_momentum(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any,
-                     scratch: Any) -> None:  # pragma: no cover - compiled
-    """v ← μ v + g, w ← w − η (g + μ v) for every parameter (Nesterov: its gradient is needed
-    after v is formed, so backward writes gradient buffers, :data:`INTO_GRADIENT`)."""
-    like = scratch
-    scratch[0] = hyper[0]
-    lr = scratch[0]
-    scratch[0] = hyper[1]
-    mu = scratch[0]
-    scratch[0] = hyper[5]
-    tiny = scratch[0]
+def _update_nesterov(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu: Any, tiny: Any,
+                     like: Any) -> None:  # pragma: no cover - compiled
+    """v ← μ v + g, w ← w − η (g + μ v) for every parameter (its gradient is needed after v is
+    formed, so backward writes gradient buffers, :data:`INTO_GRADIENT`)."""
     for k in range(updates.shape[0]):
         _momentum(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like),
-                  _vec(arrays, updates[k, 2], like), lr, mu, nesterov, tiny)
+                  _vec(arrays, updates[k, 2], like), lr, mu, True, tiny)
 
 
-def _update_adam(nesterov: bool, updates: Any, arrays: Any, t: int, hyper: Any, scratch: Any) -> None:  # pragma: no cover
+def _update_adam(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu: Any, tiny: Any,
+                 like: Any) -> None:  # pragma: no cover - compiled
     """Adam at step t: η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ), d = 1 − ηλ where decoupled
-    weight decay applies (Adam.step_scalars), then the compiled kernel of the eager step."""
-    like = scratch
-    lr, b1, b2, eps, wd = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4]
+    weight decay applies (Adam.step_scalars, in float64, then rounded), then the compiled kernel
+    of the eager step."""
+    eta, b1, b2, eps, wd = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4]
     c2 = np.sqrt(1.0 - b2 ** float(t))
-    vals = (lr * c2 / (1.0 - b1 ** float(t)), b1, b2, 1.0 - b1, 1.0 - b2, c2 * eps, 1.0 - lr * wd, 1.0, hyper[5])
-    w = np.empty(9, scratch.dtype)
-    for i in range(9):
+    vals = (eta * c2 / (1.0 - b1 ** float(t)), b1, b2, 1.0 - b1, 1.0 - b2, c2 * eps, 1.0 - eta * wd, 1.0)
+    w = np.empty(8, like.dtype)
+    for i in range(8):
         w[i] = vals[i]
     for k in range(updates.shape[0]):
         p, g = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like)
         m, v = _vec(arrays, updates[k, 2], like), _vec(arrays, updates[k, 3], like)
-        _adam(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], w[8])
+        _adam(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], tiny)
 
 
 def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
@@ -426,14 +379,13 @@ def _correct(z: Any, labels: Any) -> int:  # pragma: no cover - compiled
     return n
 
 
-def _run_steps(loss: int, update: int, dropout: bool, nesterov: bool, blas: Any, X: Any, x_rows: Any, t_rows: Any, T: Any,
-               labels: Any, first: int, count: int, layers: Any, arrays: Any, updates: Any, counters: Any,
-               rates: Any, keys: Any, tbuf: Any, lbuf: Any, scale: float, lowest: int, t0: int, hyper: Any,
-               into: int, check: bool, target_rows: bool, x_in_place: bool, losses: Any,
-               correct: Any) -> int:  # pragma: no cover - compiled
+def _run_steps(loss: int, update: int, blas: Any, X: Any, x_rows: Any, t_rows: Any, T: Any, labels: Any,
+               first: int, count: int, layers: Any, arrays: Any, updates: Any, counters: Any, rates: Any,
+               keys: Any, tbuf: Any, lbuf: Any, scale: float, lowest: int, t0: int, hyper: Any, check: bool,
+               target_rows: bool, x_in_place: bool, losses: Any, correct: Any) -> int:  # pragma: no cover - compiled
     """Train batches first … first+count−1 (rows ``t_rows[bB:(b+1)B]`` of T and labels,
     ``x_rows`` of X) with the ``loss`` and ``update`` of those codes (:data:`LOSSES`,
-    :data:`UPDATES`) and dropout's draws where ``dropout``; batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
+    :data:`UPDATES`); batch b's loss and correct count go to ``losses[b]``, ``correct[b]``.
     Returns the steps done: fewer than ``count`` when ``check`` and a loss is not finite (that
     step is not applied; its loss is stored).  A batch of consecutive rows of a C-ordered X
     (``x_in_place``) is read where it lies, not gathered."""
@@ -451,6 +403,9 @@ def _run_steps(loss: int, update: int, dropout: bool, nesterov: bool, blas: Any,
     lr = scratch[0]
     scratch[0] = hyper[1]
     mu = scratch[0]
+    scratch[0] = hyper[5]
+    tiny = scratch[0]
+    into = INTO_PARAMETER if update == PLAIN_SGD else INTO_VELOCITY if update == MOMENTUM else INTO_GRADIENT
     x_row = layers[0, 1]
     x_buffer = arrays[x_row, 0]
     nz = np.empty(arrays[x_row, 2] + 1, np.int64)          # nonzero columns of a batch-1 row
@@ -466,7 +421,7 @@ def _run_steps(loss: int, update: int, dropout: bool, nesterov: bool, blas: Any,
             lbuf[i] = labels[t_rows[start + i]]
         if target_rows:                         # a squared error's rows, not labels
             _gather(T, t_rows, start, tbuf)
-        _forward(dropout, blas, layers, arrays, counters, rates, keys, nz, one)
+        _forward(blas, layers, arrays, counters, rates, keys, nz, one)
         if loss == SQUARED:
             f = _squared_error(z, tbuf, lbuf, scale, scale_w, twice, err)
         else:
@@ -477,22 +432,20 @@ def _run_steps(loss: int, update: int, dropout: bool, nesterov: bool, blas: Any,
             arrays[x_row, 0] = x_buffer
             return s
         _backward(blas, layers, arrays, rates, lowest, into, lr, mu, nz, one)
-        if update == PLAIN_SGD:
-            _update_none(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
-        elif update == MOMENTUM:
-            _update_velocity(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+        if update == MOMENTUM:
+            _update_velocity(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, one)
         elif update == NESTEROV:
-            _update_momentum(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
-        else:
-            _update_adam(nesterov, updates, arrays, t0 + s + 1, hyper, scratch)
+            _update_nesterov(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, one)
+        elif update == ADAM:
+            _update_adam(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, one)
     arrays[x_row, 0] = x_buffer
     return count
 
 
 # the small functions are inlined where they are called (each compiled apart costs ~0.1 s more)
-_mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _correct = (
+_mat, _vec, _gather, _nonzero, _consecutive, _copy, _correct = (
     numba.njit(inline="always", error_model="numpy")(f)
-    for f in (_mat, _vec, _gather, _error_row, _nonzero, _consecutive, _copy, _correct))
+    for f in (_mat, _vec, _gather, _nonzero, _consecutive, _copy, _correct))
 _mm, _forward, _backward = (compile_cached(f) for f in (_mm, _forward, _backward))
 #: the losses and updates :func:`run_steps` takes, by code.  (Passed as compiled functions
 #: instead, each run compiled only what it used, but numba's disk cache never matched a
@@ -501,11 +454,10 @@ SQUARED, XENT = 0, 1
 PLAIN_SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 LOSSES = {"squared": SQUARED, "xent": XENT}
 UPDATES = {"sgd": PLAIN_SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
-#: where each update wants backward to put ∂f/∂θ
+#: where each update wants backward to put ∂f/∂θ (run_steps derives it from the update's code)
 INTO = {"sgd": INTO_PARAMETER, "momentum": INTO_VELOCITY, "nesterov": INTO_GRADIENT, "adam": INTO_GRADIENT}
-_squared_error, _cross_entropy, _update_none, _update_velocity, _update_momentum, _update_adam = (
-    compile_cached(f) for f in (_squared_error, _cross_entropy, _update_none, _update_velocity, _update_momentum,
-                                _update_adam))
+_squared_error, _cross_entropy, _update_velocity, _update_nesterov, _update_adam = (
+    compile_cached(f) for f in (_squared_error, _cross_entropy, _update_velocity, _update_nesterov, _update_adam))
 run_steps = compile_cached(_run_steps)
 
 
@@ -516,7 +468,6 @@ class Tables:
     def __init__(self) -> None:
         self._rows: list[tuple[int, int, int]] = []
         self._kept: list[Any] = []
-        self._counters: list[Any] = []
 
     def add(self, a: Any) -> int:
         """The row of ``arrays`` describing ``a`` (C-contiguous, 1-D or 2-D; 1-D as one row)."""

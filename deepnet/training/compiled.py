@@ -291,22 +291,18 @@ class CompiledRun:
         """One compiled call over batches first … first+count−1; returns the next batch."""
         if self._binding() != self._bound:           # a parameter or slot was replaced between calls
             self._build()
-        opt, kern = self.net.optimizer, self.kern
-        kind = declared_kind(opt, _OPTIMIZER_METHODS)
-        rule = self.rule
-        hyper = kern.values(self._hyper(kind), "float64")
+        opt, kern, rule = self.net.optimizer, self.kern, self.rule
+        hyper = kern.values(self._hyper(), "float64")
         loss_kind = declared_kind(self.net.loss, _LOSS_METHODS)
         self._generators_in()
         m = self.metrics
         try:
             done = kern.run_steps(
-                kern.LOSSES[loss_kind], kern.UPDATES[rule], bool(self.drops), rule == "nesterov",
-                self.blas,
-                self.Xrows, self.x_order, self.t_order, self.Trows, self.labels, first, count,
-                self.layer_table, self.array_table, self.update_table, self.counters, self.rates, self.keys,
-                self.tbuf, self.lbuf, self._scale(), self.lowest, opt.iterations, hyper,
-                kern.INTO[rule], self.accept is not None, loss_kind == "squared", kern.c_contiguous(self.Xrows),
-                m.batch_losses, m.batch_correct)
+                kern.LOSSES[loss_kind], kern.UPDATES[rule], self.blas, self.Xrows, self.x_order, self.t_order,
+                self.Trows, self.labels, first, count, self.layer_table, self.array_table, self.update_table,
+                self.counters, self.rates, self.keys, self.tbuf, self.lbuf, self._scale(), self.lowest,
+                opt.iterations, hyper, self.accept is not None, loss_kind == "squared",
+                kern.c_contiguous(self.Xrows), m.batch_losses, m.batch_correct)
         finally:
             self._generators_out()
         self._count(done)
@@ -324,11 +320,11 @@ class CompiledRun:
         x_rows = ops.xp.reshape(self.x_order[b * self.B:(b + 1) * self.B], (self.B,))
         self.net.forward(ops.take_rows(self.X, x_rows), True)
 
-    def _hyper(self, kind: str | None) -> list[float]:
+    def _hyper(self) -> list[float]:
         """(η, μ or β₁, β₂, ε, λ decoupled, the dtype's smallest normal number), read at every
         call: a schedule or callback may have changed them between calls."""
         opt, tiny = self.net.optimizer, self.kern.tiny(self.dtype)
-        if kind == "adam":
+        if self.rule == "adam":
             return [opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay if opt.decoupled else 0.0, tiny]
         return [opt.lr, opt.momentum, 0.0, 0.0, 0.0, tiny]
 
