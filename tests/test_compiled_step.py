@@ -74,6 +74,21 @@ def _weights(net: dn.Network) -> dict[str, np.ndarray]:
     return {k: to_host(v) for k, v in net.get_weights().items()}
 
 
+def _plain_and_compiled(make_net, X, y, compiled: str = "epoch", **fit) -> tuple[dict, dict]:
+    """The weights after ``fit`` in the plain loop and with ``graphs=compiled``, from one recipe."""
+    out = []
+    for graphs in ("off", compiled):
+        net = make_net()
+        net.fit(X, y, graphs=graphs, **fit)
+        out.append(_weights(net))
+    return out[0], out[1]
+
+
+def _assert_close(got: dict, want: dict, **tol) -> None:
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], err_msg=k, **tol)
+
+
 @pytest.mark.parametrize("shuffle", [True, False], ids=["gathered", "read-in-place"])
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_the_compiled_step_trains_as_the_plain_loop_in_float64(name, shuffle, compiled_steps):
@@ -96,14 +111,10 @@ def test_one_compiled_step_matches_one_plain_step_in_float32(name, compiled_step
     """One batch, one step, from the same weights: the same to float32 rounding."""
     layers, fit, opt = NETS[name]
     X, y = _data(n=fit["batch_size"])
-    nets = []
-    for graphs in ("off", "on"):
-        net = dn.Network(layers(), seed=4, optimizer=opt())
-        net.fit(X, y, epochs=1, graphs=graphs, verbose=0, **fit)
-        nets.append(_weights(net))
+    plain, comp = _plain_and_compiled(lambda: dn.Network(layers(), seed=4, optimizer=opt()), X, y, compiled="on",
+                                      epochs=1, verbose=0, **fit)
     assert compiled_steps == [1]
-    for k, w in nets[0].items():
-        np.testing.assert_allclose(nets[1][k], w, rtol=2e-6, atol=1e-7, err_msg=k)
+    _assert_close(comp, plain, rtol=2e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["seed", "relu-momentum", "adamw-excluding-biases", "dropout-adam"])
@@ -240,43 +251,34 @@ def test_a_parameter_replaced_between_epochs_is_trained_not_the_old_one(compiled
             p.data = p.data * 0.5                           # a new array
 
     X, y = _data()
-    runs = []
-    for graphs in ("off", "epoch"):
-        net = dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)], seed=4, dtype="float64",
-                         optimizer=dn.SGD(0.1))
-        net.fit(X, y, epochs=3, batch_size=8, loss="xent", graphs=graphs, verbose=0, callbacks=[Reinit()])
-        runs.append(_weights(net))
+    plain, comp = _plain_and_compiled(
+        lambda: dn.Network([dn.Dense(12, 16), dn.ReLU(), dn.Dense(16, 4)], seed=4, dtype="float64",
+                           optimizer=dn.SGD(0.1)),
+        X, y, epochs=3, batch_size=8, loss="xent", verbose=0, callbacks=[Reinit()])
     assert sum(compiled_steps) == 3 * 12
-    for k in runs[0]:
-        np.testing.assert_allclose(runs[1][k], runs[0][k], rtol=1e-12, err_msg=k)
+    _assert_close(comp, plain, rtol=1e-12)
 
 
 def test_flatten_first_takes_image_batches(compiled_steps):
     rng = np.random.default_rng(0)
     X, y = rng.random((40, 1, 3, 4), dtype=np.float32), rng.integers(0, 3, 40)
-    out = []
-    for graphs in ("off", "epoch"):
-        net = dn.Network([dn.Flatten(), dn.Dense(12, 8), dn.ReLU(), dn.Dense(8, 3)], seed=1, dtype="float64",
-                         input_shape=(1, 3, 4))
-        net.fit(X.astype(np.float64), y, epochs=2, batch_size=8, loss="xent", optimizer="adam", graphs=graphs, verbose=0)
-        out.append(_weights(net))
+    plain, comp = _plain_and_compiled(
+        lambda: dn.Network([dn.Flatten(), dn.Dense(12, 8), dn.ReLU(), dn.Dense(8, 3)], seed=1, dtype="float64",
+                           input_shape=(1, 3, 4)),
+        X.astype(np.float64), y, epochs=2, batch_size=8, loss="xent", optimizer="adam", verbose=0)
     assert sum(compiled_steps) == 2 * 5
-    for k in out[0]:
-        np.testing.assert_allclose(out[1][k], out[0][k], rtol=1e-12, err_msg=k)
+    _assert_close(comp, plain, rtol=1e-12)
 
 
 def test_adam_on_a_parameter_of_a_million_weights_agrees(compiled_steps):
     """From 1M elements the eager update runs over the cores; the compiled one in one thread."""
     rng = np.random.default_rng(1)
     X, y = rng.random((16, 1024), dtype=np.float32), rng.integers(0, 4, 16)
-    out = []
-    for graphs in ("off", "on"):
-        net = dn.Network([dn.Dense(1024, 1024), dn.ReLU(), dn.Dense(1024, 4)], seed=2, optimizer=dn.Adam(1e-3))
-        net.fit(X, y, epochs=1, batch_size=16, loss="xent", graphs=graphs)
-        out.append(_weights(net))
+    plain, comp = _plain_and_compiled(
+        lambda: dn.Network([dn.Dense(1024, 1024), dn.ReLU(), dn.Dense(1024, 4)], seed=2, optimizer=dn.Adam(1e-3)),
+        X, y, compiled="on", epochs=1, batch_size=16, loss="xent")
     assert compiled_steps == [1]
-    for k in out[0]:
-        np.testing.assert_allclose(out[1][k], out[0][k], rtol=2e-6, atol=1e-7, err_msg=k)
+    _assert_close(comp, plain, rtol=2e-6, atol=1e-7)
 
 
 def test_auto_keeps_the_plain_loop_where_the_products_are_the_step(compiled_steps, monkeypatch):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from deepnet.backend import get_ops
+from tests.numba_types import compiled_types
 from deepnet.backend.counter_rng import (
     PHILOX_PREAMBLE,
     UNIFORM_OPERATIONS,
@@ -420,8 +421,6 @@ def test_philox_fill_runs_inside_compiled_code(nk):
 def test_philox_fill_computes_in_unsigned_integers_and_float32(nk):
     """The float32 fill holds no float64 anywhere, and the Philox rounds stay uint64: numba types
     a uint64 mixed with an int64 (e.g. a literal) as float64."""
-    import numba
-
     f32, u64 = np.float32, np.uint64
     a, counter = np.zeros(9, f32), np.zeros(1, u64)
     calls = {
@@ -430,13 +429,10 @@ def test_philox_fill_computes_in_unsigned_integers_and_float32(nk):
         nk._philox_block.py_func: (u64(3), u64(1), u64(2), u64(5), u64(7)),
     }
     for fn, args in calls.items():
-        compiled = numba.njit(error_model="numpy")(fn)     # fresh, uncached: its types are inspectable
-        compiled(*args)
-        (cres,) = compiled.overloads.values()
-        types = {str(t) for t in cres.type_annotation.typemap.values()}
+        types, signature = compiled_types(fn, *args)
         assert not any("float64" in t for t in types), f"{fn.__name__} computes in float64: {sorted(types)}"
         if fn is nk._philox_block.py_func:
-            assert str(cres.signature.return_type) == "UniTuple(uint64 x 4)"
+            assert str(signature.return_type) == "UniTuple(uint64 x 4)"
             assert types <= {"uint64", "int64", "UniTuple(uint64 x 4)", "none", "bool", "pair<int64, bool>",
                              "range_iter_int64", "range_state_int64", "Function(<class 'range'>)",
                              "Literal[int](10)"}, sorted(types)          # int64: the round counter only

@@ -88,17 +88,24 @@ def test_training_with_mkl_matches_numpy(rng, monkeypatch):
         return done
 
     monkeypatch.setattr(MklBlas, "gemm", counting_gemm)
+    _train_on_both_blas(rng, graphs="off")      # the eager products
+    assert sum(calls) == 2 * 8 * 2          # the first layer's y and ∂W (the second is below MIN_WORK)
+
+
+def _train_on_both_blas(rng, graphs: str, check_ops=lambda ops: None) -> None:
+    """Train one network with NumPy's BLAS and with oneMKL (``check_ops(ops)`` before each run)
+    and assert the two agree to float32 rounding."""
     X = rng.random((512, 200)).astype(np.float32)
     y = rng.integers(0, 10, 512)
     results = {}
     for blas in ("numpy", "mkl"):
         ops = numpy_backend()
         ops.set_blas(blas)
+        check_ops(ops)
         net = dn.Network([dn.Dense(200, 128), dn.ReLU(), dn.Dense(128, 10)], seed=3, backend=ops,
                          loss="xent", optimizer=dn.Adam(1e-3))
-        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True, graphs="off")    # the eager products
+        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True, graphs=graphs)
         results[blas] = (net.get_weights(), hist["loss"])
-    assert sum(calls) == 2 * 8 * 2          # the first layer's y and ∂W (the second is below MIN_WORK)
     for name, a in results["numpy"][0].items():
         np.testing.assert_allclose(results["mkl"][0][name], a, rtol=1e-3, atol=1e-4, err_msg=name)
     np.testing.assert_allclose(results["mkl"][1], results["numpy"][1], rtol=1e-4)
@@ -111,27 +118,17 @@ def test_the_compiled_step_calls_mkl_when_asked(rng):
     pytest.importorskip("numba", reason="the compiled step needs numba")
     from deepnet.backend import cblas
 
-    X = rng.random((512, 200)).astype(np.float32)
-    y = rng.integers(0, 10, 512)
-    results = {}
-    for blas in ("numpy", "mkl"):
-        ops = numpy_backend()
-        ops.set_blas(blas)
+    def calls_the_asked_blas(ops):
         kern = ops.step_compiler()
         if kern is None:
             pytest.skip("this NumPy backend compiles no steps")
         table = kern.blas(ops)
-        expected = cblas.mkl_gemm(ops.products.lib.path) if blas == "mkl" else cblas.numpy_gemm()
+        expected = cblas.mkl_gemm(ops.products.lib.path) if ops.blas == "mkl" else cblas.numpy_gemm()
         assert tuple(int(v) for v in table) == tuple(expected)
-        if blas == "mkl":
+        if ops.blas == "mkl":
             assert int(table[0]) != cblas.numpy_gemm()[0]
-        net = dn.Network([dn.Dense(200, 128), dn.ReLU(), dn.Dense(128, 10)], seed=3, backend=ops,
-                         loss="xent", optimizer=dn.Adam(1e-3))
-        hist = net.fit(X, y, epochs=2, batch_size=64, shuffle=True, graphs="epoch")
-        results[blas] = (net.get_weights(), hist["loss"])
-    for name, a in results["numpy"][0].items():
-        np.testing.assert_allclose(results["mkl"][0][name], a, rtol=1e-3, atol=1e-4, err_msg=name)
-    np.testing.assert_allclose(results["mkl"][1], results["numpy"][1], rtol=1e-4)
+
+    _train_on_both_blas(rng, graphs="epoch", check_ops=calls_the_asked_blas)
 
 
 def test_missing_mkl_gives_a_clear_error(monkeypatch, tmp_path):

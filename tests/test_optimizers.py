@@ -12,6 +12,7 @@ from deepnet import to_device, to_host
 from deepnet.backend.numba_ops import NumbaOps
 from deepnet.backend.numpy_ops import NumpyOps
 from deepnet.layers.base import Parameter
+from tests.numba_types import compiled_types
 
 
 def make_param(w, g, ops):
@@ -159,7 +160,7 @@ def test_numpy_sigmoid_paths_agree(numpy_kernels, rng, shape):
 def test_compiled_kernels_stay_in_float32():
     """A float32 update must run in float32: a Python literal such as ``1 - b1`` in a numba
     loop silently promotes every element to float64 (2.8x slower Adam, measured)."""
-    numba = pytest.importorskip("numba")
+    pytest.importorskip("numba")
     from deepnet.backend import numba_kernels as nk
 
     f = np.float32
@@ -175,10 +176,7 @@ def test_compiled_kernels_stay_in_float32():
         nk._add_bias: (a.reshape(2, 4).copy(), np.ones(4, f)),
     }   # (_softmax_xent sums its per-row losses in float64 on purpose; its rows stay float32)
     for fn, args in calls.items():
-        compiled = numba.njit(error_model="numpy")(fn)     # fresh, uncached: its types are inspectable
-        compiled(*args)
-        (cres,) = compiled.overloads.values()
-        types = {str(t) for t in cres.type_annotation.typemap.values()}
+        types, _ = compiled_types(fn, *args)
         assert not any("float64" in t for t in types), f"{fn.__name__} computes in float64: {sorted(types)}"
 
 
