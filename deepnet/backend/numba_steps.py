@@ -7,7 +7,8 @@ network is described to it once per run (:class:`~deepnet.training.compiled.Comp
 builds the description, :class:`Tables`), as integer tables over the network's own arrays:
 
 * ``arrays``: every array the step touches, one row each (address, rows, columns): the batch
-  entering each layer (``acts``), the error ∂f/∂acts of each (B × width buffers made once), the
+  entering each layer (``acts``), the error ∂f/∂acts of each (B × width buffers made once; a
+  layer without parameters hands its error down in place, ∂f/∂x in ∂f/∂y's buffer), the
   weights, biases, their gradient buffers, the dropout masks, the optimizer's slots;
 * ``layers``: one row per layer (:data:`LAYER_COLUMNS`): what it is (:data:`DENSE`,
   :data:`SIGMOID`, ...), the rows of ``arrays`` it reads and writes;
@@ -92,7 +93,9 @@ def _mm(blas: Any, a: Any, ta: bool, b: Any, tb: bool, out: Any, alpha: Any, bet
 
 
 _sgd, _momentum, _adam = kernel("sgd", 0), kernel("momentum", 0), kernel("adam", 0)     # the serial builds
-_softmax_xent, _sigmoid = elementwise["softmax_xent"], elementwise["sigmoid"]
+# the eager step's own compiled kernels (flat arrays; backward ones in place on the error)
+_softmax_xent, _sigmoid, _sigmoid_backward = (elementwise[k] for k in ("softmax_xent", "sigmoid", "sigmoid_backward"))
+_relu, _relu_backward, _add_bias = (elementwise[k] for k in ("relu", "relu_backward", "add_bias"))
 
 #: the columns of a row of the ``layers`` table: the layer's code, the rows of ``arrays`` holding
 #: its input x, output y, the errors ∂f/∂x and ∂f/∂y, then per kind — DENSE: W, ∂f/∂W, b, ∂f/∂b
@@ -180,17 +183,11 @@ def _forward(blas: Any, layers: Any, arrays: Any, counters: Any, rates: Any, key
             else:
                 _mm(blas, x, False, w, layers[l, 9] == 0, y, one[0], zero)      # y = x Wᵀ
             if layers[l, 7] >= 0:
-                b = _vec(arrays, layers[l, 7], like)
-                for r in range(y.shape[0]):       # y ← y + b on every row
-                    for j in range(y.shape[1]):
-                        y[r, j] += b[j]
+                _add_bias(y, _vec(arrays, layers[l, 7], like))              # y ← y + b on every row
         elif code == SIGMOID:
             _sigmoid(_vec(arrays, layers[l, 1], like), _vec(arrays, layers[l, 2], like), one[0])
         elif code == RELU:
-            for r in range(x.shape[0]):
-                for j in range(x.shape[1]):
-                    v = x[r, j]
-                    y[r, j] = v if v > zero else zero
+            _relu(_vec(arrays, layers[l, 1], like), _vec(arrays, layers[l, 2], like), zero)
         elif code == TANH:
             for r in range(x.shape[0]):
                 for j in range(x.shape[1]):
@@ -296,44 +293,33 @@ def _backward(blas: Any, layers: Any, arrays: Any, rates: Any, lowest: int, into
             continue
         if not below:
             continue
-        e = _mat(arrays, layers[l, 3], like)
+        # the other layers hand the error down in place: their ∂f/∂x is their ∂f/∂y's buffer
+        flat_d, flat_y = _vec(arrays, layers[l, 4], like), _vec(arrays, layers[l, 2], like)
         if code == SIGMOID:                         # e ∘ z ∘ (1 − z)
-            for r in range(d.shape[0]):
-                for j in range(d.shape[1]):
-                    z = y[r, j]
-                    e[r, j] = d[r, j] * (z * (one[0] - z))
+            _sigmoid_backward(flat_d, flat_y, one[0])
         elif code == RELU:                          # dy ∘ [z > 0]
-            for r in range(d.shape[0]):
-                for j in range(d.shape[1]):
-                    e[r, j] = d[r, j] if y[r, j] > zero else zero
+            _relu_backward(flat_d, flat_y, zero)
         elif code == TANH:                          # dy ∘ (1 − z²)
-            for r in range(d.shape[0]):
-                for j in range(d.shape[1]):
-                    z = y[r, j]
-                    e[r, j] = d[r, j] * (one[0] - z * z)
-        elif code == IDENTITY:
-            _copy(d, e)
-        elif code == DROPOUT:                       # δ ∘ m, the forward's mask
-            if rates[layers[l, 7], 0] == zero:
-                _copy(d, e)
-            else:
-                m = _mat(arrays, layers[l, 5], like)
-                for r in range(d.shape[0]):
-                    for j in range(d.shape[1]):
-                        e[r, j] = d[r, j] * m[r, j]
+            for i in range(flat_d.size):
+                z = flat_y[i]
+                flat_d[i] *= one[0] - z * z
+        elif code == DROPOUT and rates[layers[l, 7], 0] != zero:     # δ ∘ m, the forward's mask
+            m = _vec(arrays, layers[l, 5], like)
+            for i in range(flat_d.size):
+                flat_d[i] *= m[i]
 
 
 # The updates after backward (plain SGD has none: backward applied it, :data:`INTO_PARAMETER`).
 # η, μ and ``tiny`` (the dtype's smallest normal number) come rounded to the parameters' dtype as
-# the eager step rounds them; ``hyper``: (η, μ or β₁, β₂, ε, λ, tiny) as float64; ``like``: an
-# array of the parameters' dtype.
+# the eager step rounds them; ``hyper``: (η, μ or β₁, β₂, ε, λ, tiny) as float64; ``work``: 8
+# elements of the parameters' dtype, made once per call (Adam's scalars of the step go there).
 def _update_velocity(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu: Any, tiny: Any,
-                     like: Any) -> None:  # pragma: no cover - compiled
+                     work: Any) -> None:  # pragma: no cover - compiled
     """Momentum after backward formed V ← μV + ∂f/∂θ (:data:`INTO_VELOCITY`): V below ``tiny``
     flushed to 0 (as the eager kernel does), then w ← w − η V."""
     zero = tiny - tiny
     for k in range(updates.shape[0]):
-        w, v = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 2], like)
+        w, v = _vec(arrays, updates[k, 0], work), _vec(arrays, updates[k, 2], work)
         for i in range(w.size):
             vi = v[i]
             vi = vi if abs(vi) >= tiny else zero
@@ -342,28 +328,28 @@ def _update_velocity(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu:
 
 
 def _update_nesterov(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu: Any, tiny: Any,
-                     like: Any) -> None:  # pragma: no cover - compiled
+                     work: Any) -> None:  # pragma: no cover - compiled
     """v ← μ v + g, w ← w − η (g + μ v) for every parameter (its gradient is needed after v is
     formed, so backward writes gradient buffers, :data:`INTO_GRADIENT`)."""
     for k in range(updates.shape[0]):
-        _momentum(_vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like),
-                  _vec(arrays, updates[k, 2], like), lr, mu, True, tiny)
+        _momentum(_vec(arrays, updates[k, 0], work), _vec(arrays, updates[k, 1], work),
+                  _vec(arrays, updates[k, 2], work), lr, mu, True, tiny)
 
 
 def _update_adam(updates: Any, arrays: Any, t: int, hyper: Any, lr: Any, mu: Any, tiny: Any,
-                 like: Any) -> None:  # pragma: no cover - compiled
+                 work: Any) -> None:  # pragma: no cover - compiled
     """Adam at step t: η_t = η √(1−β₂ᵗ)/(1−β₁ᵗ), ε̂ = ε √(1−β₂ᵗ), d = 1 − ηλ where decoupled
     weight decay applies (Adam.step_scalars, in float64, then rounded), then the compiled kernel
     of the eager step."""
     eta, b1, b2, eps, wd = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4]
     c2 = np.sqrt(1.0 - b2 ** float(t))
     vals = (eta * c2 / (1.0 - b1 ** float(t)), b1, b2, 1.0 - b1, 1.0 - b2, c2 * eps, 1.0 - eta * wd, 1.0)
-    w = np.empty(8, like.dtype)
+    w = work
     for i in range(8):
         w[i] = vals[i]
     for k in range(updates.shape[0]):
-        p, g = _vec(arrays, updates[k, 0], like), _vec(arrays, updates[k, 1], like)
-        m, v = _vec(arrays, updates[k, 2], like), _vec(arrays, updates[k, 3], like)
+        p, g = _vec(arrays, updates[k, 0], work), _vec(arrays, updates[k, 1], work)
+        m, v = _vec(arrays, updates[k, 2], work), _vec(arrays, updates[k, 3], work)
         _adam(p, g, m, v, w[0], w[1], w[2], w[3], w[4], w[5], w[6] if updates[k, 4] else w[7], tiny)
 
 
@@ -406,6 +392,7 @@ def _run_steps(loss: int, update: int, blas: Any, X: Any, x_rows: Any, t_rows: A
     scratch[0] = hyper[5]
     tiny = scratch[0]
     into = INTO_PARAMETER if update == PLAIN_SGD else INTO_VELOCITY if update == MOMENTUM else INTO_GRADIENT
+    work = np.empty(8, losses.dtype)
     x_row = layers[0, 1]
     x_buffer = arrays[x_row, 0]
     nz = np.empty(arrays[x_row, 2] + 1, np.int64)          # nonzero columns of a batch-1 row
@@ -433,11 +420,11 @@ def _run_steps(loss: int, update: int, blas: Any, X: Any, x_rows: Any, t_rows: A
             return s
         _backward(blas, layers, arrays, rates, lowest, into, lr, mu, nz, one)
         if update == MOMENTUM:
-            _update_velocity(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, one)
+            _update_velocity(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, work)
         elif update == NESTEROV:
-            _update_nesterov(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, one)
+            _update_nesterov(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, work)
         elif update == ADAM:
-            _update_adam(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, one)
+            _update_adam(updates, arrays, t0 + s + 1, hyper, lr, mu, tiny, work)
     arrays[x_row, 0] = x_buffer
     return count
 

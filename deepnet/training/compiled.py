@@ -187,7 +187,9 @@ class CompiledRun:
                 counter = next(i for i, g in enumerate(self._generators) if g is rng)
                 extra = [tables.add(ops.zeros((B, width), self.dtype)), counter, len(self.drops), -1, -1]
                 self.drops.append(layer)
-            y, dy = tables.add(ops.zeros((B, width), self.dtype)), tables.add(ops.zeros((B, width), self.dtype))
+            y = tables.add(ops.zeros((B, width), self.dtype))
+            # a layer without parameters hands its error down in place: ∂f/∂y in ∂f/∂x's buffer
+            dy = dx if kind != "dense" and dx >= 0 else tables.add(ops.zeros((B, width), self.dtype))
             rows.append([getattr(kern, _LAYER_CODE[kind]), x, y, dx, dy, *extra])
             x, dx = y, dy
         self.lowest = max(net.lowest_trained - start, 0)
