@@ -7,7 +7,7 @@ dropout 0.5 → dense 1600 → 10; PyTorch builds the same layers from ``nn.Conv
 softmax cross-entropy and Adam(1e-3) on shuffled batches of 128 float32 images.
 
 Each repetition runs two child processes, deepnet then PyTorch, each with the same thread
-count (OMP/OPENBLAS/MKL_NUM_THREADS in its environment, ``torch.set_num_threads``).  A child
+count (OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS in its environment, ``torch.set_num_threads``).  A child
 loads the images the parent wrote, builds its network, runs a warm-up epoch on the first
 ``--warmup-samples`` images, then times one epoch on all ``--samples``.  Reported: samples/s
 per framework (median, min–max over the repetitions), the per-pair ratio deepnet / PyTorch
@@ -299,7 +299,7 @@ def child_main(framework: str, data: str, cfg_json: str) -> None:
 # ---------------------------------------------------------------------------- parent: runs
 def run_child(framework: str, data: Path, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
     t = str(cfg["threads"])
-    env = {**os.environ, "OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t,
+    env = {**os.environ, "OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, "NUMBA_NUM_THREADS": t,
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     env.pop("DEEPNET_BACKEND", None)
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", framework, "--child-data",

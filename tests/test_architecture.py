@@ -67,6 +67,7 @@ def _imported_modules(path: str, node: ast.Import | ast.ImportFrom) -> set[str]:
 OPTIONAL_PACKAGE_MODULES = {
     "deepnet.backend.numba_kernels": "imports numba (the optional 'fast' extra) at its top",
     "deepnet.backend.numba_steps": "imports numba (the optional 'fast' extra) at its top",
+    "deepnet.backend.numba_windows": "imports numba (the optional 'fast' extra) at its top",
 }
 
 

@@ -25,6 +25,7 @@ def _both(backend, cls, pool, x, g, dtype):
     for fast in (True, False):
         layer = cls(pool)
         layer.tiles_fast_path = fast
+        layer.kernel_path = False                   # on every backend: tiles against unfold
         assert layer._tiled() is fast
         xd = to_device(x, backend, dtype=dtype, copy=True)
         y = layer.forward(xd, training=True)
@@ -93,3 +94,65 @@ def test_tiles_only_where_windows_neither_overlap_nor_pad():
 def test_tiles_gradient_check(backend, make, shape, rng):
     x = rng.permutation(np.prod(shape)).reshape(shape) * 0.1      # distinct values: no ties within eps
     check_layer(make(), to_device(x, backend, dtype="float64"))
+
+
+# The backend's compiled max-pool (ops.max_pool_kernel: NumbaOps) against both array paths.
+KERNEL_CASES = [  # (pool size, stride, padding, input shape)
+    (2, None, 0, (3, 2, 8, 6)),          # the 2×2 stride-2 kernel
+    (2, None, 0, (2, 3, 7, 5)),          # ... odd sizes: the last row/column in no window
+    (3, None, 0, (2, 2, 8, 7)),          # the general kernel, tiles
+    ([2, 3], [1, 2], 0, (2, 2, 7, 8)),   # overlapping windows
+    (3, 2, 1, (2, 3, 9, 8)),             # padding: −∞, never the maximum
+    ([3, 2], 1, [1, 0], (1, 2, 5, 6)),
+]
+
+
+def _pool_paths(pool, stride, padding, x, g, kernel_ops):
+    """(y, ẽ) from the kernel, from the tiles path (the unfold path where the window has no
+    tiles) and from the unfold path."""
+    from deepnet.backend.numpy_ops import NumpyOps
+
+    out = []
+    for ops, tiles in ((kernel_ops, True), (NumpyOps(), True), (NumpyOps(), False)):
+        layer = MaxPool2D(pool, stride=stride, padding=padding)
+        layer.ops, layer.tiles_fast_path = ops, tiles
+        y = layer.forward(x, training=True)
+        out.append((y, layer.backward(g.copy())))
+    return out
+
+
+def _same_bits(a, b):
+    np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("pool,stride,padding,shape", KERNEL_CASES)
+def test_max_pool_kernel_matches_the_array_paths(numpy_kernels, pool, stride, padding, shape, dtype, rng):
+    if not numpy_kernels.max_pool_kernel:
+        pytest.skip("this backend has no max-pool kernel")
+    layer = MaxPool2D(pool, stride=stride, padding=padding)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :2] = [-0.0, 0.0]
+    x[-1, -1, 1, :] = 0.25                                  # ties: the first position wins
+    g = rng.standard_normal((shape[0], *layer.output_shape(shape[1:]))).astype(dtype)
+    g[0, 0, 0, 0] = -0.0
+    overlap = layer.stride != layer.pool_size
+    for nan in (False, True):
+        if nan:                                             # the tiles path routes NaN its own way
+            x[0, -1, 2, 1] = x[0, -1, 3, 2] = np.nan        # the first NaN of a window wins
+        (yk, dk), (yt, dt), (yu, du) = _pool_paths(pool, stride, padding, x, g, numpy_kernels)
+        for y, d in ((yu, du),) if nan else ((yt, dt), (yu, du)):
+            _same_bits(yk, y)
+            if overlap:    # a pixel several windows route to: its δs are added in another order
+                np.testing.assert_allclose(dk, d, rtol=1e-6, atol=0)
+            else:
+                _same_bits(dk, d)
+    assert yk.dtype == x.dtype and dk.dtype == x.dtype and dk.shape == x.shape
+
+
+def test_max_pool_kernel_gradient_check(numpy_kernels, rng):
+    for pool, stride, padding, shape in KERNEL_CASES:
+        x = rng.permutation(np.prod(shape)).reshape(shape) * 0.1
+        layer = MaxPool2D(pool, stride=stride, padding=padding)
+        layer.ops = numpy_kernels
+        check_layer(layer, x.astype(np.float64))

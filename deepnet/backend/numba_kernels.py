@@ -315,6 +315,7 @@ def _philox_fill(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: n
 philox_fill = _njit(_philox_fill)
 
 
-def compile_cached(func: Callable) -> Any:
-    """``func`` compiled by numba (serial) with deepnet's disk cache, as these kernels are."""
-    return _njit(func)
+def compile_cached(func: Callable, parallel: bool = False) -> Any:
+    """``func`` compiled by numba (``parallel``: its ``prange`` loops threaded) with deepnet's
+    disk cache, as these kernels are."""
+    return _njit(func, parallel)

@@ -8,6 +8,7 @@ the arrays' layout allow, else the pure-NumPy method it overrides.  The register
 
 from __future__ import annotations
 
+import threading
 from itertools import chain
 from types import ModuleType
 from typing import Any
@@ -16,14 +17,24 @@ import numpy as np
 
 from .counter_rng import CounterRNG, PhiloxKernel
 from .numpy_ops import NumpyOps
-from .ops import Array, DeviceRNG
+from .ops import Array, DeviceRNG, check_cols_t
 from .products import NumpyProducts
+from .windows import Window, check_image
 
 _NUMBA_MIN_SIZE = 1024   # one parameter alone: below this NumPy's passes cost less than a compiled call
 _NUMBA_LARGE_MIN = 16384  # ReLU forward: from here one compiled pass beats np.maximum
 _NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
 # (the fourth, numba_kernels.PARALLEL_MIN_SIZE, picks the threaded update kernels)
+_WINDOW_THREADED_MIN = 1 << 18   # window kernels: from here numba's threads split the planes
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MULTI_MIN_PARAMS = 3    # multi-tensor updates: typed lists pay off from 3 parameters on
+
+
+def load_window_kernels() -> ModuleType:
+    """The compiled sliding-window kernels, ``deepnet.backend.numba_windows`` (numba at its top)."""
+    from . import numba_windows      # an optional package's wrapper (tests/test_architecture.py)
+
+    return numba_windows
 
 
 def load_kernels() -> ModuleType:
@@ -78,6 +89,11 @@ def _flat_views(arrays: tuple[Array, ...]) -> tuple[Array, ...] | None:
     return None
 
 
+def _pairs(win: Window) -> bool:
+    """The 2×2 window with stride 2 and no padding (its own compiled kernels)."""
+    return (win.kh, win.kw, win.sh, win.sw, win.padded) == (2, 2, 2, 2, False)
+
+
 def _same_rows(a: Array, b: Array) -> bool:
     """Both row-major, one shape and dtype: an elementwise kernel may walk them flat."""
     return a.flags.c_contiguous and b.flags.c_contiguous and a.shape == b.shape and a.dtype == b.dtype
@@ -86,10 +102,49 @@ def _same_rows(a: Array, b: Array) -> bool:
 class NumbaOps(NumpyOps):
     """NumpyOps plus numba's compiled kernels (``kernels``: default ``numba_kernels``)."""
 
+    max_pool_kernel = True
+
     def __init__(self, products: NumpyProducts | None = None, kernels: ModuleType | None = None) -> None:
         super().__init__(products)
         self._k: ModuleType = load_kernels() if kernels is None else kernels
+        self._w: ModuleType = load_window_kernels()
         self._multi_cache: dict[tuple, tuple] = {}
+
+    # ------------------------------------------------------------------ max-pooling
+    def _window_kernel(self, name: str, size: int) -> Any:
+        """The kernel ``name``, threaded for large arrays on the main thread (numba's workqueue
+        pool takes one caller at a time)."""
+        if size >= _WINDOW_THREADED_MIN and threading.current_thread() is threading.main_thread():
+            return self._w.threaded[name]
+        return self._w.serial[name]
+
+    def max_pool(self, x: Array, win: Window) -> tuple[Array, Array]:
+        n, c, h, w = check_image(x, "max_pool")
+        oh, ow = win.out_size(h, w)
+        if win.dh != 1 or win.dw != 1:
+            raise ValueError(f"max_pool: expected an undilated window, got dilation {(win.dh, win.dw)}")
+        xs = np.ascontiguousarray(x).reshape(n * c, h, w)
+        y = np.empty((n, c, oh, ow), x.dtype)
+        arg = np.empty((n, c, oh, ow), np.int8 if win.kh * win.kw <= 127 else np.int32)
+        ys, args = y.reshape(n * c, oh, ow), arg.reshape(n * c, oh, ow)
+        if _pairs(win):
+            self._window_kernel("max_pool_2x2", x.size)(xs, ys, args)
+        else:
+            self._window_kernel("max_pool", x.size)(xs, ys, args, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl)
+        return y, arg
+
+    def max_pool_backward(self, dy: Array, arg: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        n, c, h, w = (int(d) for d in x_shape)
+        oh, ow = int(dy.shape[2]), int(dy.shape[3])
+        dx = np.empty((n, c, h, w), dy.dtype)
+        dys, args, dxs = np.ascontiguousarray(dy).reshape(n * c, oh, ow), arg.reshape(n * c, oh, ow), dx.reshape(n * c, h, w)
+        zero = _const(dy.dtype.type, 0.0)
+        if _pairs(win):
+            self._window_kernel("max_pool_2x2_backward", dx.size)(dys, args, dxs, zero)
+        else:
+            self._window_kernel("max_pool_backward", dx.size)(dys, args, dxs, win.kw, win.sh, win.sw, win.pt,
+                                                              win.pl, zero)
+        return dx
 
     # ------------------------------------------------------------------ random numbers
     def device_rng(self, seed: int) -> DeviceRNG:

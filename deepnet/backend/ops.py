@@ -108,12 +108,15 @@ class Ops:
 
     * :attr:`host_arrays`: its arrays are NumPy arrays in host memory;
     * :attr:`cheap_sync`: reading a value back to Python costs no wait for a device
-      (False on GPUs, where the training loop then avoids per-step reads).
+      (False on GPUs, where the training loop then avoids per-step reads);
+    * :attr:`max_pool_kernel`: :meth:`max_pool` and :meth:`max_pool_backward` are one compiled
+      pass (MaxPool2D then calls them rather than composing array operations).
     """
 
     name = "generic"
     host_arrays = False
     cheap_sync = True
+    max_pool_kernel = False
     #: the class of :attr:`memory`, the backend's device companion
     memory_type: type[DeviceMemory] = DeviceMemory
     #: the class of :attr:`graphs`, the backend's step-capture companion
@@ -427,6 +430,16 @@ class Ops:
             if ro.stop > ro.start and co.stop > co.start:
                 out[:, :, ri, ci] += xp.permute_dims(taps[:, i, j, :, ro, co], (1, 0, 2, 3))
         return out
+
+    def max_pool(self, x: Array, win: Window) -> tuple[Array, Array]:
+        """(y, arg) of MaxPool2D on NCHW ``x``: y the maximum of each window (padding never wins),
+        arg the row-major index i·kw + j of its first maximum (a NaN wins), an integer array of
+        y's shape, for :meth:`max_pool_backward`.  Only where :attr:`max_pool_kernel` is True."""
+        raise NotImplementedError(f"the {self.name} backend has no max-pool kernel (max_pool_kernel is False)")
+
+    def max_pool_backward(self, dy: Array, arg: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+        """ẽ of MaxPool2D: zeros of ``x_shape`` with δ added at each window's arg-max pixel."""
+        raise NotImplementedError(f"the {self.name} backend has no max-pool kernel (max_pool_kernel is False)")
 
     def _window_tables(self) -> TableCache:
         """This backend's cache of window index tables (created on first use)."""

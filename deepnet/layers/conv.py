@@ -353,9 +353,21 @@ class MaxPool2D(_PoolWindow, Layer):
     bit for bit, except in degenerate windows: a window holding NaN gives y = NaN on both paths
     but routes δ to its last position (unfold: its first NaN), and a tie of −0.0 with +0.0 may
     give y the other zero's sign.
+
+    A backend with ``ops.max_pool_kernel`` computes the same (the unfold path's maxima, tie and
+    NaN rules, bit for bit) in one compiled pass: ``ops.max_pool`` / ``ops.max_pool_backward``.
     """
 
+    #: False: the array paths (tiles or unfold) even where the backend has a kernel (the tests compare them)
+    kernel_path: bool = True
+
     def forward(self, x: Array, training: bool = False) -> Array:
+        if self.ops.max_pool_kernel and self.kernel_path:                   # the backend's one pass
+            shape = _image_shape(self, x)
+            _out_hw(self, self.window, shape[2], shape[3])
+            y, arg = self.ops.max_pool(x, self.window)
+            self._cache = (arg, shape, "kernel") if training else None
+            return y
         if self._tiled():
             return self._forward_tiles(x, training)
         ops, xp = self.ops, self.ops.xp
@@ -395,6 +407,8 @@ class MaxPool2D(_PoolWindow, Layer):
         arg, shape, tiles = self._need_cache()
         if not need_input_grad:
             return None
+        if tiles == "kernel":
+            return self.ops.max_pool_backward(grad_output, arg, shape, self.window)
         xp = self.ops.xp
         k = self.pool_size[0] * self.pool_size[1]
         if tiles is not None:                                               # δ into view arg, 0 elsewhere
