@@ -47,6 +47,8 @@ IMAGE_BUILTIN = {
     "Conv2D": lambda: dn.Conv2D(2, 3, 3, padding=1),
     "Conv2D-strided-dilated": lambda: dn.Conv2D(2, 4, [2, 3], stride=2, dilation=[1, 2], padding=[0, 1]),
     "Conv2D-groups-nobias": lambda: dn.Conv2D(2, 4, 1, groups=2, bias=False),
+    # 8 channels into a 3×3 stride-1 convolution: Winograd F(2×2, 3×3) on the NumPy backend with numba
+    "Conv2D-winograd": lambda: dn.Sequential(dn.Conv2D(2, 8, 1), dn.Conv2D(8, 8, 3, padding=1)),
     "MaxPool2D": lambda: dn.MaxPool2D(2),
     "AvgPool2D": lambda: dn.AvgPool2D(3, stride=1, padding=1),
     "GlobalAvgPool2D": dn.GlobalAvgPool2D,

@@ -441,6 +441,21 @@ class Ops:
         """ẽ of MaxPool2D: zeros of ``x_shape`` with δ added at each window's arg-max pixel."""
         raise NotImplementedError(f"the {self.name} backend has no max-pool kernel (max_pool_kernel is False)")
 
+    def winograd_conv_applies(self, win: Window, c_in: int, c_out: int, groups: int) -> bool:
+        """Whether Conv2D runs this convolution through :meth:`winograd_conv` (False: im2col)."""
+        return False
+
+    def winograd_conv(self, x: Array, w: Array, win: Window) -> Array:
+        """y (N, O, OH, OW) of the 3×3 stride-1 convolution of x (N, C, H, W) with w (O, C, 3, 3),
+        without bias, by Winograd F(2×2, 3×3); only where :meth:`winograd_conv_applies`."""
+        raise NotImplementedError(f"the {self.name} backend has no Winograd convolution")
+
+    def winograd_conv_backward(self, dy: Array, x: Array, w: Array, win: Window, gw: Array, accumulate: bool,
+                               need_input_grad: bool) -> Array | None:
+        """∂f/∂w written (``accumulate``: added) into ``gw``; returns ẽ = ∂f/∂x (None unless
+        ``need_input_grad``), for :meth:`winograd_conv`."""
+        raise NotImplementedError(f"the {self.name} backend has no Winograd convolution")
+
     def _window_tables(self) -> TableCache:
         """This backend's cache of window index tables (created on first use)."""
         cache = self.__dict__.get("_windows_cache")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..backend import Array
 from ..backend.windows import Window
@@ -180,6 +180,11 @@ class Conv2D(Layer):
     faster than the row layout's) and NCHW ↔ Δᵀ is a transpose of (n, O) blocks.
     With groups g, channels and outputs split into g equal blocks, one product per block.
     Memory: training keeps colsᵀ, kh·kw/(sh·sw) times the size of x (the im2col cost).
+
+    Where ``ops.winograd_conv_applies`` (3×3, stride 1, the NumPy backend with numba, enough
+    channels), the backend computes the same convolution by Winograd F(2×2, 3×3) (fewer
+    multiplications, no colsᵀ): ``ops.winograd_conv`` and ``ops.winograd_conv_backward``, and
+    training keeps only x.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | list[int],
@@ -271,6 +276,12 @@ class Conv2D(Layer):
         n, c, h, w = _image_shape(self, x, self.in_channels)
         oh, ow = _out_hw(self, self.window, h, w)
         o = self.out_channels
+        if ops.winograd_conv_applies(self.window, c, o, self.groups):     # the backend's F(2×2, 3×3)
+            y = ops.winograd_conv(x, self._params["weight"].data, self.window)
+            if self.bias:
+                y += xp.reshape(self._params["bias"].data, (1, o, 1, 1))
+            self._cache = (None, (n, c, h, w), _WinogradInput(x)) if training else None
+            return y
         m = self._chunk(n, c, oh, ow, _ITEMSIZE.get(ops.dtype_name(x.dtype), 8))
         y = ops.empty((n, o, oh, ow), dtype=x.dtype)
         for s in range(0, n, m):                                            # one chunk unless patches are large
@@ -289,6 +300,8 @@ class Conv2D(Layer):
         cols_t, x_shape, chunked = self._need_cache()
         if chunked is None:
             return self._backward_chunk(cols_t, x_shape, grad_output, need_input_grad, False)
+        if isinstance(chunked, _WinogradInput):
+            return self._backward_winograd(chunked.x, grad_output, need_input_grad)
         x, m = chunked
         n = x_shape[0]
         dx = self.ops.empty(x_shape, dtype=grad_output.dtype) if need_input_grad else None
@@ -299,6 +312,21 @@ class Conv2D(Layer):
                                         grad_output[s:e, ...], need_input_grad, s > 0)
             if dx is not None:
                 dx[s:e, ...] = part
+        return dx
+
+    def _backward_winograd(self, x: Array, grad_output: Array, need_input_grad: bool) -> Array | None:
+        """∂f/∂W, ∂f/∂b and ẽ through the backend's Winograd convolution (x: the kept input)."""
+        params = self._params
+        gw, acc = params["weight"].grad_target()
+        dx = self.ops.winograd_conv_backward(grad_output, x, params["weight"].data, self.window, gw, acc,
+                                             need_input_grad)
+        if self.bias:
+            gb, acc = params["bias"].grad_target()
+            db = self.ops.xp.sum(grad_output, axis=(0, 2, 3))                 # ∂f/∂b = Σ_(n, oh, ow) δ
+            if acc:
+                gb += db
+            else:
+                gb[...] = db
         return dx
 
     def _backward_chunk(self, cols_t: Array, x_shape: tuple[int, ...], grad_output: Array, need_input_grad: bool,
@@ -332,6 +360,12 @@ class Conv2D(Layer):
             for oi, ci in self._blocks():
                 ops.gemm(w2[oi, :], delta_t[oi, :], trans_a=True, out=dcols_t[ci, :])
         return ops.fold_t(dcols_t, x_shape, self.window)                    # ẽ = fold(Δ · W₂)
+
+
+class _WinogradInput(NamedTuple):
+    """What a Conv2D computed by ``ops.winograd_conv`` keeps for backward: its input."""
+
+    x: Array
 
 
 #: bytes per element of the float dtypes (the Array API's dtypes do not say)
