@@ -68,6 +68,7 @@ OPTIONAL_PACKAGE_MODULES = {
     "deepnet.backend.numba_kernels": "imports numba (the optional 'fast' extra) at its top",
     "deepnet.backend.numba_steps": "imports numba (the optional 'fast' extra) at its top",
     "deepnet.backend.numba_windows": "imports numba (the optional 'fast' extra) at its top",
+    "deepnet.backend.numba_norm": "imports numba (the optional 'fast' extra) at its top",
 }
 
 

@@ -75,10 +75,10 @@ def _cache_class(locator: type) -> type:
 _caches = {False: _cache_class(_UserCacheLocator), True: _cache_class(_ParallelCacheLocator)}
 
 
-def _njit(func: Callable, parallel: bool = False) -> Any:
+def _njit(func: Callable, parallel: bool = False, fastmath: Any = False) -> Any:
     """``numba.njit(func)`` with the disk cache in ``cache_root()`` (what ``cache=True`` does,
     with deepnet's locator in place of numba's, which writes beside the source)."""
-    dispatcher = numba.njit(parallel=parallel, **_opts)(func)
+    dispatcher = numba.njit(parallel=parallel, fastmath=fastmath, **_opts)(func)
     try:
         dispatcher._cache = _caches[parallel](dispatcher.py_func)
     except RuntimeError:             # numba: no locator accepted (no writable cache folder)
@@ -315,7 +315,8 @@ def _philox_fill(out: Any, counter: Any, k0: Any, k1: Any) -> None:  # pragma: n
 philox_fill = _njit(_philox_fill)
 
 
-def compile_cached(func: Callable, parallel: bool = False) -> Any:
-    """``func`` compiled by numba (``parallel``: its ``prange`` loops threaded) with deepnet's
-    disk cache, as these kernels are."""
-    return _njit(func, parallel)
+def compile_cached(func: Callable, parallel: bool = False, fastmath: Any = False) -> Any:
+    """``func`` compiled by numba (``parallel``: its ``prange`` loops threaded; ``fastmath``:
+    numba's flags, e.g. {"reassoc", "nsz"} to let LLVM vectorize a sum) with deepnet's disk
+    cache, as these kernels are."""
+    return _njit(func, parallel, fastmath)

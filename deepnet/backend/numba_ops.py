@@ -37,6 +37,13 @@ def load_window_kernels() -> ModuleType:
     return numba_windows
 
 
+def load_norm_kernels() -> ModuleType:
+    """The compiled BatchNorm kernels, ``deepnet.backend.numba_norm`` (numba at its top)."""
+    from . import numba_norm         # an optional package's wrapper (tests/test_architecture.py)
+
+    return numba_norm
+
+
 def load_kernels() -> ModuleType:
     """The compiled kernels, ``deepnet.backend.numba_kernels``.  That module imports numba
     (about 0.5 s) at its top, so it is loaded when a NumbaOps is made, never when deepnet
@@ -120,20 +127,41 @@ class NumbaOps(NumpyOps):
     """NumpyOps plus numba's compiled kernels (``kernels``: default ``numba_kernels``)."""
 
     max_pool_kernel = True
+    batch_norm_kernel = True
 
     def __init__(self, products: NumpyProducts | None = None, kernels: ModuleType | None = None) -> None:
         super().__init__(products)
         self._k: ModuleType = load_kernels() if kernels is None else kernels
         self._w: ModuleType = load_window_kernels()
+        self._norm: ModuleType = load_norm_kernels()
         self._multi_cache: dict[tuple, tuple] = {}
 
     # ------------------------------------------------------------------ max-pooling
-    def _window_kernel(self, name: str, size: int) -> Any:
-        """The kernel ``name``, threaded for large arrays on the main thread (numba's workqueue
-        pool takes one caller at a time)."""
+    def _window_kernel(self, name: str, size: int, kernels: ModuleType | None = None) -> Any:
+        """The kernel ``name`` of ``kernels`` (default: the window kernels), threaded for large
+        arrays on the main thread (numba's workqueue pool takes one caller at a time)."""
+        module = self._w if kernels is None else kernels
         if size >= _WINDOW_THREADED_MIN and threading.current_thread() is threading.main_thread():
-            return self._w.threaded[name]
-        return self._w.serial[name]
+            return module.threaded[name]
+        return module.serial[name]
+
+    # ------------------------------------------------------------------ BatchNorm of images
+    def batch_norm_train(self, x: Array, gamma: Array, beta: Array, eps: float) -> tuple[Array, Array, Array, Array]:
+        n, c = int(x.shape[0]), int(x.shape[1])
+        xs = np.ascontiguousarray(x).reshape(n, c, -1)
+        y = np.empty_like(xs)
+        mean, var, inv_std = (np.empty(c, x.dtype) for _ in range(3))
+        self._window_kernel("batch_norm", xs.size, self._norm)(xs, gamma, beta, float(eps), y, mean, var, inv_std)
+        return y.reshape(x.shape), mean, var, inv_std
+
+    def batch_norm_train_backward(self, dy: Array, x: Array, mean: Array, inv_std: Array, gamma: Array,
+                                  dgamma: Array, dbeta: Array, need_input_grad: bool) -> Array | None:
+        n, c = int(x.shape[0]), int(x.shape[1])
+        dys = (dy if dy.flags.c_contiguous else np.ascontiguousarray(dy)).reshape(n, c, -1)
+        xs = np.ascontiguousarray(x).reshape(n, c, -1)
+        self._window_kernel("batch_norm_backward", xs.size, self._norm)(dys, xs, mean, inv_std, gamma, dgamma, dbeta,
+                                                                       need_input_grad)
+        return dys.reshape(x.shape) if need_input_grad else None
 
     def max_pool(self, x: Array, win: Window) -> tuple[Array, Array]:
         n, c, h, w = check_image(x, "max_pool")
@@ -173,7 +201,7 @@ class NumbaOps(NumpyOps):
     # ∂f/∂x = Σ_tiles B ∂f/∂V Bᵀ, ∂f/∂g = Gᵀ ∂f/∂U G, where U = G g Gᵀ (numba_windows' kernels).
     # V is computed again in backward from the input the layer keeps (memory: the input alone).
     #: bytes of transformed tiles per chunk of samples
-    winograd_chunk_bytes = 4 << 20
+    winograd_chunk_bytes = 1 << 20
     #: fewer input or output channels than this: im2col (the products' inner size C is too short)
     winograd_min_channels = 8
 

@@ -110,13 +110,16 @@ class Ops:
     * :attr:`cheap_sync`: reading a value back to Python costs no wait for a device
       (False on GPUs, where the training loop then avoids per-step reads);
     * :attr:`max_pool_kernel`: :meth:`max_pool` and :meth:`max_pool_backward` are one compiled
-      pass (MaxPool2D then calls them rather than composing array operations).
+      pass (MaxPool2D then calls them rather than composing array operations);
+    * :attr:`batch_norm_kernel`: :meth:`batch_norm_train` and :meth:`batch_norm_train_backward`
+      are compiled passes (BatchNorm of images in training then calls them).
     """
 
     name = "generic"
     host_arrays = False
     cheap_sync = True
     max_pool_kernel = False
+    batch_norm_kernel = False
     #: the class of :attr:`memory`, the backend's device companion
     memory_type: type[DeviceMemory] = DeviceMemory
     #: the class of :attr:`graphs`, the backend's step-capture companion
@@ -440,6 +443,18 @@ class Ops:
     def max_pool_backward(self, dy: Array, arg: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
         """ẽ of MaxPool2D: zeros of ``x_shape`` with δ added at each window's arg-max pixel."""
         raise NotImplementedError(f"the {self.name} backend has no max-pool kernel (max_pool_kernel is False)")
+
+    def batch_norm_train(self, x: Array, gamma: Array, beta: Array, eps: float) -> tuple[Array, Array, Array, Array]:
+        """(y, μ, σ², s) of BatchNorm in training on NCHW ``x``: per channel c over its N·H·W values,
+        μ and σ² (biased), s = 1/√(σ² + ε), y = γ (x − μ) s + β.  Only where :attr:`batch_norm_kernel`."""
+        raise NotImplementedError(f"the {self.name} backend has no BatchNorm kernel (batch_norm_kernel is False)")
+
+    def batch_norm_train_backward(self, dy: Array, x: Array, mean: Array, inv_std: Array, gamma: Array,
+                                  dgamma: Array, dbeta: Array, need_input_grad: bool) -> Array | None:
+        """Backward of :meth:`batch_norm_train` from the kept x, μ and s: ∂f/∂γ += Σ δ x̂ into
+        ``dgamma``, ∂f/∂β += Σ δ into ``dbeta``; returns ẽ = γ s (δ − Σδ/m − x̂ Σδx̂/m) (written over
+        ``dy`` where it is contiguous), None unless ``need_input_grad``."""
+        raise NotImplementedError(f"the {self.name} backend has no BatchNorm kernel (batch_norm_kernel is False)")
 
     def winograd_conv_applies(self, win: Window, c_in: int, c_out: int, groups: int) -> bool:
         """Whether Conv2D runs this convolution through :meth:`winograd_conv` (False: im2col)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import Array, to_device, to_host
 from ..errors import ShapeError
@@ -41,12 +41,24 @@ def _affine_normalize_backward(layer: Layer, cache: Any, dy: Array, need_input_g
     return _normalize_backward(dy, xhat, inv_std, axis, xp, means)
 
 
+class _KeptInput(NamedTuple):
+    """What BatchNorm of images keeps for backward where the backend's kernels compute it: x, μ, s."""
+
+    x: Array
+    mean: Array
+    inv_std: Array
+
+
 class BatchNorm(Layer):
     """Normalize each feature over the batch, then scale and shift: y = γ x̂ + β.
 
     Training uses the batch mean μ and variance σ² (x̂ = (x − μ)/√(σ² + ε)) and updates
     running averages (``momentum`` is the weight of the old value; the running variance
     uses the unbiased batch variance); evaluation uses the running averages.
+
+    Images in training, on a backend with ``ops.batch_norm_kernel`` (NumPy with numba): the
+    same maths in compiled passes (``ops.batch_norm_train`` and its backward), keeping x, μ and
+    s rather than x̂.
 
     In data-parallel training the batch is this process's shard of the global batch; with
     :meth:`set_sync` (``fit(sync_batchnorm=True)``) μ, σ² and the means of backward are
@@ -141,6 +153,14 @@ class BatchNorm(Layer):
         xp = self.ops.xp
         p = self._params
         gamma, beta = p["gamma"].data, p["beta"].data
+        if training and bshape is not None and self.sync is None and self.ops.batch_norm_kernel:
+            n = x.shape[0] * x.shape[2] * x.shape[3]                        # the backend's compiled passes
+            if n < 2:
+                raise ValueError(f"BatchNorm needs at least 2 values per feature in a training batch, got {n:g}")
+            y, mu, var, inv_std = self.ops.batch_norm_train(x, gamma, beta, self.eps)
+            self._update_running(mu, var, n)
+            self._cache = _KeptInput(x, mu, inv_std)                        # x̂ is recomputed in backward
+            return y
         if training:
             if self.sync is None:
                 n = 1
@@ -153,12 +173,7 @@ class BatchNorm(Layer):
                 mu, var, n = self._global_moments(x, axes, bshape)
             if n < 2:
                 raise ValueError(f"BatchNorm needs at least 2 values per feature in a training batch, got {n:g}")
-            m = self.momentum
-            # in place: a captured step (CUDA graph) replays writes into these very buffers
-            self.running_mean *= m
-            self.running_mean += mu * (1.0 - m)
-            self.running_var *= m
-            self.running_var += var * ((1.0 - m) * n / (n - 1))
+            self._update_running(mu, var, n)
         else:
             mu, var = self.running_mean, self.running_var
         inv_std = 1.0 / xp.sqrt(var + self.eps)
@@ -170,10 +185,24 @@ class BatchNorm(Layer):
         self._cache = (xhat, inv_std, axes, bshape, means) if training else None
         return xhat * gamma + beta
 
+    def _update_running(self, mu: Array, var: Array, n: float) -> None:
+        """The running averages: old·momentum + batch·(1 − momentum), the variance unbiased."""
+        m = self.momentum
+        # in place: a captured step (CUDA graph) replays writes into these very buffers
+        self.running_mean *= m
+        self.running_mean += mu * (1.0 - m)
+        self.running_var *= m
+        self.running_var += var * ((1.0 - m) * n / (n - 1))
+
     def backward(self, grad_output: Array, need_input_grad: bool = True) -> Array | None:
         """∂f/∂γ = Σ dy ∘ x̂, ∂f/∂β = Σ dy (over the reduced axes); ∂f/∂x through
         :func:`_normalize_backward` with dx̂ = dy ∘ γ."""
-        xhat, inv_std, axes, bshape, means = self._need_cache()
+        cache = self._need_cache()
+        if isinstance(cache, _KeptInput):
+            g, b = self._params["gamma"], self._params["beta"]
+            return self.ops.batch_norm_train_backward(grad_output, cache.x, cache.mean, cache.inv_std, g.data,
+                                                      g.grad, b.grad, need_input_grad)
+        xhat, inv_std, axes, bshape, means = cache
         if bshape is None:
             return _affine_normalize_backward(self, (xhat, inv_std), grad_output, need_input_grad, axis=0,
                                               means=means)
