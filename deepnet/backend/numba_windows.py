@@ -106,6 +106,11 @@ def _max_pool_2x2_backward(dy: Any, arg: Any, dx: Any, zero: Any) -> None:  # pr
                 plane[2 * oh + (k >> 1), 2 * ow + (k & 1)] = dp[oh, ow] + zero
 
 
+def threads() -> int:
+    """numba's thread count for parallel loops started from this thread (``numba.set_num_threads``)."""
+    return int(numba.get_num_threads())
+
+
 _FUNCS = (_max_pool, _max_pool_backward, _max_pool_2x2, _max_pool_2x2_backward)
 #: name → compiled kernel, on the calling thread alone
 serial = {f.__name__[1:]: compile_cached(f) for f in _FUNCS}
