@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .cblas import one_thread_here
 from .counter_rng import CounterRNG, PhiloxKernel
 from .numpy_ops import NumpyOps
 from .ops import Array, DeviceRNG, check_cols_t
@@ -265,7 +266,8 @@ class NumbaOps(NumpyOps):
             return
         pool = self.__dict__.get("_chunk_pool")
         if pool is None or pool._max_workers != workers:
-            pool = self.__dict__["_chunk_pool"] = ThreadPoolExecutor(workers, thread_name_prefix="deepnet-chunks")
+            pool = self.__dict__["_chunk_pool"] = ThreadPoolExecutor(workers, thread_name_prefix="deepnet-chunks",
+                                                                     initializer=one_thread_here)
         for future in [pool.submit(work, s, e) for s, e in bounds]:
             future.result()
 
@@ -282,8 +284,7 @@ class NumbaOps(NumpyOps):
             v = self._tiles("input", c, t, x.dtype)
             self._w.serial["winograd_input"](x[s:e], v, win.pt, win.pl, th, tw, zero)
             prod = self._tiles("products", o, t, x.dtype)
-            for k in range(16):
-                self.gemm(u[k], v[k], out=prod[k])                      # M[ξ] = U[ξ] · V[ξ]
+            self.products.stacked_gemm(u, v, prod, False)              # M[ξ] = U[ξ] · V[ξ]
             self._w.serial["winograd_output"](prod, y[s:e], th, tw)
 
         self._over_chunks(n, m, chunk)
@@ -309,11 +310,10 @@ class NumbaOps(NumpyOps):
             first = du is None
             if first:
                 du = dus[threading.get_ident()] = np.empty((16, o, c), x.dtype)
-            for k in range(16):
-                self.gemm(dm[k], v[k], trans_b=True, out=du[k], accumulate=not first)   # ∂f/∂U[ξ] += ∂f/∂M[ξ] V[ξ]ᵀ
-            if dx is not None:
-                for k in range(16):
-                    self.gemm(u[k], dm[k], trans_a=True, out=v[k])             # ∂f/∂V[ξ] = U[ξ]ᵀ ∂f/∂M[ξ]
+            products = self.products                                   # ∂f/∂U[ξ] += ∂f/∂M[ξ] V[ξ]ᵀ
+            products.stacked_gemm(dm, v.transpose(0, 2, 1), du, not first)
+            if dx is not None:                                         # ∂f/∂V[ξ] = U[ξ]ᵀ ∂f/∂M[ξ]
+                products.stacked_gemm(u.transpose(0, 2, 1), dm, v, False)
                 self._w.serial["winograd_input_adjoint"](v, dx[s:e], win.pt, win.pl, th, tw, zero)
 
         self._over_chunks(n, m, chunk)

@@ -52,6 +52,9 @@ class NumpyOps(Ops):
     name = "numpy"
     host_arrays = True
     memory_type = HostMemory
+    # CNN preset's first convolution (1 → 32, 3×3, batch 128, 1 thread): forward 2.0 → 0.6 ms,
+    # ∂f/∂W 2.7 → 0.6 ms, sample by sample against one product and a transpose
+    per_sample_products = True
 
     def __init__(self, products: NumpyProducts | None = None) -> None:
         super().__init__(np)

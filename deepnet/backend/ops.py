@@ -112,7 +112,11 @@ class Ops:
     * :attr:`max_pool_kernel`: :meth:`max_pool` and :meth:`max_pool_backward` are one compiled
       pass (MaxPool2D then calls them rather than composing array operations);
     * :attr:`batch_norm_kernel`: :meth:`batch_norm_train` and :meth:`batch_norm_train_backward`
-      are compiled passes (BatchNorm of images in training then calls them).
+      are compiled passes (BatchNorm of images in training then calls them);
+    * :attr:`per_sample_products`: ``xp.matmul`` of a matrix with a stack of strided matrices is
+      one BLAS product per matrix, without copies (Conv2D then multiplies sample by sample and
+      gets NCHW at once, rather than one product and a transpose: NumPy; not CuPy, whose matmul
+      a captured CUDA graph cannot hold).
     """
 
     name = "generic"
@@ -120,6 +124,7 @@ class Ops:
     cheap_sync = True
     max_pool_kernel = False
     batch_norm_kernel = False
+    per_sample_products = False
     #: the class of :attr:`memory`, the backend's device companion
     memory_type: type[DeviceMemory] = DeviceMemory
     #: the class of :attr:`graphs`, the backend's step-capture companion

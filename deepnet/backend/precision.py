@@ -70,5 +70,8 @@ class RoundedProducts:
     def linear(self, x: Array, w: Array) -> Array:
         return self.inner.gemm(self._r(x), self._r(w.T), None, False)
 
+    def stacked_gemm(self, a: Array, b: Array, out: Array, accumulate: bool) -> Array:
+        return self.inner.stacked_gemm(round_mantissa(a, self.bits), round_mantissa(b, self.bits), out, accumulate)
+
     def column_sums(self, a: Array, ones: Array, out: Array, accumulate: bool) -> Array:
         return self.inner.column_sums(a, ones, out, accumulate)       # a sum, not a product: float32

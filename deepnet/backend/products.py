@@ -51,6 +51,16 @@ class NumpyProducts:
         """x·Wᵀ (W column-major, the first layer: Wᵀ is row-major, a plain NN product)."""
         return np.dot(x, w.T)
 
+    def stacked_gemm(self, a: Array, b: Array, out: Array, accumulate: bool) -> Array:
+        """out[k] ← a[k]·b[k] (``accumulate``: added) for stacks of matrices (3-D), one call:
+        ``np.matmul`` takes BLAS for each pair (16 products of a Winograd convolution without
+        16 Python calls)."""
+        if accumulate:
+            out += np.matmul(a, b)
+        else:
+            np.matmul(a, b, out=out)
+        return out
+
     def column_sums(self, a: Array, ones: Array, out: Array, accumulate: bool) -> Array:
         """out ← 1ᵀ·a (``accumulate``: out + 1ᵀ·a) for row-major 2-D ``a`` and ``out`` of its
         dtype; ``ones`` holds a.shape[0] ones.  Through BLAS (gemv): 2-4x faster than
@@ -86,6 +96,11 @@ class MklProducts(NumpyProducts):
 
     def linear(self, x: Array, w: Array) -> Array:
         return self.gemm(x, w.T, None, False)
+
+    def stacked_gemm(self, a: Array, b: Array, out: Array, accumulate: bool) -> Array:
+        for k in range(a.shape[0]):             # each pair through MKL where large enough
+            self.gemm(a[k], b[k], out[k], accumulate)
+        return out
 
     def column_sums(self, a: Array, ones: Array, out: Array, accumulate: bool) -> Array:
         if self.lib.column_sums(a, ones, out, 1.0 if accumulate else 0.0):

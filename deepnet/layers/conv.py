@@ -20,6 +20,7 @@ import operator
 from typing import Any, ClassVar, NamedTuple
 
 from ..backend import Array
+from ..backend.ops import store
 from ..backend.windows import Window
 from ..errors import ShapeError
 from ..initializers import get_initializer
@@ -180,6 +181,8 @@ class Conv2D(Layer):
     faster than the row layout's) and NCHW ↔ Δᵀ is a transpose of (n, O) blocks.
     With groups g, channels and outputs split into g equal blocks, one product per block.
     Memory: training keeps colsᵀ, kh·kw/(sh·sw) times the size of x (the im2col cost).
+    Where ``ops.per_sample_products`` (NumPy), the same products run sample by sample on views of
+    colsᵀ: y_n = W₂ · cols_nᵀ is NCHW at once, ∂f/∂W₂ += Σ_n δ_n · cols_n needs no Δᵀ copy.
 
     Where ``ops.winograd_conv_applies`` (3×3, stride 1, the NumPy backend with numba, enough
     channels), the backend computes the same convolution by Winograd F(2×2, 3×3) (fewer
@@ -256,20 +259,25 @@ class Conv2D(Layer):
         return max(1, min(n, self.max_patch_bytes // max(per_sample, 1)))
 
     def _convolve(self, x: Array, oh: int, ow: int) -> tuple[Array, Array]:
-        """(Yᵀ of shape (O, n·OH·OW), colsᵀ) for the images x."""
+        """(y of shape (n, O, OH, OW), colsᵀ) for the images x."""
         ops, xp = self.ops, self.ops.xp
         n, o = int(x.shape[0]), self.out_channels
         cols_t = ops.unfold_t(x, self.window)                               # (C·kh·kw, n·OH·OW)
         w2 = xp.reshape(self._params["weight"].data, (o, -1))              # W₂: (O, C/g·kh·kw)
-        if self.groups == 1:
-            y_t = ops.gemm(w2, cols_t)                                      # Yᵀ = W₂ · colsᵀ
+        if self.groups == 1 and ops.per_sample_products:                   # y_n = W₂ · cols_nᵀ, NCHW at once
+            y = xp.reshape(xp.matmul(w2, _per_sample(xp, cols_t, n)), (n, o, oh, ow))
         else:
-            y_t = ops.empty((o, n * oh * ow), dtype=cols_t.dtype)
-            for oi, ci in self._blocks():
-                ops.gemm(w2[oi, :], cols_t[ci, :], out=y_t[oi, :])
+            if self.groups == 1:
+                y_t = ops.gemm(w2, cols_t)                                  # Yᵀ = W₂ · colsᵀ
+            else:
+                y_t = ops.empty((o, n * oh * ow), dtype=cols_t.dtype)
+                for oi, ci in self._blocks():
+                    ops.gemm(w2[oi, :], cols_t[ci, :], out=y_t[oi, :])
+            y = ops.empty((n, o, oh, ow), dtype=x.dtype)
+            y[...] = xp.permute_dims(xp.reshape(y_t, (o, n, oh, ow)), (1, 0, 2, 3))   # → NCHW
         if self.bias:
-            y_t += xp.reshape(self._params["bias"].data, (o, 1))           # + b (one row per output)
-        return y_t, cols_t
+            y += xp.reshape(self._params["bias"].data, (1, o, 1, 1))       # + b (one per output channel)
+        return y, cols_t
 
     def forward(self, x: Array, training: bool = False) -> Array:
         ops, xp = self.ops, self.ops.xp
@@ -283,11 +291,13 @@ class Conv2D(Layer):
             self._cache = (None, (n, c, h, w), _WinogradInput(x)) if training else None
             return y
         m = self._chunk(n, c, oh, ow, _ITEMSIZE.get(ops.dtype_name(x.dtype), 8))
-        y = ops.empty((n, o, oh, ow), dtype=x.dtype)
-        for s in range(0, n, m):                                            # one chunk unless patches are large
-            e = min(s + m, n)
-            y_t, cols_t = self._convolve(x[s:e, ...], oh, ow)
-            y[s:e, ...] = xp.permute_dims(xp.reshape(y_t, (o, e - s, oh, ow)), (1, 0, 2, 3))   # → NCHW
+        if m >= n:
+            y, cols_t = self._convolve(x, oh, ow)
+        else:
+            y = ops.empty((n, o, oh, ow), dtype=x.dtype)
+            for s in range(0, n, m):                                        # chunks: the patches are large
+                e = min(s + m, n)
+                y[s:e, ...], cols_t = self._convolve(x[s:e, ...], oh, ow)
         if not training:
             self._cache = None
         elif m >= n:
@@ -335,23 +345,34 @@ class Conv2D(Layer):
         (``more``: a later chunk, which adds to the gradients the first one wrote)."""
         ops, xp = self.ops, self.ops.xp
         n, o, oh, ow = (int(d) for d in grad_output.shape)
-        delta_t = ops.empty((o, n, oh, ow), dtype=grad_output.dtype)
-        delta_t[...] = xp.permute_dims(grad_output, (1, 0, 2, 3))
-        delta_t = xp.reshape(delta_t, (o, n * oh * ow))                     # Δᵀ: columns (n, oh, ow)
         params = self._params
         gw, acc = params["weight"].grad_target()
         acc = acc or more
         gw2 = xp.reshape(gw, (o, -1))                                       # a view of the grad buffer
-        if self.groups == 1:
-            ops.gemm(delta_t, cols_t, trans_b=True, out=gw2, accumulate=acc)     # ∂f/∂W₂ += Δᵀ cols
-        else:
-            for oi, ci in self._blocks():
-                ops.gemm(delta_t[oi, :], cols_t[ci, :], trans_b=True, out=gw2[oi, :], accumulate=acc)
-        if self.bias:
-            gb, acc = params["bias"].grad_target()
-            ops.sum_rows(xp.matrix_transpose(delta_t), out=gb, accumulate=acc or more)   # ∂f/∂b += Σ_rows Δ
-        if not need_input_grad:
-            return None
+        per_sample = self.groups == 1 and ops.per_sample_products
+        if per_sample:                                                      # ∂f/∂W₂ += Σ_n δ_n · cols_n
+            delta = xp.reshape(grad_output, (n, o, oh * ow))
+            cols_n = xp.permute_dims(_per_sample(xp, cols_t, n), (0, 2, 1))
+            store(xp.sum(xp.matmul(delta, cols_n), axis=0), gw2, acc)
+            if self.bias:
+                gb, acc_b = params["bias"].grad_target()
+                store(xp.sum(delta, axis=(0, 2)), gb, acc_b or more)       # ∂f/∂b += Σ_(n, oh, ow) δ
+            if not need_input_grad:
+                return None
+        delta_t = ops.empty((o, n, oh, ow), dtype=grad_output.dtype)
+        delta_t[...] = xp.permute_dims(grad_output, (1, 0, 2, 3))
+        delta_t = xp.reshape(delta_t, (o, n * oh * ow))                     # Δᵀ: columns (n, oh, ow)
+        if not per_sample:
+            if self.groups == 1:
+                ops.gemm(delta_t, cols_t, trans_b=True, out=gw2, accumulate=acc)     # ∂f/∂W₂ += Δᵀ cols
+            else:
+                for oi, ci in self._blocks():
+                    ops.gemm(delta_t[oi, :], cols_t[ci, :], trans_b=True, out=gw2[oi, :], accumulate=acc)
+            if self.bias:
+                gb, acc_b = params["bias"].grad_target()
+                ops.sum_rows(xp.matrix_transpose(delta_t), out=gb, accumulate=acc_b or more)   # ∂f/∂b += Σ_rows Δ
+            if not need_input_grad:
+                return None
         w2 = xp.reshape(params["weight"].data, (o, -1))
         if self.groups == 1:
             dcols_t = ops.gemm(w2, delta_t, trans_a=True)                   # (Δ · W₂)ᵀ = W₂ᵀ · Δᵀ
@@ -360,6 +381,12 @@ class Conv2D(Layer):
             for oi, ci in self._blocks():
                 ops.gemm(w2[oi, :], delta_t[oi, :], trans_a=True, out=dcols_t[ci, :])
         return ops.fold_t(dcols_t, x_shape, self.window)                    # ẽ = fold(Δ · W₂)
+
+
+def _per_sample(xp: Any, cols_t: Array, n: int) -> Array:
+    """colsᵀ (C·kh·kw, n·OH·OW) viewed per sample: (n, C·kh·kw, OH·OW), each a matrix the
+    products take without a copy."""
+    return xp.permute_dims(xp.reshape(cols_t, (int(cols_t.shape[0]), n, -1)), (1, 0, 2))
 
 
 class _WinogradInput(NamedTuple):
