@@ -136,3 +136,35 @@ def test_winograd_tile_blocks_are_contiguous_and_apart_in_the_cache_sets():
     assert v.shape == (16, 64, 1008) and np.shares_memory(v, buf)
     assert all(v[k].flags.c_contiguous for k in range(16))
     assert v.strides[0] % 4096 == 256
+
+
+class _TwoThreads:
+    """The window kernels' module, saying numba has 2 threads (so chunks go to the pool)."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    @staticmethod
+    def threads():
+        return 2
+
+
+def test_winograd_chunk_threads_use_the_callers_products():
+    """Chunks run on worker threads; the products provider a ``using_products`` block set (here
+    bf16-rounded operands) is the caller's context's, and reaches them."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    win = Window.of(3, 1, 1)
+    pooled, inline = _kernel_ops(chunk_bytes=1), _kernel_ops()
+    pooled._w = _TwoThreads(pooled._w)
+    out = {}
+    for name, ops in (("pooled", pooled), ("inline", inline)):
+        with ops.using_products(ops.products.with_precision("bf16")):
+            out[name] = ops.winograd_conv(x, w, win)
+    plain = inline.winograd_conv(x, w, win)
+    np.testing.assert_allclose(out["pooled"], out["inline"], rtol=1e-6, atol=1e-5)
+    assert np.abs(out["pooled"] - plain).max() > 1e-3            # rounded operands: not the float32 result

@@ -264,10 +264,12 @@ class NumbaOps(NumpyOps):
             for s, e in bounds:
                 work(s, e)
             return
-        pool = self.__dict__.get("_chunk_pool")
-        if pool is None or pool._max_workers != workers:
-            pool = self.__dict__["_chunk_pool"] = ThreadPoolExecutor(workers, thread_name_prefix="deepnet-chunks",
-                                                                     initializer=one_thread_here)
+        size, pool = self.__dict__.get("_chunk_pool", (0, None))
+        if pool is None or size != workers:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="deepnet-chunks", initializer=one_thread_here)
+            self.__dict__["_chunk_pool"] = (workers, pool)
         for future in [pool.submit(work, s, e) for s, e in bounds]:
             future.result()
 
@@ -278,13 +280,14 @@ class NumbaOps(NumpyOps):
         u = self._winograd_weights(w)
         y = np.empty((n, o, oh, ow), x.dtype)
         zero = _const(x.dtype.type, 0.0)
+        products = self.products                # this context's (a worker thread's context has none)
 
         def chunk(s: int, e: int) -> None:
             t = (e - s) * th * tw
             v = self._tiles("input", c, t, x.dtype)
             self._w.serial["winograd_input"](x[s:e], v, win.pt, win.pl, th, tw, zero)
             prod = self._tiles("products", o, t, x.dtype)
-            self.products.stacked_gemm(u, v, prod, False)              # M[ξ] = U[ξ] · V[ξ]
+            products.stacked_gemm(u, v, prod, False)                   # M[ξ] = U[ξ] · V[ξ]
             self._w.serial["winograd_output"](prod, y[s:e], th, tw)
 
         self._over_chunks(n, m, chunk)
@@ -299,6 +302,7 @@ class NumbaOps(NumpyOps):
         dus: dict[int, Array] = {}                                     # ∂f/∂U summed by each thread
         dx = np.empty(x.shape, x.dtype) if need_input_grad else None
         zero = _const(x.dtype.type, 0.0)
+        products = self.products                # this context's (a worker thread's context has none)
 
         def chunk(s: int, e: int) -> None:
             t = (e - s) * th * tw
@@ -310,8 +314,7 @@ class NumbaOps(NumpyOps):
             first = du is None
             if first:
                 du = dus[threading.get_ident()] = np.empty((16, o, c), x.dtype)
-            products = self.products                                   # ∂f/∂U[ξ] += ∂f/∂M[ξ] V[ξ]ᵀ
-            products.stacked_gemm(dm, v.transpose(0, 2, 1), du, not first)
+            products.stacked_gemm(dm, v.transpose(0, 2, 1), du, not first)   # ∂f/∂U[ξ] += ∂f/∂M[ξ] V[ξ]ᵀ
             if dx is not None:                                         # ∂f/∂V[ξ] = U[ξ]ᵀ ∂f/∂M[ξ]
                 products.stacked_gemm(u.transpose(0, 2, 1), dm, v, False)
                 self._w.serial["winograd_input_adjoint"](v, dx[s:e], win.pt, win.pl, th, tw, zero)
