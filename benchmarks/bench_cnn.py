@@ -19,17 +19,20 @@ per framework (median, min–max over the repetitions), the per-pair ratio deepn
 (pairs share the machine's state, so the ratio is steadier than either rate), memory, and
 for deepnet a per-layer time split.
 
-Memory (both children): ``rss_increase_mib`` is the process's peak resident set
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) after the timed epoch minus its resident set
-just before training starts (data loaded, network built, libraries imported): the most memory
-training added.  ``rss_increase_after_first_step_mib`` is the same peak minus the resident set
-after one training step on 2 images: without what the first step initializes once per process
-whatever the batch (numba's LLVM engine, about 56 MiB, loads with deepnet's first compiled
-kernel; PyTorch's kernels and thread pools).  ``timed_epoch_maxrss_delta_mib`` is ru_maxrss after minus before the timed
-epoch alone (about 0 when the warm-up already reached the steady-state peak).  deepnet also
-reports ``tracemalloc_peak_mib``: the peak of the bytes NumPy arrays (and Python objects)
-allocate during a few traced training steps, above what was allocated before them
-(tracemalloc sees NumPy's buffers, not PyTorch's, and slows allocation: separate steps).
+Memory (both children): ``rss_increase_mib`` is the process's peak resident set after the
+timed epoch minus its resident set just before training starts (data loaded, network built,
+libraries imported): the most memory training added.  The peak is Linux's VmHWM, reset just
+before training (``/proc/self/clear_refs``; the JSON's ``peak_reset``): importing numba alone
+peaks higher than a small batch's training, and a lifetime peak (``ru_maxrss``, the fallback
+elsewhere) made every small batch read the same figure.  ``rss_increase_after_first_step_mib``
+is the same peak minus the resident set after one training step on 2 images: without what the
+first step initializes once per process whatever the batch (numba's LLVM engine, about 56 MiB,
+loads with deepnet's first compiled kernel; PyTorch's kernels and thread pools).
+``timed_epoch_maxrss_delta_mib`` is the peak after minus before the timed epoch alone (about 0
+when the warm-up already reached the steady-state peak).  deepnet also reports
+``tracemalloc_peak_mib``: the peak of the bytes NumPy arrays (and Python objects) allocate
+during a few traced training steps, above what was allocated before them (tracemalloc sees
+NumPy's buffers, not PyTorch's, and slows allocation: separate steps).
 
 The per-layer split (deepnet only) comes from a separate, instrumented epoch on the first
 ``--profile-samples`` images, after the timed one: each layer's ``forward`` and ``backward``
@@ -89,19 +92,45 @@ def load_data(n: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 # ---------------------------------------------------------------------------- child: memory
-def _rss_now_kib() -> int:
-    """The current resident set in KiB (Linux /proc), or ru_maxrss where there is no /proc."""
+def _status_kib(field: str) -> int | None:
+    """A field of /proc/self/status in KiB ("VmRSS", "VmHWM"), or None where there is no /proc."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
-    return _maxrss_kib()
+    return None
+
+
+def _rss_now_kib() -> int:
+    """The current resident set in KiB (Linux /proc), or ru_maxrss where there is no /proc."""
+    v = _status_kib("VmRSS")
+    return _maxrss_kib() if v is None else v
+
+
+#: whether the peak was reset before training (else it includes what setting up peaked at)
+PEAK_RESET: dict[str, bool] = {"done": False}
+
+
+def _reset_peak() -> None:
+    """Start the peak resident set afresh (Linux: writing 5 to /proc/self/clear_refs resets
+    VmHWM): importing the libraries and building the network may peak higher than training."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        PEAK_RESET["done"] = _status_kib("VmHWM") is not None
+    except OSError:
+        PEAK_RESET["done"] = False
 
 
 def _maxrss_kib() -> int:
+    """The peak resident set in KiB since :func:`_reset_peak` (VmHWM), else the process's ru_maxrss."""
+    if PEAK_RESET["done"]:
+        v = _status_kib("VmHWM")
+        if v is not None:
+            return v
     import resource
 
     v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -254,6 +283,7 @@ def _tracemalloc_deepnet(net: Any, X: np.ndarray, y: np.ndarray, batch: int) -> 
 def child_deepnet(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any]) -> dict[str, Any]:
     net = _deepnet_network(cfg)
     B = cfg["batch"]
+    _reset_peak()
     rss0 = _rss_now_kib()
     net.fit(X[:2], y[:2], epochs=1, batch_size=2, shuffle=False)                          # one tiny step
     rss_init = _rss_now_kib()
@@ -264,6 +294,7 @@ def child_deepnet(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any]) -> dict[str
     dt = time.perf_counter() - t
     after = _maxrss_kib()
     out: dict[str, Any] = {"seconds": dt, "samples_per_s": len(X) / dt, "rss_before_training_mib": _mib(rss0),
+                           "peak_reset": PEAK_RESET["done"],
                            "peak_rss_mib": _mib(after), "rss_increase_mib": _mib(after - rss0),
                            "rss_increase_after_first_step_mib": _mib(after - rss_init),
                            "timed_epoch_maxrss_delta_mib": _mib(after - before), "backend": net.ops.name,
@@ -342,6 +373,7 @@ def child_pytorch(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any]) -> dict[str
             idx = order[s:s + B]
             step(Xt[idx], yt[idx])
 
+    _reset_peak()
     rss0 = _rss_now_kib()
     step(Xt[:2], yt[:2])                                                                     # one tiny step
     rss_init = _rss_now_kib()
@@ -352,6 +384,7 @@ def child_pytorch(X: np.ndarray, y: np.ndarray, cfg: dict[str, Any]) -> dict[str
     dt = time.perf_counter() - t
     after = _maxrss_kib()
     return {"seconds": dt, "samples_per_s": len(X) / dt, "rss_before_training_mib": _mib(rss0),
+            "peak_reset": PEAK_RESET["done"],
             "peak_rss_mib": _mib(after), "rss_increase_mib": _mib(after - rss0),
             "rss_increase_after_first_step_mib": _mib(after - rss_init),
             "timed_epoch_maxrss_delta_mib": _mib(after - before), "torch": torch.__version__,
@@ -499,6 +532,7 @@ def main() -> None:
                  "rss_increase_after_first_step_mib": summary([r["rss_increase_after_first_step_mib"] for r in rs]),
                  "peak_rss_mib": summary([r["peak_rss_mib"] for r in rs]),
                  "timed_epoch_maxrss_delta_mib": summary([r["timed_epoch_maxrss_delta_mib"] for r in rs]),
+                 "peak_reset": all(r.get("peak_reset") for r in rs),
                  "rss_before_training_mib": summary([r["rss_before_training_mib"] for r in rs])}
         if fw == "deepnet":
             entry["backend"], entry["blas"] = rs[0]["backend"], rs[0]["blas"]
@@ -522,7 +556,8 @@ def main() -> None:
         "frameworks": frameworks,
         "ratio_deepnet_over_pytorch": summary(ratios),
         "target_ratio": TARGET, "meets_target": statistics.median(ratios) >= TARGET,
-        "memory_note": "rss_increase_mib: ru_maxrss after the timed epoch minus VmRSS just before training "
+        "memory_note": "rss_increase_mib: the peak RSS (VmHWM, reset before training where peak_reset) after "
+                       "the timed epoch minus VmRSS just before training "
                        "(warm-up + timed epoch); rss_increase_after_first_step_mib: the same minus VmRSS after "
                        "one step on 2 images (once-per-process initialization left out); tracemalloc_peak_mib: "
                        "NumPy arrays only, deepnet only",
