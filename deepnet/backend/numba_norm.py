@@ -58,7 +58,7 @@ def _batch_norm(x: Any, gamma: Any, beta: Any, eps: float, y: Any, mean: Any, va
     """x, y: (N, C, H·W); mean, var, inv_std: (C,), written."""
     n, c_n, hw = x.shape
     m = n * hw
-    for c in numba.prange(c_n):
+    for c in range(c_n):
         total = 0.0
         for i in range(n):
             total += _sum(x[i, c])
@@ -81,7 +81,7 @@ def _batch_norm_backward(dy: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, d
     """dy, x: (N, C, H·W); ∂f/∂γ, ∂f/∂β added into dgamma, dbeta; ẽ written over dy."""
     n, c_n, hw = x.shape
     m = n * hw
-    for c in numba.prange(c_n):
+    for c in range(c_n):
         mu, s = np.float64(mean[c]), np.float64(inv_std[c])
         sum_dy = sum_dy_xhat = 0.0
         for i in range(n):
@@ -101,7 +101,6 @@ def _batch_norm_backward(dy: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, d
 
 
 _FUNCS = (_batch_norm, _batch_norm_backward)
-#: name → compiled kernel, on the calling thread alone
+#: name → compiled kernel (serial: numba's threaded loops measured slower on 2 cores, 2.5 ms
+#: against 2.0 ms for BatchNorm forward and backward on (128, 16, 28, 28) float32)
 serial = {f.__name__[1:]: compile_cached(f, fastmath=_SUMS) for f in _FUNCS}
-#: name → compiled kernel splitting the channels over numba's threads
-threaded = {f.__name__[1:]: compile_cached(f, parallel=True, fastmath=_SUMS) for f in _FUNCS}

@@ -27,7 +27,6 @@ _NUMBA_MIN_SIZE = 1024   # one parameter alone: below this NumPy's passes cost l
 _NUMBA_LARGE_MIN = 16384  # ReLU forward: from here one compiled pass beats np.maximum
 _NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
 # (the fourth, numba_kernels.PARALLEL_MIN_SIZE, picks the threaded update kernels)
-_WINDOW_THREADED_MIN = 1 << 18   # window kernels: from here numba's threads split the planes
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MULTI_MIN_PARAMS = 3    # multi-tensor updates: typed lists pay off from 3 parameters on
 
@@ -139,21 +138,13 @@ class NumbaOps(NumpyOps):
         self._multi_cache: dict[tuple, tuple] = {}
 
     # ------------------------------------------------------------------ max-pooling
-    def _window_kernel(self, name: str, size: int, kernels: ModuleType | None = None) -> Any:
-        """The kernel ``name`` of ``kernels`` (default: the window kernels), threaded for large
-        arrays on the main thread (numba's workqueue pool takes one caller at a time)."""
-        module = self._w if kernels is None else kernels
-        if size >= _WINDOW_THREADED_MIN and threading.current_thread() is threading.main_thread():
-            return module.threaded[name]
-        return module.serial[name]
-
     # ------------------------------------------------------------------ BatchNorm of images
     def batch_norm_train(self, x: Array, gamma: Array, beta: Array, eps: float) -> tuple[Array, Array, Array, Array]:
         n, c = int(x.shape[0]), int(x.shape[1])
         xs = np.ascontiguousarray(x).reshape(n, c, -1)
         y = np.empty_like(xs)
         mean, var, inv_std = (np.empty(c, x.dtype) for _ in range(3))
-        self._window_kernel("batch_norm", xs.size, self._norm)(xs, gamma, beta, float(eps), y, mean, var, inv_std)
+        self._norm.serial["batch_norm"](xs, gamma, beta, float(eps), y, mean, var, inv_std)
         return y.reshape(x.shape), mean, var, inv_std
 
     def batch_norm_train_backward(self, dy: Array, x: Array, mean: Array, inv_std: Array, gamma: Array,
@@ -161,7 +152,7 @@ class NumbaOps(NumpyOps):
         n, c = int(x.shape[0]), int(x.shape[1])
         dys = (dy if dy.flags.c_contiguous else np.ascontiguousarray(dy)).reshape(n, c, -1)
         xs = np.ascontiguousarray(x).reshape(n, c, -1)
-        self._window_kernel("batch_norm_backward", xs.size, self._norm)(dys, xs, mean, inv_std, gamma, dgamma, dbeta,
+        self._norm.serial["batch_norm_backward"](dys, xs, mean, inv_std, gamma, dgamma, dbeta,
                                                                        need_input_grad)
         return dys.reshape(x.shape) if need_input_grad else None
 
@@ -175,9 +166,9 @@ class NumbaOps(NumpyOps):
         arg = np.empty((n, c, oh, ow), np.int8 if win.kh * win.kw <= 127 else np.int32)
         ys, args = y.reshape(n * c, oh, ow), arg.reshape(n * c, oh, ow)
         if _pairs(win):
-            self._window_kernel("max_pool_2x2", x.size)(xs, ys, args)
+            self._w.serial["max_pool_2x2"](xs, ys, args)
         else:
-            self._window_kernel("max_pool", x.size)(xs, ys, args, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl)
+            self._w.serial["max_pool"](xs, ys, args, win.kh, win.kw, win.sh, win.sw, win.pt, win.pl)
         return y, arg
 
     def max_pool_backward(self, dy: Array, arg: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
@@ -187,10 +178,9 @@ class NumbaOps(NumpyOps):
         dys, args, dxs = np.ascontiguousarray(dy).reshape(n * c, oh, ow), arg.reshape(n * c, oh, ow), dx.reshape(n * c, h, w)
         zero = _const(dy.dtype.type, 0.0)
         if _pairs(win):
-            self._window_kernel("max_pool_2x2_backward", dx.size)(dys, args, dxs, zero)
+            self._w.serial["max_pool_2x2_backward"](dys, args, dxs, zero)
         else:
-            self._window_kernel("max_pool_backward", dx.size)(dys, args, dxs, win.kw, win.sh, win.sw, win.pt,
-                                                              win.pl, zero)
+            self._w.serial["max_pool_backward"](dys, args, dxs, win.kw, win.sh, win.sw, win.pt, win.pl, zero)
         return dx
 
     # ------------------------------------------------------------------ Winograd convolution

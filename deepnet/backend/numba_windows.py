@@ -10,9 +10,10 @@ nearly every CNN has kernels of its own whose four taps LLVM vectorizes over the
 (4096, 26, 26) float32, 1 thread, 2-core AMD EPYC, forward with arg-max 0.93 ms against
 6.5 ms for the general kernel's loops over taps and 10.5 ms for the NumPy tiles path.
 
-The loops over planes are ``prange``: ``threaded`` splits them over numba's threads
-(``numba.set_num_threads``).  Constants come in the arrays' dtype: a Python float in the loop
-would promote float32 work to float64.
+Serial kernels: numba's threaded loops (``prange``, workqueue layer) measured no faster on 2
+cores for these memory-bound passes, and the Winograd convolution runs chunks of samples on
+threads of its own (``NumbaOps._over_chunks``).  Constants come in the arrays' dtype: a Python
+float in the loop would promote float32 work to float64.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _max_pool(x: Any, y: Any, arg: Any, kh: int, kw: int, sh: int, sw: int, pt: 
     """Any window: per plane p and window (oh, ow), over the real pixels (padding never wins)."""
     planes, h, w = x.shape
     oh_n, ow_n = y.shape[1], y.shape[2]
-    for p in numba.prange(planes):
+    for p in range(planes):
         img = x[p]
         for oh in range(oh_n):
             r0 = oh * sh - pt
@@ -53,7 +54,7 @@ def _max_pool_backward(dy: Any, arg: Any, dx: Any, kw: int, sh: int, sw: int, pt
     """Any window: dx = zeros, then δ added at each window's arg-max pixel."""
     planes, h, w = dx.shape
     oh_n, ow_n = dy.shape[1], dy.shape[2]
-    for p in numba.prange(planes):
+    for p in range(planes):
         plane = dx[p]
         for r in range(h):
             for q in range(w):
@@ -70,7 +71,7 @@ def _max_pool_2x2(x: Any, y: Any, arg: Any) -> None:  # pragma: no cover - compi
     planes = x.shape[0]
     oh_n, ow_n = y.shape[1], y.shape[2]
     k1, k2, k3 = arg.dtype.type(1), arg.dtype.type(2), arg.dtype.type(3)
-    for p in numba.prange(planes):
+    for p in range(planes):
         img, yp, ap = x[p], y[p], arg[p]
         for oh in range(oh_n):
             top, bottom, yr, ar = img[2 * oh], img[2 * oh + 1], yp[oh], ap[oh]
@@ -95,7 +96,7 @@ def _max_pool_2x2_backward(dy: Any, arg: Any, dx: Any, zero: Any) -> None:  # pr
     H or W, included), then δ + 0 written at each window's arg-max pixel."""
     planes, h, w = dx.shape
     oh_n, ow_n = dy.shape[1], dy.shape[2]
-    for p in numba.prange(planes):
+    for p in range(planes):
         plane, dp, ap = dx[p], dy[p], arg[p]
         for r in range(h):
             for q in range(w):
@@ -112,10 +113,8 @@ def threads() -> int:
 
 
 _FUNCS = (_max_pool, _max_pool_backward, _max_pool_2x2, _max_pool_2x2_backward)
-#: name → compiled kernel, on the calling thread alone
+#: name → compiled kernel (serial: it runs on the calling thread)
 serial = {f.__name__[1:]: compile_cached(f) for f in _FUNCS}
-#: name → compiled kernel splitting its planes over numba's threads
-threaded = {f.__name__[1:]: compile_cached(f, parallel=True) for f in _FUNCS}
 
 
 # ---------------------------------------------------------------------- Winograd F(2×2, 3×3)
@@ -137,7 +136,7 @@ def _winograd_input(x: Any, v: Any, pt: int, pl: int, th_n: int, tw_n: int,
     each image plane is first copied into a zero-padded one the tiles read without bounds tests."""
     n_img, c_in, h, w = x.shape
     hh, ww = 2 * th_n + 2, 2 * tw_n + 2
-    for c in numba.prange(c_in):
+    for c in range(c_in):
         img = np.empty((hh, ww), x.dtype)
         for n in range(n_img):
             src = x[n, c]
@@ -172,7 +171,7 @@ def _at_rows(m0: Any, m1: Any, m2: Any, m3: Any) -> Any:  # pragma: no cover - c
 def _winograd_output(m: Any, y: Any, th_n: int, tw_n: int) -> None:  # pragma: no cover - compiled
     """y[n, o, 2·th + a, 2·tw + b] = (Aᵀ m A)[a, b] for the 4×4 tile m[:, o, t] (cropped to y)."""
     n_img, o_n, oh_n, ow_n = y.shape
-    for o in numba.prange(o_n):
+    for o in range(o_n):
         for n in range(n_img):
             out = y[n, o]
             for th in range(th_n):
@@ -204,7 +203,7 @@ def _a_rows(a: Any, b: Any) -> Any:  # pragma: no cover - compiled
 def _winograd_output_adjoint(dy: Any, dm: Any, th_n: int, tw_n: int, zero: Any) -> None:  # pragma: no cover
     """dm[:, o, t] = A δ Aᵀ for the 2×2 error tile δ of dy[n, o] at t (0 beyond the image)."""
     n_img, o_n, oh_n, ow_n = dy.shape
-    for o in numba.prange(o_n):
+    for o in range(o_n):
         for n in range(n_img):
             err = dy[n, o]
             for th in range(th_n):
@@ -238,7 +237,7 @@ def _winograd_input_adjoint(dv: Any, dx: Any, pt: int, pl: int, th_n: int, tw_n:
     through one padded plane per (n, c) that stays in the cache."""
     n_img, c_in, h, w = dx.shape
     hh, ww = 2 * th_n + 2, 2 * tw_n + 2
-    for c in numba.prange(c_in):
+    for c in range(c_in):
         acc = np.empty((hh, ww), dx.dtype)
         for n in range(n_img):
             for r in range(hh):
@@ -269,4 +268,3 @@ def _winograd_input_adjoint(dv: Any, dx: Any, pt: int, pl: int, th_n: int, tw_n:
 
 _WINOGRAD = (_winograd_input, _winograd_output, _winograd_output_adjoint, _winograd_input_adjoint)
 serial.update({f.__name__[1:]: compile_cached(f) for f in _WINOGRAD})
-threaded.update({f.__name__[1:]: compile_cached(f, parallel=True) for f in _WINOGRAD})
