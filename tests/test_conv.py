@@ -355,6 +355,7 @@ def test_conv2d_in_chunks_is_the_same_convolution(backend):
             layer = dn.Conv2D(3, 4, 3, stride=[2, 2], padding=1, groups=1)
             layer.to(backend, "float64")
             layer.initialize(np.random.default_rng(0))
+            layer.keep_patches = True                        # the whole batch's patches kept, or chunks
             if budget is not None:
                 layer.max_patch_bytes = budget
             y = layer.forward(dn.to_device(x, backend, dtype="float64"), training=True)
@@ -368,6 +369,27 @@ def test_conv2d_in_chunks_is_the_same_convolution(backend):
     np.testing.assert_allclose(dx1, dx0, rtol=1e-12, atol=1e-12)
     for k in g0:
         np.testing.assert_allclose(g1[k], g0[k], rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_keeps_its_input_not_its_patches_by_default(backend):
+    """Training keeps x (backward unfolds it again), the same convolution as keeping colsᵀ."""
+    rng = np.random.default_rng(6)
+    x, dy = rng.standard_normal((3, 2, 6, 5)), rng.standard_normal((3, 4, 3, 3))
+    out = []
+    for keep in (False, True):
+        with dn.use_backend(backend):
+            layer = dn.Conv2D(2, 4, 3, stride=2, padding=1)
+            layer.to(backend, "float64")
+            layer.initialize(np.random.default_rng(0))
+            layer.keep_patches = keep
+            xd = dn.to_device(x, backend, dtype="float64")
+            y = layer.forward(xd, training=True)
+            cols_t, _, kept = layer.cached
+            assert (cols_t is None and kept[0] is xd) if not keep else (kept is None and cols_t is not None)
+            dx = layer.backward(dn.to_device(dy, backend, dtype="float64"))
+            out.append([dn.to_host(a) for a in (y, dx, layer.parameters()["weight"].grad, layer.parameters()["bias"].grad)])
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_in_chunks_passes_the_gradient_check():

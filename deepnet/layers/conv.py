@@ -180,7 +180,8 @@ class Conv2D(Layer):
     contiguous, so the unfold/fold are kh·kw strided copies of whole image rows (NumPy 3-4x
     faster than the row layout's) and NCHW ↔ Δᵀ is a transpose of (n, O) blocks.
     With groups g, channels and outputs split into g equal blocks, one product per block.
-    Memory: training keeps colsᵀ, kh·kw/(sh·sw) times the size of x (the im2col cost).
+    Memory: training keeps x, and backward unfolds it again (``keep_patches = True``: it keeps
+    colsᵀ, kh·kw/(sh·sw) times the size of x, the im2col cost, for one ``unfold_t`` less).
     Where ``ops.per_sample_products`` (NumPy), the same products run sample by sample on views of
     colsᵀ: y_n = W₂ · cols_nᵀ is NCHW at once, ∂f/∂W₂ += Σ_n δ_n · cols_n needs no Δᵀ copy.
 
@@ -252,6 +253,10 @@ class Conv2D(Layer):
     #: once: a batch whose patches would take more is convolved in chunks of samples, and
     #: backward unfolds each chunk again instead of keeping them (memory for time)
     max_patch_bytes: ClassVar[int] = 256 << 20
+    #: True: training keeps colsᵀ for backward (kh·kw/(sh·sw) times x); False (default): it keeps
+    #: x, as PyTorch does, and backward unfolds it again (one more ``unfold_t``: ResNet-20's
+    #: stride-2 convolutions kept 23 MiB of patches at batch 128, the simple CNN's first 3 MiB)
+    keep_patches: ClassVar[bool] = False
 
     def _chunk(self, n: int, c: int, oh: int, ow: int, itemsize: int) -> int:
         """Samples per chunk: all n when their patches fit in :attr:`max_patch_bytes`."""
@@ -300,9 +305,9 @@ class Conv2D(Layer):
                 y[s:e, ...], cols_t = self._convolve(x[s:e, ...], oh, ow)
         if not training:
             self._cache = None
-        elif m >= n:
+        elif m >= n and self.keep_patches:
             self._cache = (cols_t, (n, c, h, w), None)
-        else:                                                               # chunks: backward unfolds again
+        else:                                                               # backward unfolds x again
             self._cache = (None, (n, c, h, w), (x, m))
         return y
 
