@@ -319,6 +319,9 @@ class Conv2D(Layer):
             return self._backward_winograd(chunked.x, grad_output, need_input_grad)
         x, m = chunked
         n = x_shape[0]
+        if m >= n:                                                          # one chunk: the whole batch
+            return self._backward_chunk(self.ops.unfold_t(x, self.window), x_shape, grad_output,
+                                        need_input_grad, False)
         dx = self.ops.empty(x_shape, dtype=grad_output.dtype) if need_input_grad else None
         for s in range(0, n, m):
             e = min(s + m, n)
