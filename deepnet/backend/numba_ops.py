@@ -19,7 +19,7 @@ import numpy as np
 from .cblas import one_thread_here
 from .counter_rng import CounterRNG, PhiloxKernel
 from .numpy_ops import NumpyOps
-from .ops import Array, DeviceRNG, check_cols_t
+from .ops import Array, DeviceRNG
 from .products import NumpyProducts
 from .windows import Window, check_image
 
@@ -27,7 +27,6 @@ _NUMBA_MIN_SIZE = 1024   # one parameter alone: below this NumPy's passes cost l
 _NUMBA_LARGE_MIN = 16384  # ReLU forward: from here one compiled pass beats np.maximum
 _NUMBA_SMALL_MAX = 4096  # activations up to this size: one compiled call beats several ufunc calls
 # (the fourth, numba_kernels.PARALLEL_MIN_SIZE, picks the threaded update kernels)
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MULTI_MIN_PARAMS = 3    # multi-tensor updates: typed lists pay off from 3 parameters on
 
 
@@ -97,16 +96,15 @@ def _flat_views(arrays: tuple[Array, ...]) -> tuple[Array, ...] | None:
     return None
 
 
-def _tile_stack(rows: int, t: int, dtype: Any, buffer: Array | None = None) -> Array:
-    """An empty (16, rows, t) stack of Winograd tiles whose 16 blocks (each C-contiguous) start
-    256 bytes apart modulo 4096: the transforms touch all 16 at once, and blocks a multiple of
-    4 KiB apart would share the L1 cache's sets (measured: 10x slower, e.g. rows 64, t 1008).
-    In ``buffer`` (flat, large enough: :func:`_tile_stack_size`) where given."""
+def _tile_stack(rows: int, t: int, dtype: Any, buffer: Array) -> Array:
+    """A (16, rows, t) stack of Winograd tiles in ``buffer`` (flat, :func:`_tile_stack_size`
+    elements at least) whose 16 blocks (each C-contiguous) start 256 bytes apart modulo 4096:
+    the transforms touch all 16 at once, and blocks a multiple of 4 KiB apart would share the
+    L1 cache's sets (measured: 10x slower, e.g. rows 64, t 1008)."""
     block = rows * t
     item = np.dtype(dtype).itemsize
     pad = ((256 - block * item % 4096) % 4096) // item
-    flat = np.empty(16 * (block + pad), dtype) if buffer is None else buffer[:16 * (block + pad)]
-    return flat.reshape(16, block + pad)[:, :block].reshape(16, rows, t)
+    return buffer[:16 * (block + pad)].reshape(16, block + pad)[:, :block].reshape(16, rows, t)
 
 
 def _tile_stack_size(rows: int, t: int) -> int:

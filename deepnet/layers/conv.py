@@ -340,11 +340,7 @@ class Conv2D(Layer):
                                              need_input_grad)
         if self.bias:
             gb, acc = params["bias"].grad_target()
-            db = self.ops.xp.sum(grad_output, axis=(0, 2, 3))                 # ∂f/∂b = Σ_(n, oh, ow) δ
-            if acc:
-                gb += db
-            else:
-                gb[...] = db
+            store(self.ops.xp.sum(grad_output, axis=(0, 2, 3)), gb, acc)      # ∂f/∂b += Σ_(n, oh, ow) δ
         return dx
 
     def _backward_chunk(self, cols_t: Array, x_shape: tuple[int, ...], grad_output: Array, need_input_grad: bool,
