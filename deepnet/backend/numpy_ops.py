@@ -283,15 +283,18 @@ class NumpyOps(Ops):
                 np.add(dst, taps[:, i, j, :, ro, co], out=dst)
         return out
 
+    def _thread_buffers(self, name: str = "windows") -> dict[Any, Array]:
+        """This thread's scratch arrays called ``name`` (a dict kept per backend object and thread)."""
+        attr = f"_{name}_local"
+        local = self.__dict__.get(attr)
+        if local is None:
+            local = self.__dict__.setdefault(attr, threading.local())
+        return local.__dict__.setdefault("bufs", {})
+
     def _window_buffer(self, shape: tuple[int, ...], dtype: Any, tag: str = "") -> Array:
         """A scratch array of ``shape``, reused by this thread for the same ``tag`` (unfold's NHWC
         copy of the input, unfold_t's channel-major one)."""
-        local = self.__dict__.get("_windows_local")
-        if local is None:
-            local = self.__dict__.setdefault("_windows_local", threading.local())
-        bufs = getattr(local, "bufs", None)
-        if bufs is None:
-            bufs = local.bufs = {}
+        bufs = self._thread_buffers()
         key = (tag, shape, np.dtype(dtype).char)
         buf = bufs.get(key)
         if buf is None:
