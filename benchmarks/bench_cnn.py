@@ -72,7 +72,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("deepnet", "pytorch")
 TARGET = 1.0          # issue 27: deepnet ≥ 1.0 × PyTorch's samples/s on the CPU (issue 16 asked 0.7)
 OPS_TIMED = ("unfold", "fold", "unfold_t", "fold_t", "linear", "gemm", "add_bias_", "sum_rows", "relu", "relu_backward_",
-             "max_pool", "max_pool_backward")
+             "max_pool", "max_pool_backward", "winograd_conv", "winograd_conv_backward", "batch_norm_train",
+             "batch_norm_train_backward")
 PRESETS = ("cnn", "resnet")
 
 
